@@ -1,0 +1,50 @@
+"""The one SparkSession factory. Only jobs/ open sessions, and only through here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from pydantic import BaseModel, ConfigDict
+
+log = logging.getLogger(__name__)
+
+
+class SparkSettings(BaseModel):
+    """How to reach Spark; local by default, a cluster by setting `master`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    master: str = "local[*]"  # e.g. spark://host:7077, yarn, k8s://...
+    app_name: str = "feedrank"  # shown in the Spark UI
+    shuffle_partitions: int = 8  # small data locally; raise on a cluster
+    driver_memory: str = "4g"  # local mode runs everything in the driver
+    ui_enabled: bool = False  # the local UI costs start-up time and a port
+    conf: dict[str, str] = {}  # any other spark.* setting, passed through
+
+
+def get_spark(settings: SparkSettings):
+    """Return the process's SparkSession, creating it from settings on first use."""
+    from pyspark.sql import SparkSession
+
+    # Workers must run the same interpreter as the driver (a .venv, not the system python).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.master(settings.master)
+        .appName(settings.app_name)
+        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+        .config("spark.driver.memory", settings.driver_memory)
+        .config("spark.ui.enabled", str(settings.ui_enabled).lower())
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    )
+    for key, value in settings.conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    log.info("spark session on %s (Spark %s)", settings.master, spark.version)
+    return spark

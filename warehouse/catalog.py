@@ -1,0 +1,211 @@
+"""The table catalog: every table's name, layer, schema, key and partitioning.
+
+Column names are constants here and nowhere else; code refers to `C.USER_ID`, not "user_id".
+Every table is partitioned by `ds` (YYYY-MM-DD); the partition column is not stored in the
+Parquet files but in the directory name, as Hive and Spark lay it out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+import pyarrow as pa
+
+
+class Layer(str, enum.Enum):
+    RAW = "raw"  # logs as the platform wrote them
+    TRUTH = "truth"  # the simulator's ground truth: evaluation only, never features
+    SILVER = "silver"  # point-in-time features
+    GOLD = "gold"  # training sets
+    SERVING = "serving"  # what the read path serves
+
+
+class C:
+    """Column names."""
+
+    DS = "ds"
+    USER_ID = "user_id"
+    AUTHOR_ID = "author_id"
+    POST_ID = "post_id"
+    IMPRESSION_ID = "impression_id"
+    REQUEST_ID = "request_id"
+    FOLLOWER_ID = "follower_id"
+    FOLLOWEE_ID = "followee_id"
+    CREATED_AT = "created_at"
+    SERVED_AT = "served_at"
+    EVENT_TS = "event_ts"
+    COUNTRY = "country"
+    AGE_BUCKET = "age_bucket"
+    GENDER = "gender"
+    PRIMARY_DEVICE = "primary_device"
+    IS_PERSON_AUTHOR = "is_person_author"
+    KIND = "kind"
+    VERIFIED = "verified"
+    IS_CLOSE_FRIEND = "is_close_friend"
+    TOPIC = "topic"
+    HASHTAGS = "hashtags"
+    MEDIA_TYPE = "media_type"
+    LENGTH = "length"
+    HAS_URL = "has_url"
+    POSITION = "position"
+    DEVICE = "device"
+    SOURCE = "source"
+    ACTION = "action"
+    DWELL_S = "dwell_s"
+    E_DWELL_S = "e_dwell_s"
+
+
+ACTIONS = ("click", "like", "comment", "share", "hide", "report")
+MEDIA_TYPES = ("text", "photo", "video", "link")
+DEVICES = ("mobile", "desktop")
+SOURCES = ("network", "popular")
+AUTHOR_KINDS = ("person", "page")
+AGE_BUCKETS = ("13-17", "18-24", "25-34", "35-44", "45-54", "55+")
+GENDERS = ("f", "m", "x")
+COUNTRIES = ("us", "br", "in", "gb", "de", "fr", "ng", "jp")
+
+
+def truth_column(action: str) -> str:
+    """Name of the true-probability column of an action in truth_impressions."""
+    return f"p_{action}"
+
+
+_TS = pa.timestamp("us", tz="UTC")
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """One table of the warehouse."""
+
+    name: str
+    layer: Layer
+    schema: pa.Schema  # without the partition column
+    key: tuple[str, ...]  # unique within a partition
+    doc: str
+    partition_by: str = C.DS
+
+    @property
+    def columns(self) -> list[str]:
+        return self.schema.names
+
+
+def _table(name, layer, fields, key, doc) -> Table:
+    return Table(name, layer, pa.schema(fields), tuple(key), doc)
+
+
+USERS = _table(
+    "users",
+    Layer.RAW,
+    [
+        pa.field(C.USER_ID, pa.int64(), nullable=False),
+        pa.field(C.CREATED_AT, _TS, nullable=False),
+        pa.field(C.COUNTRY, pa.string()),
+        pa.field(C.AGE_BUCKET, pa.string()),
+        pa.field(C.GENDER, pa.string()),
+        pa.field(C.PRIMARY_DEVICE, pa.string()),
+        pa.field(C.IS_PERSON_AUTHOR, pa.bool_()),
+    ],
+    [C.USER_ID],
+    "Snapshot of the viewers at the end of ds.",
+)
+
+AUTHORS = _table(
+    "authors",
+    Layer.RAW,
+    [
+        pa.field(C.AUTHOR_ID, pa.int64(), nullable=False),
+        pa.field(C.KIND, pa.string()),
+        pa.field(C.CREATED_AT, _TS, nullable=False),
+        pa.field(C.VERIFIED, pa.bool_()),
+    ],
+    [C.AUTHOR_ID],
+    "Snapshot of the posting accounts (people, who are also users, and pages) at the end of ds.",
+)
+
+FOLLOWS = _table(
+    "follows",
+    Layer.RAW,
+    [
+        pa.field(C.FOLLOWER_ID, pa.int64(), nullable=False),
+        pa.field(C.FOLLOWEE_ID, pa.int64(), nullable=False),
+        pa.field(C.CREATED_AT, _TS, nullable=False),
+        pa.field(C.IS_CLOSE_FRIEND, pa.bool_()),
+    ],
+    [C.FOLLOWER_ID, C.FOLLOWEE_ID],
+    "Snapshot of the follow graph (user -> author) at the end of ds; created_at tells when.",
+)
+
+POSTS = _table(
+    "posts",
+    Layer.RAW,
+    [
+        pa.field(C.POST_ID, pa.int64(), nullable=False),
+        pa.field(C.AUTHOR_ID, pa.int64(), nullable=False),
+        pa.field(C.CREATED_AT, _TS, nullable=False),
+        pa.field(C.TOPIC, pa.int32()),
+        pa.field(C.HASHTAGS, pa.list_(pa.string())),
+        pa.field(C.MEDIA_TYPE, pa.string()),
+        pa.field(C.LENGTH, pa.int32()),
+        pa.field(C.HAS_URL, pa.bool_()),
+    ],
+    [C.POST_ID],
+    "Posts created on ds.",
+)
+
+IMPRESSIONS = _table(
+    "impressions",
+    Layer.RAW,
+    [
+        pa.field(C.IMPRESSION_ID, pa.int64(), nullable=False),
+        pa.field(C.REQUEST_ID, pa.int64(), nullable=False),
+        pa.field(C.USER_ID, pa.int64(), nullable=False),
+        pa.field(C.POST_ID, pa.int64(), nullable=False),
+        pa.field(C.AUTHOR_ID, pa.int64(), nullable=False),
+        pa.field(C.SERVED_AT, _TS, nullable=False),
+        pa.field(C.POSITION, pa.int32(), nullable=False),
+        pa.field(C.DEVICE, pa.string()),
+        pa.field(C.SOURCE, pa.string()),
+    ],
+    [C.IMPRESSION_ID],
+    "Feed items served on ds; one row per (request, position).",
+)
+
+ENGAGEMENTS = _table(
+    "engagements",
+    Layer.RAW,
+    [
+        pa.field(C.IMPRESSION_ID, pa.int64(), nullable=False),
+        pa.field(C.USER_ID, pa.int64(), nullable=False),
+        pa.field(C.POST_ID, pa.int64(), nullable=False),
+        pa.field(C.ACTION, pa.string(), nullable=False),
+        pa.field(C.EVENT_TS, _TS, nullable=False),
+        pa.field(C.DWELL_S, pa.float64()),
+    ],
+    [C.IMPRESSION_ID, C.ACTION],
+    "Actions on the impressions of ds (partitioned by the impression's day; event_ts may "
+    "pass midnight by up to max_engagement_delay_s). dwell_s is set on clicks only.",
+)
+
+TRUTH_IMPRESSIONS = _table(
+    "truth_impressions",
+    Layer.TRUTH,
+    [pa.field(C.IMPRESSION_ID, pa.int64(), nullable=False)]
+    + [pa.field(truth_column(a), pa.float64(), nullable=False) for a in ACTIONS]
+    + [pa.field(C.E_DWELL_S, pa.float64(), nullable=False)],
+    [C.IMPRESSION_ID],
+    "The simulator's true action probabilities and expected dwell (given a click) per "
+    "impression. Read by evaluation only.",
+)
+
+RAW_TABLES = (USERS, AUTHORS, FOLLOWS, POSTS, IMPRESSIONS, ENGAGEMENTS)
+SIMULATED_TABLES = RAW_TABLES + (TRUTH_IMPRESSIONS,)
+TABLES: dict[str, Table] = {t.name: t for t in SIMULATED_TABLES}
+
+
+def table(name: str) -> Table:
+    """The catalog entry of a table, with a clear error for an unknown name."""
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"unknown table {name!r}; the catalog has {sorted(TABLES)}") from None
