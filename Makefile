@@ -1,0 +1,48 @@
+# The two set-up commands of the README: `make demo` and `make test`. Each builds the .venv
+# from the pins in constraints.txt when it is missing or older than the pins.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= demo
+
+.PHONY: demo test lint bench airflow-ui mlflow-ui lock clean-data java
+
+$(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24,<27"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+java:  # Spark 4 needs Java 17 or newer
+	@command -v java >/dev/null || { \
+	  echo "no java on PATH: installing openjdk-17-jre-headless (Debian)"; \
+	  apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
+
+demo: $(VENV)/.installed java  ## the main job: the demo profile end to end
+	$(BIN)/feedrank --profile $(PROFILE) demo
+
+test: $(VENV)/.installed java  ## lint, format check and the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+bench: $(VENV)/.installed java  ## benchmarks: print a table, write JSON under tests/benchmarks/results
+	@for b in tests/benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+airflow-ui: $(VENV)/.installed java  ## Airflow UI on http://localhost:8080 (login printed by standalone)
+	eval "$$($(BIN)/feedrank --profile $(PROFILE) env)" && $(BIN)/airflow db migrate \
+	  && $(BIN)/airflow standalone
+
+mlflow-ui: $(VENV)/.installed  ## MLflow UI on http://localhost:5000
+	eval "$$($(BIN)/feedrank env)" && $(BIN)/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI"
+
+lock:  ## re-resolve the pins from setup.cfg's ranges
+	rm -rf /tmp/feedrank-lock && $(PYTHON) -m venv /tmp/feedrank-lock
+	/tmp/feedrank-lock/bin/pip install --quiet -e ".[dev]"
+	( echo '# Exact versions the .venv is built from (pip install -c constraints.txt -e ".[dev]").'; \
+	  echo '# Regenerate after changing setup.cfg: make lock'; \
+	  /tmp/feedrank-lock/bin/pip freeze --exclude-editable | grep -vE '^(pip|setuptools|wheel)==' ) > constraints.txt
+
+clean-data:  ## delete the local data root (warehouse, Airflow and MLflow state)
+	rm -rf .feedrank

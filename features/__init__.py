@@ -1,0 +1,1 @@
+"""Pure Spark DataFrame -> DataFrame feature functions and the feature registry."""

@@ -1,0 +1,50 @@
+"""What every job shares: logging, the command line of `spark-submit jobs/x.py`, ds dates."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from collections.abc import Sequence
+
+from jobs.settings import Settings, describe, load_settings
+
+log = logging.getLogger("feedrank")
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("py4j", "great_expectations", "urllib3", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def log_settings(job: str, settings: Settings, ds: str | None = None) -> None:
+    """Every job logs its resolved settings at start."""
+    log.info("%s ds=%s profile=%s\n%s", job, ds, settings.profile, describe(settings))
+
+
+def job_args(description: str, argv: Sequence[str] | None = None) -> tuple[Settings, str]:
+    """Parse `--ds` and the settings flags shared by every `spark-submit jobs/x.py`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--ds", required=True, type=parse_ds, help="partition day, YYYY-MM-DD")
+    parser.add_argument("--profile", help="tiny | demo | large (default: FEEDRANK_PROFILE)")
+    parser.add_argument("--seed", type=int, help="override simulator.seed")
+    args = parser.parse_args(argv)
+    overrides = {"simulator": {"seed": args.seed}} if args.seed is not None else None
+    return load_settings(args.profile, overrides), args.ds
+
+
+def parse_ds(value: str) -> str:
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"ds must be YYYY-MM-DD, got {value!r}") from None
+
+
+def shift_ds(ds: str, days: int) -> str:
+    return (dt.date.fromisoformat(ds) + dt.timedelta(days=days)).isoformat()

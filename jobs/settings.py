@@ -1,0 +1,134 @@
+"""One typed, strict settings object, loaded from a profile plus environment overrides.
+
+    settings = load_settings()                      # FEEDRANK_PROFILE or "tiny"
+    settings = load_settings("demo", {"simulator": {"seed": 3}})
+
+A profile is a TOML file in jobs/profiles/. Environment overrides:
+    FEEDRANK_PROFILE=demo            the profile
+    FEEDRANK_HOME=/data/feedrank     the data root (default: .feedrank/ in the repo)
+    FEEDRANK_SEED=11                 shortcut for simulator.seed
+    FEEDRANK__SPARK__MASTER=yarn     any field: FEEDRANK__<SECTION>__<FIELD>[__...]=value
+Values are parsed as JSON when they parse, else taken as strings. Unknown keys, in a profile
+or in the environment, raise.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from jobs.spark import SparkSettings
+from simulator.config import SimulatorSettings
+from warehouse.layout import DEFAULT_HOME, DataRoot
+
+log = logging.getLogger(__name__)
+
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+ENV_PREFIX = "FEEDRANK_"
+_ENV_SHORTCUTS = {
+    "FEEDRANK_PROFILE": None,  # read by load_settings itself
+    "FEEDRANK_HOME": ("home",),
+    "FEEDRANK_SEED": ("simulator", "seed"),
+}
+
+
+class SettingsError(ValueError):
+    """A profile or override that does not fit the settings."""
+
+
+class Settings(BaseModel):
+    """Everything a job needs to know; see each area's class for its fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: str  # the profile these settings came from
+    home: Path = DEFAULT_HOME  # data root: warehouse, Airflow, MLflow, feed store
+    simulator: SimulatorSettings = SimulatorSettings()
+    spark: SparkSettings = SparkSettings()
+
+    @property
+    def root(self) -> DataRoot:
+        return DataRoot(self.home)
+
+    def dates(self) -> list[str]:
+        """The simulated days as ds strings."""
+        return [d.isoformat() for d in self.simulator.dates()]
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+
+
+def load_settings(
+    profile: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve settings: profile file, then environment, then explicit overrides."""
+    environ = os.environ if environ is None else environ
+    profile = profile or environ.get("FEEDRANK_PROFILE") or "tiny"
+    path = PROFILES_DIR / f"{profile}.toml"
+    if not path.exists():
+        raise SettingsError(f"unknown profile {profile!r}; choose one of {available_profiles()}")
+    data = tomllib.loads(path.read_text())
+    data["profile"] = profile
+    _deep_merge(data, _env_overrides(environ))
+    _deep_merge(data, copy.deepcopy(dict(overrides or {})))
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as err:
+        raise SettingsError(f"invalid settings for profile {profile!r}:\n{err}") from None
+    return settings.model_copy(update={"home": settings.home.expanduser().resolve()})
+
+
+def describe(settings: Settings) -> str:
+    """The resolved settings as indented JSON, for logs and MLflow."""
+    return settings.model_dump_json(indent=2)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        if name in _ENV_SHORTCUTS:
+            keys = _ENV_SHORTCUTS[name]
+        elif name.startswith(ENV_PREFIX + "_") and len(name) > len(ENV_PREFIX) + 1:
+            keys = tuple(k.lower() for k in name[len(ENV_PREFIX) + 1 :].split("__"))
+        else:
+            raise SettingsError(
+                f"unknown environment variable {name}; use one of {sorted(_ENV_SHORTCUTS)} "
+                "or FEEDRANK__<SECTION>__<FIELD>"
+            )
+        if keys:
+            _set_path(out, keys, _parse(raw))
+    return out
+
+
+def _parse(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _set_path(data: dict, keys: tuple[str, ...], value: Any) -> None:
+    for key in keys[:-1]:
+        data = data.setdefault(key, {})
+    data[keys[-1]] = value
+
+
+def _deep_merge(base: dict, extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value

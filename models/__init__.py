@@ -1,0 +1,1 @@
+"""Rankers, retrieval, value model, metrics and registry helpers."""

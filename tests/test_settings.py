@@ -1,0 +1,54 @@
+"""Settings: profiles load, overrides apply, unknown keys fail loudly."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.settings import SettingsError, available_profiles, load_settings
+
+
+def test_every_profile_loads_and_sizes_grow():
+    sizes = {p: load_settings(p, environ={}).simulator.n_users for p in available_profiles()}
+    assert set(sizes) == {"tiny", "demo", "large"}
+    assert sizes["tiny"] < sizes["demo"] < sizes["large"]
+
+
+def test_profile_and_seed_from_environment(tmp_path):
+    env = {"FEEDRANK_PROFILE": "demo", "FEEDRANK_SEED": "11", "FEEDRANK_HOME": str(tmp_path)}
+    settings = load_settings(environ=env)
+    assert settings.profile == "demo"
+    assert settings.simulator.seed == 11
+    assert settings.home == tmp_path.resolve()
+
+
+def test_nested_environment_override_is_parsed():
+    env = {"FEEDRANK__SPARK__MASTER": "spark://h:7077", "FEEDRANK__SIMULATOR__DAYS": "2"}
+    settings = load_settings("tiny", environ=env)
+    assert settings.spark.master == "spark://h:7077"
+    assert settings.simulator.days == 2
+    assert settings.dates() == ["2026-01-05", "2026-01-06"]
+
+
+def test_explicit_overrides_win_over_environment():
+    settings = load_settings("tiny", {"simulator": {"seed": 3}}, environ={"FEEDRANK_SEED": "9"})
+    assert settings.simulator.seed == 3
+
+
+@pytest.mark.parametrize(
+    "overrides, environ, message",
+    [
+        ({"simulator": {"n_userz": 3}}, {}, "n_userz"),
+        ({"sparkk": {}}, {}, "sparkk"),
+        ({"simulator": {"days": "many"}}, {}, "days"),
+        (None, {"FEEDRANK__SIMULATOR__NOPE": "1"}, "nope"),
+        (None, {"FEEDRANK_PROFLE": "demo"}, "FEEDRANK_PROFLE"),
+    ],
+)
+def test_unknown_or_mistyped_keys_fail(overrides, environ, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings("tiny", overrides, environ=environ)
+
+
+def test_unknown_profile_names_the_choices():
+    with pytest.raises(SettingsError, match="tiny"):
+        load_settings("huge", environ={})
