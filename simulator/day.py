@@ -1,0 +1,250 @@
+"""One simulated day: serve every session its feed, draw engagement, write the day's logs.
+
+Social proof lags by up to a day, on purpose: a day's behaviour reads the engagement of the
+previous `pool_days` days (a `SocialState` built once, before the day), never the same day's.
+That makes the user shards of a day independent, so they can run in any order or in
+parallel and still give identical logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from simulator._common import DAY_US, Stream, day_start_us, rng, to_timestamps
+from simulator.behaviour import POSITIVE, Actions, Exposure, Truth, draw_actions, true_model
+from simulator.config import SimulatorSettings
+from simulator.feed import Pool, Served, pool_start_day, popular_posts, serve
+from simulator.posts import DayPosts, generate_posts
+from simulator.sessions import Sessions, previous_session_us, sessions_for_day
+from simulator.world import World
+from warehouse.catalog import (
+    ACTIONS,
+    AUTHORS,
+    DEVICES,
+    ENGAGEMENTS,
+    FOLLOWS,
+    IMPRESSIONS,
+    POSTS,
+    SOURCES,
+    TRUTH_IMPRESSIONS,
+    USERS,
+    C,
+    truth_column,
+)
+
+ID_DAY_STRIDE = 10**15  # request/impression id = day * 10**15 + shard * 10**9 + sequence
+ID_SHARD_STRIDE = 10**9
+_N = "n"  # count column of SocialState.network
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SocialState:
+    """Engagement seen before the day began, the source of social proof.
+
+    Built from the previous days' ENGAGEMENTS only, so social proof lags by up to a day; the
+    shards of a day therefore never depend on one another.
+    """
+
+    post_engagements: pd.Series  # post_id -> positive engagements (click/like/comment/share)
+    network: pd.DataFrame  # user_id, post_id, n: the user's followees who engaged the post
+
+
+def social_state(prior_engagements: pd.DataFrame | None, follows: pd.DataFrame) -> SocialState:
+    """Social proof from the ENGAGEMENTS rows of the previous `pool_days` days (may be empty)
+    and the follow graph as of the start of the day (FOLLOWS rows)."""
+    if prior_engagements is None or prior_engagements.empty:
+        prior_engagements = pd.DataFrame({c: [] for c in ENGAGEMENTS.columns})
+    pos = prior_engagements[prior_engagements[C.ACTION].isin(POSITIVE)]
+    counts = pos.groupby(C.POST_ID).size().astype(np.int64)
+    engaged = pos[[C.USER_ID, C.POST_ID]].drop_duplicates()
+    # A person who engaged is also an author (author_id == user_id): whoever follows them.
+    ties = engaged.merge(
+        follows[[C.FOLLOWER_ID, C.FOLLOWEE_ID]], left_on=C.USER_ID, right_on=C.FOLLOWEE_ID
+    )
+    network = (
+        ties.groupby([C.FOLLOWER_ID, C.POST_ID])
+        .size()
+        .rename(_N)
+        .reset_index()
+        .rename(columns={C.FOLLOWER_ID: C.USER_ID})
+        .astype(np.int64)  # typed even when empty, so that merges on it never fail
+    )
+    return SocialState(counts, network)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ShardLogs:
+    impressions: pd.DataFrame  # IMPRESSIONS columns
+    engagements: pd.DataFrame  # ENGAGEMENTS columns
+    truth: pd.DataFrame  # TRUTH_IMPRESSIONS columns
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DayLogs:
+    """The logs of one day, each frame with exactly its catalog table's columns (no ds)."""
+
+    users: pd.DataFrame
+    authors: pd.DataFrame
+    follows: pd.DataFrame
+    posts: pd.DataFrame
+    impressions: pd.DataFrame
+    engagements: pd.DataFrame
+    truth: pd.DataFrame
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Frames keyed by catalog table name."""
+        return {
+            USERS.name: self.users,
+            AUTHORS.name: self.authors,
+            FOLLOWS.name: self.follows,
+            POSTS.name: self.posts,
+            IMPRESSIONS.name: self.impressions,
+            ENGAGEMENTS.name: self.engagements,
+            TRUTH_IMPRESSIONS.name: self.truth,
+        }
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Day:
+    """What every shard of a day shares, computed once."""
+
+    index: int
+    posts: DayPosts  # created today
+    pool: Pool
+    pool_engagements: np.ndarray  # (pool,) positive engagements before today
+    popular: np.ndarray  # pool indices the popular slots draw from
+    sessions: Sessions  # every user's sessions today
+    prev_us: np.ndarray  # (sessions,) lower bound of "new since the last session"
+    state: SocialState
+
+
+def simulate_day(
+    world: World, cfg: SimulatorSettings, day_index: int, prior_engagements: pd.DataFrame | None
+) -> DayLogs:
+    """All shards of a day. `prior_engagements`: ENGAGEMENTS of the previous `pool_days`
+    days (None or empty on the first day)."""
+    start = day_start_us(cfg, day_index)
+    state = social_state(prior_engagements, world.follows_as_of(to_timestamps([start])[0]))
+    day = _prepare(world, cfg, day_index, state)
+    shards = [_simulate(world, cfg, day, s) for s in range(cfg.n_shards)]
+    end = to_timestamps([start + DAY_US])[0]
+    return DayLogs(
+        users=world.users,
+        authors=world.authors,
+        follows=world.follows_as_of(end),
+        posts=day.posts.frame,
+        impressions=_concat([s.impressions for s in shards], [C.IMPRESSION_ID]),
+        engagements=_concat([s.engagements for s in shards], [C.IMPRESSION_ID, C.ACTION]),
+        truth=_concat([s.truth for s in shards], [C.IMPRESSION_ID]),
+    )
+
+
+def simulate_shard(
+    world: World, cfg: SimulatorSettings, day_index: int, state: SocialState, shard: int
+) -> ShardLogs:
+    """The impressions, engagements and truth of the users with user_id % n_shards == shard."""
+    if not 0 <= shard < cfg.n_shards:
+        raise ValueError(f"shard {shard} is outside 0..{cfg.n_shards - 1}")
+    return _simulate(world, cfg, _prepare(world, cfg, day_index, state), shard)
+
+
+def _prepare(world: World, cfg: SimulatorSettings, day_index: int, state: SocialState) -> _Day:
+    first = pool_start_day(cfg, day_index)
+    days = [generate_posts(world, cfg, d) for d in range(first, day_index + 1)]
+    pool = Pool.from_days(days, day_start_us(cfg, first))
+    counts = state.post_engagements.reindex(pool.post_id, fill_value=0).to_numpy()
+    sessions = sessions_for_day(world, cfg, day_index)
+    prev = previous_session_us(world, cfg, day_index, sessions)
+    popular = popular_posts(world, cfg, pool, counts)
+    return _Day(day_index, days[-1], pool, counts, popular, sessions, prev, state)
+
+
+def _simulate(world: World, cfg: SimulatorSettings, day: _Day, shard: int) -> ShardLogs:
+    mask = day.sessions.user % cfg.n_shards == shard
+    sessions = day.sessions.take(mask)
+    r_feed = rng(cfg.seed, Stream.FEED, day.index, shard)
+    served = serve(world, cfg, sessions, day.prev_us[mask], day.pool, day.popular, r_feed)
+    x = _exposure(world, day, sessions, served)
+    truth = true_model(world, cfg, x)
+    actions = draw_actions(cfg, x, truth, rng(cfg.seed, Stream.ACTIONS, day.index, shard))
+    base = day.index * ID_DAY_STRIDE + shard * ID_SHARD_STRIDE
+    impression_id = base + np.arange(len(served.post), dtype=np.int64)
+    impressions = _impressions(world, day.pool, sessions, served, impression_id, base)
+    return ShardLogs(
+        impressions=impressions,
+        engagements=_engagements(impressions, actions),
+        truth=_truth(impression_id, truth),
+    )
+
+
+def _exposure(world: World, day: _Day, sessions: Sessions, served: Served) -> Exposure:
+    pool, p = day.pool, served.post
+    user, author = sessions.user[served.session], pool.author[p]
+    row = world.graph.lookup(user, author, world.n_authors)
+    net = pd.DataFrame({C.USER_ID: user, C.POST_ID: pool.post_id[p]}).merge(
+        day.state.network, on=[C.USER_ID, C.POST_ID], how="left"
+    )
+    return Exposure(
+        user=user,
+        author=author,
+        topic=pool.topic[p],
+        media=pool.media[p],
+        length=pool.length[p],
+        clickbait=pool.clickbait[p],
+        created_us=pool.created_us[p],
+        served_us=served.served_us,
+        device=sessions.device[served.session],
+        position=served.position,
+        follows=row >= 0,
+        close_friend=(row >= 0) & world.graph.close_friend[np.maximum(row, 0)],
+        post_engagements=day.pool_engagements[p],
+        network_engagers=net[_N].fillna(0).to_numpy(dtype=np.float64),
+    )
+
+
+def _impressions(world, pool: Pool, sessions: Sessions, served: Served, ids, base) -> pd.DataFrame:
+    user = sessions.user[served.session]
+    return pd.DataFrame(
+        {
+            C.IMPRESSION_ID: ids,
+            C.REQUEST_ID: base + served.session,
+            C.USER_ID: user,
+            C.POST_ID: pool.post_id[served.post],
+            C.AUTHOR_ID: world.authors_latent.author_id[pool.author[served.post]].astype(np.int64),
+            C.SERVED_AT: to_timestamps(served.served_us),
+            C.POSITION: served.position.astype(np.int32),
+            C.DEVICE: np.array(DEVICES, dtype=object)[sessions.device[served.session]],
+            C.SOURCE: np.array(SOURCES, dtype=object)[served.source],
+        },
+        columns=IMPRESSIONS.columns,
+    )
+
+
+def _engagements(impressions: pd.DataFrame, a: Actions) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            C.IMPRESSION_ID: impressions[C.IMPRESSION_ID].to_numpy()[a.row],
+            C.USER_ID: impressions[C.USER_ID].to_numpy()[a.row],
+            C.POST_ID: impressions[C.POST_ID].to_numpy()[a.row],
+            C.ACTION: np.array(ACTIONS, dtype=object)[a.action],
+            C.EVENT_TS: to_timestamps(a.event_us),
+            C.DWELL_S: a.dwell_s,
+        },
+        columns=ENGAGEMENTS.columns,
+    )
+    return frame.sort_values([C.IMPRESSION_ID, C.ACTION], kind="stable", ignore_index=True)
+
+
+def _truth(impression_id: np.ndarray, t: Truth) -> pd.DataFrame:
+    columns = {C.IMPRESSION_ID: impression_id}
+    columns |= {truth_column(a): t.p[a] for a in ACTIONS}
+    columns[C.E_DWELL_S] = t.e_dwell_s
+    return pd.DataFrame(columns, columns=TRUTH_IMPRESSIONS.columns)
+
+
+def _concat(frames: list[pd.DataFrame], key: list[str]) -> pd.DataFrame:
+    out = pd.concat(frames, ignore_index=True)
+    return out.sort_values(key, kind="stable", ignore_index=True)
