@@ -52,11 +52,19 @@ class SocialState:
     network: pd.DataFrame  # user_id, post_id, n: the user's followees who engaged the post
 
 
-def social_state(prior_engagements: pd.DataFrame | None, follows: pd.DataFrame) -> SocialState:
+def social_state(
+    prior_engagements: pd.DataFrame | None,
+    follows: pd.DataFrame,
+    before: pd.Timestamp | None = None,
+) -> SocialState:
     """Social proof from the ENGAGEMENTS rows of the previous `pool_days` days (may be empty)
-    and the follow graph as of the start of the day (FOLLOWS rows)."""
+    and the follow graph as of the start of the day (FOLLOWS rows). Only events before
+    `before` count: a late engagement of yesterday's impression (after midnight) must not
+    shape a session that happens before it."""
     if prior_engagements is None or prior_engagements.empty:
         prior_engagements = pd.DataFrame({c: [] for c in ENGAGEMENTS.columns})
+    elif before is not None:
+        prior_engagements = prior_engagements[prior_engagements[C.EVENT_TS] < before]
     pos = prior_engagements[prior_engagements[C.ACTION].isin(POSITIVE)]
     counts = pos.groupby(C.POST_ID).size().astype(np.int64)
     engaged = pos[[C.USER_ID, C.POST_ID]].drop_duplicates()
@@ -127,7 +135,8 @@ def simulate_day(
     """All shards of a day. `prior_engagements`: ENGAGEMENTS of the previous `pool_days`
     days (None or empty on the first day)."""
     start = day_start_us(cfg, day_index)
-    state = social_state(prior_engagements, world.follows_as_of(to_timestamps([start])[0]))
+    day_start = to_timestamps([start])[0]
+    state = social_state(prior_engagements, world.follows_as_of(day_start), before=day_start)
     day = _prepare(world, cfg, day_index, state)
     shards = [_simulate(world, cfg, day, s) for s in range(cfg.n_shards)]
     end = to_timestamps([start + DAY_US])[0]
