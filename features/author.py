@@ -1,0 +1,123 @@
+"""Author features per (author_id, as_of) and per (author_id, topic, as_of)."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from features import registry as R
+from features.pagerank import pagerank
+from features.pit import asof_sums, follow_edges, hourly, latest_snapshot, needed, windowed
+from features.registry import AS_OF, BUCKET
+from warehouse.catalog import C
+
+_IMP, _POS, _ONE = "_imp", "_pos", "_one"
+
+
+def positives(engagements: DataFrame) -> DataFrame:
+    """The engagement rows whose action is positive (click, like, comment, share)."""
+    return engagements.where(F.col(C.ACTION).isin(*R.POSITIVE_ACTIONS))
+
+
+def ratio(num, den):
+    """num / den, null when den is 0 (no impression yet: unknown, not zero)."""
+    return F.when(den > 0, num / den)
+
+
+def follow_counts(requests: DataFrame, follows: DataFrame, key: str) -> DataFrame:
+    """Per (key, as_of): followers (follows of key) and followees (follows by key) created
+    before as_of; key is the author id, which is also the user id of a person author."""
+    edges = follow_edges(follows).withColumn(_ONE, F.lit(1))
+    req = requests.select(F.col(key), AS_OF)
+    side = {R.AUTHOR_FOLLOWERS: C.FOLLOWEE_ID, R.AUTHOR_FOLLOWEES: C.FOLLOWER_ID}
+    out = req.distinct()
+    for name, col in side.items():
+        ev = edges.select(F.col(col).alias(key), C.CREATED_AT, _ONE)
+        got = asof_sums(req, ev, [key], C.CREATED_AT, [_ONE])
+        out = out.join(
+            got.select(key, AS_OF, F.col(f"{_ONE}__0").cast("long").alias(name)), [key, AS_OF]
+        )
+    ratio_col = F.col(R.AUTHOR_FOLLOWERS) / (F.col(R.AUTHOR_FOLLOWEES) + 1.0)
+    return out.withColumn(R.AUTHOR_FOLLOW_RATIO, ratio_col)
+
+
+def _author_events(impressions: DataFrame, engagements: DataFrame, posts: DataFrame, keys):
+    """Hourly impressions and positives of the authors' posts, keyed by `keys` (author_id and
+    optionally topic): impressions by served_at, positives by event_ts."""
+    meta = posts.select(C.POST_ID, C.AUTHOR_ID, C.TOPIC)
+    imp = impressions.select(C.POST_ID, F.col(C.SERVED_AT).alias("_ts")).join(meta, C.POST_ID)
+    pos = (
+        positives(engagements)
+        .select(C.POST_ID, F.col(C.EVENT_TS).alias("_ts"))
+        .join(meta, C.POST_ID)
+    )
+    imp = hourly(imp, keys, "_ts", {_IMP: F.lit(1), _POS: F.lit(0)})
+    pos = hourly(pos, keys, "_ts", {_IMP: F.lit(0), _POS: F.lit(1)})
+    return imp.unionByName(pos)
+
+
+def engagement_rates(
+    requests: DataFrame,
+    impressions: DataFrame,
+    engagements: DataFrame,
+    posts: DataFrame,
+    keys: list[str],
+    name,
+) -> DataFrame:
+    """Per (keys, as_of): positives / impressions of the keyed posts over each author window."""
+    lags = [d * 24 for d in R.AUTHOR_WINDOWS_D]
+    ev = _author_events(impressions, engagements, posts, keys)
+    sums = asof_sums(requests, ev, keys, BUCKET, [_IMP, _POS], [0, *lags])
+    rates = [
+        ratio(windowed(_POS, d * 24), windowed(_IMP, d * 24)).alias(name(d))
+        for d in R.AUTHOR_WINDOWS_D
+    ]
+    return sums.select(*keys, AS_OF, *rates)
+
+
+def author_features(
+    impressions_as_of: DataFrame,
+    history_impressions: DataFrame,
+    engagements: DataFrame,
+    posts: DataFrame,
+    follows: DataFrame,
+    authors: DataFrame,
+    pagerank_cutoff,
+    pagerank_iterations: int = 20,
+) -> DataFrame:
+    """Per (author_id, as_of): follow counts and ratio, verified, PageRank, engagement rates.
+
+    PageRank runs once on the follow graph with created_at < pagerank_cutoff (a timestamp
+    Column or literal); pass a time at or before the earliest as_of so that it cannot leak.
+    """
+    req = needed(impressions_as_of, [C.AUTHOR_ID])
+    out = follow_counts(req, follows, C.AUTHOR_ID)
+    rates = engagement_rates(
+        req, history_impressions, engagements, posts, [C.AUTHOR_ID], R.author_rate
+    )
+    edges = follow_edges(follows).where(F.col(C.CREATED_AT) < pagerank_cutoff)
+    pr = pagerank(edges, C.FOLLOWER_ID, C.FOLLOWEE_ID, pagerank_iterations).select(
+        F.col("node").alias(C.AUTHOR_ID), F.col("pagerank").alias(R.AUTHOR_PAGERANK)
+    )
+    verified = latest_snapshot(authors, [C.AUTHOR_ID]).select(
+        C.AUTHOR_ID, F.col(C.VERIFIED).alias(R.AUTHOR_VERIFIED)
+    )
+    return (
+        out.join(rates, [C.AUTHOR_ID, AS_OF], "left")
+        .join(pr, C.AUTHOR_ID, "left")
+        .join(F.broadcast(verified), C.AUTHOR_ID, "left")
+    )
+
+
+def author_topic_features(
+    impressions_as_of: DataFrame,
+    history_impressions: DataFrame,
+    engagements: DataFrame,
+    posts: DataFrame,
+) -> DataFrame:
+    """Per (author_id, topic, as_of): the author's engagement rate on posts of that topic."""
+    topics = posts.select(C.POST_ID, C.TOPIC)
+    req = needed(impressions_as_of.join(topics, C.POST_ID), [C.AUTHOR_ID, C.TOPIC])
+    return engagement_rates(
+        req, history_impressions, engagements, posts, [C.AUTHOR_ID, C.TOPIC], R.author_topic_rate
+    )

@@ -1,0 +1,190 @@
+"""The feature registry: feature names, windows, decay, and the columns of every family.
+
+Names are built here and nowhere else; feature code imports the constants or the name helpers,
+and the training set and the docs read `FAMILIES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from warehouse.catalog import ACTIONS
+
+AS_OF = "as_of"  # the hour boundary a snapshot is taken at; see features.pit
+BUCKET = "bucket"  # an event's hour: date_trunc('hour', ts)
+
+# Windows are whole hours so that hourly buckets count them exactly (see features.pit).
+WINDOWS_H: dict[str, int] = {"1h": 1, "1d": 24, "3d": 72, "7d": 168}
+LOOKBACK_H = max(WINDOWS_H.values())  # post and network snapshots read this far back
+AUTHOR_WINDOWS_D = (7, 30, 90)
+USER_RATE_WINDOWS_D = (7, 30)
+USER_AUTHOR_WINDOWS_D = (90, 365)
+
+POSITIVE_ACTIONS = ("click", "like", "comment", "share")
+COUNTED_ACTIONS = (*POSITIVE_ACTIONS, "hide")  # report is too rare to count per window
+IMPRESSION = "impression"  # the pseudo-action of a served impression in post event streams
+POST_KINDS = (*COUNTED_ACTIONS, IMPRESSION)
+assert set(COUNTED_ACTIONS) <= set(ACTIONS)
+
+# Decay: an event t days before as_of weighs 1 / (t + 1); t is real (from timestamps), and the
+# decayed totals cover the same lookback as the widest window (7 days).
+DECAY_DOC = "sum over events in the 7d before as_of of 1/(t+1), t = (as_of - event_ts) in days"
+
+
+def decay_weight_days(t_days: float) -> float:
+    """The decay weight of an event t days old (the reference for tests and docs)."""
+    return 1.0 / (t_days + 1.0)
+
+
+def post_count(kind: str, window: str) -> str:
+    return f"post_{kind}_{window}"
+
+
+def post_decayed(kind: str) -> str:
+    return f"post_{kind}_decayed"
+
+
+def net_count(kind: str, window: str) -> str:
+    return f"net_{kind}_{window}"
+
+
+def author_rate(days: int) -> str:
+    return f"author_eng_rate_{days}d"
+
+
+def author_topic_rate(days: int) -> str:
+    return f"author_topic_eng_rate_{days}d"
+
+
+def user_rate(days: int) -> str:
+    return f"user_eng_rate_{days}d"
+
+
+def ua_share(days: int) -> str:
+    return f"ua_eng_share_{days}d"
+
+
+def ua_norm(days: int) -> str:
+    return f"ua_eng_share_norm_{days}d"
+
+
+POST_AGE_H = "post_age_h"
+POST_SMOOTHED_RATE = "post_smoothed_eng_rate"
+HASHTAG_COUNT = "hashtag_count"
+AUTHOR_FOLLOWERS = "author_followers"
+AUTHOR_FOLLOWEES = "author_followees"
+AUTHOR_FOLLOW_RATIO = "author_follow_ratio"
+AUTHOR_VERIFIED = "author_verified"
+AUTHOR_PAGERANK = "author_pagerank"
+USER_IMPRESSIONS_7D = "user_impressions_7d"
+USER_REQUESTS_7D = "user_requests_7d"
+USER_LAST_TOPICS = "user_last_topics"
+UA_FOLLOWS = "ua_follows"
+UA_CLOSE_FRIEND = "ua_close_friend"
+UA_COMMON_FOLLOWEES = "ua_common_followees"
+SIM_HASHTAG_TFIDF = "sim_hashtag_tfidf"
+SIM_TOPIC_SHARE = "sim_topic_share"
+CTX_HOUR = "ctx_hour"
+CTX_DOW = "ctx_dow"
+CTX_HOURS_SINCE_PREV_REQUEST = "ctx_hours_since_prev_request"
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+    name: str
+    doc: str
+
+
+def _post() -> list[Feature]:
+    out = [
+        Feature(post_count(k, w), f"{k}s on the post in the {w} before as_of")
+        for k in POST_KINDS
+        for w in WINDOWS_H
+    ]
+    out += [Feature(post_decayed(k), f"decayed {k}s: {DECAY_DOC}") for k in POST_KINDS]
+    out += [
+        Feature(POST_AGE_H, "hours from the post's creation to as_of (0 if created later)"),
+        Feature(
+            POST_SMOOTHED_RATE, "(7d positives + prior*strength) / (7d impressions + strength)"
+        ),
+    ]
+    return out
+
+
+def _network() -> list[Feature]:
+    return [
+        Feature(net_count(k, w), f"{k}s on the post by the viewer's followees, {w} before as_of")
+        for k in COUNTED_ACTIONS
+        for w in WINDOWS_H
+    ]
+
+
+FAMILIES: dict[str, list[Feature]] = {
+    "post": _post(),
+    "network": _network(),
+    "content": [
+        Feature("media_type", "text, photo, video or link"),
+        Feature("length", "post length in characters"),
+        Feature("has_url", "the post carries a URL"),
+        Feature("topic", "the post's topic id"),
+        Feature("hashtags", "the post's hashtags (array of strings)"),
+        Feature(HASHTAG_COUNT, "number of hashtags"),
+    ],
+    "author": [
+        Feature(AUTHOR_FOLLOWERS, "follows of the author created before as_of"),
+        Feature(AUTHOR_FOLLOWEES, "accounts the author (as a user) follows before as_of"),
+        Feature(AUTHOR_FOLLOW_RATIO, "followers / (followees + 1)"),
+        Feature(AUTHOR_VERIFIED, "verified flag (latest snapshot; static in the simulator)"),
+        Feature(AUTHOR_PAGERANK, "PageRank of the author in the follow graph before a cutoff"),
+    ]
+    + [
+        Feature(author_rate(d), f"positives / impressions of the author's posts, {d}d")
+        for d in AUTHOR_WINDOWS_D
+    ]
+    + [
+        Feature(author_topic_rate(d), f"same, on the author's posts of this topic, {d}d")
+        for d in AUTHOR_WINDOWS_D
+    ],
+    "user": [
+        Feature("country", "viewer's country"),
+        Feature("age_bucket", "viewer's age bucket"),
+        Feature("gender", "viewer's gender"),
+        Feature("primary_device", "viewer's primary device"),
+        Feature(USER_IMPRESSIONS_7D, "impressions served to the viewer in the 7d before as_of"),
+        Feature(USER_REQUESTS_7D, "feed requests of the viewer in the 7d before as_of"),
+        Feature(USER_LAST_TOPICS, "last k distinct topics the viewer engaged with, newest first"),
+    ]
+    + [
+        Feature(user_rate(d), f"viewer's positives / impressions, {d}d")
+        for d in USER_RATE_WINDOWS_D
+    ],
+    "user_author": [
+        Feature(UA_FOLLOWS, "viewer follows the author (follow created before as_of)"),
+        Feature(UA_CLOSE_FRIEND, "the follow is marked close friend"),
+        Feature(UA_COMMON_FOLLOWEES, "viewer's followees who follow the author, before as_of"),
+    ]
+    + [
+        Feature(ua_share(d), f"viewer's positives / impressions on the author's posts, {d}d")
+        for d in USER_AUTHOR_WINDOWS_D
+    ]
+    + [
+        Feature(ua_norm(d), f"{ua_share(d)} / the viewer's overall rate in {d}d")
+        for d in USER_AUTHOR_WINDOWS_D
+    ],
+    "similarity": [
+        Feature(SIM_HASHTAG_TFIDF, "TF-IDF cosine of the viewer's engaged hashtags and the post's"),
+        Feature(SIM_TOPIC_SHARE, "share of the viewer's positives before as_of on this topic"),
+    ],
+    "context": [
+        Feature(CTX_HOUR, "hour of day of served_at (UTC)"),
+        Feature(CTX_DOW, "day of week of served_at, 1 = Sunday (Spark dayofweek)"),
+        Feature("device", "device of the request"),
+        Feature(CTX_HOURS_SINCE_PREV_REQUEST, "hours since the viewer's previous request"),
+    ],
+}
+
+
+def feature_columns(family: str | None = None) -> list[str]:
+    """Feature column names of one family, or of all families in registry order."""
+    fams = [family] if family else list(FAMILIES)
+    return [f.name for fam in fams for f in FAMILIES[fam]]

@@ -1,0 +1,123 @@
+"""Viewer-author features per (user_id, author_id, as_of)."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from features import registry as R
+from features.author import positives, ratio
+from features.pit import asof_sums, follow_edges, hourly, needed, windowed
+from features.registry import AS_OF, BUCKET
+from warehouse.catalog import C
+
+_IMP, _POS, _ONE = "_imp", "_pos", "_one"
+_LAGS = [d * 24 for d in R.USER_AUTHOR_WINDOWS_D]
+
+
+def _pair_events(impressions: DataFrame, engagements: DataFrame, keys: list[str]) -> DataFrame:
+    """Hourly impressions (by served_at) and positives (by event_ts), keyed by keys. Positives
+    get author_id from their impression, so no post table is needed."""
+    imp_author = impressions.select(C.IMPRESSION_ID, C.AUTHOR_ID)
+    pos = positives(engagements).select(C.IMPRESSION_ID, C.USER_ID, C.EVENT_TS)
+    pos = pos.join(imp_author, C.IMPRESSION_ID)
+    imp = hourly(impressions, keys, C.SERVED_AT, {_IMP: F.lit(1), _POS: F.lit(0)})
+    pos = hourly(pos, keys, C.EVENT_TS, {_IMP: F.lit(0), _POS: F.lit(1)})
+    return imp.unionByName(pos)
+
+
+def interaction_shares(req: DataFrame, impressions: DataFrame, engagements: DataFrame):
+    """Per (user, author, as_of): the user's positives / impressions on the author's posts in
+    90d and 365d, and that share over the user's overall share in the same window."""
+    pair = [C.USER_ID, C.AUTHOR_ID]
+    sums = asof_sums(
+        req, _pair_events(impressions, engagements, pair), pair, BUCKET, [_IMP, _POS], [0, *_LAGS]
+    )
+    user_req = req.select(C.USER_ID, AS_OF)
+    user = asof_sums(
+        user_req,
+        _pair_events(impressions, engagements, [C.USER_ID]),
+        [C.USER_ID],
+        BUCKET,
+        [_IMP, _POS],
+        [0, *_LAGS],
+    )
+    cols = []
+    for d in R.USER_AUTHOR_WINDOWS_D:
+        share = ratio(windowed(_POS, d * 24), windowed(_IMP, d * 24))
+        overall = F.col(f"_u{d}")
+        cols += [share.alias(R.ua_share(d)), ratio(share, overall).alias(R.ua_norm(d))]
+    user = user.select(
+        C.USER_ID,
+        AS_OF,
+        *[
+            ratio(windowed(_POS, d * 24), windowed(_IMP, d * 24)).alias(f"_u{d}")
+            for d in R.USER_AUTHOR_WINDOWS_D
+        ],
+    )
+    return sums.join(user, [C.USER_ID, AS_OF]).select(*pair, AS_OF, *cols)
+
+
+def follow_flags(req: DataFrame, follows: DataFrame) -> DataFrame:
+    """Per (user, author, as_of): the user follows the author, and as a close friend, by a
+    follow created before as_of."""
+    edges = follow_edges(follows).select(
+        F.col(C.FOLLOWER_ID).alias(C.USER_ID),
+        F.col(C.FOLLOWEE_ID).alias(C.AUTHOR_ID),
+        F.col(C.CREATED_AT).alias("_at"),
+        C.IS_CLOSE_FRIEND,
+    )
+    j = req.join(edges, [C.USER_ID, C.AUTHOR_ID], "left")
+    on = F.coalesce(F.col("_at") < F.col(AS_OF), F.lit(False))
+    return j.select(
+        C.USER_ID,
+        C.AUTHOR_ID,
+        AS_OF,
+        on.alias(R.UA_FOLLOWS),
+        (on & F.coalesce(C.IS_CLOSE_FRIEND, F.lit(False))).alias(R.UA_CLOSE_FRIEND),
+    )
+
+
+def common_followees(req: DataFrame, follows: DataFrame) -> DataFrame:
+    """Per (user, author, as_of): how many of the user's followees follow the author, both
+    follows created before as_of.
+
+    Paths user -> m -> author are found once per (user, author) pair, dated by their later
+    follow, and counted as of each as_of by a running sum: no join fans out by as_of.
+    """
+    edges = follow_edges(follows)
+    first = edges.select(
+        F.col(C.FOLLOWER_ID).alias(C.USER_ID),
+        F.col(C.FOLLOWEE_ID).alias("_m"),
+        F.col(C.CREATED_AT).alias("_t1"),
+    )
+    second = edges.select(
+        F.col(C.FOLLOWER_ID).alias("_m"),
+        F.col(C.FOLLOWEE_ID).alias(C.AUTHOR_ID),
+        F.col(C.CREATED_AT).alias("_t2"),
+    )
+    pairs = req.select(C.USER_ID, C.AUTHOR_ID).distinct()
+    paths = pairs.join(first, C.USER_ID).join(second, ["_m", C.AUTHOR_ID])
+    ev = paths.select(
+        C.USER_ID, C.AUTHOR_ID, F.greatest("_t1", "_t2").alias("_ts"), F.lit(1).alias(_ONE)
+    )
+    got = asof_sums(req, ev, [C.USER_ID, C.AUTHOR_ID], "_ts", [_ONE])
+    return got.select(
+        C.USER_ID, C.AUTHOR_ID, AS_OF, F.col(f"{_ONE}__0").cast("long").alias(R.UA_COMMON_FOLLOWEES)
+    )
+
+
+def user_author_features(
+    impressions_as_of: DataFrame,
+    history_impressions: DataFrame,
+    engagements: DataFrame,
+    follows: DataFrame,
+) -> DataFrame:
+    """All viewer-author features per (user_id, author_id, as_of)."""
+    keys = [C.USER_ID, C.AUTHOR_ID, AS_OF]
+    req = needed(impressions_as_of, [C.USER_ID, C.AUTHOR_ID])
+    return (
+        interaction_shares(req, history_impressions, engagements)
+        .join(follow_flags(req, follows), keys)
+        .join(common_followees(req, follows), keys)
+    )
