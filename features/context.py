@@ -22,10 +22,11 @@ def context_features(impressions: DataFrame, history_impressions: DataFrame) -> 
     w = Window.partitionBy(C.USER_ID).orderBy(C.SERVED_AT, C.REQUEST_ID)
     prev = request_times(history_impressions).withColumn("_prev", F.lag(C.SERVED_AT).over(w))
     since = prev.select(
+        C.USER_ID,
         C.REQUEST_ID,
         hours_between(F.col(C.SERVED_AT), F.col("_prev")).alias(R.CTX_HOURS_SINCE_PREV_REQUEST),
     )
-    return impressions.join(since, C.REQUEST_ID, "left").select(
+    return impressions.join(since, [C.USER_ID, C.REQUEST_ID], "left").select(
         C.IMPRESSION_ID,
         F.hour(C.SERVED_AT).alias(R.CTX_HOUR),
         F.dayofweek(C.SERVED_AT).alias(R.CTX_DOW),

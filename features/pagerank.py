@@ -14,14 +14,14 @@ def pagerank(
     dst: str,
     iterations: int = 20,
     damping: float = 0.85,
-    checkpoint_every: int = 5,
 ) -> DataFrame:
     """(node, pagerank) by `iterations` power-iteration steps from the uniform vector.
 
     Same definition as networkx.pagerank: a node with no out-edge (dangling) spreads its rank
     uniformly over all nodes, teleport is uniform, ranks sum to 1. Nodes are those on an edge.
     The totals (n, dangling mass) stay one-row DataFrames cross-joined in, never collected.
-    Lineage is cut every `checkpoint_every` steps so the plan does not grow with iterations.
+    A step reads the ranks three times (shares, dangling mass, the join back), so the plan
+    would triple per step: every step is cut with a local checkpoint (one Spark job each).
     """
     e = edges.select(F.col(src).alias(_SRC), F.col(dst).alias(_DST)).distinct()
     nodes = e.select(F.col(_SRC).alias(_NODE)).union(e.select(F.col(_DST).alias(_NODE))).distinct()
@@ -29,10 +29,8 @@ def pagerank(
     nodes = nodes.join(outdeg.withColumnRenamed(_SRC, _NODE), _NODE, "left").localCheckpoint()
     n = nodes.agg(F.count("*").cast("double").alias("_n"))
     ranks = nodes.crossJoin(n).select(_NODE, "_deg", (1.0 / F.col("_n")).alias(_RANK))
-    for i in range(iterations):
-        ranks = _step(e, ranks, n, damping)
-        if (i + 1) % checkpoint_every == 0:
-            ranks = ranks.localCheckpoint()
+    for _ in range(iterations):
+        ranks = _step(e, ranks, n, damping).localCheckpoint()
     return ranks.select(_NODE, _RANK)
 
 
