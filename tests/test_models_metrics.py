@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -195,16 +193,3 @@ def test_recall_at_k_on_hand_made_ids():
     # An id found only for another query must not count: 12 is exact for query 1 alone.
     assert M.recall_at_k(np.array([[12], [1]]), np.array([[1], [12]])) == 0.0
     assert M.recall_at_k(exact, exact) == 1.0
-
-
-# --- scale ----------------------------------------------------------------------------------
-
-
-def test_grouped_metrics_scale_to_a_million_rows():
-    rng = np.random.default_rng(6)
-    n = 1_000_000
-    groups = rng.integers(0, 100_000, n)
-    rel, score = rng.random(n) * (rng.random(n) < 0.1), rng.random(n)
-    start = time.perf_counter()
-    M.ranking_report(groups, rel, score, k=10)
-    assert time.perf_counter() - start < 5.0
