@@ -1,0 +1,231 @@
+"""The Spark features against a second, independent implementation in DuckDB SQL (event-level,
+no buckets, no running sums) on a seeded random log of a few hundred impressions."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import registry as R
+from features.assemble import point_in_time_features
+from warehouse.catalog import C
+
+pytestmark = pytest.mark.spark
+
+START = datetime(2026, 3, 1)
+N_USERS, N_PAGES, N_POSTS, N_IMPS = 20, 5, 60, 400
+TAGS = [f"t{i}" for i in range(8)]
+
+
+def _ts(rng, lo_days, hi_days, n):
+    """n random times (to the second) between START + lo_days and START + hi_days."""
+    secs = rng.integers(int(lo_days * 86400), int(hi_days * 86400), n)
+    return [START + timedelta(seconds=int(s)) for s in secs]
+
+
+def random_log(seed: int = 7) -> dict[str, pd.DataFrame]:
+    """Users 0..19, person authors = users 0..9, pages 100..104; 10 days of history and
+    impressions over the last 4, some exactly on the hour."""
+    rng = np.random.default_rng(seed)
+    author_ids = list(range(10)) + list(range(100, 100 + N_PAGES))
+    users = pd.DataFrame(
+        {
+            C.USER_ID: range(N_USERS),
+            C.CREATED_AT: START,
+            C.COUNTRY: "us",
+            C.AGE_BUCKET: "25-34",
+            C.GENDER: "f",
+            C.PRIMARY_DEVICE: "mobile",
+            C.IS_PERSON_AUTHOR: [u < 10 for u in range(N_USERS)],
+            C.DS: "x",
+        }
+    )
+    authors = pd.DataFrame(
+        {
+            C.AUTHOR_ID: author_ids,
+            C.KIND: "person",
+            C.CREATED_AT: START,
+            C.VERIFIED: rng.random(len(author_ids)) < 0.3,
+            C.DS: "x",
+        }
+    )
+    pairs = {
+        (int(a), int(b))
+        for a, b in zip(rng.integers(0, N_USERS, 120), rng.choice(author_ids, 120), strict=True)
+        if a != b
+    }
+    follows = pd.DataFrame(sorted(pairs), columns=[C.FOLLOWER_ID, C.FOLLOWEE_ID])
+    follows[C.CREATED_AT] = _ts(rng, -5, 10, len(follows))
+    follows[C.IS_CLOSE_FRIEND] = rng.random(len(follows)) < 0.2
+    posts = pd.DataFrame(
+        {
+            C.POST_ID: range(N_POSTS),
+            C.AUTHOR_ID: rng.choice(author_ids, N_POSTS),
+            C.CREATED_AT: _ts(rng, -1, 9, N_POSTS),
+            C.TOPIC: rng.integers(0, 5, N_POSTS).astype("int32"),
+        }
+    )
+    posts[C.HASHTAGS] = [
+        list(rng.choice(TAGS, rng.integers(0, 4), replace=False)) for _ in range(N_POSTS)
+    ]
+    posts[C.MEDIA_TYPE], posts[C.LENGTH], posts[C.HAS_URL] = "text", 100, False
+    served = _ts(rng, 0, 10, N_IMPS)
+    served[:20] = [s.replace(minute=0, second=0) for s in served[:20]]  # on the hour
+    post_id = rng.integers(0, N_POSTS, N_IMPS)
+    imps = pd.DataFrame(
+        {
+            C.IMPRESSION_ID: range(N_IMPS),
+            C.REQUEST_ID: rng.integers(0, 150, N_IMPS),
+            C.USER_ID: rng.integers(0, N_USERS, N_IMPS),
+            C.POST_ID: post_id,
+            C.AUTHOR_ID: posts[C.AUTHOR_ID].to_numpy()[post_id],
+            C.SERVED_AT: served,
+            C.POSITION: 0,
+            C.DEVICE: "mobile",
+            C.SOURCE: "network",
+        }
+    )
+    eng = imps.sample(frac=0.5, random_state=seed)[
+        [C.IMPRESSION_ID, C.USER_ID, C.POST_ID, C.SERVED_AT]
+    ]
+    eng[C.ACTION] = rng.choice(["click", "like", "comment", "share", "hide"], len(eng))
+    eng[C.EVENT_TS] = eng[C.SERVED_AT] + pd.to_timedelta(rng.integers(1, 7200, len(eng)), "s")
+    eng = eng.drop(columns=C.SERVED_AT)
+    return {
+        "users": users,
+        "authors": authors,
+        "follows": follows,
+        "posts": posts,
+        "impressions": imps,
+        "engagements": eng,
+    }
+
+
+@pytest.fixture(scope="module")
+def log():
+    return random_log()
+
+
+@pytest.fixture(scope="module")
+def spark_features(spark, log):
+    frames = {k: spark.createDataFrame(v) for k, v in log.items()}
+    targets = frames["impressions"].where(f"{C.SERVED_AT} >= '2026-03-07'")
+    out = point_in_time_features(
+        targets,
+        frames["posts"],
+        frames["engagements"],
+        frames["follows"],
+        frames["users"],
+        frames["authors"],
+        graph_cutoff=datetime(2026, 3, 6, 23),
+        history_impressions=frames["impressions"],
+    )
+    return out.toPandas().sort_values(C.IMPRESSION_ID).reset_index(drop=True)
+
+
+def _duck(log, sql) -> pd.DataFrame:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for name, df in log.items():
+        con.register(name, df)
+    return con.execute(sql).df().sort_values("impression_id").reset_index(drop=True)
+
+
+# as_of in SQL: the latest hour strictly before served_at.
+_T = """WITH t AS (SELECT *, date_trunc('hour', served_at - INTERVAL 1 MICROSECOND) AS as_of
+                   FROM impressions WHERE served_at >= TIMESTAMP '2026-03-07')"""
+
+
+def test_post_windows_and_decay(log, spark_features):
+    ref = _duck(
+        log,
+        _T
+        + """
+        SELECT t.impression_id,
+          (SELECT count(*) FROM engagements e WHERE e.post_id = t.post_id AND e.action = 'like'
+             AND e.event_ts < t.as_of AND e.event_ts >= t.as_of - INTERVAL 1 DAY) AS like_1d,
+          (SELECT count(*) FROM impressions i WHERE i.post_id = t.post_id
+             AND i.served_at < t.as_of AND i.served_at >= t.as_of - INTERVAL 7 DAY) AS imp_7d,
+          (SELECT coalesce(sum(1 / (1 + epoch(t.as_of - e.event_ts) / 86400)), 0)
+             FROM engagements e WHERE e.post_id = t.post_id AND e.action = 'click'
+             AND e.event_ts < t.as_of AND e.event_ts >= t.as_of - INTERVAL 7 DAY) AS click_decay
+        FROM t""",
+    )
+    got = spark_features
+    assert len(got) == len(ref) > 100
+    assert (got[R.post_count("like", "1d")].to_numpy() == ref.like_1d.to_numpy()).all()
+    assert (got[R.post_count(R.IMPRESSION, "7d")].to_numpy() == ref.imp_7d.to_numpy()).all()
+    np.testing.assert_allclose(got[R.post_decayed("click")], ref.click_decay, rtol=1e-5)
+
+
+def test_follow_user_author_and_network(log, spark_features):
+    ref = _duck(
+        log,
+        _T
+        + """
+        SELECT t.impression_id,
+          (SELECT count(*) FROM follows f WHERE f.followee_id = t.author_id
+             AND f.created_at < t.as_of) AS followers,
+          (SELECT count(*) FROM follows f1 JOIN follows f2 ON f2.follower_id = f1.followee_id
+             WHERE f1.follower_id = t.user_id AND f2.followee_id = t.author_id
+             AND f1.created_at < t.as_of AND f2.created_at < t.as_of) AS common,
+          (SELECT count(*) FROM impressions i WHERE i.user_id = t.user_id
+             AND i.author_id = t.author_id AND i.served_at < t.as_of
+             AND i.served_at >= t.as_of - INTERVAL 90 DAY) AS ua_imp,
+          (SELECT count(*) FROM engagements e JOIN impressions i USING (impression_id)
+             WHERE e.user_id = t.user_id AND i.author_id = t.author_id
+             AND e.action IN ('click', 'like', 'comment', 'share')
+             AND e.event_ts < t.as_of AND e.event_ts >= t.as_of - INTERVAL 90 DAY) AS ua_pos,
+          (SELECT count(*) FROM engagements e JOIN follows f
+             ON f.follower_id = t.user_id AND f.followee_id = e.user_id
+             WHERE e.post_id = t.post_id AND e.action = 'like' AND f.created_at < t.as_of
+             AND e.event_ts < t.as_of AND e.event_ts >= t.as_of - INTERVAL 7 DAY) AS net_like,
+          (SELECT count(*) FROM impressions i WHERE i.user_id = t.user_id
+             AND i.served_at < t.as_of AND i.served_at >= t.as_of - INTERVAL 7 DAY) AS user_imp
+        FROM t""",
+    )
+    got = spark_features
+    assert (got[R.AUTHOR_FOLLOWERS].to_numpy() == ref.followers.to_numpy()).all()
+    assert (got[R.UA_COMMON_FOLLOWEES].to_numpy() == ref.common.to_numpy()).all()
+    assert (got[R.net_count("like", "7d")].to_numpy() == ref.net_like.to_numpy()).all()
+    assert (got[R.USER_IMPRESSIONS_7D].to_numpy() == ref.user_imp.to_numpy()).all()
+    share = (ref.ua_pos / ref.ua_imp).where(ref.ua_imp > 0)  # null before any impression
+    np.testing.assert_allclose(got[R.ua_share(90)].astype(float), share, rtol=1e-12)
+    assert ref.followers.sum() > 0 and ref.common.sum() > 0 and ref.net_like.sum() > 0
+
+
+def _pandas_similarity(log, row) -> tuple[float, float | None]:
+    """TF-IDF cosine and topic share for one target impression, from the definitions."""
+    posts, eng = log["posts"].set_index(C.POST_ID), log["engagements"]
+    as_of = pd.Timestamp(row[C.SERVED_AT]).ceil("h") - pd.Timedelta(hours=1)
+    corpus = posts[posts[C.CREATED_AT] < datetime(2026, 3, 6, 23)]
+    df = pd.Series([t for tags in corpus[C.HASHTAGS] for t in set(tags)]).value_counts()
+    idf = lambda t: np.log((len(corpus) + 1) / (df.get(t, 0) + 1))  # noqa: E731
+    mine = eng[
+        (eng[C.USER_ID] == row[C.USER_ID])
+        & (eng[C.EVENT_TS] < as_of)
+        & eng[C.ACTION].isin(R.POSITIVE_ACTIONS)
+    ]
+    tf = pd.Series(
+        [t for p in mine[C.POST_ID] for t in set(posts.at[p, C.HASHTAGS])]
+    ).value_counts()
+    u = {t: c * idf(t) for t, c in tf.items()}
+    p = {t: idf(t) for t in set(posts.at[row[C.POST_ID], C.HASHTAGS])}
+    dot = sum(u.get(t, 0.0) * w for t, w in p.items())
+    norm = np.sqrt(sum(v * v for v in u.values()) * sum(v * v for v in p.values()))
+    topics = posts.loc[mine[C.POST_ID], C.TOPIC]
+    share = (topics == posts.at[row[C.POST_ID], C.TOPIC]).mean() if len(topics) else None
+    return (dot / norm if dot > 0 else 0.0), share
+
+
+def test_similarity(log, spark_features):
+    got = spark_features
+    ref = [_pandas_similarity(log, r) for _, r in got.iterrows()]
+    np.testing.assert_allclose(got[R.SIM_HASHTAG_TFIDF], [c for c, _ in ref], rtol=1e-9)
+    share = np.array([np.nan if s is None else s for _, s in ref])
+    np.testing.assert_allclose(got[R.SIM_TOPIC_SHARE].astype(float), share, rtol=1e-12)
+    assert (got[R.SIM_HASHTAG_TFIDF] > 0).sum() > 20
