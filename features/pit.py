@@ -61,13 +61,15 @@ def latest_snapshot(df: DataFrame, key: Sequence[str], ds: str = C.DS) -> DataFr
     return df.groupBy(*key).agg(latest).select(*key, "_s.*")
 
 
-def follow_edges(follows: DataFrame) -> DataFrame:
+def follow_edges(follows: DataFrame, ds: str = C.DS) -> DataFrame:
     """One row per (follower, followee) from the daily graph snapshots: the first created_at,
-    the latest close-friend flag."""
+    the close-friend flag of the latest snapshot (one aggregation, no self-join)."""
     key = [C.FOLLOWER_ID, C.FOLLOWEE_ID]
-    edges = latest_snapshot(follows.drop(C.CREATED_AT), key)
-    first = follows.groupBy(*key).agg(F.min(C.CREATED_AT).alias(C.CREATED_AT))
-    return edges.join(first, key)
+    close = F.col(C.IS_CLOSE_FRIEND)
+    latest = F.max_by(close, F.col(ds)) if ds in follows.columns else F.max(close)
+    return follows.groupBy(*key).agg(
+        latest.alias(C.IS_CLOSE_FRIEND), F.min(C.CREATED_AT).alias(C.CREATED_AT)
+    )
 
 
 def asof_sums(

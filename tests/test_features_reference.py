@@ -3,106 +3,16 @@ no buckets, no running sums) on a seeded random log of a few hundred impressions
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from test_features_data import GRAPH_CUTOFF, LEAK_BASE, REFERENCE_FROM, featurized, random_log
 
 from features import registry as R
-from features.assemble import point_in_time_features
 from warehouse.catalog import C
 
 pytestmark = pytest.mark.spark
-
-START = datetime(2026, 3, 1)
-N_USERS, N_PAGES, N_POSTS, N_IMPS = 20, 5, 60, 400
-TAGS = [f"t{i}" for i in range(8)]
-
-
-def _ts(rng, lo_days, hi_days, n):
-    """n random times (to the second) between START + lo_days and START + hi_days."""
-    secs = rng.integers(int(lo_days * 86400), int(hi_days * 86400), n)
-    return [START + timedelta(seconds=int(s)) for s in secs]
-
-
-def random_log(seed: int = 7) -> dict[str, pd.DataFrame]:
-    """Users 0..19, person authors = users 0..9, pages 100..104; 10 days of history and
-    impressions over the last 4, some exactly on the hour."""
-    rng = np.random.default_rng(seed)
-    author_ids = list(range(10)) + list(range(100, 100 + N_PAGES))
-    users = pd.DataFrame(
-        {
-            C.USER_ID: range(N_USERS),
-            C.CREATED_AT: START,
-            C.COUNTRY: "us",
-            C.AGE_BUCKET: "25-34",
-            C.GENDER: "f",
-            C.PRIMARY_DEVICE: "mobile",
-            C.IS_PERSON_AUTHOR: [u < 10 for u in range(N_USERS)],
-            C.DS: "x",
-        }
-    )
-    authors = pd.DataFrame(
-        {
-            C.AUTHOR_ID: author_ids,
-            C.KIND: "person",
-            C.CREATED_AT: START,
-            C.VERIFIED: rng.random(len(author_ids)) < 0.3,
-            C.DS: "x",
-        }
-    )
-    pairs = {
-        (int(a), int(b))
-        for a, b in zip(rng.integers(0, N_USERS, 120), rng.choice(author_ids, 120), strict=True)
-        if a != b
-    }
-    follows = pd.DataFrame(sorted(pairs), columns=[C.FOLLOWER_ID, C.FOLLOWEE_ID])
-    follows[C.CREATED_AT] = _ts(rng, -5, 10, len(follows))
-    follows[C.IS_CLOSE_FRIEND] = rng.random(len(follows)) < 0.2
-    posts = pd.DataFrame(
-        {
-            C.POST_ID: range(N_POSTS),
-            C.AUTHOR_ID: rng.choice(author_ids, N_POSTS),
-            C.CREATED_AT: _ts(rng, -1, 9, N_POSTS),
-            C.TOPIC: rng.integers(0, 5, N_POSTS).astype("int32"),
-        }
-    )
-    posts[C.HASHTAGS] = [
-        list(rng.choice(TAGS, rng.integers(0, 4), replace=False)) for _ in range(N_POSTS)
-    ]
-    posts[C.MEDIA_TYPE], posts[C.LENGTH], posts[C.HAS_URL] = "text", 100, False
-    served = _ts(rng, 0, 10, N_IMPS)
-    served[:20] = [s.replace(minute=0, second=0) for s in served[:20]]  # on the hour
-    post_id = rng.integers(0, N_POSTS, N_IMPS)
-    imps = pd.DataFrame(
-        {
-            C.IMPRESSION_ID: range(N_IMPS),
-            C.REQUEST_ID: rng.integers(0, 150, N_IMPS),
-            C.USER_ID: rng.integers(0, N_USERS, N_IMPS),
-            C.POST_ID: post_id,
-            C.AUTHOR_ID: posts[C.AUTHOR_ID].to_numpy()[post_id],
-            C.SERVED_AT: served,
-            C.POSITION: 0,
-            C.DEVICE: "mobile",
-            C.SOURCE: "network",
-        }
-    )
-    eng = imps.sample(frac=0.5, random_state=seed)[
-        [C.IMPRESSION_ID, C.USER_ID, C.POST_ID, C.SERVED_AT]
-    ]
-    eng[C.ACTION] = rng.choice(["click", "like", "comment", "share", "hide"], len(eng))
-    eng[C.EVENT_TS] = eng[C.SERVED_AT] + pd.to_timedelta(rng.integers(1, 7200, len(eng)), "s")
-    eng = eng.drop(columns=C.SERVED_AT)
-    return {
-        "users": users,
-        "authors": authors,
-        "follows": follows,
-        "posts": posts,
-        "impressions": imps,
-        "engagements": eng,
-    }
 
 
 @pytest.fixture(scope="module")
@@ -111,20 +21,9 @@ def log():
 
 
 @pytest.fixture(scope="module")
-def spark_features(spark, log):
-    frames = {k: spark.createDataFrame(v) for k, v in log.items()}
-    targets = frames["impressions"].where(f"{C.SERVED_AT} >= '2026-03-07'")
-    out = point_in_time_features(
-        targets,
-        frames["posts"],
-        frames["engagements"],
-        frames["follows"],
-        frames["users"],
-        frames["authors"],
-        graph_cutoff=datetime(2026, 3, 6, 23),
-        history_impressions=frames["impressions"],
-    )
-    return out.toPandas().sort_values(C.IMPRESSION_ID).reset_index(drop=True)
+def spark_features(spark):
+    out = featurized(spark)
+    return out[out[C.IMPRESSION_ID] < LEAK_BASE].reset_index(drop=True)
 
 
 def _duck(log, sql) -> pd.DataFrame:
@@ -136,8 +35,8 @@ def _duck(log, sql) -> pd.DataFrame:
 
 
 # as_of in SQL: the latest hour strictly before served_at.
-_T = """WITH t AS (SELECT *, date_trunc('hour', served_at - INTERVAL 1 MICROSECOND) AS as_of
-                   FROM impressions WHERE served_at >= TIMESTAMP '2026-03-07')"""
+_T = f"""WITH t AS (SELECT *, date_trunc('hour', served_at - INTERVAL 1 MICROSECOND) AS as_of
+                   FROM impressions WHERE served_at >= TIMESTAMP '{REFERENCE_FROM}')"""
 
 
 def test_post_windows_and_decay(log, spark_features):
@@ -202,7 +101,7 @@ def _pandas_similarity(log, row) -> tuple[float, float | None]:
     """TF-IDF cosine and topic share for one target impression, from the definitions."""
     posts, eng = log["posts"].set_index(C.POST_ID), log["engagements"]
     as_of = pd.Timestamp(row[C.SERVED_AT]).ceil("h") - pd.Timedelta(hours=1)
-    corpus = posts[posts[C.CREATED_AT] < datetime(2026, 3, 6, 23)]
+    corpus = posts[posts[C.CREATED_AT] < GRAPH_CUTOFF]
     df = pd.Series([t for tags in corpus[C.HASHTAGS] for t in set(tags)]).value_counts()
     idf = lambda t: np.log((len(corpus) + 1) / (df.get(t, 0) + 1))  # noqa: E731
     mine = eng[
