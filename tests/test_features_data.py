@@ -71,18 +71,26 @@ def random_log(seed: int = 7) -> dict[str, pd.DataFrame]:
         list(rng.choice(TAGS, rng.integers(0, 4), replace=False)) for _ in range(N_POSTS)
     ]
     posts[C.MEDIA_TYPE], posts[C.LENGTH], posts[C.HAS_URL] = "text", 100, False
-    served = _ts(rng, 0, 10, N_IMPS)
-    served[:20] = [s.replace(minute=0, second=0) for s in served[:20]]  # on the hour
+    # ~100 feed requests (a user at a time, some exactly on the hour), ~4 items each, one
+    # second apart
+    n_req = 100
+    req_user = rng.integers(0, N_USERS, n_req)
+    req_time = _ts(rng, 0, 10, n_req)
+    req_time[:10] = [t.replace(minute=0, second=0) for t in req_time[:10]]
+    req = np.sort(rng.integers(0, n_req, N_IMPS))
+    position = pd.Series(req).groupby(req).cumcount().to_numpy()
     post_id = rng.integers(0, N_POSTS, N_IMPS)
     imps = pd.DataFrame(
         {
             C.IMPRESSION_ID: range(N_IMPS),
-            C.REQUEST_ID: rng.integers(0, 150, N_IMPS),
-            C.USER_ID: rng.integers(0, N_USERS, N_IMPS),
+            C.REQUEST_ID: req,
+            C.USER_ID: req_user[req],
             C.POST_ID: post_id,
             C.AUTHOR_ID: posts[C.AUTHOR_ID].to_numpy()[post_id],
-            C.SERVED_AT: served,
-            C.POSITION: 0,
+            C.SERVED_AT: [
+                req_time[r] + timedelta(seconds=int(p)) for r, p in zip(req, position, strict=True)
+            ],
+            C.POSITION: position.astype("int32"),
             C.DEVICE: "mobile",
             C.SOURCE: "network",
         }

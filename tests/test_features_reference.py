@@ -128,3 +128,59 @@ def test_similarity(log, spark_features):
     share = np.array([np.nan if s is None else s for _, s in ref])
     np.testing.assert_allclose(got[R.SIM_TOPIC_SHARE].astype(float), share, rtol=1e-12)
     assert (got[R.SIM_HASHTAG_TFIDF] > 0).sum() > 20
+
+
+def test_rates_topics_and_context(log, spark_features):
+    pos = "('click', 'like', 'comment', 'share')"
+    ref = _duck(
+        log,
+        _T
+        + f"""
+        , p AS (SELECT e.*, po.author_id, po.topic FROM engagements e JOIN posts po USING (post_id)
+                WHERE e.action IN {pos}),
+        ip AS (SELECT i.*, po.topic FROM impressions i JOIN posts po USING (post_id))
+        SELECT t.impression_id,
+          (SELECT count(*) FROM p WHERE p.author_id = t.author_id AND p.event_ts < t.as_of
+             AND p.event_ts >= t.as_of - INTERVAL 7 DAY) AS a_pos,
+          (SELECT count(*) FROM ip WHERE ip.author_id = t.author_id AND ip.served_at < t.as_of
+             AND ip.served_at >= t.as_of - INTERVAL 7 DAY) AS a_imp,
+          (SELECT count(*) FROM p WHERE p.author_id = t.author_id AND p.event_ts < t.as_of
+             AND p.topic = (SELECT topic FROM posts WHERE post_id = t.post_id)
+             AND p.event_ts >= t.as_of - INTERVAL 30 DAY) AS at_pos,
+          (SELECT count(*) FROM ip WHERE ip.author_id = t.author_id AND ip.served_at < t.as_of
+             AND ip.topic = (SELECT topic FROM posts WHERE post_id = t.post_id)
+             AND ip.served_at >= t.as_of - INTERVAL 30 DAY) AS at_imp,
+          (SELECT count(DISTINCT request_id) FROM impressions i WHERE i.user_id = t.user_id
+             AND (SELECT min(served_at) FROM impressions j WHERE j.request_id = i.request_id)
+               BETWEEN t.as_of - INTERVAL 7 DAY AND t.as_of - INTERVAL 1 MICROSECOND) AS u_req,
+          (SELECT list(topic ORDER BY last DESC, topic) FROM (
+             SELECT topic, max(event_ts) AS last FROM p WHERE p.user_id = t.user_id
+             AND p.event_ts < t.as_of AND p.event_ts >= t.as_of - INTERVAL 30 DAY
+             GROUP BY topic ORDER BY last DESC, topic LIMIT 5)) AS last_topics,
+          (SELECT epoch((SELECT min(served_at) FROM impressions WHERE request_id = t.request_id)
+               - max(r.first)) / 3600 FROM (
+             SELECT min(served_at) AS first FROM impressions WHERE user_id = t.user_id
+             GROUP BY request_id) r WHERE r.first < (
+               SELECT min(served_at) FROM impressions WHERE request_id = t.request_id)) AS since,
+          (SELECT greatest(0, epoch(t.as_of - created_at) / 3600) FROM posts
+             WHERE post_id = t.post_id) AS age
+        FROM t""",
+    )
+    got = spark_features
+
+    def rate(num, den):
+        return (num / den).where(den > 0)  # null before any impression
+
+    np.testing.assert_allclose(got[R.author_rate(7)].astype(float), rate(ref.a_pos, ref.a_imp))
+    np.testing.assert_allclose(
+        got[R.author_topic_rate(30)].astype(float), rate(ref.at_pos, ref.at_imp)
+    )
+    assert (got[R.USER_REQUESTS_7D].to_numpy() == ref.u_req.to_numpy()).all()
+    last = [list(x) if isinstance(x, list | np.ndarray) else [] for x in ref.last_topics]
+    assert [list(x) for x in got[R.USER_LAST_TOPICS]] == last
+    assert sum(len(x) > 1 for x in last) > 20  # orders are really compared
+    # request time (its first item) minus the previous request's; no earlier request -> null
+    np.testing.assert_allclose(
+        got[R.CTX_HOURS_SINCE_PREV_REQUEST].astype(float), ref.since.astype(float)
+    )
+    np.testing.assert_allclose(got[R.POST_AGE_H], ref.age)
