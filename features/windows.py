@@ -13,7 +13,7 @@ DECAY_TERMS terms errs by at most (d / (1 + T))^DECAY_TERMS <= 24^-4.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -85,8 +85,8 @@ def window_aggs(
     joined: DataFrame,
     group: Sequence[str],
     kinds: Sequence[str],
-    name: callable,
-    decay_name: callable | None = None,
+    name: Callable[[str, str], str],
+    decay_name: Callable[[str], str] | None = None,
 ) -> DataFrame:
     """Conditional sums over range_join's rows: name(kind, window) per kind and window, and
     decay_name(kind) when given."""

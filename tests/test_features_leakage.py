@@ -26,6 +26,7 @@ def features(spark) -> dict[int, dict]:
     out = out[out[C.IMPRESSION_ID] >= LEAK_BASE]
     feats = R.feature_columns()
     assert set(feats) <= set(out.columns) and len(out) == len(UNIVERSES)
+    assert not [c for c in out.columns if c.startswith("_")]  # no helper column escapes
     return {
         (int(r[C.IMPRESSION_ID]) - LEAK_BASE) // 100: {c: r[c] for c in feats}
         for _, r in out.iterrows()
