@@ -11,12 +11,15 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import sys
 import time
 
 from jobs.common import configure_logging
 from jobs.settings import Settings, available_profiles, load_settings
 from jobs.summary import format_summary, raw_summary
+from warehouse.catalog import SIMULATED_TABLES
+from warehouse.store import Warehouse
 
 log = logging.getLogger("feedrank")
 
@@ -53,6 +56,8 @@ def demo(settings: Settings, seed: int | None = None) -> int:
     from jobs.airflow_env import prepare_airflow
 
     started = time.perf_counter()
+    # DAG files read the profile at parse time (calendar, Param defaults): parse them with ours.
+    os.environ["FEEDRANK_PROFILE"] = settings.profile
     prepare_airflow(settings.root)
     from airflow.dag_processing.dagbag import DagBag  # only after the environment is set
 
@@ -60,6 +65,7 @@ def demo(settings: Settings, seed: int | None = None) -> int:
     if bag.import_errors:
         raise SystemExit(f"DAG import errors: {json.dumps(bag.import_errors, indent=2)}")
     conf = {"profile": settings.profile, "seed": seed}
+    store = Warehouse(settings.root.warehouse)
     days = settings.dates()
     for i, ds in enumerate(days, 1):
         logical = dt.datetime.fromisoformat(ds).replace(tzinfo=dt.UTC)
@@ -74,6 +80,10 @@ def demo(settings: Settings, seed: int | None = None) -> int:
             if "success" not in state:
                 print(f"{dag_id} failed for ds={ds}; see the task logs above", file=sys.stderr)
                 return 1
+        missing = [t.name for t in SIMULATED_TABLES if not store.is_committed(t, ds)]
+        if missing:  # a run outside the DAG's calendar succeeds without running a task
+            print(f"ds={ds} ran but published nothing for {missing}", file=sys.stderr)
+            return 1
     print()
     print(f"feedrank demo, profile {settings.profile}, data root {settings.home}")
     print(format_summary(raw_summary(settings), time.perf_counter() - started))

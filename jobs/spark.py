@@ -37,6 +37,7 @@ def get_spark(settings: SparkSettings):
         .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
         .config("spark.driver.memory", settings.driver_memory)
         .config("spark.ui.enabled", str(settings.ui_enabled).lower())
+        .config("spark.ui.showConsoleProgress", "false")  # progress bars garble task logs
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
