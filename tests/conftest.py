@@ -5,6 +5,7 @@ The environment is set at import, before anything imports airflow (it reads its 
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from jobs.spark import SparkSettings, get_spark  # noqa: E402
 from warehouse.layout import DataRoot  # noqa: E402
 
 os.environ.update(airflow_environ(DataRoot(_HOME).ensure()))
+logging.getLogger("py4j").setLevel(logging.WARNING)  # its INFO at exit hits closed streams
 
 
 @pytest.fixture(scope="session")

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
-import time
 from collections.abc import Callable
 
 import pytest
 
 from warehouse.catalog import (
-    AGE_BUCKETS,
     AUTHORS,
-    COUNTRIES,
-    DEVICES,
     ENGAGEMENTS,
     FOLLOWS,
-    GENDERS,
     IMPRESSIONS,
-    MEDIA_TYPES,
     POSTS,
     RAW_TABLES,
-    SOURCES,
     USERS,
     C,
     Table,
@@ -359,115 +351,3 @@ def test_reference_days_span_the_pool_for_the_impressions_posts_only():
     assert reference_days(ENGAGEMENTS.name, IMPRESSIONS.name, DS, pool_days=3) == (DS,)
     with pytest.raises(KeyError):
         reference_days(USERS.name, POSTS.name, DS, pool_days=3)
-
-
-# --- a demo-sized day (opt-in: CONTRACTS_BENCH=1 pytest tests/test_contracts.py -k demo -s) ---
-
-
-def demo_day(spark) -> tuple[dict, object]:
-    """A valid synthetic day the size of the demo profile's: 10K users, 50K authors, 1M
-    follows, 7.2K posts a day (28.8K in the serving pool), 86K impressions, 16K engagements.
-    Returns the day's frames and the pool's posts, all cached, as a job would have read them."""
-    from pyspark.sql import functions as F
-
-    i, day = F.col("id"), F.lit(DS).cast("timestamp")
-
-    def at(base, seconds):
-        return base + F.make_dt_interval(secs=F.lit(seconds))
-
-    def pick(values):
-        return F.element_at(F.array(*map(F.lit, values)), (i % len(values) + 1).cast("int"))
-
-    def rows(t: Table, n: int, columns: dict):
-        return spark.range(n).select(*(columns[c].alias(c) for c in t.columns)).cache()
-
-    k = F.floor(i / 10_000)  # follows: the k-th followee of user i % 10_000, all distinct
-    post = i % 21_600  # impressions: a post of the pool's first three days, before the day
-    users = {
-        C.USER_ID: i,
-        C.CREATED_AT: at(day, i - 30 * 86_400),
-        C.COUNTRY: pick(COUNTRIES),
-        C.AGE_BUCKET: pick(AGE_BUCKETS),
-        C.GENDER: pick(GENDERS),
-        C.PRIMARY_DEVICE: pick(DEVICES),
-        C.IS_PERSON_AUTHOR: i < 8_000,
-    }
-    authors = {
-        C.AUTHOR_ID: i,
-        C.KIND: F.when(i < 8_000, "person").otherwise("page"),
-        C.CREATED_AT: at(day, i - 60 * 86_400),
-        C.VERIFIED: i % 10 == 0,
-    }
-    follows = {
-        C.FOLLOWER_ID: i % 10_000,
-        C.FOLLOWEE_ID: (i % 10_000 * 131 + k * 497) % 50_000,
-        C.CREATED_AT: at(day, k - 10 * 86_400),
-        C.IS_CLOSE_FRIEND: k % 7 == 0,
-    }
-    pool = {
-        C.POST_ID: i,
-        C.AUTHOR_ID: i % 50_000,
-        C.CREATED_AT: at(day, i * 12 - 3 * 86_400),
-        C.TOPIC: (i % 20).cast("int"),
-        C.HASHTAGS: F.array(F.lit("#a")),
-        C.MEDIA_TYPE: pick(MEDIA_TYPES),
-        C.LENGTH: (i % 500).cast("int"),
-        C.HAS_URL: i % 3 == 0,
-    }
-    impressions = {
-        C.IMPRESSION_ID: i,
-        C.REQUEST_ID: F.floor(i / 6),
-        C.USER_ID: i % 10_000,
-        C.POST_ID: post,
-        C.AUTHOR_ID: post % 50_000,
-        C.SERVED_AT: at(day, F.floor(i * 86_400 / 86_000)),
-        C.POSITION: (i % 6).cast("int"),
-        C.DEVICE: pick(DEVICES),
-        C.SOURCE: pick(SOURCES),
-    }
-    frames = {
-        USERS.name: rows(USERS, 10_000, users),
-        AUTHORS.name: rows(AUTHORS, 50_000, authors),
-        FOLLOWS.name: rows(FOLLOWS, 1_000_000, follows),
-        IMPRESSIONS.name: rows(IMPRESSIONS, 86_000, impressions),
-    }
-    serving = rows(POSTS, 28_800, pool)
-    frames[POSTS.name] = serving.where(F.col(C.CREATED_AT) >= day).cache()
-    # A click 30 s after every 8th impression, a like 30 s later on every other one of those.
-    click = {
-        C.ACTION: F.lit("click"),
-        C.EVENT_TS: at(F.col(C.SERVED_AT), 30),
-        C.DWELL_S: F.lit(20.0),
-    }
-    like = {
-        C.ACTION: F.lit("like"),
-        C.EVENT_TS: at(F.col(C.SERVED_AT), 60),
-        C.DWELL_S: F.lit(None).cast("double"),
-    }
-    engaged = frames[IMPRESSIONS.name].where(F.col(C.IMPRESSION_ID) % 8 == 0)
-    clicks = engaged.withColumns(click).select(*ENGAGEMENTS.columns)
-    likes = engaged.where(F.col(C.IMPRESSION_ID) % 16 == 0).withColumns(like)
-    frames[ENGAGEMENTS.name] = clicks.unionByName(likes.select(*ENGAGEMENTS.columns)).cache()
-    return frames, serving
-
-
-@pytest.mark.spark
-@pytest.mark.skipif(not os.environ.get("CONTRACTS_BENCH"), reason="set CONTRACTS_BENCH=1")
-def test_demo_sized_day_validates_in_seconds(spark):
-    frames, serving = demo_day(spark)
-    for df in [*frames.values(), serving]:
-        df.count()  # the inputs are read before the clock starts, as a job reads them
-    for attempt in ("first (GX context built)", "second"):
-        total = 0.0
-        for name in frames:
-            refs = {r: serving if r == POSTS.name else frames[r] for r in REFERENCES[name]}
-            started = time.perf_counter()
-            report = check_raw_partition(
-                name, DS, {name: frames[name], **refs}, max_engagement_delay_s=DELAY_S
-            )
-            seconds = time.perf_counter() - started
-            total += seconds
-            assert report.ok, report.describe()
-            print(f"{name}: {report.n_rows} rows, {report.n_checks} checks, {seconds:.1f}s")
-        print(f"{attempt} run, all six tables: {total:.1f}s")
-        assert total < 60
