@@ -13,7 +13,7 @@ import enum
 import pyarrow as pa
 
 
-class Layer(str, enum.Enum):
+class Layer(enum.StrEnum):
     RAW = "raw"  # logs as the platform wrote them
     TRUTH = "truth"  # the simulator's ground truth: evaluation only, never features
     SILVER = "silver"  # point-in-time features
@@ -80,14 +80,14 @@ class Table:
 
     name: str
     layer: Layer
-    schema: pa.Schema  # without the partition column
+    schema: pa.Schema | None  # without the partition column; None: owned by the producer
     key: tuple[str, ...]  # unique within a partition
     doc: str
     partition_by: str = C.DS
 
     @property
     def columns(self) -> list[str]:
-        return self.schema.names
+        return self.schema.names if self.schema is not None else []
 
 
 def _table(name, layer, fields, key, doc) -> Table:
@@ -198,9 +198,23 @@ TRUTH_IMPRESSIONS = _table(
     "impression. Read by evaluation only.",
 )
 
+IMPRESSION_FEATURES = Table(
+    "impression_features",
+    Layer.SILVER,
+    None,  # the columns are the feature registry's (features.registry.FAMILIES)
+    (C.IMPRESSION_ID,),
+    "Point-in-time features of each impression of ds: every family joined at its as_of.",
+)
+
+
+def feature_state_table(name: str, key: tuple[str, ...], doc: str) -> Table:
+    """A silver table of per-day feature state (aggregate tiles), named by features.tiles."""
+    return Table(f"state_{name}", Layer.SILVER, None, key, doc)
+
+
 RAW_TABLES = (USERS, AUTHORS, FOLLOWS, POSTS, IMPRESSIONS, ENGAGEMENTS)
-SIMULATED_TABLES = RAW_TABLES + (TRUTH_IMPRESSIONS,)
-TABLES: dict[str, Table] = {t.name: t for t in SIMULATED_TABLES}
+SIMULATED_TABLES = (*RAW_TABLES, TRUTH_IMPRESSIONS)
+TABLES: dict[str, Table] = {t.name: t for t in (*SIMULATED_TABLES, IMPRESSION_FEATURES)}
 
 
 def table(name: str) -> Table:

@@ -150,6 +150,8 @@ class Warehouse:
         for day in self._existing(table, _as_list(ds), staged):
             data = pq.read_table(self.partition_dir(table, day, staged=staged), schema=table.schema)
             parts.append(data.append_column(C.DS, pa.array([day] * data.num_rows, pa.string())))
+        if not parts and table.schema is None:
+            raise WarehouseError(f"{_name(table)}: no partitions asked for, and no fixed schema")
         if not parts:
             return _with_ds(table.schema).empty_table()
         return pa.concat_tables(parts)
@@ -162,12 +164,16 @@ class Warehouse:
         from pyspark.sql.pandas.types import from_arrow_schema
 
         days = self._existing(table, _as_list(ds), staged)
-        schema = from_arrow_schema(_with_ds(table.schema))
+        if not days and table.schema is None:
+            raise WarehouseError(f"{_name(table)}: no partitions asked for, and no fixed schema")
         if not days:
-            return spark.createDataFrame([], schema)
+            return spark.createDataFrame([], from_arrow_schema(_with_ds(table.schema)))
         base = self.partition_dir(table, days[0], staged=staged).parent
         paths = [str(self.partition_dir(table, d, staged=staged)) for d in days]
-        return spark.read.schema(schema).option("basePath", str(base)).parquet(*paths)
+        reader = spark.read.option("basePath", str(base))
+        if table.schema is not None:
+            reader = reader.schema(from_arrow_schema(_with_ds(table.schema)))
+        return reader.parquet(*paths)
 
     def _existing(self, table: Table, days: Iterable[str], staged: bool) -> list[str]:
         missing = [d for d in days if not self.is_committed(table, d, staged=staged)]
@@ -177,6 +183,10 @@ class Warehouse:
                 f"{table.layer.value}.{table.name}: no {where} partition for ds={missing}"
             )
         return list(days)
+
+
+def _name(table: Table) -> str:
+    return f"{table.layer.value}.{table.name}"
 
 
 def _check_ds(ds: str) -> str:
@@ -197,6 +207,15 @@ def _with_ds(schema: pa.Schema) -> pa.Schema:
 
 def _conform(table: Table, data: pa.Table | pd.DataFrame) -> pa.Table:
     """Cast to the catalog schema, naming the table and column when it does not fit."""
+    if table.schema is None:
+        arrow = (
+            pa.Table.from_pandas(data, preserve_index=False)
+            if isinstance(data, pd.DataFrame)
+            else data
+        )
+        if table.partition_by in arrow.column_names:
+            raise WarehouseError(f"{_name(table)}: drop {table.partition_by} before writing")
+        return arrow
     columns = list(data.columns) if isinstance(data, pd.DataFrame) else data.column_names
     _check_columns(table, columns)
     try:
@@ -212,6 +231,10 @@ def _conform(table: Table, data: pa.Table | pd.DataFrame) -> pa.Table:
 def _conform_spark(table: Table, df):
     from pyspark.sql.pandas.types import from_arrow_schema
 
+    if table.schema is None:  # the producer owns the schema; only the partition column is ours
+        if table.partition_by in df.columns:
+            raise WarehouseError(f"{_name(table)}: drop {table.partition_by} before writing")
+        return df
     _check_columns(table, df.columns)
     expected = {f.name: f.dataType for f in from_arrow_schema(table.schema).fields}
     wrong = [
