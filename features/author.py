@@ -11,7 +11,7 @@ from features.pit import asof_sums, follow_edges, hourly, latest_snapshot, neede
 from features.registry import AS_OF, BUCKET
 from warehouse.catalog import C
 
-_IMP, _POS, _ONE = "_imp", "_pos", "_one"
+_IMP, _ONE = "_imp", "_one"
 
 
 def positives(engagements: DataFrame) -> DataFrame:
@@ -41,35 +41,31 @@ def follow_counts(requests: DataFrame, follows: DataFrame, key: str) -> DataFram
     return out.withColumn(R.AUTHOR_FOLLOW_RATIO, ratio_col)
 
 
-def _author_events(impressions: DataFrame, engagements: DataFrame, posts: DataFrame, keys):
-    """Hourly impressions and positives of the authors' posts, keyed by `keys` (author_id and
-    optionally topic): impressions by served_at, positives by event_ts."""
+def author_tiles(
+    impressions: DataFrame, engagements: DataFrame, posts: DataFrame
+) -> tuple[DataFrame, DataFrame]:
+    """Per (author_id, bucket) and per (author_id, topic, bucket): impressions of the author's
+    posts by served_at and positives on them by event_ts (author and topic from posts)."""
     meta = posts.select(C.POST_ID, C.AUTHOR_ID, C.TOPIC)
-    imp = impressions.select(C.POST_ID, F.col(C.SERVED_AT).alias("_ts")).join(meta, C.POST_ID)
-    pos = (
-        positives(engagements)
-        .select(C.POST_ID, F.col(C.EVENT_TS).alias("_ts"))
-        .join(meta, C.POST_ID)
+    imp = impressions.select(C.POST_ID, F.col(C.SERVED_AT).alias("_ts"), F.lit(1).alias(_IMP))
+    pos = positives(engagements).select(
+        C.POST_ID, F.col(C.EVENT_TS).alias("_ts"), F.lit(0).alias(_IMP)
     )
-    imp = hourly(imp, keys, "_ts", {_IMP: F.lit(1), _POS: F.lit(0)})
-    pos = hourly(pos, keys, "_ts", {_IMP: F.lit(0), _POS: F.lit(1)})
-    return imp.unionByName(pos)
+    ev = imp.unionByName(pos).join(meta, C.POST_ID)
+    values = {R.T_IMPRESSIONS: F.col(_IMP), R.T_POSITIVES: 1 - F.col(_IMP)}
+    return (
+        hourly(ev, [C.AUTHOR_ID], "_ts", values),
+        hourly(ev, [C.AUTHOR_ID, C.TOPIC], "_ts", values),
+    )
 
 
-def engagement_rates(
-    requests: DataFrame,
-    impressions: DataFrame,
-    engagements: DataFrame,
-    posts: DataFrame,
-    keys: list[str],
-    name,
-) -> DataFrame:
-    """Per (keys, as_of): positives / impressions of the keyed posts over each author window."""
+def engagement_rates(requests: DataFrame, tile: DataFrame, keys: list[str], name) -> DataFrame:
+    """Per (keys, as_of): positives / impressions of the keyed tile over each author window."""
     lags = [d * 24 for d in R.AUTHOR_WINDOWS_D]
-    ev = _author_events(impressions, engagements, posts, keys)
-    sums = asof_sums(requests, ev, keys, BUCKET, [_IMP, _POS], [0, *lags])
+    vals = [R.T_IMPRESSIONS, R.T_POSITIVES]
+    sums = asof_sums(requests, tile, keys, BUCKET, vals, [0, *lags])
     rates = [
-        ratio(windowed(_POS, d * 24), windowed(_IMP, d * 24)).alias(name(d))
+        ratio(windowed(R.T_POSITIVES, d * 24), windowed(R.T_IMPRESSIONS, d * 24)).alias(name(d))
         for d in R.AUTHOR_WINDOWS_D
     ]
     return sums.select(*keys, AS_OF, *rates)
@@ -77,24 +73,21 @@ def engagement_rates(
 
 def author_features(
     impressions_as_of: DataFrame,
-    history_impressions: DataFrame,
-    engagements: DataFrame,
-    posts: DataFrame,
+    tile: DataFrame,
     follows: DataFrame,
     authors: DataFrame,
     pagerank_cutoff,
     pagerank_iterations: int = 20,
 ) -> DataFrame:
-    """Per (author_id, as_of): follow counts and ratio, verified, PageRank, engagement rates.
+    """Per (author_id, as_of): follow counts and ratio, verified, PageRank, engagement rates
+    (tile: the author tile of author_tiles).
 
     PageRank runs once on the follow graph with created_at < pagerank_cutoff (a timestamp
     Column or literal); pass a time at or before the earliest as_of so that it cannot leak.
     """
     req = needed(impressions_as_of, [C.AUTHOR_ID])
     out = follow_counts(req, follows, C.AUTHOR_ID)
-    rates = engagement_rates(
-        req, history_impressions, engagements, posts, [C.AUTHOR_ID], R.author_rate
-    )
+    rates = engagement_rates(req, tile, [C.AUTHOR_ID], R.author_rate)
     edges = follow_edges(follows).where(F.col(C.CREATED_AT) < pagerank_cutoff)
     pr = pagerank(edges, C.FOLLOWER_ID, C.FOLLOWEE_ID, pagerank_iterations).select(
         F.col("node").alias(C.AUTHOR_ID), F.col("pagerank").alias(R.AUTHOR_PAGERANK)
@@ -110,14 +103,10 @@ def author_features(
 
 
 def author_topic_features(
-    impressions_as_of: DataFrame,
-    history_impressions: DataFrame,
-    engagements: DataFrame,
-    posts: DataFrame,
+    impressions_as_of: DataFrame, tile: DataFrame, posts: DataFrame
 ) -> DataFrame:
-    """Per (author_id, topic, as_of): the author's engagement rate on posts of that topic."""
+    """Per (author_id, topic, as_of): the author's engagement rate on posts of that topic
+    (tile: the author-topic tile of author_tiles)."""
     topics = posts.select(C.POST_ID, C.TOPIC)
     req = needed(impressions_as_of.join(topics, C.POST_ID), [C.AUTHOR_ID, C.TOPIC])
-    return engagement_rates(
-        req, history_impressions, engagements, posts, [C.AUTHOR_ID, C.TOPIC], R.author_topic_rate
-    )
+    return engagement_rates(req, tile, [C.AUTHOR_ID, C.TOPIC], R.author_topic_rate)

@@ -25,10 +25,24 @@ def post_events(impressions: DataFrame, engagements: DataFrame) -> DataFrame:
     return eng.unionByName(imp)
 
 
+def post_tile(impressions: DataFrame, engagements: DataFrame) -> DataFrame:
+    """Per (post_id, bucket): count and decay moments of each action and of impressions."""
+    return kind_buckets(
+        post_events(impressions, engagements), [C.POST_ID], _KIND, _TS, R.POST_KINDS, True
+    )
+
+
+def network_tile(engagements: DataFrame) -> DataFrame:
+    """Per (post_id, engager_id, bucket): the counted actions of one engager on the post."""
+    eng = engagements.withColumnRenamed(C.USER_ID, R.T_ENGAGER_ID)
+    return kind_buckets(
+        eng, [C.POST_ID, R.T_ENGAGER_ID], C.ACTION, C.EVENT_TS, R.COUNTED_ACTIONS, False
+    )
+
+
 def post_interactions(
     impressions_as_of: DataFrame,
-    history_impressions: DataFrame,
-    engagements: DataFrame,
+    tile: DataFrame,
     posts: DataFrame,
     prior_rate: float = 0.05,
     prior_strength: float = 20.0,
@@ -36,15 +50,12 @@ def post_interactions(
     """Per (post_id, as_of) needed by impressions_as_of: window counts and decayed totals of
     each action and of impressions, post age, and a smoothed engagement rate.
 
-    history_impressions are all impressions the counts may read (the days before too).
+    tile: post_tile over every hour the windows read (the days before too).
     Positives count events, so a click and a like on one impression are two positives.
     """
     need = needed(impressions_as_of, [C.POST_ID])
-    buckets = kind_buckets(
-        post_events(history_impressions, engagements), [C.POST_ID], _KIND, _TS, R.POST_KINDS, True
-    )
     feats = window_aggs(
-        range_join(need, buckets, [C.POST_ID]),
+        range_join(need, tile, [C.POST_ID]),
         [C.POST_ID, AS_OF],
         R.POST_KINDS,
         R.post_count,
@@ -66,27 +77,24 @@ def post_interactions(
 
 
 def network_interactions(
-    impressions_as_of: DataFrame, engagements: DataFrame, follows: DataFrame
+    impressions_as_of: DataFrame, tile: DataFrame, follows: DataFrame
 ) -> DataFrame:
     """Per (user_id, post_id, as_of): actions on the post by the viewer's followees (follow
-    created before as_of) with event_ts < as_of, in each window.
+    created before as_of) with event_ts < as_of, in each window; tile: network_tile.
 
     Joins the post's recent engagers to the request first and checks the follow edge second:
     a post has few engagers in 7 days, a user may follow many accounts.
     """
     need = needed(impressions_as_of, [C.USER_ID, C.POST_ID])
-    engager = "_engager"
-    eng = engagements.withColumnRenamed(C.USER_ID, engager)
-    buckets = kind_buckets(
-        eng, [C.POST_ID, engager], C.ACTION, C.EVENT_TS, R.COUNTED_ACTIONS, False
-    )
-    joined = range_join(need, buckets, [C.POST_ID])
+    joined = range_join(need, tile, [C.POST_ID])
     edges = follow_edges(follows).select(
         F.col(C.FOLLOWER_ID).alias(C.USER_ID),
-        F.col(C.FOLLOWEE_ID).alias(engager),
+        F.col(C.FOLLOWEE_ID).alias(R.T_ENGAGER_ID),
         F.col(C.CREATED_AT).alias("_followed_at"),
     )
-    joined = joined.join(edges, [C.USER_ID, engager]).where(F.col("_followed_at") < F.col(AS_OF))
+    joined = joined.join(edges, [C.USER_ID, R.T_ENGAGER_ID]).where(
+        F.col("_followed_at") < F.col(AS_OF)
+    )
     keys = [C.USER_ID, C.POST_ID]
     feats = window_aggs(joined, [*keys, AS_OF], R.COUNTED_ACTIONS, R.net_count)
     return fill_zero(need, feats, keys)

@@ -13,12 +13,27 @@ from warehouse.catalog import ACTIONS
 AS_OF = "as_of"  # the hour boundary a snapshot is taken at; see features.pit
 BUCKET = "bucket"  # an event's hour: date_trunc('hour', ts)
 
+# Columns of the persisted tiles (features.tiles), besides the count and moment columns of
+# features.windows and the raw tables' keys.
+T_IMPRESSIONS = "impressions"  # impressions served in the bucket
+T_POSITIVES = "positives"  # positive engagements with event_ts in the bucket
+T_LAST_EVENT_TS = "last_event_ts"  # the latest positive's event_ts in the bucket
+T_HASHTAG = "hashtag"
+T_TAG_COUNT = "tag_count"  # positives on posts carrying the hashtag (once per post)
+T_ENGAGER_ID = "engager_id"  # the user who acted on the post
+
 # Windows are whole hours so that hourly buckets count them exactly (see features.pit).
 WINDOWS_H: dict[str, int] = {"1h": 1, "1d": 24, "3d": 72, "7d": 168}
 LOOKBACK_H = max(WINDOWS_H.values())  # post and network snapshots read this far back
 AUTHOR_WINDOWS_D = (7, 30, 90)
 USER_RATE_WINDOWS_D = (7, 30)
 USER_AUTHOR_WINDOWS_D = (90, 365)
+LAST_TOPICS_D = 30  # last topics read the viewer's positives this far back
+# Features once defined on "all history before as_of" (hashtag TF-IDF, topic share) read this
+# far back, and the previous request is looked for this far back, so that a daily build from
+# persisted tiles (features.tiles) reads a bounded number of days and equals the raw build.
+HISTORY_BOUND_D = 365
+REQUEST_GAP_BOUND_D = 30
 
 POSITIVE_ACTIONS = ("click", "like", "comment", "share")
 COUNTED_ACTIONS = (*POSITIVE_ACTIONS, "hide")  # report is too rare to count per window
@@ -152,7 +167,10 @@ FAMILIES: dict[str, list[Feature]] = {
         Feature("primary_device", "viewer's primary device"),
         Feature(USER_IMPRESSIONS_7D, "impressions served to the viewer in the 7d before as_of"),
         Feature(USER_REQUESTS_7D, "feed requests of the viewer in the 7d before as_of"),
-        Feature(USER_LAST_TOPICS, "last k distinct topics the viewer engaged with, newest first"),
+        Feature(
+            USER_LAST_TOPICS,
+            f"last k distinct topics the viewer engaged with in {LAST_TOPICS_D}d, newest first",
+        ),
     ]
     + [
         Feature(user_rate(d), f"viewer's positives / impressions, {d}d")
@@ -172,14 +190,24 @@ FAMILIES: dict[str, list[Feature]] = {
         for d in USER_AUTHOR_WINDOWS_D
     ],
     "similarity": [
-        Feature(SIM_HASHTAG_TFIDF, "TF-IDF cosine of the viewer's engaged hashtags and the post's"),
-        Feature(SIM_TOPIC_SHARE, "share of the viewer's positives before as_of on this topic"),
+        Feature(
+            SIM_HASHTAG_TFIDF,
+            f"TF-IDF cosine of the viewer's hashtags engaged in the {HISTORY_BOUND_D}d before"
+            " as_of and the post's",
+        ),
+        Feature(
+            SIM_TOPIC_SHARE,
+            f"share of the viewer's positives in the {HISTORY_BOUND_D}d before as_of on this topic",
+        ),
     ],
     "context": [
         Feature(CTX_HOUR, "hour of day of served_at (UTC)"),
         Feature(CTX_DOW, "day of week of served_at, 1 = Sunday (Spark dayofweek)"),
         Feature("device", "device of the request"),
-        Feature(CTX_HOURS_SINCE_PREV_REQUEST, "hours since the viewer's previous request"),
+        Feature(
+            CTX_HOURS_SINCE_PREV_REQUEST,
+            f"hours since the viewer's previous request (null if none in {REQUEST_GAP_BOUND_D}d)",
+        ),
     ],
 }
 

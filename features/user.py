@@ -7,12 +7,12 @@ from pyspark.sql import functions as F
 
 from features import registry as R
 from features.author import positives, ratio
-from features.pit import asof_sums, hourly, latest_snapshot, needed, windowed
+from features.pit import asof_sums, bucket_col, hourly, latest_snapshot, needed, windowed
 from features.registry import AS_OF, BUCKET
 from features.windows import range_join
 from warehouse.catalog import C
 
-_IMP, _REQ, _POS = "_imp", "_req", "_pos"
+_IMP, _REQ = "_imp", "_req"
 DEMOGRAPHICS = (C.COUNTRY, C.AGE_BUCKET, C.GENDER, C.PRIMARY_DEVICE)
 
 
@@ -21,65 +21,68 @@ def request_times(impressions: DataFrame) -> DataFrame:
     return impressions.groupBy(C.USER_ID, C.REQUEST_ID).agg(F.min(C.SERVED_AT).alias(C.SERVED_AT))
 
 
-def _user_events(impressions: DataFrame, engagements: DataFrame) -> DataFrame:
-    zero = F.lit(0)
-    imp = hourly(impressions, [C.USER_ID], C.SERVED_AT, {_IMP: F.lit(1), _REQ: zero, _POS: zero})
-    req = hourly(
-        request_times(impressions),
-        [C.USER_ID],
-        C.SERVED_AT,
-        {_IMP: zero, _REQ: F.lit(1), _POS: zero},
+def user_tile(impressions: DataFrame, engagements: DataFrame) -> DataFrame:
+    """Per (user_id, bucket): impressions served to the user and the user's positives."""
+    imp = impressions.select(C.USER_ID, F.col(C.SERVED_AT).alias("_ts"), F.lit(1).alias(_IMP))
+    pos = positives(engagements).select(
+        C.USER_ID, F.col(C.EVENT_TS).alias("_ts"), F.lit(0).alias(_IMP)
     )
-    pos = hourly(
-        positives(engagements), [C.USER_ID], C.EVENT_TS, {_IMP: zero, _REQ: zero, _POS: F.lit(1)}
-    )
-    return imp.unionByName(req).unionByName(pos)
+    values = {R.T_IMPRESSIONS: F.col(_IMP), R.T_POSITIVES: 1 - F.col(_IMP)}
+    return hourly(imp.unionByName(pos), [C.USER_ID], "_ts", values)
 
 
-def user_activity(requests: DataFrame, impressions: DataFrame, engagements: DataFrame) -> DataFrame:
+def user_topic_tile(engagements: DataFrame, posts: DataFrame) -> DataFrame:
+    """Per (user_id, topic, bucket): the user's positives on posts of the topic, and the latest
+    one's event_ts (for the last-topics order)."""
+    ev = positives(engagements).join(posts.select(C.POST_ID, C.TOPIC), C.POST_ID)
+    return (
+        ev.withColumn(BUCKET, bucket_col(C.EVENT_TS))
+        .groupBy(C.USER_ID, C.TOPIC, BUCKET)
+        .agg(
+            F.count("*").alias(R.T_POSITIVES),
+            F.max(C.EVENT_TS).alias(R.T_LAST_EVENT_TS),
+        )
+    )
+
+
+def user_activity(requests: DataFrame, tile: DataFrame, request_tile: DataFrame) -> DataFrame:
     """Per (user_id, as_of): impressions and requests in the 7d before as_of, and the user's
-    positives / impressions over 7d and 30d (null before the first impression)."""
+    positives / impressions over 7d and 30d (null before the first impression).
+
+    tile: user_tile; request_tile: request_times, one row per request (merged over days)."""
     lags = sorted({7 * 24, *(d * 24 for d in R.USER_RATE_WINDOWS_D)})
+    reqs = hourly(request_tile, [C.USER_ID], C.SERVED_AT, {_REQ: F.lit(1)})
+    ev = tile.withColumn(_REQ, F.lit(0)).unionByName(
+        reqs.withColumn(R.T_IMPRESSIONS, F.lit(0)).withColumn(R.T_POSITIVES, F.lit(0))
+    )
     sums = asof_sums(
-        requests,
-        _user_events(impressions, engagements),
-        [C.USER_ID],
-        BUCKET,
-        [_IMP, _REQ, _POS],
-        [0, *lags],
+        requests, ev, [C.USER_ID], BUCKET, [R.T_IMPRESSIONS, _REQ, R.T_POSITIVES], [0, *lags]
     )
     rates = [
-        ratio(windowed(_POS, d * 24), windowed(_IMP, d * 24)).alias(R.user_rate(d))
+        ratio(windowed(R.T_POSITIVES, d * 24), windowed(R.T_IMPRESSIONS, d * 24)).alias(
+            R.user_rate(d)
+        )
         for d in R.USER_RATE_WINDOWS_D
     ]
     return sums.select(
         C.USER_ID,
         AS_OF,
-        windowed(_IMP, 168).cast("long").alias(R.USER_IMPRESSIONS_7D),
+        windowed(R.T_IMPRESSIONS, 168).cast("long").alias(R.USER_IMPRESSIONS_7D),
         windowed(_REQ, 168).cast("long").alias(R.USER_REQUESTS_7D),
         *rates,
     )
 
 
 def last_topics(
-    requests: DataFrame,
-    engagements: DataFrame,
-    posts: DataFrame,
-    k: int = 5,
-    lookback_h: int = 30 * 24,
+    requests: DataFrame, tile: DataFrame, k: int = 5, lookback_h: int = R.LAST_TOPICS_D * 24
 ) -> DataFrame:
     """Per (user_id, as_of): the last k distinct topics of the user's positives with
     event_ts < as_of within lookback_h, most recent first (ties by topic id).
 
-    Positives are first reduced to the latest time per (user, topic, hour), so the range join
+    tile (user_topic_tile) holds the latest time per (user, topic, hour), so the range join
     grows with topics x active hours, not with events.
     """
-    ev = positives(engagements).join(posts.select(C.POST_ID, C.TOPIC), C.POST_ID)
-    last = (
-        ev.withColumn(BUCKET, F.date_trunc("hour", C.EVENT_TS))
-        .groupBy(C.USER_ID, C.TOPIC, BUCKET)
-        .agg(F.max(C.EVENT_TS).alias("_t"))
-    )
+    last = tile.select(C.USER_ID, C.TOPIC, BUCKET, F.col(R.T_LAST_EVENT_TS).alias("_t"))
     joined = range_join(requests.select(C.USER_ID, AS_OF).distinct(), last, [C.USER_ID], lookback_h)
     per_topic = joined.groupBy(C.USER_ID, AS_OF, C.TOPIC).agg(F.max("_t").alias("_t"))
     w = Window.partitionBy(C.USER_ID, AS_OF).orderBy(F.desc("_t"), C.TOPIC)
@@ -92,20 +95,20 @@ def last_topics(
 
 def user_features(
     impressions_as_of: DataFrame,
-    history_impressions: DataFrame,
-    engagements: DataFrame,
-    posts: DataFrame,
+    tile: DataFrame,
+    request_tile: DataFrame,
+    topic_tile: DataFrame,
     users: DataFrame,
     k: int = 5,
 ) -> DataFrame:
     """Per (user_id, as_of): demographics, activity, own rates, last k topics (empty array if
-    none)."""
+    none). Tiles: user_tile, request_times (merged), user_topic_tile."""
     req = needed(impressions_as_of, [C.USER_ID])
     demo = latest_snapshot(users, [C.USER_ID]).select(C.USER_ID, *DEMOGRAPHICS)
-    topics = last_topics(req, engagements, posts, k)
+    topics = last_topics(req, topic_tile, k)
     empty = F.array().cast("array<int>")
     return (
-        user_activity(req, history_impressions, engagements)
+        user_activity(req, tile, request_tile)
         .join(topics, [C.USER_ID, AS_OF], "left")
         .withColumn(R.USER_LAST_TOPICS, F.coalesce(R.USER_LAST_TOPICS, empty))
         .join(demo, C.USER_ID, "left")

@@ -11,50 +11,45 @@ from features.pit import asof_sums, follow_edges, hourly, needed, windowed
 from features.registry import AS_OF, BUCKET
 from warehouse.catalog import C
 
-_IMP, _POS, _ONE = "_imp", "_pos", "_one"
+_IMP, _ONE = "_imp", "_one"
 _LAGS = [d * 24 for d in R.USER_AUTHOR_WINDOWS_D]
 
 
-def _pair_events(impressions: DataFrame, engagements: DataFrame, keys: list[str]) -> DataFrame:
-    """Hourly impressions (by served_at) and positives (by event_ts), keyed by keys. Positives
-    get author_id from their impression, so no post table is needed."""
+def user_author_tile(impressions: DataFrame, engagements: DataFrame) -> DataFrame:
+    """Per (user_id, author_id, bucket): impressions (by served_at) and positives (by event_ts).
+    Positives get author_id from their impression, so no post table is needed."""
     imp_author = impressions.select(C.IMPRESSION_ID, C.AUTHOR_ID)
     pos = positives(engagements).select(C.IMPRESSION_ID, C.USER_ID, C.EVENT_TS)
-    pos = pos.join(imp_author, C.IMPRESSION_ID)
-    imp = hourly(impressions, keys, C.SERVED_AT, {_IMP: F.lit(1), _POS: F.lit(0)})
-    pos = hourly(pos, keys, C.EVENT_TS, {_IMP: F.lit(0), _POS: F.lit(1)})
-    return imp.unionByName(pos)
+    pos = pos.join(imp_author, C.IMPRESSION_ID).select(
+        C.USER_ID, C.AUTHOR_ID, F.col(C.EVENT_TS).alias("_ts"), F.lit(0).alias(_IMP)
+    )
+    imp = impressions.select(
+        C.USER_ID, C.AUTHOR_ID, F.col(C.SERVED_AT).alias("_ts"), F.lit(1).alias(_IMP)
+    )
+    values = {R.T_IMPRESSIONS: F.col(_IMP), R.T_POSITIVES: 1 - F.col(_IMP)}
+    return hourly(imp.unionByName(pos), [C.USER_ID, C.AUTHOR_ID], "_ts", values)
 
 
-def interaction_shares(req: DataFrame, impressions: DataFrame, engagements: DataFrame):
+def _shares(sums: DataFrame):
+    return {
+        d: ratio(windowed(R.T_POSITIVES, d * 24), windowed(R.T_IMPRESSIONS, d * 24))
+        for d in R.USER_AUTHOR_WINDOWS_D
+    }
+
+
+def interaction_shares(req: DataFrame, tile: DataFrame):
     """Per (user, author, as_of): the user's positives / impressions on the author's posts in
-    90d and 365d, and that share over the user's overall share in the same window."""
+    90d and 365d, and that share over the user's overall share in the same window (the tile
+    summed over authors)."""
     pair = [C.USER_ID, C.AUTHOR_ID]
-    sums = asof_sums(
-        req, _pair_events(impressions, engagements, pair), pair, BUCKET, [_IMP, _POS], [0, *_LAGS]
-    )
-    user_req = req.select(C.USER_ID, AS_OF)
-    user = asof_sums(
-        user_req,
-        _pair_events(impressions, engagements, [C.USER_ID]),
-        [C.USER_ID],
-        BUCKET,
-        [_IMP, _POS],
-        [0, *_LAGS],
-    )
+    vals = [R.T_IMPRESSIONS, R.T_POSITIVES]
+    sums = asof_sums(req, tile, pair, BUCKET, vals, [0, *_LAGS])
+    per_user = tile.groupBy(C.USER_ID, BUCKET).agg(*[F.sum(v).alias(v) for v in vals])
+    user = asof_sums(req.select(C.USER_ID, AS_OF), per_user, [C.USER_ID], BUCKET, vals, [0, *_LAGS])
+    user = user.select(C.USER_ID, AS_OF, *[s.alias(f"_u{d}") for d, s in _shares(user).items()])
     cols = []
-    for d in R.USER_AUTHOR_WINDOWS_D:
-        share = ratio(windowed(_POS, d * 24), windowed(_IMP, d * 24))
-        overall = F.col(f"_u{d}")
-        cols += [share.alias(R.ua_share(d)), ratio(share, overall).alias(R.ua_norm(d))]
-    user = user.select(
-        C.USER_ID,
-        AS_OF,
-        *[
-            ratio(windowed(_POS, d * 24), windowed(_IMP, d * 24)).alias(f"_u{d}")
-            for d in R.USER_AUTHOR_WINDOWS_D
-        ],
-    )
+    for d, share in _shares(sums).items():
+        cols += [share.alias(R.ua_share(d)), ratio(share, F.col(f"_u{d}")).alias(R.ua_norm(d))]
     return sums.join(user, [C.USER_ID, AS_OF]).select(*pair, AS_OF, *cols)
 
 
@@ -108,16 +103,13 @@ def common_followees(req: DataFrame, follows: DataFrame) -> DataFrame:
 
 
 def user_author_features(
-    impressions_as_of: DataFrame,
-    history_impressions: DataFrame,
-    engagements: DataFrame,
-    follows: DataFrame,
+    impressions_as_of: DataFrame, tile: DataFrame, follows: DataFrame
 ) -> DataFrame:
-    """All viewer-author features per (user_id, author_id, as_of)."""
+    """All viewer-author features per (user_id, author_id, as_of); tile: user_author_tile."""
     keys = [C.USER_ID, C.AUTHOR_ID, AS_OF]
     req = needed(impressions_as_of, [C.USER_ID, C.AUTHOR_ID])
     return (
-        interaction_shares(req, history_impressions, engagements)
+        interaction_shares(req, tile)
         .join(follow_flags(req, follows), keys)
         .join(common_followees(req, follows), keys)
     )

@@ -26,11 +26,13 @@ _US_PER_DAY = 86_400_000_000
 
 
 def count_col(kind: str) -> str:
-    return f"_n_{kind}"
+    """A tile column: the events of a kind in the bucket."""
+    return f"n_{kind}"
 
 
 def moment_col(kind: str, k: int) -> str:
-    return f"_m{k}_{kind}"
+    """A tile column: sum of d^k over the bucket's events of a kind (d: days into the hour)."""
+    return f"m{k}_{kind}"
 
 
 def kind_buckets(

@@ -8,7 +8,7 @@ import pytest
 
 from features import registry as R
 from features.pit import with_as_of
-from features.post import network_interactions, post_interactions
+from features.post import network_interactions, network_tile, post_interactions, post_tile
 from warehouse.catalog import C
 
 pytestmark = pytest.mark.spark
@@ -34,7 +34,8 @@ def _posts(spark, created=T - timedelta(days=3)):
 def _post_feats(spark, eng_rows, imp_rows=()):
     target = with_as_of(_impressions(spark, [(100, 1, 50, 1, 9, SERVED)]))
     history = _impressions(spark, [(100, 1, 50, 1, 9, SERVED), *imp_rows])
-    out = post_interactions(target, history, _engagements(spark, eng_rows), _posts(spark))
+    tile = post_tile(history, _engagements(spark, eng_rows))
+    out = post_interactions(target, tile, _posts(spark))
     return out.collect()[0].asDict()
 
 
@@ -65,7 +66,7 @@ def test_like_windows(spark):
     posts = spark.createDataFrame(
         [(i, 9, T) for i in range(len(CASES))], [C.POST_ID, C.AUTHOR_ID, C.CREATED_AT]
     )
-    out = post_interactions(target, target, _engagements(spark, eng), posts).collect()
+    out = post_interactions(target, post_tile(target, _engagements(spark, eng)), posts).collect()
     got = {r[C.POST_ID]: r.asDict() for r in out}
     for i, (_, windows) in enumerate(CASES):
         assert {w: got[i][R.post_count("like", w)] for w in R.WINDOWS_H} == windows, i
@@ -110,7 +111,7 @@ def test_network_counts_need_the_follow_before_as_of(spark):
         [(50, 51, T - timedelta(days=30), False), (50, 52, T, False)],
         [C.FOLLOWER_ID, C.FOLLOWEE_ID, C.CREATED_AT, C.IS_CLOSE_FRIEND],
     )
-    got = network_interactions(target, eng, follows).collect()[0].asDict()
+    got = network_interactions(target, network_tile(eng), follows).collect()[0].asDict()
     assert got[R.net_count("like", "1h")] == 0  # 2 h before
     assert got[R.net_count("like", "1d")] == 1
     assert got[R.net_count("click", "7d")] == 0

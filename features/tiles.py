@@ -1,0 +1,215 @@
+"""Per-day tiles: additive hourly aggregates that the features of a day are built from.
+
+A daily job, for day ds, (1) builds ds's tiles from ds's raw partitions only (impressions
+served on ds, the engagements of those impressions, whose event_ts may pass midnight, and the
+posts they reference) and persists them by ds; (2) unions the tiles of ds - lookback .. ds
+(earlier runs' output: the reused state) and computes the features of ds's impressions with
+`features_from_tiles`. point_in_time_features (features.assemble) is the same computation on
+tiles built from the whole raw history at once, so both give the same features whenever each
+tile's lookback covers what the features read.
+
+Tiles are additive: the same (keys) in two ds partitions (an hour that straddles two days'
+partitions, a request served across midnight) merge by summing counts, and by max / min for
+the columns named in the spec. Every column is a plain Parquet type (no maps).
+
+Lookbacks count whole days before ds. A window of W days before as_of reads from
+as_of - W days, and the earliest as_of of ds is ds - 1 day 23:00 (an impression at 00:00:xx),
+so W + 1 days; engagements are filed under their impression's day, which holds as long as an
+engagement lags its impression by less than 23 h (the simulator's cap is 1 h).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from features import registry as R
+from features.author import author_features, author_tiles, author_topic_features
+from features.content import post_content
+from features.context import context_features
+from features.pit import with_as_of
+from features.post import network_interactions, network_tile, post_interactions, post_tile
+from features.registry import AS_OF, BUCKET
+from features.similarity import similarity_features, user_hashtag_tile
+from features.user import request_times, user_features, user_tile, user_topic_tile
+from features.user_author import user_author_features, user_author_tile
+from warehouse.catalog import C
+
+IMPRESSION_KEYS = (C.IMPRESSION_ID, C.REQUEST_ID, C.USER_ID, C.POST_ID, C.AUTHOR_ID, C.SERVED_AT)
+
+
+@dataclasses.dataclass(frozen=True)
+class TileSpec:
+    keys: tuple[str, ...]  # unique once merged; `bucket` (the event hour) for hourly tiles
+    lookback_days: int  # the features of ds read this tile's partitions ds - lookback .. ds
+    doc: str
+    maxes: tuple[str, ...] = ()  # columns merged by max; the others not in mins are summed
+    mins: tuple[str, ...] = ()
+
+
+TILES: dict[str, TileSpec] = {
+    "post_hourly": TileSpec(
+        (C.POST_ID, BUCKET),
+        R.LOOKBACK_H // 24 + 1,
+        "impressions (served_at) and actions (event_ts) on the post, per kind: n_<kind> and "
+        "the decay moments m1_<kind>..m3_<kind> of features.windows",
+    ),
+    "network_hourly": TileSpec(
+        (C.POST_ID, R.T_ENGAGER_ID, BUCKET),
+        R.LOOKBACK_H // 24 + 1,
+        "counted actions (n_<action>) of one engager on the post; the follow check is at read",
+    ),
+    "author_hourly": TileSpec(
+        (C.AUTHOR_ID, BUCKET),
+        max(R.AUTHOR_WINDOWS_D) + 1,
+        "impressions and positives on the author's posts",
+    ),
+    "author_topic_hourly": TileSpec(
+        (C.AUTHOR_ID, C.TOPIC, BUCKET),
+        max(R.AUTHOR_WINDOWS_D) + 1,
+        "impressions and positives on the author's posts of the topic",
+    ),
+    "user_hourly": TileSpec(
+        (C.USER_ID, BUCKET),
+        max(7, *R.USER_RATE_WINDOWS_D) + 1,
+        "impressions served to the user and the user's positives",
+    ),
+    "requests": TileSpec(
+        (C.USER_ID, C.REQUEST_ID),
+        max(7, R.REQUEST_GAP_BOUND_D) + 1,
+        "one row per feed request: served_at of its first item (min over days when merged)",
+        mins=(C.SERVED_AT,),
+    ),
+    "user_author_hourly": TileSpec(
+        (C.USER_ID, C.AUTHOR_ID, BUCKET),
+        max(R.USER_AUTHOR_WINDOWS_D) + 1,
+        "impressions of the author's posts served to the user, and the user's positives on them",
+    ),
+    "user_topic_hourly": TileSpec(
+        (C.USER_ID, C.TOPIC, BUCKET),
+        max(R.LAST_TOPICS_D, R.HISTORY_BOUND_D) + 1,
+        "the user's positives on the topic and the latest one's event_ts (last topics order; "
+        f"topic share over {R.HISTORY_BOUND_D}d)",
+        maxes=(R.T_LAST_EVENT_TS,),
+    ),
+    "user_hashtag_hourly": TileSpec(
+        (C.USER_ID, R.T_HASHTAG, BUCKET),
+        R.HISTORY_BOUND_D + 1,
+        f"the user's positives on posts with the hashtag (TF-IDF over {R.HISTORY_BOUND_D}d)",
+    ),
+}
+
+
+def lookback_days(name: str) -> int:
+    """Days before ds whose partitions of the tile the features of ds read."""
+    return TILES[name].lookback_days
+
+
+def build_tiles(
+    impressions: DataFrame, engagements: DataFrame, posts: DataFrame
+) -> dict[str, DataFrame]:
+    """Every tile of the given events (one day's raw partitions in the daily job; any span
+    works, and tiles of several spans merge to the tiles of their union). Pure, no I/O."""
+    author, author_topic = author_tiles(impressions, engagements, posts)
+    return {
+        "post_hourly": post_tile(impressions, engagements),
+        "network_hourly": network_tile(engagements),
+        "author_hourly": author,
+        "author_topic_hourly": author_topic,
+        "user_hourly": user_tile(impressions, engagements),
+        "requests": request_times(impressions),
+        "user_author_hourly": user_author_tile(impressions, engagements),
+        "user_topic_hourly": user_topic_tile(engagements, posts),
+        "user_hashtag_hourly": user_hashtag_tile(engagements, posts),
+    }
+
+
+def merge_tile(name: str, tile: DataFrame) -> DataFrame:
+    """One row per key of a union of partitions of the tile (sum, or max / min per spec)."""
+    spec = TILES[name]
+
+    def agg(c: str):
+        fn = F.max if c in spec.maxes else F.min if c in spec.mins else F.sum
+        return fn(c).alias(c)
+
+    return tile.groupBy(*spec.keys).agg(*[agg(c) for c in tile.columns if c not in spec.keys])
+
+
+def features_from_tiles(
+    impressions: DataFrame,
+    tiles: Mapping[str, DataFrame],
+    posts: DataFrame,
+    follows: DataFrame,
+    users: DataFrame,
+    authors: DataFrame,
+    graph_cutoff,
+    prior_rate: float = 0.05,
+    prior_strength: float = 20.0,
+    pagerank_iterations: int = 20,
+    last_k_topics: int = 5,
+) -> DataFrame:
+    """One row per impression_id: its keys, as_of and every family's features.
+
+    tiles[name]: the union of the tile's partitions over (at least) its lookback, merged here.
+    posts: the posts the impressions and the tiles' days reference; the IDF corpus is those
+    created before graph_cutoff. follows, users, authors: snapshots (ds-partitioned or not).
+
+    Families are left-joined on their keys; null fills: window counts are 0 (filled in their
+    family), rates are null when nothing was seen (unknown, not zero), hashtag cosine is 0,
+    last topics is an empty array, PageRank is null for an author outside the follow graph and
+    author flags null for an unknown author. PageRank and the IDF corpus are computed once, on
+    follows and posts created before graph_cutoff (a datetime): it must be <= every as_of.
+    """
+    missing = sorted(set(TILES) - set(tiles))
+    if missing:
+        raise KeyError(f"missing tiles {missing}")
+    t = {name: merge_tile(name, tiles[name]) for name in TILES}
+    imps = with_as_of(impressions.select(*IMPRESSION_KEYS, C.DEVICE))
+    cutoff = F.lit(graph_cutoff)
+    families = [
+        (
+            post_interactions(imps, t["post_hourly"], posts, prior_rate, prior_strength),
+            [C.POST_ID, AS_OF],
+        ),
+        (network_interactions(imps, t["network_hourly"], follows), [C.USER_ID, C.POST_ID, AS_OF]),
+        (post_content(posts), [C.POST_ID]),
+        (
+            author_features(
+                imps, t["author_hourly"], follows, authors, cutoff, pagerank_iterations
+            ),
+            [C.AUTHOR_ID, AS_OF],
+        ),
+        (
+            author_topic_features(imps, t["author_topic_hourly"], posts),
+            [C.AUTHOR_ID, C.TOPIC, AS_OF],
+        ),
+        (
+            user_features(
+                imps,
+                t["user_hourly"],
+                t["requests"],
+                t["user_topic_hourly"],
+                users,
+                last_k_topics,
+            ),
+            [C.USER_ID, AS_OF],
+        ),
+        (
+            user_author_features(imps, t["user_author_hourly"], follows),
+            [C.USER_ID, C.AUTHOR_ID, AS_OF],
+        ),
+        (
+            similarity_features(
+                imps, t["user_hashtag_hourly"], t["user_topic_hourly"], posts, cutoff
+            ),
+            [C.USER_ID, C.POST_ID, AS_OF],
+        ),
+        (context_features(imps, t["requests"]).drop(C.DEVICE), [C.IMPRESSION_ID]),
+    ]
+    out = imps
+    for feats, keys in families:
+        out = out.join(feats, keys, "left")
+    return out
