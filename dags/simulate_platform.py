@@ -18,7 +18,14 @@ from __future__ import annotations
 from airflow.sdk import dag, task
 
 from jobs import simulate_platform as job
-from jobs.airflow_support import DEFAULT_ARGS, RAW_LOGS, calendar, params, settings_from
+from jobs.airflow_support import (
+    DEFAULT_ARGS,
+    RAW_LOGS,
+    calendar,
+    mark_days,
+    params,
+    settings_from,
+)
 
 
 @dag(
@@ -41,8 +48,10 @@ def simulate_platform():
         job.validate(settings_from(params), ds)
 
     @task(outlets=[RAW_LOGS])
-    def publish(params=None, ds=None):
-        return job.publish(settings_from(params), ds)
+    def publish(params=None, ds=None, outlet_events=None):
+        rows = job.publish(settings_from(params), ds)
+        mark_days(outlet_events, RAW_LOGS, [ds])
+        return rows
 
     simulate() >> validate() >> publish()
 

@@ -12,10 +12,8 @@ from airflow.sdk import Asset, Param
 
 from jobs.settings import Settings, available_profiles, load_settings
 
-RAW_LOGS = Asset(
-    "feedrank://warehouse/raw",
-    extra={"tables": "users,authors,follows,posts,impressions,engagements"},
-)
+RAW_LOGS = Asset("feedrank://warehouse/raw")  # a day of raw logs passed its contracts
+FEATURES = Asset("feedrank://warehouse/silver/impression_features")  # a day of features
 
 DEFAULT_ARGS = {
     "owner": "feedrank",
@@ -54,3 +52,22 @@ def calendar() -> dict[str, Any]:
     cfg = load_settings().simulator
     start = dt.datetime.combine(cfg.start_date, dt.time(), tzinfo=dt.UTC)
     return {"start_date": start, "end_date": start + dt.timedelta(days=cfg.days - 1)}
+
+
+def mark_days(outlet_events, asset: Asset, days: list[str]) -> None:
+    """Tag the asset event with the days it published, for the consumers."""
+    outlet_events[asset].extra = {"days": list(days)}
+
+
+def days_to_build(context: dict[str, Any]) -> list[str]:
+    """The days an asset-triggered run builds: those its triggering events published.
+
+    A run triggered by hand or by `dag.test()` with a logical date builds that date's day.
+    """
+    if context.get("logical_date") is not None:
+        return [context["ds"]]
+    events = context.get("triggering_asset_events") or {}
+    days = {ds for evs in events.values() for e in evs for ds in (e.extra or {}).get("days", ())}
+    if not days:
+        raise ValueError("no logical date and no triggering asset event with a ds: nothing to do")
+    return sorted(days)

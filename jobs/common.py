@@ -48,3 +48,9 @@ def parse_ds(value: str) -> str:
 
 def shift_ds(ds: str, days: int) -> str:
     return (dt.date.fromisoformat(ds) + dt.timedelta(days=days)).isoformat()
+
+
+def days_before(first: dt.date, ds: str, days: int) -> list[str]:
+    """The up to `days` days before ds, oldest first, that are not before `first`."""
+    back = max(0, min(days, (dt.date.fromisoformat(ds) - first).days))
+    return [shift_ds(ds, -k) for k in range(back, 0, -1)]

@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from features.config import FeatureSettings
 from jobs.spark import SparkSettings
 from simulator.config import SimulatorSettings
 from warehouse.layout import DEFAULT_HOME, DataRoot
@@ -53,6 +54,7 @@ class Settings(BaseModel):
     home: Path = DEFAULT_HOME  # data root: warehouse, Airflow, MLflow, feed store
     simulator: SimulatorSettings = SimulatorSettings()
     spark: SparkSettings = SparkSettings()
+    features: FeatureSettings = FeatureSettings()
 
     @property
     def root(self) -> DataRoot:

@@ -19,7 +19,7 @@ import time
 
 import pandas as pd
 
-from jobs.common import configure_logging, job_args, log_settings, shift_ds
+from jobs.common import configure_logging, days_before, job_args, log_settings
 from jobs.settings import Settings
 from jobs.spark import get_spark
 from simulator import build_world, simulate_day
@@ -99,14 +99,8 @@ def _world(cfg: SimulatorSettings):
     return build_world(cfg)
 
 
-def _history(cfg: SimulatorSettings, ds: str, days: int) -> list[str]:
-    """The up to `days` days before ds that lie inside the calendar."""
-    back = min(days, day_index(cfg, ds))
-    return [shift_ds(ds, -k) for k in range(back, 0, -1)]
-
-
 def _prior_engagements(store: Warehouse, cfg: SimulatorSettings, ds: str) -> pd.DataFrame:
-    days = _history(cfg, ds, cfg.pool_days)
+    days = days_before(cfg.start_date, ds, cfg.pool_days)
     try:
         return store.read_pandas(ENGAGEMENTS, days).drop(columns="ds")
     except WarehouseError as err:

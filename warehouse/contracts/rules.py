@@ -145,7 +145,8 @@ def _equal(column: str, other: str, rule: str) -> Any:
 
 def _common(t: Table) -> list[Any]:
     """Every table: at least one row, key and non-nullable fields set, key unique."""
-    required = [*t.key, *(f.name for f in t.schema if not f.nullable and f.name not in t.key)]
+    fields = t.schema if t.schema is not None else []  # silver: the producer owns the schema
+    required = [*t.key, *(f.name for f in fields if not f.nullable and f.name not in t.key)]
     checks = [_expect("ExpectTableRowCountToBeBetween", [], "at least 1 row", min_value=1)]
     for c in required:
         checks.append(_expect("ExpectColumnValuesToNotBeNull", [c], f"{c} set", column=c))

@@ -1,0 +1,49 @@
+"""
+### build_features
+
+Point-in-time features of one day's impressions, built in Spark when the `raw` Asset says a
+day of logs passed its contracts. The day's aggregate state (hourly tiles per post, author,
+user, user-author, ...) is computed from that day's logs only and kept in silver; the
+features read the state of each family's lookback (7 to 365 days), so no run recomputes
+history. The feature table passes its own contract (Great Expectations: keys, ranges, nulls,
+`as_of` strictly before `served_at`) before it is published and the `features` Asset marked.
+
+Triggered by the raw Asset (the days its events name), or by hand with a logical date and
+the Param `profile`. Days must be built in order.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import dag, get_current_context, task
+
+from jobs import build_features as job
+from jobs.airflow_support import (
+    DEFAULT_ARGS,
+    FEATURES,
+    RAW_LOGS,
+    days_to_build,
+    mark_days,
+    params,
+    settings_from,
+)
+
+
+@dag(
+    schedule=[RAW_LOGS],
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params=params(),
+    tags=["feedrank", "silver", "features", "spark"],
+    doc_md=__doc__,
+)
+def build_features():
+    @task(outlets=[FEATURES])
+    def build(params=None, outlet_events=None):
+        days = days_to_build(get_current_context())
+        job.run_days(settings_from(params), days)
+        mark_days(outlet_events, FEATURES, days)
+
+    build()
+
+
+build_features()
