@@ -13,7 +13,7 @@ def raw_summary(settings: Settings) -> dict:
     """Rows per table over all committed days, and each action's rate per impression."""
     store = Warehouse(settings.root.warehouse)
     rows, days = {}, {}
-    for tbl in SIMULATED_TABLES:
+    for tbl in (*SIMULATED_TABLES, IMPRESSION_FEATURES):
         parts = store.partitions(tbl)
         days[tbl.name] = len(parts)
         rows[tbl.name] = sum(store.info(tbl, ds).rows for ds in parts)
