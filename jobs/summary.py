@@ -5,7 +5,14 @@ from __future__ import annotations
 import pyarrow.compute as pc
 
 from jobs.settings import Settings
-from warehouse.catalog import ACTIONS, ENGAGEMENTS, IMPRESSIONS, SIMULATED_TABLES, C
+from warehouse.catalog import (
+    ACTIONS,
+    ENGAGEMENTS,
+    IMPRESSION_FEATURES,
+    IMPRESSIONS,
+    SIMULATED_TABLES,
+    C,
+)
 from warehouse.store import Warehouse
 
 
