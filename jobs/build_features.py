@@ -23,7 +23,7 @@ import time
 
 from features import registry as R
 from features.tiles import TILES, build_tiles, features_from_tiles, lookback_days
-from jobs.common import configure_logging, days_before, job_args, log_settings
+from jobs.common import days_before, log_settings, run_job
 from jobs.settings import Settings
 from jobs.spark import get_spark
 from warehouse import contracts
@@ -166,10 +166,7 @@ def feature_rules() -> FeatureRules:
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_logging()
-    settings, ds = job_args(__doc__.splitlines()[0], argv)
-    run(settings, ds)
-    return 0
+    return run_job(run, __doc__, argv)
 
 
 if __name__ == "__main__":

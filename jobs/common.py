@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from jobs.settings import Settings, describe, load_settings
 
@@ -37,6 +37,14 @@ def job_args(description: str, argv: Sequence[str] | None = None) -> tuple[Setti
     args = parser.parse_args(argv)
     overrides = {"simulator": {"seed": args.seed}} if args.seed is not None else None
     return load_settings(args.profile, overrides), args.ds
+
+
+def run_job(run: Callable[[Settings, str], object], doc: str, argv: Sequence[str] | None) -> int:
+    """`main` of a job script: parse the command line, run the day, exit 0."""
+    configure_logging()
+    settings, ds = job_args(doc.splitlines()[0], argv)
+    run(settings, ds)
+    return 0
 
 
 def parse_ds(value: str) -> str:

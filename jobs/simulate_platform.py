@@ -19,7 +19,7 @@ import time
 
 import pandas as pd
 
-from jobs.common import configure_logging, days_before, job_args, log_settings
+from jobs.common import days_before, log_settings, run_job
 from jobs.settings import Settings
 from jobs.spark import get_spark
 from simulator import build_world, simulate_day
@@ -124,10 +124,7 @@ def _reference(spark, store: Warehouse, cfg: SimulatorSettings, table_name: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_logging()
-    settings, ds = job_args(__doc__.splitlines()[0], argv)
-    run(settings, ds)
-    return 0
+    return run_job(run, __doc__, argv)
 
 
 if __name__ == "__main__":

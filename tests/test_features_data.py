@@ -152,40 +152,6 @@ def _world(u: int, x: datetime | None) -> dict[str, list[tuple]]:
     return {"follows": follows, "impressions": imps, "engagements": eng, "posts": posts}
 
 
-def _frames(spark):
-    rows: dict[str, list] = {}
-    for u, x in UNIVERSES.items():
-        for k, v in _world(u, x).items():
-            rows.setdefault(k, []).extend(v)
-    cols = {
-        "follows": [C.FOLLOWER_ID, C.FOLLOWEE_ID, C.CREATED_AT, C.IS_CLOSE_FRIEND],
-        "impressions": [
-            C.IMPRESSION_ID,
-            C.REQUEST_ID,
-            C.USER_ID,
-            C.POST_ID,
-            C.AUTHOR_ID,
-            C.SERVED_AT,
-        ],
-        "engagements": [C.IMPRESSION_ID, C.USER_ID, C.POST_ID, C.ACTION, C.EVENT_TS],
-        "posts": [C.POST_ID, C.AUTHOR_ID, C.CREATED_AT, C.TOPIC, C.HASHTAGS],
-    }
-    f = {k: spark.createDataFrame(rows[k], cols[k]) for k in cols}
-    f["impressions"] = f["impressions"].selectExpr("*", "'mobile' AS device")
-    f["posts"] = f["posts"].selectExpr(
-        "*", "'text' AS media_type", "100 AS length", "false AS has_url"
-    )
-    ids = sorted({i for u in UNIVERSES for i in (V + 100 * u, F_ + 100 * u, A + 100 * u)})
-    f["users"] = spark.createDataFrame(
-        [(i, "us", "25-34", "f", "mobile") for i in ids],
-        [C.USER_ID, C.COUNTRY, C.AGE_BUCKET, C.GENDER, C.PRIMARY_DEVICE],
-    )
-    f["authors"] = spark.createDataFrame(
-        [(A + 100 * u, True) for u in UNIVERSES], [C.AUTHOR_ID, C.VERIFIED]
-    )
-    return f
-
-
 GRAPH_CUTOFF = datetime(2026, 3, 6, 23)  # <= every as_of of both sets
 REFERENCE_FROM = datetime(2026, 3, 7)  # the random log's target impressions start here
 
