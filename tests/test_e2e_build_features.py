@@ -29,21 +29,29 @@ from warehouse.store import Warehouse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow, pytest.mark.spark]
 
-SETTINGS = load_settings("tiny")
-DAYS = SETTINGS.dates()[:3]
+DAYS = load_settings("tiny").dates()[:3]
 
 
 @pytest.fixture(scope="module")
-def store(data_root):
-    return Warehouse(data_root.warehouse)
+def settings(tmp_path_factory):
+    """A data root of this module's own, so other end-to-end modules' days don't mix in; the
+    DAG's tasks read FEEDRANK_HOME when they run."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FEEDRANK_HOME", str(tmp_path_factory.mktemp("features-home")))
+    yield load_settings("tiny")
+    patch.undo()
 
 
 @pytest.fixture(scope="module")
-def raw_days(store, spark):
-    """The raw days the features read (another test module may have published them)."""
+def store(settings):
+    return Warehouse(settings.root.warehouse)
+
+
+@pytest.fixture(scope="module")
+def raw_days(settings, store, spark):
+    """The raw days the features read, simulated and published directly (not via Airflow)."""
     for ds in DAYS:
-        if not store.is_committed(IMPRESSIONS, ds):
-            simulate_platform.run(SETTINGS, ds)
+        simulate_platform.run(settings, ds)
     return DAYS
 
 
@@ -72,7 +80,7 @@ def test_each_day_is_built_and_published(built, store):
             assert store.is_committed(job.state_table(name), ds), name
 
 
-def test_incremental_build_equals_a_from_scratch_build(built, store, spark):
+def test_incremental_build_equals_a_from_scratch_build(built, settings, store, spark):
     """The last day, from per-day state, equals the features computed from raw history."""
     last, history = DAYS[-1], DAYS
 
@@ -88,7 +96,7 @@ def test_incremental_build_equals_a_from_scratch_build(built, store, spark):
         raw(AUTHORS, [last]),
         job.graph_cutoff(last),
         history_impressions=raw(IMPRESSIONS, history),
-        **SETTINGS.features.model_dump(),
+        **settings.features.model_dump(),
     ).toPandas()
     published = store.read_pandas(IMPRESSION_FEATURES, last).drop(columns=C.DS)
     assert sorted(scratch.columns) == sorted(published.columns)
@@ -109,7 +117,7 @@ def _plain(value):
     return list(value) if isinstance(value, list | np.ndarray) else value
 
 
-def test_a_day_that_fails_its_contract_is_not_published(built, store, monkeypatch):
+def test_a_day_that_fails_its_contract_is_not_published(built, settings, store, monkeypatch):
     real = job.features_from_tiles
 
     def from_the_future(*args, **kwargs):
@@ -120,5 +128,5 @@ def test_a_day_that_fails_its_contract_is_not_published(built, store, monkeypatc
     monkeypatch.setattr(job, "features_from_tiles", from_the_future)
     before = store.info(IMPRESSION_FEATURES, DAYS[1])
     with pytest.raises(DataContractError, match=r"impression_features.*as_of"):
-        job.run(SETTINGS, DAYS[1])
+        job.run(settings, DAYS[1])
     assert store.info(IMPRESSION_FEATURES, DAYS[1]) == before  # the old day still stands
