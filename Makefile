@@ -35,7 +35,7 @@ airflow-ui: $(VENV)/.installed java  ## Airflow UI on http://localhost:8080 (log
 	  && $(BIN)/airflow standalone
 
 mlflow-ui: $(VENV)/.installed  ## MLflow UI on http://localhost:5000
-	eval "$$($(BIN)/feedrank env)" && $(BIN)/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI"
+	eval "$$($(BIN)/feedrank --profile $(PROFILE) env)" && $(BIN)/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI"
 
 lock:  ## re-resolve the pins from setup.cfg's ranges
 	rm -rf /tmp/feedrank-lock && $(PYTHON) -m venv /tmp/feedrank-lock

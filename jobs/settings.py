@@ -5,7 +5,7 @@
 
 A profile is a TOML file in jobs/profiles/. Environment overrides:
     FEEDRANK_PROFILE=demo            the profile
-    FEEDRANK_HOME=/data/feedrank     the data root (default: .feedrank/ in the repo)
+    FEEDRANK_HOME=/data/feedrank     the data root (default: .feedrank/<profile> in the repo)
     FEEDRANK_SEED=11                 shortcut for simulator.seed
     FEEDRANK__SPARK__MASTER=yarn     any field: FEEDRANK__<SECTION>__<FIELD>[__...]=value
 Values are parsed as JSON when they parse, else taken as strings. Unknown keys, in a profile
@@ -82,6 +82,7 @@ def load_settings(
         raise SettingsError(f"unknown profile {profile!r}; choose one of {available_profiles()}")
     data = tomllib.loads(path.read_text())
     data["profile"] = profile
+    data.setdefault("home", str(DEFAULT_HOME / profile))  # profiles never share a data root
     _deep_merge(data, _env_overrides(environ))
     _deep_merge(data, copy.deepcopy(dict(overrides or {})))
     try:

@@ -52,3 +52,9 @@ def test_unknown_or_mistyped_keys_fail(overrides, environ, message):
 def test_unknown_profile_names_the_choices():
     with pytest.raises(SettingsError, match="tiny"):
         load_settings("huge", environ={})
+
+
+def test_profiles_get_their_own_default_data_root():
+    tiny, demo = (load_settings(p, environ={}) for p in ("tiny", "demo"))
+    assert tiny.home != demo.home
+    assert tiny.home.name == "tiny" and demo.home.name == "demo"
