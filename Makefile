@@ -31,8 +31,9 @@ bench: $(VENV)/.installed java  ## benchmarks: print a table, write JSON under t
 	@for b in tests/benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 airflow-ui: $(VENV)/.installed java  ## Airflow UI on http://localhost:8080 (login printed by standalone)
-	eval "$$($(BIN)/feedrank --profile $(PROFILE) env)" && $(BIN)/airflow db migrate \
-	  && $(BIN)/airflow standalone
+	# standalone starts its components as `airflow ...` from PATH: put the venv first.
+	export PATH="$(CURDIR)/$(BIN):$$PATH" && eval "$$(feedrank --profile $(PROFILE) env)" \
+	  && airflow db migrate && airflow standalone
 
 mlflow-ui: $(VENV)/.installed  ## MLflow UI on http://localhost:5000
 	eval "$$($(BIN)/feedrank --profile $(PROFILE) env)" && $(BIN)/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI"
