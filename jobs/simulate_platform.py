@@ -83,7 +83,7 @@ def publish(settings: Settings, ds: str) -> dict[str, int]:
         elif store.is_committed(tbl, ds):
             rows[tbl.name] = store.info(tbl, ds).rows  # published by an earlier try
         else:
-            raise WarehouseError(f"{tbl.layer.value}.{tbl.name} ds={ds}: nothing to publish")
+            raise WarehouseError(f"{tbl.qualified} ds={ds}: nothing to publish")
     return rows
 
 

@@ -86,6 +86,11 @@ class Table:
     partition_by: str = C.DS
 
     @property
+    def qualified(self) -> str:
+        """The name messages give the table: layer.name, e.g. raw.engagements."""
+        return f"{self.layer.value}.{self.name}"
+
+    @property
     def columns(self) -> list[str]:
         return self.schema.names if self.schema is not None else []
 

@@ -85,7 +85,7 @@ class Warehouse:
         marker = self.partition_dir(table, ds, staged=staged) / MARKER
         if not marker.exists():
             where = "staged" if staged else "committed"
-            raise WarehouseError(f"{table.layer.value}.{table.name} has no {where} ds={ds}")
+            raise WarehouseError(f"{table.qualified} has no {where} ds={ds}")
         return PartitionInfo(**json.loads(marker.read_text()))
 
     # -- writes --------------------------------------------------------------------------
@@ -113,7 +113,7 @@ class Warehouse:
         staged = self.partition_dir(table, ds, staged=True)
         if not (staged / MARKER).exists():
             raise WarehouseError(
-                f"{table.layer.value}.{table.name} ds={ds}: nothing complete is staged "
+                f"{table.qualified} ds={ds}: nothing complete is staged "
                 "(missing or interrupted write); refusing to publish"
             )
         final = self.partition_dir(table, ds)
@@ -124,7 +124,7 @@ class Warehouse:
         staged.rename(final)
         shutil.rmtree(trash, ignore_errors=True)
         info = self.info(table, ds)
-        log.info("published %s.%s ds=%s (%d rows)", table.layer.value, table.name, ds, info.rows)
+        log.info("published %s ds=%s (%d rows)", table.qualified, ds, info.rows)
         return info
 
     def discard_staged(self, table: Table, ds: str) -> None:
@@ -150,8 +150,6 @@ class Warehouse:
         for day in self._existing(table, _as_list(ds), staged):
             data = pq.read_table(self.partition_dir(table, day, staged=staged), schema=table.schema)
             parts.append(data.append_column(C.DS, pa.array([day] * data.num_rows, pa.string())))
-        if not parts and table.schema is None:
-            raise WarehouseError(f"{_name(table)}: no partitions asked for, and no fixed schema")
         if not parts:
             return _with_ds(table.schema).empty_table()
         return pa.concat_tables(parts)
@@ -164,8 +162,6 @@ class Warehouse:
         from pyspark.sql.pandas.types import from_arrow_schema
 
         days = self._existing(table, _as_list(ds), staged)
-        if not days and table.schema is None:
-            raise WarehouseError(f"{_name(table)}: no partitions asked for, and no fixed schema")
         if not days:
             return spark.createDataFrame([], from_arrow_schema(_with_ds(table.schema)))
         base = self.partition_dir(table, days[0], staged=staged).parent
@@ -176,17 +172,14 @@ class Warehouse:
         return reader.parquet(*paths)
 
     def _existing(self, table: Table, days: Iterable[str], staged: bool) -> list[str]:
+        days = list(days)
+        if not days and table.schema is None:  # an empty result needs a schema to have
+            raise WarehouseError(f"{table.qualified}: no partitions asked for, and no fixed schema")
         missing = [d for d in days if not self.is_committed(table, d, staged=staged)]
         if missing:
             where = "staged" if staged else "committed"
-            raise WarehouseError(
-                f"{table.layer.value}.{table.name}: no {where} partition for ds={missing}"
-            )
-        return list(days)
-
-
-def _name(table: Table) -> str:
-    return f"{table.layer.value}.{table.name}"
+            raise WarehouseError(f"{table.qualified}: no {where} partition for ds={missing}")
+        return days
 
 
 def _check_ds(ds: str) -> str:
@@ -213,8 +206,7 @@ def _conform(table: Table, data: pa.Table | pd.DataFrame) -> pa.Table:
             if isinstance(data, pd.DataFrame)
             else data
         )
-        if table.partition_by in arrow.column_names:
-            raise WarehouseError(f"{_name(table)}: drop {table.partition_by} before writing")
+        _check_no_partition_column(table, arrow.column_names)
         return arrow
     columns = list(data.columns) if isinstance(data, pd.DataFrame) else data.column_names
     _check_columns(table, columns)
@@ -225,15 +217,14 @@ def _conform(table: Table, data: pa.Table | pd.DataFrame) -> pa.Table:
             )
         return data.select(table.columns).cast(table.schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as err:
-        raise WarehouseError(f"{table.layer.value}.{table.name}: {err}") from None
+        raise WarehouseError(f"{table.qualified}: {err}") from None
 
 
 def _conform_spark(table: Table, df):
     from pyspark.sql.pandas.types import from_arrow_schema
 
     if table.schema is None:  # the producer owns the schema; only the partition column is ours
-        if table.partition_by in df.columns:
-            raise WarehouseError(f"{_name(table)}: drop {table.partition_by} before writing")
+        _check_no_partition_column(table, df.columns)
         return df
     _check_columns(table, df.columns)
     expected = {f.name: f.dataType for f in from_arrow_schema(table.schema).fields}
@@ -243,8 +234,13 @@ def _conform_spark(table: Table, df):
         if f.name in expected and f.dataType != expected[f.name]
     ]
     if wrong:
-        raise WarehouseError(f"{table.layer.value}.{table.name}: " + "; ".join(wrong))
+        raise WarehouseError(f"{table.qualified}: " + "; ".join(wrong))
     return df.select(*table.columns)
+
+
+def _check_no_partition_column(table: Table, columns: Iterable[str]) -> None:
+    if table.partition_by in columns:
+        raise WarehouseError(f"{table.qualified}: drop {table.partition_by} before writing")
 
 
 def _check_columns(table: Table, columns: Iterable[str]) -> None:
@@ -252,6 +248,6 @@ def _check_columns(table: Table, columns: Iterable[str]) -> None:
     missing, extra = set(table.columns) - columns, columns - set(table.columns)
     if missing or extra:
         raise WarehouseError(
-            f"{table.layer.value}.{table.name}: columns do not match the catalog "
+            f"{table.qualified}: columns do not match the catalog "
             f"(missing {sorted(missing)}, unexpected {sorted(extra)})"
         )

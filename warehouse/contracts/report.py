@@ -73,4 +73,4 @@ def enforce_all(reports: Iterable[ContractReport]) -> None:
 
 def qualified(table_name: str) -> str:
     """The name a message gives a table: layer.name, e.g. raw.engagements."""
-    return f"{table(table_name).layer.value}.{table_name}"
+    return table(table_name).qualified

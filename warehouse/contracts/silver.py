@@ -68,7 +68,7 @@ def check_feature_partition(
         if c not in df.columns
     ]
     if missing:
-        raise KeyError(f"silver.{table.name} ds={ds}: columns {missing} are missing")
+        raise KeyError(f"{table.qualified} ds={ds}: columns {missing} are missing")
     if table.name not in CONTRACTS:
         CONTRACTS[table.name] = Contract((), _feature_rules(rules))
     return _run(table, ds, {table.name: df}, window(ds, 0))
