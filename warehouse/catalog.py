@@ -54,6 +54,7 @@ class C:
     ACTION = "action"
     DWELL_S = "dwell_s"
     E_DWELL_S = "e_dwell_s"
+    SAMPLE_U = "sample_u"
 
 
 ACTIONS = ("click", "like", "comment", "share", "hide", "report")
@@ -69,6 +70,11 @@ COUNTRIES = ("us", "br", "in", "gb", "de", "fr", "ng", "jp")
 def truth_column(action: str) -> str:
     """Name of the true-probability column of an action in truth_impressions."""
     return f"p_{action}"
+
+
+def label_column(action: str) -> str:
+    """Name of an action's 0/1 label in gold.training_examples."""
+    return f"label_{action}"
 
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -212,6 +218,17 @@ IMPRESSION_FEATURES = Table(
 )
 
 
+TRAINING_EXAMPLES = Table(
+    "training_examples",
+    Layer.GOLD,
+    None,  # the feature columns of impression_features, then the labels (features.labels)
+    (C.IMPRESSION_ID,),
+    "Every impression of ds with its point-in-time features, its position and source, a 0/1 "
+    "label per action (within the attribution window after served_at), dwell_s (set on "
+    "clicks) and sample_u, a seeded uniform draw that negative downsampling thresholds.",
+)
+
+
 def feature_state_table(name: str, key: tuple[str, ...], doc: str) -> Table:
     """A silver table of per-day feature state (aggregate tiles), named by features.tiles."""
     return Table(f"state_{name}", Layer.SILVER, None, key, doc)
@@ -219,7 +236,9 @@ def feature_state_table(name: str, key: tuple[str, ...], doc: str) -> Table:
 
 RAW_TABLES = (USERS, AUTHORS, FOLLOWS, POSTS, IMPRESSIONS, ENGAGEMENTS)
 SIMULATED_TABLES = (*RAW_TABLES, TRUTH_IMPRESSIONS)
-TABLES: dict[str, Table] = {t.name: t for t in (*SIMULATED_TABLES, IMPRESSION_FEATURES)}
+TABLES: dict[str, Table] = {
+    t.name: t for t in (*SIMULATED_TABLES, IMPRESSION_FEATURES, TRAINING_EXAMPLES)
+}
 
 
 def table(name: str) -> Table:

@@ -143,15 +143,35 @@ class Warehouse:
 
     # -- reads ---------------------------------------------------------------------------
     def read_arrow(
-        self, table: Table, ds: str | Sequence[str], *, staged: bool = False
+        self,
+        table: Table,
+        ds: str | Sequence[str],
+        *,
+        staged: bool = False,
+        columns: Sequence[str] | None = None,
     ) -> pa.Table:
-        """Committed (or staged) partitions as one Arrow table, with the ds column."""
+        """Committed (or staged) partitions as one Arrow table, with the ds column.
+
+        `columns` reads only those (and ds); a column the table lacks raises.
+        """
         parts = []
         for day in self._existing(table, _as_list(ds), staged):
-            data = pq.read_table(self.partition_dir(table, day, staged=staged), schema=table.schema)
+            folder = self.partition_dir(table, day, staged=staged)
+            first = next(folder.glob("*.parquet"), None)
+            if columns is not None and first is not None:
+                have = pq.read_schema(first).names
+                missing = [c for c in columns if c not in have]
+                if missing:
+                    raise WarehouseError(f"{table.qualified} ds={day} has no columns {missing}")
+            data = pq.read_table(folder, schema=table.schema, columns=columns)
             parts.append(data.append_column(C.DS, pa.array([day] * data.num_rows, pa.string())))
         if not parts:
-            return _with_ds(table.schema).empty_table()
+            if table.schema is None:
+                raise WarehouseError(f"{table.qualified} has no committed partition in {ds}")
+            schema = _with_ds(table.schema)
+            if columns is not None:
+                schema = pa.schema([schema.field(c) for c in (*columns, C.DS)])
+            return schema.empty_table()
         return pa.concat_tables(parts)
 
     def read_pandas(self, table: Table, ds: str | Sequence[str], **kwargs) -> pd.DataFrame:

@@ -1,0 +1,75 @@
+"""Build one day of the training set: the day's features with what each viewer then did.
+
+    spark-submit jobs/build_training_set.py --ds 2026-01-08 --profile demo
+
+1. read silver.impression_features ds and the raw impressions and engagements of ds;
+2. labels (features.labels): one 0/1 column per action within the attribution window, the
+   click's dwell, the position and source of the impression, and the seeded sampling draw;
+3. contract: gold.training_examples' Great Expectations suite on the staged partition;
+4. publish gold.training_examples ds.
+
+Every impression is kept: validation and test need the full days, and the training split
+downsamples negatives when it reads (models.dataset), from the stored sample_u.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from features.labels import attach_labels
+from jobs.common import log_settings, run_job
+from jobs.settings import Settings
+from jobs.spark import get_spark
+from warehouse import contracts
+from warehouse.catalog import ENGAGEMENTS, IMPRESSION_FEATURES, IMPRESSIONS, TRAINING_EXAMPLES, C
+from warehouse.contracts.gold import check_training_partition
+from warehouse.store import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+def run(settings: Settings, ds: str) -> int:
+    """Build and publish the training examples of ds; returns the number of rows."""
+    log_settings("build_training_set", settings, ds)
+    started = time.perf_counter()
+    spark = get_spark(settings.spark)
+    store = Warehouse(settings.root.warehouse)
+    examples = attach_labels(
+        store.read_spark(spark, IMPRESSION_FEATURES, ds).drop(C.DS),
+        store.read_spark(spark, IMPRESSIONS, ds).drop(C.DS),
+        store.read_spark(spark, ENGAGEMENTS, ds).drop(C.DS),
+        attribution_window_s=settings.training.attribution_window_s,
+        seed=settings.training.seed,
+    )
+    store.write_spark(TRAINING_EXAMPLES, ds, examples, publish=False)
+    staged = store.read_spark(spark, TRAINING_EXAMPLES, ds, staged=True).drop(C.DS)
+    contracts.enforce(check_training_partition(ds, staged))
+    rows = store.publish(TRAINING_EXAMPLES, ds).rows
+    log.info("training examples ds=%s: %d rows in %.1fs", ds, rows, time.perf_counter() - started)
+    return rows
+
+
+def missing_days(settings: Settings, days: list[str]) -> list[str]:
+    """The days with features but no training examples yet (a day's labels are final once its
+    engagements are published, so a built day is never rebuilt)."""
+    store = Warehouse(settings.root.warehouse)
+    have = set(store.partitions(TRAINING_EXAMPLES))
+    return [ds for ds in days if ds not in have and store.is_committed(IMPRESSION_FEATURES, ds)]
+
+
+def run_days(settings: Settings, days: list[str]) -> list[str]:
+    """Build the given days that are not built yet; returns the days it built."""
+    todo = missing_days(settings, sorted(days))
+    for ds in todo:
+        run(settings, ds)
+    return todo
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job(run, __doc__, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
