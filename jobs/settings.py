@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from features.config import FeatureSettings
 from jobs.spark import SparkSettings
+from models.config import TrainingSettings
 from simulator.config import SimulatorSettings
 from warehouse.layout import DEFAULT_HOME, DataRoot
 
@@ -55,6 +56,7 @@ class Settings(BaseModel):
     simulator: SimulatorSettings = SimulatorSettings()
     spark: SparkSettings = SparkSettings()
     features: FeatureSettings = FeatureSettings()
+    training: TrainingSettings = TrainingSettings()
 
     @property
     def root(self) -> DataRoot:

@@ -1,0 +1,161 @@
+"""From gold.training_examples to model inputs: the time split, the sample, the feature frame.
+
+* `time_split`: test is the latest days, validation the days before, training the days before
+  those; never random, so no model sees its evaluation days' future.
+* `sample_mask`: task a keeps every positive and the negatives whose sample_u < rate (the
+  draw stored with the data), a Bernoulli thinning of its negatives at that rate.
+* `feature_frame`: the columns a ranker reads, typed the same way for training and scoring:
+  numbers as float64, flags as 0/1, categories from the catalog's vocabularies, topic as an
+  integer category; list columns become `topic_recency`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from features import registry as R
+from warehouse.catalog import (
+    ACTIONS,
+    AGE_BUCKETS,
+    COUNTRIES,
+    DEVICES,
+    GENDERS,
+    MEDIA_TYPES,
+    C,
+    label_column,
+)
+
+TOPIC_RECENCY = "topic_recency"  # rank of the post's topic in user_last_topics, 1 = newest
+# String features and their fixed vocabularies (a value outside one becomes missing).
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "media_type": MEDIA_TYPES,
+    "device": DEVICES,
+    "country": COUNTRIES,
+    "age_bucket": AGE_BUCKETS,
+    "gender": GENDERS,
+    "primary_device": DEVICES,
+}
+INTEGER_CATEGORIES = ("topic",)  # ids, split on by set not by order; stored as float64
+_LISTS = (R.USER_LAST_TOPICS, "hashtags")  # read through TOPIC_RECENCY / the TF-IDF feature
+FEATURES: tuple[str, ...] = (
+    *(f for f in R.feature_columns() if f not in _LISTS),
+    TOPIC_RECENCY,
+)
+CATEGORICAL: tuple[str, ...] = (*CATEGORIES, *INTEGER_CATEGORIES)
+# What evaluation reads besides the features: labels, request grouping.
+LABELS: tuple[str, ...] = (*(label_column(a) for a in ACTIONS), C.DWELL_S)
+EXAMPLE_COLUMNS: tuple[str, ...] = (
+    C.IMPRESSION_ID,
+    C.REQUEST_ID,
+    C.USER_ID,
+    C.POSITION,
+    C.SAMPLE_U,
+    *LABELS,
+    *(f for f in R.feature_columns() if f != "hashtags"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """The days of each part of a time-based split, oldest first."""
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"train": list(self.train), "val": list(self.val), "test": list(self.test)}
+
+
+def time_split(
+    days: Sequence[str], *, train_days: int | None, val_days: int, test_days: int
+) -> Split:
+    """Split the available days by time: train < val < test, each a run of whole days."""
+    ordered = sorted(set(days))
+    need = val_days + test_days + 1
+    if len(ordered) < need:
+        raise ValueError(
+            f"a time split with {val_days} validation and {test_days} test days needs at least "
+            f"{need} days of training examples, found {len(ordered)}: {ordered}"
+        )
+    test = ordered[len(ordered) - test_days :]
+    val = ordered[len(ordered) - test_days - val_days : len(ordered) - test_days]
+    before = ordered[: len(ordered) - test_days - val_days]
+    train = before if train_days is None else before[-train_days:]
+    return Split(tuple(train), tuple(val), tuple(test))
+
+
+def sample_mask(labels: np.ndarray, sample_u: np.ndarray, rate: float) -> np.ndarray:
+    """Rows a task trains on: its positives, and its negatives whose draw fell under rate."""
+    if not 0.0 < rate <= 1.0:
+        raise ValueError(f"negative rate must be in (0, 1], got {rate}")
+    return (np.asarray(labels) == 1) | (np.asarray(sample_u) < rate)
+
+
+def any_label_or_sampled(table: pa.Table, rate: float) -> np.ndarray:
+    """Rows some task trains on: a positive of any action, or a sampled negative."""
+    mask = table.column(C.SAMPLE_U).to_numpy() < rate
+    for a in ACTIONS:
+        mask |= table.column(label_column(a)).to_numpy() == 1
+    return mask
+
+
+def topic_recency(last_topics: pa.ChunkedArray | pa.Array, topic: np.ndarray) -> np.ndarray:
+    """1-based rank of each row's topic among its viewer's last topics, 0 when absent."""
+    lists = last_topics
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    n = len(lists)
+    out = np.zeros(n, dtype=np.float64)
+    if n == 0:
+        return out
+    lists = lists.fill_null([])
+    offsets = lists.offsets.to_numpy()
+    values = lists.flatten().to_numpy(zero_copy_only=False)
+    parent = np.repeat(np.arange(n), np.diff(offsets))
+    rank = np.arange(values.size) - offsets[parent] + 1
+    hit = values == np.asarray(topic)[parent]
+    # The first hit of a row is its smallest rank; a row holds each topic at most once.
+    out[parent[hit]] = rank[hit]
+    return out
+
+
+def feature_frame(data: pa.Table | pd.DataFrame) -> pd.DataFrame:
+    """The ranker's input: FEATURES in order, typed for LightGBM and the MLflow signature.
+
+    Takes a table of training examples or impression features (with user_last_topics), or an
+    already built feature frame (then only the types are set again, so a frame whose strings
+    were not categories, as MLflow hands them over, is accepted).
+    """
+    if isinstance(data, pa.Table):
+        missing = [c for c in (*FEATURES[:-1], R.USER_LAST_TOPICS) if c not in data.column_names]
+        if missing:
+            raise KeyError(f"feature columns missing: {missing}")
+        topic = data.column("topic").to_numpy(zero_copy_only=False)
+        recency = topic_recency(data.column(R.USER_LAST_TOPICS), topic)
+        frame = data.select(list(FEATURES[:-1])).to_pandas()
+        frame[TOPIC_RECENCY] = recency
+    else:
+        missing = [c for c in FEATURES if c not in data.columns]
+        if missing:
+            raise KeyError(f"feature columns missing: {missing}")
+        frame = data.loc[:, list(FEATURES)].copy()
+    for col in frame.columns:
+        if col in CATEGORIES:
+            frame[col] = pd.Categorical(frame[col].astype("object"), categories=CATEGORIES[col])
+        else:  # integer categories too: LightGBM casts them to int; MLflow ints allow no NaN
+            frame[col] = frame[col].astype("float64")
+    return frame
+
+
+def signature_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as MLflow's signature sees it: categories as plain strings."""
+    out = frame.copy()
+    for col in CATEGORIES:
+        out[col] = out[col].astype("object")
+    return out

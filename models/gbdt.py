@@ -1,0 +1,250 @@
+"""LightGBM rankers: one binary model per action and a dwell regressor, scored as one value.
+
+    ranker, history = fit_ranker(train, val, settings)
+    scores = ranker.predict(feature_frame(examples))   # p_<action>, e_dwell_s, score
+
+Each action's model trains on that action's positives and a `negative_rate` sample of its
+negatives (models.dataset.sample_mask) and stops early on the validation days, sampled the
+same way. Its raw output is the probability on the sampled scale; `predict` maps it back with
+models.calibration.correct_downsampled, `predict(..., corrected=False)` leaves it as it is
+(to report calibration before and after). The dwell model is a Huber regression on clicked
+impressions: E[dwell | click], which the value model multiplies by P(click).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from models.calibration import correct_downsampled
+from models.config import GbdtSettings, TrainingSettings
+from models.dataset import CATEGORICAL, FEATURES, feature_frame, sample_mask
+from models.value import ValueWeights, value_score
+from warehouse.catalog import ACTIONS, C, label_column, truth_column
+
+log = logging.getLogger(__name__)
+
+DWELL = "dwell"  # the dwell regressor's task name
+TASKS = (*ACTIONS, DWELL)
+SCORE = "score"  # the value model's output column
+FORMAT_VERSION = 1
+
+
+def prediction_column(action: str) -> str:
+    """The column of an action's calibrated probability in Ranker.predict (p_click, ...)."""
+    return truth_column(action)  # the same names as the oracle's, so reports line up
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+    """Model inputs and labels of one split: X from feature_frame, labels and draws aligned."""
+
+    X: pd.DataFrame
+    labels: pd.DataFrame  # label_<action> (0/1) and dwell_s (NaN unless clicked)
+    sample_u: np.ndarray
+
+    def __post_init__(self):
+        if not (len(self.X) == len(self.labels) == len(self.sample_u)):
+            raise ValueError("X, labels and sample_u must have one row per example")
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+
+@dataclasses.dataclass
+class History:
+    """How each task trained: rows, best iteration, the metric per iteration, gain per feature."""
+
+    rows: dict[str, int] = dataclasses.field(default_factory=dict)
+    positives: dict[str, int] = dataclasses.field(default_factory=dict)
+    best_iteration: dict[str, int] = dataclasses.field(default_factory=dict)
+    metric: dict[str, str] = dataclasses.field(default_factory=dict)
+    curves: dict[str, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
+
+    def importance(self, ranker: Ranker) -> pd.DataFrame:
+        """Gain per feature and task, long form: task, feature, gain, gain_share."""
+        frames = []
+        for task, booster in ranker.boosters.items():
+            gain = booster.feature_importance(importance_type="gain")
+            total = gain.sum()
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "task": task,
+                        "feature": booster.feature_name(),
+                        "gain": gain,
+                        "gain_share": gain / total if total > 0 else 0.0,
+                    }
+                )
+            )
+        return pd.concat(frames, ignore_index=True)
+
+
+class Ranker:
+    """The trained models of every task, with what scoring needs to use them."""
+
+    def __init__(
+        self,
+        boosters: Mapping[str, lgb.Booster],
+        negative_rate: float,
+        weights: ValueWeights,
+        features: tuple[str, ...] = FEATURES,
+    ):
+        missing = [t for t in TASKS if t not in boosters]
+        if missing:
+            raise ValueError(f"a ranker needs a model for every task, missing {missing}")
+        self.boosters = dict(boosters)
+        self.negative_rate = float(negative_rate)
+        self.weights = weights
+        self.features = tuple(features)
+
+    def predict(self, X: pd.DataFrame, *, corrected: bool = True) -> pd.DataFrame:
+        """p_<action> per action, e_dwell_s (given a click) and the value score, per row."""
+        frame = feature_frame(X)
+        out = {}
+        for a in ACTIONS:
+            q = self.boosters[a].predict(frame)
+            if corrected:
+                q = correct_downsampled(q, self.negative_rate)
+            out[prediction_column(a)] = q
+        dwell = np.clip(self.boosters[DWELL].predict(frame), 0.0, None)
+        out[C.E_DWELL_S] = dwell
+        probs = {a: out[prediction_column(a)] for a in ACTIONS}
+        out[SCORE] = value_score(probs, dwell, self.weights, dwell_given_click=True)
+        return pd.DataFrame(out, index=X.index)
+
+    def save(self, folder: Path) -> Path:
+        """Write each booster as LightGBM text and the rest as ranker.json."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for task, booster in self.boosters.items():
+            booster.save_model(str(folder / f"{task}.txt"))
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "negative_rate": self.negative_rate,
+            "weights": self.weights.model_dump(),
+            "features": list(self.features),
+            "tasks": list(TASKS),
+        }
+        (folder / "ranker.json").write_text(json.dumps(meta, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> Ranker:
+        meta = json.loads((folder / "ranker.json").read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{folder}: ranker format {meta.get('format_version')} unknown")
+        boosters = {t: lgb.Booster(model_file=str(folder / f"{t}.txt")) for t in meta["tasks"]}
+        weights = ValueWeights(**meta["weights"])
+        return cls(boosters, meta["negative_rate"], weights, tuple(meta["features"]))
+
+
+def _params(gbdt: GbdtSettings, objective: str, metric: str, seed: int) -> dict:
+    return {
+        "objective": objective,
+        "metric": metric,
+        "learning_rate": gbdt.learning_rate,
+        "num_leaves": gbdt.num_leaves,
+        "min_child_samples": gbdt.min_child_samples,
+        "feature_fraction": gbdt.feature_fraction,
+        "bagging_fraction": gbdt.bagging_fraction,
+        "bagging_freq": 1,
+        "lambda_l2": gbdt.lambda_l2,
+        "num_threads": gbdt.num_threads,
+        "seed": seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
+
+
+def _fit(
+    task: str,
+    params: dict,
+    gbdt: GbdtSettings,
+    train: tuple[pd.DataFrame, np.ndarray],
+    val: tuple[pd.DataFrame, np.ndarray],
+    history: History,
+) -> lgb.Booster:
+    dtrain = lgb.Dataset(train[0], train[1], categorical_feature=list(CATEGORICAL))
+    dval = lgb.Dataset(val[0], val[1], reference=dtrain)
+    record: dict = {}
+    period = max(1, gbdt.max_rounds // 10)
+    booster = lgb.train(
+        params,
+        dtrain,
+        num_boost_round=gbdt.max_rounds,
+        valid_sets=[dtrain, dval],
+        valid_names=["train", "valid"],
+        callbacks=[
+            lgb.early_stopping(gbdt.early_stopping_rounds, verbose=False),
+            lgb.record_evaluation(record),
+            _progress(task, period),
+        ],
+    )
+    metric = params["metric"]
+    history.rows[task] = len(train[1])
+    history.best_iteration[task] = booster.best_iteration or booster.current_iteration()
+    history.metric[task] = metric
+    history.curves[task] = {name: list(record[name][metric]) for name in ("train", "valid")}
+    best = history.curves[task]["valid"][history.best_iteration[task] - 1]
+    log.info(
+        "%s: %d rows, stopped at %d rounds, best %d: valid %s %.5f",
+        task,
+        len(train[1]),
+        len(history.curves[task]["valid"]),
+        history.best_iteration[task],
+        metric,
+        best,
+    )
+    return booster
+
+
+def _progress(task: str, period: int):
+    """A LightGBM callback that logs the validation metric every `period` rounds."""
+
+    def callback(env: lgb.callback.CallbackEnv) -> None:
+        if (env.iteration + 1) % period == 0:
+            scores = " ".join(f"{d} {m} {v:.5f}" for d, m, v, _ in env.evaluation_result_list)
+            log.info("%s: round %d/%d: %s", task, env.iteration + 1, env.end_iteration, scores)
+
+    return callback
+
+
+def fit_ranker(
+    train: Examples, val: Examples, settings: TrainingSettings
+) -> tuple[Ranker, History]:
+    """Fit every task on the training days, stopping early on the validation days."""
+    rate, gbdt = settings.negative_rate, settings.gbdt
+    history = History()
+    boosters: dict[str, lgb.Booster] = {}
+    for a in ACTIONS:
+        y, yv = (s.labels[label_column(a)].to_numpy() for s in (train, val))
+        keep = sample_mask(y, train.sample_u, rate)
+        keep_v = sample_mask(yv, val.sample_u, rate)
+        history.positives[a] = int(y[keep].sum())
+        if y[keep].sum() == 0 or yv[keep_v].sum() == 0:
+            raise ValueError(f"no positive {a!r} in the training or validation days: cannot fit")
+        params = _params(gbdt, "binary", "binary_logloss", settings.seed)
+        boosters[a] = _fit(
+            a, params, gbdt, (train.X[keep], y[keep]), (val.X[keep_v], yv[keep_v]), history
+        )
+    clicked, clicked_v = (s.labels[label_column("click")].to_numpy() == 1 for s in (train, val))
+    d, dv = (s.labels[C.DWELL_S].to_numpy() for s in (train, val))
+    params = _params(gbdt, "huber", "l1", settings.seed) | {"alpha": gbdt.huber_delta}
+    history.positives[DWELL] = int(clicked.sum())
+    boosters[DWELL] = _fit(
+        DWELL,
+        params,
+        gbdt,
+        (train.X[clicked], d[clicked]),
+        (val.X[clicked_v], dv[clicked_v]),
+        history,
+    )
+    return Ranker(boosters, rate, settings.value), history

@@ -1,0 +1,110 @@
+"""models.dataset: the time split, the stored-draw sample, topic recency, the feature frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from features import registry as R
+from models.dataset import (
+    CATEGORIES,
+    FEATURES,
+    TOPIC_RECENCY,
+    feature_frame,
+    sample_mask,
+    signature_frame,
+    time_split,
+    topic_recency,
+)
+
+DAYS = [f"2026-01-{d:02d}" for d in range(5, 19)]  # 14 days
+
+
+def test_time_split_is_by_time_and_disjoint():
+    split = time_split(DAYS[::-1], train_days=None, val_days=2, test_days=1)
+    assert split.test == ("2026-01-18",)
+    assert split.val == ("2026-01-16", "2026-01-17")
+    assert split.train == tuple(DAYS[:11])
+    assert max(split.train) < min(split.val) and max(split.val) < min(split.test)
+
+
+def test_time_split_window_takes_the_latest_training_days():
+    split = time_split(DAYS, train_days=3, val_days=1, test_days=1)
+    assert split.train == ("2026-01-14", "2026-01-15", "2026-01-16")
+
+
+def test_time_split_needs_a_training_day():
+    with pytest.raises(ValueError, match="needs at least 3 days"):
+        time_split(DAYS[:2], train_days=None, val_days=1, test_days=1)
+
+
+def test_sample_mask_keeps_positives_and_a_rate_of_negatives():
+    rng = np.random.default_rng(3)
+    y = (rng.random(100_000) < 0.03).astype(int)
+    u = rng.random(y.size)
+    keep = sample_mask(y, u, 0.2)
+    assert keep[y == 1].all()
+    share = keep[y == 0].mean()
+    assert abs(share - 0.2) < 5 * np.sqrt(0.2 * 0.8 / (y == 0).sum())
+    # The same draws at a higher rate keep a superset: the sample nests across rates.
+    assert (keep <= sample_mask(y, u, 0.5)).all()
+    with pytest.raises(ValueError, match="negative rate"):
+        sample_mask(y, u, 0.0)
+
+
+def test_topic_recency_matches_a_loop():
+    rng = np.random.default_rng(5)
+    lists = [
+        None if i % 7 == 0 else list(rng.choice(20, size=rng.integers(0, 6), replace=False))
+        for i in range(500)
+    ]
+    topic = rng.integers(0, 20, size=500)
+    expected = [
+        0 if not lst or t not in lst else lst.index(t) + 1
+        for lst, t in zip(lists, topic, strict=True)
+    ]
+    got = topic_recency(pa.chunked_array([pa.array(lists[:250]), pa.array(lists[250:])]), topic)
+    assert got.tolist() == expected
+
+
+def _example_table(n: int = 50) -> pa.Table:
+    rng = np.random.default_rng(1)
+    cols = {}
+    for name in FEATURES:
+        if name == TOPIC_RECENCY:
+            continue
+        if name in CATEGORIES:
+            vocab = [*CATEGORIES[name], "unseen"]
+            cols[name] = pa.array(rng.choice(vocab, n).tolist())
+        elif name == "topic":
+            cols[name] = pa.array(rng.integers(0, 20, n), pa.int32())
+        elif name in (R.AUTHOR_VERIFIED, R.UA_FOLLOWS, R.UA_CLOSE_FRIEND, "has_url"):
+            cols[name] = pa.array(rng.random(n) < 0.5)
+        else:
+            cols[name] = pa.array(rng.random(n))
+    cols[R.USER_LAST_TOPICS] = pa.array([[int(t)] for t in cols["topic"].to_numpy()])
+    cols["hashtags"] = pa.array([["a"]] * n)
+    return pa.table(cols)
+
+
+def test_feature_frame_types_and_vocabularies():
+    table = _example_table()
+    frame = feature_frame(table)
+    assert list(frame.columns) == list(FEATURES)
+    for name, vocab in CATEGORIES.items():
+        assert isinstance(frame[name].dtype, pd.CategoricalDtype)
+        assert list(frame[name].cat.categories) == list(vocab)
+        unseen = np.asarray(table.column(name).to_pylist()) == "unseen"
+        assert frame[name].isna().to_numpy().tolist() == unseen.tolist()
+    assert frame["topic"].dtype == np.float64  # a category to LightGBM (CATEGORICAL)
+    assert (frame[TOPIC_RECENCY] == 1).all()  # each row's last topic is its own
+    assert frame["has_url"].dtype == np.float64
+    # What MLflow hands back (strings, not categories) builds the same frame.
+    pd.testing.assert_frame_equal(feature_frame(signature_frame(frame)), frame)
+
+
+def test_feature_frame_names_missing_columns():
+    with pytest.raises(KeyError, match="ctx_hour"):
+        feature_frame(_example_table().drop_columns(["ctx_hour"]))
