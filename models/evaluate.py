@@ -1,0 +1,161 @@
+"""Offline evaluation of a ranker against baselines and the oracle, on one split's days.
+
+Scorers, all on the same impressions:
+* model: the ranker's calibrated probabilities, E[dwell | click] and value score;
+* model_uncorrected: the same models' probabilities before the downsampling correction
+  (calibration before and after; its ranking is the model's);
+* oracle: the simulator's true probabilities and expected dwell (truth layer), the ceiling;
+* reverse_chron (newest first), popularity (the post's smoothed 7-day engagement rate; raw or
+  decayed counts rank worse, since they favour old posts), logged (the order the logging
+  policy served): ranking baselines, whose AUC is that of their score.
+
+Relevance of an impression for NDCG and MAP is its realised value (the value weights on what
+the viewer did), grouped by request. Every metric comes from models.metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from features import registry as R
+from models import metrics as M
+from models.gbdt import SCORE, prediction_column
+from models.value import ValueWeights, realised_value, value_score
+from warehouse.catalog import ACTIONS, C, label_column, truth_column
+
+MODEL, UNCORRECTED, ORACLE = "model", "model_uncorrected", "oracle"
+VALUE = "value"  # the task name of the ranking rows
+BASELINES: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
+    "reverse_chron": lambda f: -f[R.POST_AGE_H].to_numpy(dtype=float),
+    "popularity": lambda f: f[R.POST_SMOOTHED_RATE].to_numpy(dtype=float),
+    "logged": lambda f: -f[C.POSITION].to_numpy(dtype=float),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """One split's report: per task and scorer, per ranking scorer, dwell, calibration."""
+
+    tasks: pd.DataFrame  # scorer, task, auc, logloss, nce, calibration_ratio, ece, ...
+    ranking: pd.DataFrame  # scorer, ndcg_at_k, map_at_k, n_requests, n_requests_scored
+    dwell: pd.DataFrame  # scorer, mae, n
+    calibration: dict[str, dict[str, pd.DataFrame]]  # task -> scorer -> calibration_curve
+
+    def metrics(self, split: str) -> dict[str, float]:
+        """Flat names for MLflow: <split>/<scorer>/<task>/<metric>."""
+        out = {}
+        for row in self.tasks.to_dict("records"):
+            for key, value in row.items():
+                if key not in ("scorer", "task") and np.isfinite(value):
+                    out[f"{split}/{row['scorer']}/{row['task']}/{key}"] = float(value)
+        for row in self.ranking.to_dict("records"):
+            for key, value in row.items():
+                if key != "scorer" and np.isfinite(value):
+                    out[f"{split}/{row['scorer']}/{VALUE}/{key}"] = float(value)
+        for row in self.dwell.to_dict("records"):
+            out[f"{split}/{row['scorer']}/dwell/mae"] = float(row["mae"])
+        return out
+
+
+def evaluate(
+    frame: pd.DataFrame,
+    predicted: pd.DataFrame,
+    uncorrected: pd.DataFrame,
+    weights: ValueWeights,
+    *,
+    k: int = 10,
+    dwell_baseline: float | None = None,
+    n_bins: int = 20,
+) -> Evaluation:
+    """Evaluate on `frame` (labels, request_id, truth p_* and e_dwell_s, baseline inputs).
+
+    `predicted` / `uncorrected` are Ranker.predict with and without the correction, row-aligned
+    with `frame`. `dwell_baseline`: a constant dwell guess (e.g. the training median) to put
+    the dwell model's MAE in context.
+    """
+    if not (len(frame) == len(predicted) == len(uncorrected)):
+        raise ValueError("frame and predictions must have one row per impression")
+    probs = {
+        MODEL: {a: predicted[prediction_column(a)].to_numpy() for a in ACTIONS},
+        UNCORRECTED: {a: uncorrected[prediction_column(a)].to_numpy() for a in ACTIONS},
+        ORACLE: {a: frame[truth_column(a)].to_numpy() for a in ACTIONS},
+    }
+    scores = {
+        MODEL: predicted[SCORE].to_numpy(),
+        ORACLE: value_score(
+            probs[ORACLE], frame[C.E_DWELL_S].to_numpy(), weights, dwell_given_click=True
+        ),
+        **{name: fn(frame) for name, fn in BASELINES.items()},
+    }
+    labels = {a: frame[label_column(a)].to_numpy() for a in ACTIONS}
+    rows = []
+    for a in ACTIONS:
+        for scorer, p in probs.items():
+            rows.append({"scorer": scorer, "task": a, **M.binary_report(labels[a], p[a], n_bins)})
+        for scorer in BASELINES:
+            rows.append({"scorer": scorer, "task": a, "auc": M.auc(labels[a], scores[scorer])})
+    tasks = pd.DataFrame(rows)
+    oracle_auc = tasks[tasks["scorer"] == ORACLE].set_index("task")["auc"]
+    tasks["auc_gap_to_oracle"] = tasks["task"].map(oracle_auc) - tasks["auc"]
+
+    relevance = realised_value(frame, weights, action_columns={a: label_column(a) for a in ACTIONS})
+    groups = frame[C.REQUEST_ID].to_numpy()
+    ranking = pd.DataFrame(
+        [
+            {"scorer": name, **_renamed(M.ranking_report(groups, relevance, score, k))}
+            for name, score in scores.items()
+        ]
+    )
+
+    clicked = labels["click"] == 1
+    dwell_true = frame[C.DWELL_S].to_numpy(dtype=float)[clicked]
+    guesses = {
+        MODEL: predicted[C.E_DWELL_S].to_numpy()[clicked],
+        ORACLE: frame[C.E_DWELL_S].to_numpy()[clicked],
+    }
+    if dwell_baseline is not None:
+        guesses["constant"] = np.full(dwell_true.size, float(dwell_baseline))
+    dwell = pd.DataFrame(
+        [
+            {"scorer": name, "mae": M.dwell_mae(dwell_true, guess), "n": float(dwell_true.size)}
+            for name, guess in guesses.items()
+            if dwell_true.size
+        ]
+    )
+
+    calibration = {
+        a: {scorer: M.calibration_curve(labels[a], probs[scorer][a], n_bins) for scorer in probs}
+        for a in ACTIONS
+    }
+    return Evaluation(tasks, ranking, dwell, calibration)
+
+
+def _renamed(report: Mapping[str, float]) -> dict[str, float]:
+    """ndcg@10 -> ndcg_at_10: MLflow metric names take no '@'."""
+    return {key.replace("@", "_at_"): value for key, value in report.items()}
+
+
+def summary_table(evaluation: Evaluation) -> pd.DataFrame:
+    """One row per task with the model's metrics beside the oracle's and the baselines' AUC."""
+    t = evaluation.tasks.set_index(["task", "scorer"])
+    rows = []
+    for a in ACTIONS:
+        row = {
+            "task": a,
+            "base_rate": t.loc[(a, MODEL), "base_rate"],
+            "auc": t.loc[(a, MODEL), "auc"],
+            "auc_oracle": t.loc[(a, ORACLE), "auc"],
+            "auc_gap": t.loc[(a, MODEL), "auc_gap_to_oracle"],
+            "nce": t.loc[(a, MODEL), "nce"],
+            "nce_oracle": t.loc[(a, ORACLE), "nce"],
+            "calib_uncorrected": t.loc[(a, UNCORRECTED), "calibration_ratio"],
+            "calib": t.loc[(a, MODEL), "calibration_ratio"],
+            "ece": t.loc[(a, MODEL), "ece"],
+        }
+        row |= {f"auc_{b}": t.loc[(a, b), "auc"] for b in BASELINES}
+        rows.append(row)
+    return pd.DataFrame(rows)
