@@ -1,0 +1,27 @@
+"""The ranker's MLflow pyfunc model, logged as code (MLflow's models-from-code).
+
+MLflow copies this file into the logged model and runs it at load time; `set_model` names
+the model object. Loading needs the feedrank package importable (models.gbdt).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from models.gbdt import Ranker
+
+
+class RankerModel(mlflow.pyfunc.PythonModel):
+    """Feature frame in (models.dataset.feature_frame), p_<action>, e_dwell_s, score out."""
+
+    def load_context(self, context) -> None:
+        self.ranker = Ranker.load(Path(context.artifacts["ranker"]))
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return self.ranker.predict(model_input)
+
+
+mlflow.models.set_model(RankerModel())
