@@ -14,6 +14,7 @@ from jobs.settings import Settings, available_profiles, load_settings
 
 RAW_LOGS = Asset("feedrank://warehouse/raw")  # a day of raw logs passed its contracts
 FEATURES = Asset("feedrank://warehouse/silver/impression_features")  # a day of features
+RANKER = Asset("feedrank://mlflow/feedrank-ranker")  # a ranker version was registered and gated
 
 DEFAULT_ARGS = {
     "owner": "feedrank",
@@ -39,11 +40,34 @@ def params() -> dict[str, Param]:
     }
 
 
+def training_params() -> dict[str, Param]:
+    """Params of a training run, on top of `params()`: the window and the sampling rate."""
+    return {
+        **params(),
+        "train_days": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="Days of training data before the validation days (empty: all).",
+        ),
+        "negative_rate": Param(
+            None,
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            maximum=1,
+            description="Share of each task's negatives kept for training (empty: settings).",
+        ),
+    }
+
+
 def settings_from(params: dict[str, Any]) -> Settings:
     """Settings for a task, from the run's Params."""
-    overrides = {}
+    overrides: dict[str, Any] = {}
     if params.get("seed") is not None:
         overrides["simulator"] = {"seed": int(params["seed"])}
+    training = {k: params[k] for k in ("train_days", "negative_rate") if params.get(k) is not None}
+    if training:
+        overrides["training"] = training
     return load_settings(params.get("profile"), overrides)
 
 

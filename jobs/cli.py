@@ -1,6 +1,7 @@
 """The `feedrank` command.
 
-feedrank demo [--profile demo]   run the pipeline end to end through Airflow
+feedrank demo [--profile demo]   run the pipeline end to end through Airflow: logs and
+                                 features day by day, then the nightly training once
 feedrank summary                 what the warehouse holds
 feedrank env                     export lines for Airflow and MLflow on this data root
 """
@@ -17,7 +18,7 @@ import time
 
 from jobs.common import configure_logging
 from jobs.settings import Settings, available_profiles, load_settings
-from jobs.summary import format_summary, raw_summary
+from jobs.summary import format_summary, ranker_summary, raw_summary
 from warehouse.catalog import IMPRESSION_FEATURES, SIMULATED_TABLES
 from warehouse.store import Warehouse
 
@@ -28,6 +29,7 @@ PIPELINE = {
     "simulate_platform": SIMULATED_TABLES,
     "build_features": (IMPRESSION_FEATURES,),
 }
+TRAINING_DAG = "train_rankers"  # then once, on every day: training set, rankers, registry
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, help="override simulator.seed")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="logs, then features, for every day of the profile")
+    sub.add_parser("demo", help="logs and features for every day, then the rankers")
     sub.add_parser("summary", help="rows per table and action rates")
     sub.add_parser("env", help="print export lines for the Airflow and MLflow UIs")
     args = parser.parse_args(argv)
@@ -88,9 +90,18 @@ def demo(settings: Settings, seed: int | None = None) -> int:
             if missing:  # a run outside the DAG's calendar succeeds without running a task
                 print(f"{dag_id} ds={ds} published nothing for {missing}", file=sys.stderr)
                 return 1
+    t0 = time.perf_counter()
+    last = dt.datetime.fromisoformat(days[-1]).replace(tzinfo=dt.UTC)
+    run = bag.get_dag(TRAINING_DAG).test(logical_date=last, run_conf=conf)
+    state = str(getattr(run, "state", "unknown"))
+    print(f"{TRAINING_DAG} ds={days[-1]}: {state} in {time.perf_counter() - t0:.0f}s", flush=True)
+    if "success" not in state:
+        print(f"{TRAINING_DAG} failed; see the task logs above", file=sys.stderr)
+        return 1
     print()
     print(f"feedrank demo, profile {settings.profile}, data root {settings.home}")
     print(format_summary(raw_summary(settings), time.perf_counter() - started))
+    print(ranker_summary(settings, days[-1]))
     return 0
 
 

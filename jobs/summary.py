@@ -11,6 +11,7 @@ from warehouse.catalog import (
     IMPRESSION_FEATURES,
     IMPRESSIONS,
     SIMULATED_TABLES,
+    TRAINING_EXAMPLES,
     C,
 )
 from warehouse.store import Warehouse
@@ -20,7 +21,7 @@ def raw_summary(settings: Settings) -> dict:
     """Rows per table over all committed days, and each action's rate per impression."""
     store = Warehouse(settings.root.warehouse)
     rows, days = {}, {}
-    for tbl in (*SIMULATED_TABLES, IMPRESSION_FEATURES):
+    for tbl in (*SIMULATED_TABLES, IMPRESSION_FEATURES, TRAINING_EXAMPLES):
         parts = store.partitions(tbl)
         days[tbl.name] = len(parts)
         rows[tbl.name] = sum(store.info(tbl, ds).rows for ds in parts)
@@ -46,3 +47,18 @@ def format_summary(summary: dict, seconds: float | None = None) -> str:
     if seconds is not None:
         lines.append(f"time taken: {seconds / 60:.1f} min ({seconds:.0f} s)")
     return "\n".join(lines)
+
+
+def ranker_summary(settings: Settings, ds: str) -> str:
+    """The training run's test report (written by jobs.train_rankers) and the champion."""
+    from jobs.train_rankers import report_path, use_tracking
+    from models import registry
+
+    path = report_path(settings, ds)
+    if not path.exists():
+        return f"no ranker report for {ds} ({path} missing)"
+    use_tracking(settings)
+    name = settings.training.registered_model
+    report = path.read_text().split("\n## val:")[0]  # the test sections come first
+    champion = registry.champion_version(name)
+    return f"{report}\nregistered model {name}: champion is version {champion}\nreport: {path}"

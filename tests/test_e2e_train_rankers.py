@@ -1,0 +1,188 @@
+"""End to end on the tiny profile: the train_rankers DAG through dag.test() on four days of
+logs and features, the MLflow run and registry it leaves, and the promotion gate."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+import jobs.build_training_set as build_job
+import jobs.train_rankers as job
+from jobs import build_features, simulate_platform
+from jobs.settings import load_settings
+from models.dataset import FEATURES, feature_frame, signature_frame
+from models.gbdt import Examples, fit_ranker
+from models.registry import CHALLENGER, CHAMPION
+from warehouse.catalog import TRAINING_EXAMPLES, C, label_column
+from warehouse.contracts import DataContractError
+from warehouse.store import Warehouse
+
+pytestmark = [pytest.mark.e2e, pytest.mark.airflow, pytest.mark.spark]
+
+NAME = "feedrank-ranker"
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FEEDRANK_HOME", str(tmp_path_factory.mktemp("train-home")))
+    yield load_settings("tiny")
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def days(settings, spark):
+    """Every tiny day's logs and features, published directly (not via Airflow)."""
+    for ds in settings.dates():
+        simulate_platform.run(settings, ds)
+        build_features.run(settings, ds)
+    return settings.dates()
+
+
+@pytest.fixture(scope="module")
+def client(settings):
+    job.use_tracking(settings)
+    return MlflowClient()
+
+
+@pytest.fixture(scope="module")
+def first(airflow_db, days, settings, client):
+    """The DAG run on the last day, and the registry right after it."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(airflow_db.dags_folder())).get_dag("train_rankers")
+    logical = dt.datetime.fromisoformat(days[-1]).replace(tzinfo=dt.UTC)
+    state = str(dag.test(logical_date=logical, run_conf={"profile": "tiny"}).state)
+    job.use_tracking(settings)
+    version = client.get_model_version_by_alias(NAME, CHALLENGER)
+    return {"state": state, "version": version, "run": client.get_run(version.run_id)}
+
+
+@pytest.fixture(scope="module")
+def shuffled(first, settings):
+    """A ranker fitted to shuffled labels, then evaluated, registered and gated as usual."""
+    split = job.split_days(settings, settings.dates()[-1])
+    train, _ = job.load_examples(settings, split.train, negative_rate=0.1)
+    val, _ = job.load_examples(settings, split.val)
+    order = np.random.default_rng(0).permutation(len(train))
+    labels = train.labels.iloc[order].reset_index(drop=True)
+    bad = Examples(train.X, labels, train.sample_u)
+    ranker, history = fit_ranker(bad, val, settings.training)
+    trained = job.log_training_run(
+        settings, split.test[-1], split, ranker, history, bad, val, {"labels": "shuffled"}
+    )
+    evaluated = job.evaluate_run(settings, trained)
+    return job.promote(settings, job.register(settings, evaluated))
+
+
+@pytest.fixture(scope="module")
+def rerun(shuffled, settings):
+    """Every step again on the same days and settings (jobs.train_rankers.run)."""
+    return job.run(settings, settings.dates()[-1])
+
+
+def test_dag_builds_the_training_set_and_registers_a_champion(first, settings, client):
+    assert first["state"] == "success"
+    store = Warehouse(settings.root.warehouse)
+    assert store.partitions(TRAINING_EXAMPLES) == settings.dates()
+    version = first["version"]
+    assert str(version.version) == "1"
+    assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == "1"
+    assert version.tags["feedrank.promotion"] == "promoted"
+    assert "no champion yet" in version.tags["feedrank.promotion_reason"]
+
+
+def test_run_logs_settings_window_metrics_plots_and_model(first, client):
+    run = first["run"]
+    params, metrics = run.data.params, run.data.metrics
+    assert params["training.negative_rate"] == "0.1"
+    assert params["window.test"] == "2026-01-08..2026-01-08"
+    for name in ("test/model/click/auc", "test/oracle/click/auc", "val/model/value/ndcg_at_10"):
+        assert np.isfinite(metrics[name]), name
+    assert metrics["rows/train/click"] < metrics["rows/train_read"]
+    artifacts = {
+        f.path
+        for folder in ("", "importance", "calibration", "evaluation")
+        for f in client.list_artifacts(run.info.run_id, folder)
+    }
+    for path in (
+        "report.md",
+        "settings.json",
+        "split.json",
+        "learning_curves.png",
+        "importance/gain.png",
+        "calibration/test.png",
+        "evaluation/test_summary.json",
+    ):
+        assert path in artifacts, path
+    info = mlflow.models.get_model_info(f"models:/{NAME}/1")
+    assert info.signature.inputs.input_names() == list(FEATURES)
+
+
+def test_model_beats_the_baselines_on_test(first):
+    m = first["run"].data.metrics
+    for scorer in ("reverse_chron", "popularity", "logged"):
+        assert m["test/model/value/ndcg_at_10"] > m[f"test/{scorer}/value/ndcg_at_10"], scorer
+        assert m["test/model/click/auc"] > m[f"test/{scorer}/click/auc"], scorer
+    assert m["test/model/click/auc"] <= m["test/oracle/click/auc"]
+    assert m["test/model/dwell/mae"] < m["test/constant/dwell/mae"]
+    # The correction brings the sampled scale back: calibration ratio near 1 on clicks.
+    assert m["test/model_uncorrected/click/calibration_ratio"] > 3
+    assert abs(m["test/model/click/calibration_ratio"] - 1) < 0.2
+
+
+def test_champion_loads_from_the_registry_and_scores(first, settings):
+    store = Warehouse(settings.root.warehouse)
+    day = store.read_arrow(TRAINING_EXAMPLES, settings.dates()[-1])
+    X = feature_frame(day)
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}@{CHAMPION}").predict(signature_frame(X))
+    direct = job.reg.load_ranker(f"models:/{NAME}@{CHAMPION}").predict(X)
+    pd.testing.assert_frame_equal(served.reset_index(drop=True), direct.reset_index(drop=True))
+    probs = served.filter(like="p_")
+    assert ((probs >= 0) & (probs <= 1)).all().all()
+
+
+def test_shuffled_labels_are_never_promoted(shuffled, client):
+    assert not shuffled["promoted"]
+    assert shuffled["version"] == "2"
+    assert shuffled["champion"] == "1"
+    assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == "1"
+    tags = client.get_model_version(NAME, "2").tags
+    assert tags["feedrank.promotion"] == "not promoted"
+    assert "does not beat" in tags["feedrank.promotion_reason"]
+
+
+def test_same_settings_give_the_same_model_and_no_promotion(first, rerun, client):
+    again = client.get_run(rerun["run_id"]).data.metrics
+    before = first["run"].data.metrics
+    for name in ("val/model/value/ndcg_at_10", "test/model/click/auc", "test/model/dwell/mae"):
+        assert again[name] == before[name], name
+    assert not rerun["promoted"]  # equal is not better by the margin
+    assert "does not beat champion" in rerun["reason"]
+    assert rerun["champion"] == "1"
+
+
+def test_a_bad_label_publishes_nothing(days, first, settings, monkeypatch):
+    from pyspark.sql import functions as F
+
+    store = Warehouse(settings.root.warehouse)
+    ds = days[-1]
+    before = store.info(TRAINING_EXAMPLES, ds)
+    labels = build_job.attach_labels
+
+    def corrupt(*args, **kwargs):
+        df = labels(*args, **kwargs)
+        bad = F.when(F.col(C.IMPRESSION_ID) % 97 == 0, 2).otherwise(F.col("label_share"))
+        return df.withColumn(label_column("share"), bad.cast("tinyint"))
+
+    monkeypatch.setattr(build_job, "attach_labels", corrupt)
+    with pytest.raises(DataContractError) as err:
+        build_job.run(settings, ds)
+    message = str(err.value)
+    assert "gold.training_examples" in message and "label_share" in message
+    assert store.info(TRAINING_EXAMPLES, ds) == before  # the committed day is untouched
