@@ -5,6 +5,7 @@ served_at; dwell_s is the click's dwell, set exactly when the click label is 1. 
 gets `sample_u`, a uniform draw in [0, 1) hashed from (impression_id, seed): negative
 downsampling keeps a row for task a when label_a = 1 or sample_u < rate, which is a Bernoulli
 thinning of each task's negatives at that rate, and the same for every run with the same seed.
+The window and the seed are kept as columns, so a build with other ones is told apart.
 """
 
 from __future__ import annotations
@@ -55,4 +56,6 @@ def attach_labels(
         .join(labels, C.IMPRESSION_ID, "left")
         .fillna(0, subset=label_columns())
         .withColumn(C.SAMPLE_U, sample_uniform(seed))
+        .withColumn(C.ATTRIBUTION_WINDOW_S, F.lit(int(attribution_window_s)))
+        .withColumn(C.SAMPLE_SEED, F.lit(int(seed)).cast("long"))
     )

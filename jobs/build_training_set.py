@@ -52,11 +52,25 @@ def run(settings: Settings, ds: str) -> int:
 
 
 def missing_days(settings: Settings, days: list[str]) -> list[str]:
-    """The days with features but no training examples yet (a day's labels are final once its
-    engagements are published, so a built day is never rebuilt)."""
+    """The days with features and no training examples built with these settings: none yet,
+    or built with another attribution window or seed. (A day's labels are final once its
+    engagements are published, so a day built with the same settings is not rebuilt.)"""
     store = Warehouse(settings.root.warehouse)
     have = set(store.partitions(TRAINING_EXAMPLES))
-    return [ds for ds in days if ds not in have and store.is_committed(IMPRESSION_FEATURES, ds)]
+    want = (settings.training.attribution_window_s, settings.training.seed)
+    todo = []
+    for ds in days:
+        if not store.is_committed(IMPRESSION_FEATURES, ds):
+            continue
+        if ds in have:
+            built = store.read_arrow(
+                TRAINING_EXAMPLES, ds, columns=[C.ATTRIBUTION_WINDOW_S, C.SAMPLE_SEED]
+            ).slice(0, 1)
+            if built.num_rows and (built[0][0].as_py(), built[1][0].as_py()) == want:
+                continue
+            log.info("training examples ds=%s were built with other settings: rebuilding", ds)
+        todo.append(ds)
+    return todo
 
 
 def run_days(settings: Settings, days: list[str]) -> list[str]:

@@ -186,3 +186,11 @@ def test_a_bad_label_publishes_nothing(days, first, settings, monkeypatch):
     message = str(err.value)
     assert "gold.training_examples" in message and "label_share" in message
     assert store.info(TRAINING_EXAMPLES, ds) == before  # the committed day is untouched
+
+
+def test_examples_built_with_other_settings_are_rebuilt(first, settings):
+    assert build_job.missing_days(settings, settings.dates()) == []
+    other = settings.model_copy(
+        update={"training": settings.training.model_copy(update={"attribution_window_s": 60})}
+    )
+    assert build_job.missing_days(other, settings.dates()) == settings.dates()

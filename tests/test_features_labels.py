@@ -54,6 +54,7 @@ def test_labels_count_actions_within_the_window(spark):
     assert out.loc[1, C.DWELL_S] == 42.0
     assert out[C.DWELL_S].iloc[1:].isna().all()  # the late click's dwell goes with it
     assert out[C.POSITION].tolist() == [0, 1, 2, 3]
+    assert (out[C.ATTRIBUTION_WINDOW_S] == 600).all() and (out[C.SAMPLE_SEED] == 7).all()
 
 
 def test_a_longer_window_attributes_the_late_click(spark):

@@ -55,6 +55,8 @@ class C:
     DWELL_S = "dwell_s"
     E_DWELL_S = "e_dwell_s"
     SAMPLE_U = "sample_u"
+    ATTRIBUTION_WINDOW_S = "attribution_window_s"
+    SAMPLE_SEED = "sample_seed"
 
 
 ACTIONS = ("click", "like", "comment", "share", "hide", "report")
@@ -225,7 +227,8 @@ TRAINING_EXAMPLES = Table(
     (C.IMPRESSION_ID,),
     "Every impression of ds with its point-in-time features, its position and source, a 0/1 "
     "label per action (within the attribution window after served_at), dwell_s (set on "
-    "clicks) and sample_u, a seeded uniform draw that negative downsampling thresholds.",
+    "clicks) and sample_u, a seeded uniform draw that negative downsampling thresholds; the "
+    "attribution window and the seed they were built with are kept as columns.",
 )
 
 
