@@ -25,7 +25,7 @@ from jobs.spark import get_spark
 from warehouse import contracts
 from warehouse.catalog import ENGAGEMENTS, IMPRESSION_FEATURES, IMPRESSIONS, TRAINING_EXAMPLES, C
 from warehouse.contracts.gold import check_training_partition
-from warehouse.store import Warehouse
+from warehouse.store import Warehouse, WarehouseError
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +63,21 @@ def missing_days(settings: Settings, days: list[str]) -> list[str]:
         if not store.is_committed(IMPRESSION_FEATURES, ds):
             continue
         if ds in have:
-            built = store.read_arrow(
-                TRAINING_EXAMPLES, ds, columns=[C.ATTRIBUTION_WINDOW_S, C.SAMPLE_SEED]
-            ).slice(0, 1)
-            if built.num_rows and (built[0][0].as_py(), built[1][0].as_py()) == want:
+            if built_with(store, ds) == want:
                 continue
             log.info("training examples ds=%s were built with other settings: rebuilding", ds)
         todo.append(ds)
     return todo
+
+
+def built_with(store: Warehouse, ds: str) -> tuple[int, int] | None:
+    """(attribution window, seed) a committed day was built with; None if it does not say."""
+    try:
+        cols = [C.ATTRIBUTION_WINDOW_S, C.SAMPLE_SEED]
+        built = store.read_arrow(TRAINING_EXAMPLES, ds, columns=cols).slice(0, 1)
+    except WarehouseError:  # built before the table recorded them
+        return None
+    return (built[0][0].as_py(), built[1][0].as_py()) if built.num_rows else None
 
 
 def run_days(settings: Settings, days: list[str]) -> list[str]:

@@ -28,6 +28,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from features import registry as R
@@ -187,10 +188,14 @@ def log_training_run(
         counts |= {f"positives/train/{task}": n for task, n in history.positives.items()}
         counts |= {f"best_iteration/{task}": n for task, n in history.best_iteration.items()}
         mlflow.log_metrics({k: float(v) for k, v in counts.items()})
-        for task, curves in history.curves.items():  # learning curves, browsable per step
-            for name, values in curves.items():
-                for step, value in enumerate(values):
-                    mlflow.log_metric(f"curve/{task}/{name}", value, step=step + 1)
+        now = int(time.time() * 1000)
+        curves = [  # learning curves, browsable per step; one batch, not one call per point
+            Metric(f"curve/{task}/{name}", float(value), now, step + 1)
+            for task, per_task in history.curves.items()
+            for name, values in per_task.items()
+            for step, value in enumerate(values)
+        ]
+        MlflowClient().log_batch(run.info.run_id, metrics=curves)
         importance = history.importance(ranker)
         mlflow.log_table(importance, "importance/gain.json")
         mlflow.log_figure(plots.importance_figure(importance), "importance/gain.png")
