@@ -180,6 +180,20 @@ def test_dwell_mae():
     assert M.dwell_mae([10.0, 30.0, 5.0], [12.0, 25.0, 5.0]) == pytest.approx(7 / 3)
 
 
+def test_dwell_mae_and_calibration_curve_match_sklearn():
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(11)
+    true, pred = rng.exponential(40, 500), rng.uniform(0, 120, 500)
+    assert M.dwell_mae(true, pred) == pytest.approx(skm.mean_absolute_error(true, pred))
+    p = rng.beta(1, 8, 5000)  # rare, like most actions: high bins are sparse or empty
+    y = (rng.random(5000) < p).astype(int)
+    observed, mean_pred = calibration_curve(y, p, n_bins=20, strategy="uniform")
+    curve = M.calibration_curve(y, p, n_bins=20)
+    np.testing.assert_allclose(curve["observed_rate"], observed)
+    np.testing.assert_allclose(curve["mean_pred"], mean_pred)
+
+
 # --- retrieval ------------------------------------------------------------------------------
 
 
