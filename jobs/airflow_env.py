@@ -45,6 +45,10 @@ def prepare_airflow(root: DataRoot) -> dict[str, str]:
     return env
 
 
-def shell_exports(root: DataRoot) -> str:
-    """`export` lines for a shell that runs the Airflow or MLflow UI on this data root."""
-    return "\n".join(f"export {k}={v}" for k, v in airflow_environ(root).items())
+def shell_exports(root: DataRoot, tracking_uri: str | None = None) -> str:
+    """`export` lines for a shell that runs the Airflow or MLflow UI on this data root
+    (MLflow on `tracking_uri` when one is configured)."""
+    env = airflow_environ(root)
+    if tracking_uri is not None:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    return "\n".join(f"export {k}={v}" for k, v in env.items())

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from jobs.airflow_env import shell_exports
 
-    print(shell_exports(settings.root))
+    print(shell_exports(settings.root, settings.tracking_uri))
     return 0
 
 

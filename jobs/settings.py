@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from features.config import FeatureSettings
 from jobs.spark import SparkSettings
-from models.config import TrainingSettings
+from models.config import MlflowSettings, TrainingSettings
 from simulator.config import SimulatorSettings
 from warehouse.layout import DEFAULT_HOME, DataRoot
 
@@ -57,10 +57,16 @@ class Settings(BaseModel):
     spark: SparkSettings = SparkSettings()
     features: FeatureSettings = FeatureSettings()
     training: TrainingSettings = TrainingSettings()
+    mlflow: MlflowSettings = MlflowSettings()
 
     @property
     def root(self) -> DataRoot:
         return DataRoot(self.home)
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow's tracking store: the configured server, else SQLite in the data root."""
+        return self.mlflow.tracking_uri or self.root.mlflow_tracking_uri
 
     def dates(self) -> list[str]:
         """The simulated days as ds strings."""

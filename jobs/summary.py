@@ -58,7 +58,7 @@ def ranker_summary(settings: Settings, ds: str) -> str:
     if not path.exists():
         return f"no ranker report for {ds} ({path} missing)"
     use_tracking(settings)
-    name = settings.training.registered_model
+    name = settings.mlflow.registered_model
     report = path.read_text().split("\n## val:")[0]  # the test sections come first
     champion = registry.champion_version(name)
     return f"{report}\nregistered model {name}: champion is version {champion}\nreport: {path}"

@@ -266,7 +266,7 @@ def register(settings: Settings, evaluated: Mapping[str, Any]) -> dict[str, Any]
         "ds": evaluated["ds"],
         gate_metric(settings.training.ranking_k): f"{evaluated['gate_metric']:.6f}",
     }
-    version = reg.register(evaluated["model_uri"], settings.training.registered_model, tags)
+    version = reg.register(evaluated["model_uri"], settings.mlflow.registered_model, tags)
     return {**evaluated, "version": version}
 
 
@@ -275,7 +275,7 @@ def promote(settings: Settings, registered: Mapping[str, Any]) -> dict[str, Any]
     t = settings.training
     use_tracking(settings)
     client = MlflowClient()
-    name, version = t.registered_model, registered["version"]
+    name, version = settings.mlflow.registered_model, registered["version"]
     run = client.get_run(registered["run_id"])
     challenger = run.data.metrics[gate_metric(t.ranking_k)]
     best_name, best = max(
@@ -338,8 +338,9 @@ def report_path(settings: Settings, ds: str):
 def use_tracking(settings: Settings) -> None:
     """MLflow on the data root's tracking store, in the pipeline's experiment."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs
-    root = settings.root
-    reg.use_tracking(root.mlflow_tracking_uri, root.mlflow_artifacts, settings.training.experiment)
+    local = settings.mlflow.tracking_uri is None  # SQLite: artifacts in the data root too
+    artifacts = settings.root.mlflow_artifacts if local else None  # else the server decides
+    reg.use_tracking(settings.tracking_uri, settings.mlflow.experiment, artifacts)
 
 
 def _flatten(data: Mapping[str, Any], prefix: str) -> dict[str, Any]:

@@ -39,5 +39,14 @@ class TrainingSettings(BaseModel):
     value: ValueWeights = ValueWeights()
     ranking_k: int = Field(10, ge=1)  # NDCG@k and MAP@k per request
     promotion_margin: float = Field(0.002, ge=0)  # validation NDCG a challenger must gain
-    experiment: str = "feedrank"  # the MLflow experiment of the pipeline
+
+
+class MlflowSettings(BaseModel):
+    """Where runs and models go (the `mlflow` section). On a laptop: a SQLite file and an
+    artifact folder under the data root; on a cluster: FEEDRANK__MLFLOW__TRACKING_URI."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tracking_uri: str | None = None  # None: sqlite under <home>/mlflow; or http://mlflow:5000
+    experiment: str = "feedrank"  # the pipeline's experiment
     registered_model: str = "feedrank-ranker"

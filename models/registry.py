@@ -34,16 +34,23 @@ PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 _REQUIREMENTS = ("lightgbm", "numpy", "pandas", "pyarrow", "pydantic", "mlflow")
 
 
-def use_tracking(tracking_uri: str, artifact_root: Path, experiment: str) -> str:
-    """Point MLflow at the data root's store and make sure the experiment exists; its id."""
+def use_tracking(tracking_uri: str, experiment: str, artifact_root: Path | None = None) -> str:
+    """Point MLflow at a tracking store and make sure the experiment exists; its id.
+
+    `artifact_root`: where a new experiment keeps artifacts (a local folder, for a SQLite
+    store); None leaves it to the tracking server.
+    """
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         mlflow.set_experiment(experiment_id=found.experiment_id)
         return found.experiment_id
-    artifact_root.mkdir(parents=True, exist_ok=True)
-    experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_root.as_uri())
+    location = None
+    if artifact_root is not None:
+        artifact_root.mkdir(parents=True, exist_ok=True)
+        location = artifact_root.as_uri()
+    experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 

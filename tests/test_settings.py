@@ -58,3 +58,18 @@ def test_profiles_get_their_own_default_data_root():
     tiny, demo = (load_settings(p, environ={}) for p in ("tiny", "demo"))
     assert tiny.home != demo.home
     assert tiny.home.name == "tiny" and demo.home.name == "demo"
+
+
+def test_mlflow_defaults_to_the_data_root_and_a_server_is_configuration():
+    local = load_settings("tiny", environ={"FEEDRANK_HOME": "/data/fr"})
+    assert local.tracking_uri == "sqlite:////data/fr/mlflow/mlflow.db"
+    server = load_settings("tiny", environ={"FEEDRANK__MLFLOW__TRACKING_URI": "http://mlflow:5000"})
+    assert server.tracking_uri == "http://mlflow:5000"
+
+
+def test_training_params_become_training_overrides():
+    from jobs.airflow_support import settings_from
+
+    s = settings_from({"profile": "tiny", "train_days": 2, "negative_rate": 0.05, "seed": None})
+    assert (s.training.train_days, s.training.negative_rate) == (2, 0.05)
+    assert settings_from({"profile": "tiny"}).training == load_settings("tiny").training
