@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -198,8 +199,10 @@ def log_training_run(
         MlflowClient().log_batch(run.info.run_id, metrics=curves)
         importance = history.importance(ranker)
         mlflow.log_table(importance, "importance/gain.json")
-        mlflow.log_figure(plots.importance_figure(importance), "importance/gain.png")
-        mlflow.log_figure(
+        _figure(settings, ds, plots.importance_figure(importance), "importance/gain.png")
+        _figure(
+            settings,
+            ds,
             plots.learning_curves_figure(history.curves, history.best_iteration, history.metric),
             "learning_curves.png",
         )
@@ -239,7 +242,8 @@ def evaluate_run(settings: Settings, trained: Mapping[str, Any]) -> dict[str, An
                 ("summary", reports[name]),
             ):
                 mlflow.log_table(table, f"evaluation/{name}_{label}.json")
-            mlflow.log_figure(plots.calibration_figure(ev.calibration), f"calibration/{name}.png")
+            figure = plots.calibration_figure(ev.calibration)
+            _figure(settings, trained["ds"], figure, f"calibration/{name}.png")
             reports[f"{name}_ranking"] = ev.ranking
             reports[f"{name}_dwell"] = ev.dwell
         mlflow.log_metrics(metrics)
@@ -330,9 +334,15 @@ def run(settings: Settings, ds: str) -> dict[str, Any]:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def report_path(settings: Settings, ds: str):
-    """Where the evaluation report of the training run up to ds is written."""
-    return settings.root.reports / f"train_rankers_{ds}.md"
+def report_path(settings: Settings, ds: str) -> Path:
+    """Where the report of the training run up to ds is written, its figures beside it."""
+    return settings.root.reports / "train_rankers" / ds / "report.md"
+
+
+def _figure(settings: Settings, ds: str, fig, artifact_file: str) -> None:
+    """Log a figure to the active run, and save it beside the report as <dir>_<name>.png."""
+    mlflow.log_figure(fig, artifact_file)
+    plots.save_figure(fig, report_path(settings, ds).with_name(artifact_file.replace("/", "_")))
 
 
 def use_tracking(settings: Settings) -> None:
@@ -367,6 +377,11 @@ def format_report(
         f"MLflow run `{trained['run_id']}`. Days: train {split['train'][0]}..{split['train'][-1]}"
         f" ({len(split['train'])}), validation {', '.join(split['val'])}, "
         f"test {', '.join(split['test'])}. Negatives kept at {settings.training.negative_rate}.",
+    ]
+    lines += [
+        "",
+        "![calibration, test](calibration_test.png) ![importance](importance_gain.png)",
+        "![learning curves](learning_curves.png)",
     ]
     for name in ("test", "val"):
         lines += ["", f"## {name}: per task", "", _markdown(reports[name])]

@@ -127,8 +127,11 @@ def evaluate(
         ]
     )
 
-    calibration = {
-        a: {scorer: M.calibration_curve(labels[a], probs[scorer][a], n_bins) for scorer in probs}
+    calibration = {  # equal-mass bins for the plots: rare actions' predictions are all small
+        a: {
+            scorer: M.calibration_curve(labels[a], probs[scorer][a], 10, strategy="quantile")
+            for scorer in probs
+        }
         for a in ACTIONS
     }
     return Evaluation(tasks, ranking, dwell, calibration)

@@ -101,16 +101,28 @@ def calibration_ratio(y: ArrayLike, p: ArrayLike) -> float:
     return float(p_arr.mean() / observed) if observed > 0 else float("nan")
 
 
-def calibration_curve(y: ArrayLike, p: ArrayLike, n_bins: int = 10) -> pd.DataFrame:
-    """Reliability table over `n_bins` equal-width bins of [0, 1]; empty bins are left out.
+def calibration_curve(
+    y: ArrayLike, p: ArrayLike, n_bins: int = 10, strategy: str = "uniform"
+) -> pd.DataFrame:
+    """Reliability table over `n_bins` bins; empty bins are left out.
 
-    Bin b holds b/n_bins <= p < (b+1)/n_bins, the last bin also takes p == 1. Columns: bin,
-    lower, upper, n, mean_pred, observed_rate.
+    strategy "uniform": equal-width bins of [0, 1], bin b holds b/n_bins <= p < (b+1)/n_bins
+    and the last bin also takes p == 1 (what ECE uses). "quantile": bins between quantiles of
+    p, each with about the same number of rows, which shows a rare action's calibration where
+    its predictions are (all in the first equal-width bin otherwise); an edge belongs to the
+    bin below it, as in scikit-learn. Columns: bin, lower, upper, n, mean_pred, observed_rate.
     """
     if n_bins < 1:
         raise ValueError("n_bins must be at least 1")
     y_arr, p_arr = _labels_and_probs(y, p)
-    bins = np.minimum((p_arr * n_bins).astype(np.int64), n_bins - 1)
+    if strategy == "uniform":
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
+        bins = np.minimum((p_arr * n_bins).astype(np.int64), n_bins - 1)
+    elif strategy == "quantile":
+        edges = np.percentile(p_arr, np.linspace(0, 100, n_bins + 1))
+        bins = np.searchsorted(edges[1:-1], p_arr)
+    else:
+        raise ValueError(f"strategy must be 'uniform' or 'quantile', got {strategy!r}")
     n = np.bincount(bins, minlength=n_bins)
     sum_p = np.bincount(bins, weights=p_arr, minlength=n_bins)
     sum_y = np.bincount(bins, weights=y_arr, minlength=n_bins)
@@ -118,8 +130,8 @@ def calibration_curve(y: ArrayLike, p: ArrayLike, n_bins: int = 10) -> pd.DataFr
     return pd.DataFrame(
         {
             "bin": used,
-            "lower": used / n_bins,
-            "upper": (used + 1) / n_bins,
+            "lower": edges[used],
+            "upper": edges[used + 1],
             "n": n[used],
             "mean_pred": sum_p[used] / n[used],
             "observed_rate": sum_y[used] / n[used],

@@ -188,10 +188,13 @@ def test_dwell_mae_and_calibration_curve_match_sklearn():
     assert M.dwell_mae(true, pred) == pytest.approx(skm.mean_absolute_error(true, pred))
     p = rng.beta(1, 8, 5000)  # rare, like most actions: high bins are sparse or empty
     y = (rng.random(5000) < p).astype(int)
-    observed, mean_pred = calibration_curve(y, p, n_bins=20, strategy="uniform")
-    curve = M.calibration_curve(y, p, n_bins=20)
-    np.testing.assert_allclose(curve["observed_rate"], observed)
-    np.testing.assert_allclose(curve["mean_pred"], mean_pred)
+    for strategy in ("uniform", "quantile"):
+        observed, mean_pred = calibration_curve(y, p, n_bins=20, strategy=strategy)
+        curve = M.calibration_curve(y, p, n_bins=20, strategy=strategy)
+        np.testing.assert_allclose(curve["observed_rate"], observed)
+        np.testing.assert_allclose(curve["mean_pred"], mean_pred)
+    quantile = M.calibration_curve(y, p, n_bins=20, strategy="quantile")
+    assert quantile["n"].between(240, 260).all()  # equal mass: 5000 / 20 each
 
 
 # --- retrieval ------------------------------------------------------------------------------
