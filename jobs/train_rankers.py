@@ -29,6 +29,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
@@ -106,10 +107,14 @@ def load_examples(
     any action, or a draw under the rate (fit_ranker then samples each task from those).
     """
     store = Warehouse(settings.root.warehouse)
-    table = store.read_arrow(TRAINING_EXAMPLES, list(days), columns=list(EXAMPLE_COLUMNS))
-    if negative_rate is not None:
-        table = table.filter(any_label_or_sampled(table, negative_rate))
-    if table.num_rows == 0:
+    parts = []
+    for ds in days:  # day by day, so memory holds one full day at most, then the sample
+        day = store.read_arrow(TRAINING_EXAMPLES, ds, columns=list(EXAMPLE_COLUMNS))
+        if negative_rate is not None:
+            day = day.filter(any_label_or_sampled(day, negative_rate))
+        parts.append(day)
+    table = pa.concat_tables(parts) if parts else None
+    if table is None or table.num_rows == 0:
         raise ValueError(f"{TRAINING_EXAMPLES.qualified}: no rows in {list(days)}")
     labels = table.select(list(LABELS)).to_pandas()
     examples = Examples(feature_frame(table), labels, table.column(C.SAMPLE_U).to_numpy())
