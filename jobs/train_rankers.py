@@ -110,6 +110,9 @@ def load_examples(
     parts = []
     for ds in days:  # day by day, so memory holds one full day at most, then the sample
         day = store.read_arrow(TRAINING_EXAMPLES, ds, columns=list(EXAMPLE_COLUMNS))
+        # Spark writes rows in whatever order its tasks finish; LightGBM's bagging and sums
+        # depend on the order, so a fixed one makes the same data give the same model.
+        day = day.sort_by(C.IMPRESSION_ID)
         if negative_rate is not None:
             day = day.filter(any_label_or_sampled(day, negative_rate))
         parts.append(day)
