@@ -52,9 +52,10 @@ def run(settings: Settings, ds: str) -> int:
 
 
 def missing_days(settings: Settings, days: list[str]) -> list[str]:
-    """The days with features and no training examples built with these settings: none yet,
-    or built with another attribution window or seed. (A day's labels are final once its
-    engagements are published, so a day built with the same settings is not rebuilt.)"""
+    """The days with features and no up-to-date training examples: none yet, built with
+    another attribution window or seed, or built before the day's features were last
+    published. (A day's labels are final once its engagements are published, so a day
+    built after its features, with the same settings, is not rebuilt.)"""
     store = Warehouse(settings.root.warehouse)
     have = set(store.partitions(TRAINING_EXAMPLES))
     want = (settings.training.attribution_window_s, settings.training.seed)
@@ -63,9 +64,13 @@ def missing_days(settings: Settings, days: list[str]) -> list[str]:
         if not store.is_committed(IMPRESSION_FEATURES, ds):
             continue
         if ds in have:
-            if built_with(store, ds) == want:
+            features_at = store.info(IMPRESSION_FEATURES, ds).written_at
+            if store.info(TRAINING_EXAMPLES, ds).written_at < features_at:
+                log.info("training examples ds=%s predate its features: rebuilding", ds)
+            elif built_with(store, ds) != want:
+                log.info("training examples ds=%s were built with other settings: rebuilding", ds)
+            else:
                 continue
-            log.info("training examples ds=%s were built with other settings: rebuilding", ds)
         todo.append(ds)
     return todo
 

@@ -49,7 +49,7 @@ from models.dataset import (
     time_split,
 )
 from models.evaluate import BASELINES, MODEL, VALUE, evaluate, summary_table
-from models.gbdt import SCORE, Examples, History, Ranker, fit_ranker
+from models.gbdt import SCORE, Examples, History, IncompatibleRanker, Ranker, fit_ranker
 from models.value import realised_value
 from warehouse.catalog import (
     ACTIONS,
@@ -265,7 +265,7 @@ def evaluate_run(settings: Settings, trained: Mapping[str, Any]) -> dict[str, An
         "run_id": trained["run_id"],
         "model_uri": trained["model_uri"],
         "ds": trained["ds"],
-        "gate_metric": metrics[gate_metric(t.ranking_k)],
+        "gate_metric": metrics.get(gate_metric(t.ranking_k), float("nan")),
         "report": str(path),
     }
 
@@ -289,16 +289,28 @@ def promote(settings: Settings, registered: Mapping[str, Any]) -> dict[str, Any]
     client = MlflowClient()
     name, version = settings.mlflow.registered_model, registered["version"]
     run = client.get_run(registered["run_id"])
-    challenger = run.data.metrics[gate_metric(t.ranking_k)]
-    best_name, best = max(
-        ((b, run.data.metrics[gate_metric(t.ranking_k, b)]) for b in BASELINES),
-        key=lambda kv: kv[1],
-    )
+    nan = float("nan")
+    challenger = run.data.metrics.get(gate_metric(t.ranking_k), nan)  # absent when undefined
+    baselines = {b: run.data.metrics.get(gate_metric(t.ranking_k, b), nan) for b in BASELINES}
+    best_name = max(baselines, key=lambda b: -np.inf if np.isnan(baselines[b]) else baselines[b])
     current = reg.champion_version(name)
-    champion = None
+    champion, unusable = None, None
     if current is not None and current != version:
-        champion = champion_on_validation(settings, run, name)
-    decision = reg.decide(challenger, champion, best, t.promotion_margin)
+        champion, unusable = champion_on_validation(settings, run, name)
+    if np.isnan(challenger):
+        days = run.data.params.get("window.val")
+        decision = reg.Decision(
+            False,
+            f"validation NDCG@{t.ranking_k} is undefined on {days}: no request there "
+            "has a positive realised value",
+        )
+    else:
+        no_champion = "no champion yet"
+        if unusable is not None:
+            no_champion = f"champion version {current} cannot score these features ({unusable})"
+        decision = reg.decide(
+            challenger, champion, baselines[best_name], t.promotion_margin, no_champion
+        )
     reason = f"{decision.reason} (baseline: {best_name}; validation NDCG@{t.ranking_k})"
     if decision.promote:
         reg.set_champion(name, version)
@@ -316,21 +328,23 @@ def promote(settings: Settings, registered: Mapping[str, Any]) -> dict[str, Any]
     return {**registered, "promoted": decision.promote, "reason": reason, "champion": champion_now}
 
 
-def champion_on_validation(settings: Settings, run, name: str) -> float | None:
-    """The current champion's gate metric on this run's validation days (None if it cannot
-    score them, e.g. it was trained on other feature columns: then it cannot stay)."""
+def champion_on_validation(settings: Settings, run, name: str) -> tuple[float | None, str | None]:
+    """The current champion's gate metric on this run's validation days, or (None, why) when
+    it was trained on other feature columns: then it cannot stay. Any other failure (the
+    registry or its artifacts unreachable) raises, so the task fails and is retried rather
+    than promote a challenger unchecked."""
     t = settings.training
     split = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/split.json")
     examples, info = load_examples(settings, split[GATE_SPLIT])
+    champion = reg.load_ranker(f"models:/{name}@{reg.CHAMPION}")
     try:
-        champion = reg.load_ranker(f"models:/{name}@{reg.CHAMPION}")
         score = champion.predict(examples.X)[SCORE].to_numpy()
-    except Exception as err:  # an unusable champion must not block a working challenger
+    except IncompatibleRanker as err:  # an outdated champion must not block a new challenger
         log.warning("the champion cannot score the validation days: %s", err)
-        return None
+        return None, str(err)
     relevance = realised_value(info, t.value, action_columns={a: label_column(a) for a in ACTIONS})
     report = M.ranking_report(info[C.REQUEST_ID].to_numpy(), relevance, score, t.ranking_k)
-    return report[f"ndcg@{t.ranking_k}"]
+    return report[f"ndcg@{t.ranking_k}"], None
 
 
 def run(settings: Settings, ds: str) -> dict[str, Any]:

@@ -116,6 +116,7 @@ def topic_recency(last_topics: pa.ChunkedArray | pa.Array, topic: np.ndarray) ->
         return out
     lists = lists.fill_null([])
     offsets = lists.offsets.to_numpy()
+    offsets = offsets - offsets[0]  # a slice's offsets start where the slice does
     values = lists.flatten().to_numpy(zero_copy_only=False)
     parent = np.repeat(np.arange(n), np.diff(offsets))
     rank = np.arange(values.size) - offsets[parent] + 1

@@ -87,6 +87,10 @@ class History:
         return pd.concat(frames, ignore_index=True)
 
 
+class IncompatibleRanker(ValueError):
+    """A ranker trained on other feature columns than the current feature frame."""
+
+
 class Ranker:
     """The trained models of every task, with what scoring needs to use them."""
 
@@ -106,7 +110,18 @@ class Ranker:
         self.features = tuple(features)
 
     def predict(self, X: pd.DataFrame, *, corrected: bool = True) -> pd.DataFrame:
-        """p_<action> per action, e_dwell_s (given a click) and the value score, per row."""
+        """p_<action> per action, e_dwell_s (given a click) and the value score, per row.
+
+        Raises IncompatibleRanker when the ranker was trained on other feature columns than
+        this code's feature frame builds (LightGBM would match them by position, silently).
+        """
+        if self.features != FEATURES:
+            added = sorted(set(FEATURES) - set(self.features))
+            dropped = sorted(set(self.features) - set(FEATURES))
+            raise IncompatibleRanker(
+                f"the ranker was trained on other features: new {added}, gone {dropped}"
+                + ("" if added or dropped else ", same names in another order")
+            )
         frame = feature_frame(X)
         out = {}
         for a in ACTIONS:

@@ -84,12 +84,21 @@ def register(model_uri: str, name: str, tags: dict[str, str] | None = None) -> s
     return str(version)
 
 
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # no model / no alias
+
+
 def champion_version(name: str) -> str | None:
-    """The version holding the champion alias, or None when there is none yet."""
+    """The version holding the champion alias, or None when there is none yet.
+
+    Only "not found" means no champion: any other error (a tracking server that is down)
+    raises, so the gate never mistakes an unreachable champion for a missing one.
+    """
     try:
         return str(MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
-    except MlflowException:
-        return None
+    except MlflowException as err:
+        if err.error_code in _NOT_FOUND and "not found" in str(err):
+            return None
+        raise
 
 
 def set_champion(name: str, version: str) -> None:
@@ -103,9 +112,15 @@ class Decision:
 
 
 def decide(
-    challenger: float, champion: float | None, best_baseline: float, margin: float
+    challenger: float,
+    champion: float | None,
+    best_baseline: float,
+    margin: float,
+    no_champion: str = "no champion yet",
 ) -> Decision:
-    """Promote when the challenger beats the baseline and the champion (if any) by margin."""
+    """Promote when the challenger beats the baseline and the champion (if any) by margin.
+
+    `no_champion` says why there is no champion to compare with, for the reason."""
     if not challenger >= best_baseline + margin:  # NaN never promotes
         return Decision(
             False,
@@ -115,7 +130,7 @@ def decide(
     if champion is None:
         return Decision(
             True,
-            f"no champion yet; challenger {challenger:.4f} beats the best baseline "
+            f"{no_champion}; challenger {challenger:.4f} beats the best baseline "
             f"{best_baseline:.4f} by at least {margin}",
         )
     if challenger >= champion + margin:

@@ -194,3 +194,9 @@ def test_examples_built_with_other_settings_are_rebuilt(first, settings):
         update={"training": settings.training.model_copy(update={"attribution_window_s": 60})}
     )
     assert build_job.missing_days(other, settings.dates()) == settings.dates()
+
+
+def test_examples_older_than_their_features_are_rebuilt(first, settings):
+    last = settings.dates()[-1]
+    build_features.run(settings, last)  # the day's features republished after its examples
+    assert build_job.missing_days(settings, settings.dates()) == [last]

@@ -108,3 +108,8 @@ def test_feature_frame_types_and_vocabularies():
 def test_feature_frame_names_missing_columns():
     with pytest.raises(KeyError, match="ctx_hour"):
         feature_frame(_example_table().drop_columns(["ctx_hour"]))
+
+
+def test_topic_recency_of_a_slice():
+    lists = pa.array([[1, 2], [3, 4, 5], [5, 6]])
+    assert topic_recency(lists.slice(1), np.array([5, 6])).tolist() == [3, 2]

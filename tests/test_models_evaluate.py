@@ -124,3 +124,5 @@ def test_gate_promotes_only_by_the_margin():
     worse = decide(0.40, 0.70, 0.55, 0.01)  # e.g. fitted to shuffled labels
     assert not worse.promote and "baseline" in worse.reason
     assert not decide(float("nan"), None, 0.55, 0.0).promote
+    outdated = decide(0.70, None, 0.55, 0.01, "champion version 3 cannot score these features")
+    assert outdated.promote and outdated.reason.startswith("champion version 3 cannot score")

@@ -10,7 +10,15 @@ import pytest
 
 from models.config import GbdtSettings, TrainingSettings
 from models.dataset import FEATURES, feature_frame, signature_frame
-from models.gbdt import DWELL, SCORE, Examples, Ranker, fit_ranker, prediction_column
+from models.gbdt import (
+    DWELL,
+    SCORE,
+    Examples,
+    IncompatibleRanker,
+    Ranker,
+    fit_ranker,
+    prediction_column,
+)
 from models.metrics import auc, calibration_ratio, dwell_mae
 from warehouse.catalog import ACTIONS, C, label_column
 
@@ -122,3 +130,11 @@ def test_a_task_without_positives_is_refused(data):
     labels[label_column("report")] = 0
     with pytest.raises(ValueError, match="no positive 'report'"):
         fit_ranker(Examples(train.X, labels, train.sample_u), val, SETTINGS)
+
+
+def test_a_ranker_of_other_features_refuses_to_score(data, fitted):
+    ranker, _ = fitted
+    _, _, (test, _) = data
+    older = Ranker(ranker.boosters, ranker.negative_rate, ranker.weights, FEATURES[:-1])
+    with pytest.raises(IncompatibleRanker, match="new \\['topic_recency'\\]"):
+        older.predict(test.X)
