@@ -37,7 +37,6 @@ from features import registry as R
 from jobs import build_training_set as build_job
 from jobs.common import log_settings, run_job
 from jobs.settings import Settings
-from models import metrics as M
 from models import plots
 from models import registry as reg
 from models.dataset import (
@@ -48,16 +47,13 @@ from models.dataset import (
     feature_frame,
     time_split,
 )
-from models.evaluate import BASELINES, MODEL, VALUE, evaluate, summary_table
+from models.evaluate import BASELINES, MODEL, VALUE, evaluate, summary_table, value_ranking
 from models.gbdt import SCORE, Examples, History, IncompatibleRanker, Ranker, fit_ranker
-from models.value import realised_value
 from warehouse.catalog import (
-    ACTIONS,
     IMPRESSION_FEATURES,
     TRAINING_EXAMPLES,
     TRUTH_IMPRESSIONS,
     C,
-    label_column,
 )
 from warehouse.store import Warehouse
 
@@ -315,12 +311,9 @@ def promote(settings: Settings, registered: Mapping[str, Any]) -> dict[str, Any]
     if decision.promote:
         reg.set_champion(name, version)
     outcome = "promoted" if decision.promote else "not promoted"
-    for setter in (
-        lambda k, v: client.set_model_version_tag(name, version, k, v),
-        lambda k, v: client.set_tag(registered["run_id"], k, v),
-    ):
-        setter("feedrank.promotion", outcome)
-        setter("feedrank.promotion_reason", reason)
+    for key, value in {"feedrank.promotion": outcome, "feedrank.promotion_reason": reason}.items():
+        client.set_model_version_tag(name, version, key, value)
+        client.set_tag(registered["run_id"], key, value)
     champion_now = reg.champion_version(name)
     log.info(
         "%s version %s %s: %s; champion is version %s", name, version, outcome, reason, champion_now
@@ -342,9 +335,8 @@ def champion_on_validation(settings: Settings, run, name: str) -> tuple[float | 
     except IncompatibleRanker as err:  # an outdated champion must not block a new challenger
         log.warning("the champion cannot score the validation days: %s", err)
         return None, str(err)
-    relevance = realised_value(info, t.value, action_columns={a: label_column(a) for a in ACTIONS})
-    report = M.ranking_report(info[C.REQUEST_ID].to_numpy(), relevance, score, t.ranking_k)
-    return report[f"ndcg@{t.ranking_k}"], None
+    ranking = value_ranking(info, {reg.CHAMPION: score}, t.value, t.ranking_k)
+    return float(ranking[f"ndcg_at_{t.ranking_k}"].iloc[0]), None
 
 
 def run(settings: Settings, ds: str) -> dict[str, Any]:

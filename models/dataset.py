@@ -5,8 +5,8 @@
 * `sample_mask`: task a keeps every positive and the negatives whose sample_u < rate (the
   draw stored with the data), a Bernoulli thinning of its negatives at that rate.
 * `feature_frame`: the columns a ranker reads, typed the same way for training and scoring:
-  numbers as float64, flags as 0/1, categories from the catalog's vocabularies, topic as an
-  integer category; list columns become `topic_recency`.
+  numbers as float64, flags as 0/1, categories from the catalog's vocabularies, topic as a
+  category of (float-typed) ids; list columns become `topic_recency`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ LABELS: tuple[str, ...] = (*(label_column(a) for a in ACTIONS), C.DWELL_S)
 EXAMPLE_COLUMNS: tuple[str, ...] = (
     C.IMPRESSION_ID,
     C.REQUEST_ID,
-    C.USER_ID,
     C.POSITION,
     C.SAMPLE_U,
     *LABELS,
@@ -98,11 +97,11 @@ def sample_mask(labels: np.ndarray, sample_u: np.ndarray, rate: float) -> np.nda
 
 
 def any_label_or_sampled(table: pa.Table, rate: float) -> np.ndarray:
-    """Rows some task trains on: a positive of any action, or a sampled negative."""
-    mask = table.column(C.SAMPLE_U).to_numpy() < rate
-    for a in ACTIONS:
-        mask |= table.column(label_column(a)).to_numpy() == 1
-    return mask
+    """Rows some task trains on: sample_mask with "positive of any action" as the label."""
+    any_positive = np.logical_or.reduce(
+        [table.column(label_column(a)).to_numpy() == 1 for a in ACTIONS]
+    )
+    return sample_mask(any_positive, table.column(C.SAMPLE_U).to_numpy(), rate)
 
 
 def topic_recency(last_topics: pa.ChunkedArray | pa.Array, topic: np.ndarray) -> np.ndarray:

@@ -102,14 +102,7 @@ def evaluate(
     oracle_auc = tasks[tasks["scorer"] == ORACLE].set_index("task")["auc"]
     tasks["auc_gap_to_oracle"] = tasks["task"].map(oracle_auc) - tasks["auc"]
 
-    relevance = realised_value(frame, weights, action_columns={a: label_column(a) for a in ACTIONS})
-    groups = frame[C.REQUEST_ID].to_numpy()
-    ranking = pd.DataFrame(
-        [
-            {"scorer": name, **_renamed(M.ranking_report(groups, relevance, score, k))}
-            for name, score in scores.items()
-        ]
-    )
+    ranking = value_ranking(frame, scores, weights, k)
 
     clicked = labels["click"] == 1
     dwell_true = frame[C.DWELL_S].to_numpy(dtype=float)[clicked]
@@ -135,6 +128,21 @@ def evaluate(
         for a in ACTIONS
     }
     return Evaluation(tasks, ranking, dwell, calibration)
+
+
+def value_ranking(
+    frame: pd.DataFrame, scores: Mapping[str, np.ndarray], weights: ValueWeights, k: int
+) -> pd.DataFrame:
+    """NDCG@k and MAP@k per request of each scorer against the realised value of the rows
+    (label columns and dwell_s in `frame`, grouped by request_id): one row per scorer."""
+    relevance = realised_value(frame, weights, action_columns={a: label_column(a) for a in ACTIONS})
+    groups = frame[C.REQUEST_ID].to_numpy()
+    return pd.DataFrame(
+        [
+            {"scorer": name, **_renamed(M.ranking_report(groups, relevance, score, k))}
+            for name, score in scores.items()
+        ]
+    )
 
 
 def _renamed(report: Mapping[str, float]) -> dict[str, float]:

@@ -19,13 +19,12 @@ from warehouse.contracts.rules import (
     DAY_START,
     MAX_DWELL_S,
     Contract,
+    D,
     _between,
     _expect,
     _param,
     window,
 )
-
-DWELL_IFF_CLICK = "_dwell_iff_click"  # transient: dwell_s is set exactly when label_click = 1
 
 
 def _rules() -> list[Any]:
@@ -39,7 +38,7 @@ def _rules() -> list[Any]:
             [C.DWELL_S],
             f"dwell_s set exactly when {label_column('click')} = 1",
             show=[label_column("click"), C.DWELL_S],
-            column=DWELL_IFF_CLICK,
+            column=D.DWELL_IFF_CLICK,
             value_set=[True],
         ),
         _between(C.SAMPLE_U, 0.0, 1.0, strict_max=True),
@@ -53,7 +52,7 @@ def _rules() -> list[Any]:
 
 def _derive(df, frames):
     iff = F.col(C.DWELL_S).isNotNull() == (F.col(label_column("click")) == 1)
-    return df.withColumn(DWELL_IFF_CLICK, iff)
+    return df.withColumn(D.DWELL_IFF_CLICK, iff)
 
 
 def check_training_partition(ds: str, df) -> ContractReport:
