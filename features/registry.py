@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from warehouse.catalog import ACTIONS
+from warehouse.catalog import ACTIONS, POSITIVE_ACTIONS
 
 AS_OF = "as_of"  # the hour boundary a snapshot is taken at; see features.pit
 BUCKET = "bucket"  # an event's hour: date_trunc('hour', ts)
@@ -35,7 +35,6 @@ LAST_TOPICS_D = 30  # last topics read the viewer's positives this far back
 HISTORY_BOUND_D = 365
 REQUEST_GAP_BOUND_D = 30
 
-POSITIVE_ACTIONS = ("click", "like", "comment", "share")
 COUNTED_ACTIONS = (*POSITIVE_ACTIONS, "hide")  # report is too rare to count per window
 IMPRESSION = "impression"  # the pseudo-action of a served impression in post event streams
 POST_KINDS = (*COUNTED_ACTIONS, IMPRESSION)
@@ -44,11 +43,6 @@ assert set(COUNTED_ACTIONS) <= set(ACTIONS)
 # Decay: an event t days before as_of weighs 1 / (t + 1); t is real (from timestamps), and the
 # decayed totals cover the same lookback as the widest window (7 days).
 DECAY_DOC = "sum over events in the 7d before as_of of 1/(t+1), t = (as_of - event_ts) in days"
-
-
-def decay_weight_days(t_days: float) -> float:
-    """The decay weight of an event t days old (the reference for tests and docs)."""
-    return 1.0 / (t_days + 1.0)
 
 
 def post_count(kind: str, window: str) -> str:

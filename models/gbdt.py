@@ -27,7 +27,7 @@ from models.calibration import correct_downsampled
 from models.config import GbdtSettings, TrainingSettings
 from models.dataset import CATEGORICAL, FEATURES, feature_frame, sample_mask
 from models.value import ValueWeights, value_score
-from warehouse.catalog import ACTIONS, C, label_column, truth_column
+from warehouse.catalog import ACTIONS, CLICK, C, label_column, truth_column
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def fit_ranker(
         boosters[a] = _fit(
             a, params, gbdt, (train.X[keep], y[keep]), (val.X[keep_v], yv[keep_v]), history
         )
-    clicked, clicked_v = (s.labels[label_column("click")].to_numpy() == 1 for s in (train, val))
+    clicked, clicked_v = (s.labels[label_column(CLICK)].to_numpy() == 1 for s in (train, val))
     d, dv = (s.labels[C.DWELL_S].to_numpy() for s in (train, val))
     params = _params(gbdt, "huber", "l1", settings.seed) | {"alpha": gbdt.huber_delta}
     history.positives[DWELL] = int(clicked.sum())

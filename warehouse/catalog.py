@@ -59,7 +59,10 @@ class C:
     SAMPLE_SEED = "sample_seed"
 
 
-ACTIONS = ("click", "like", "comment", "share", "hide", "report")
+CLICK = "click"  # the action that opens a post; dwell belongs to it
+POSITIVE_ACTIONS = (CLICK, "like", "comment", "share")  # need the post to be looked at
+NEGATIVE_ACTIONS = ("hide", "report")  # the viewer pushes the post away
+ACTIONS = (*POSITIVE_ACTIONS, *NEGATIVE_ACTIONS)
 MEDIA_TYPES = ("text", "photo", "video", "link")
 DEVICES = ("mobile", "desktop")
 SOURCES = ("network", "popular")
