@@ -11,7 +11,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24,<27"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# setuptools tells every editable install that local folders may shadow the package:
+	# true of any editable install, and noise on a quiet one.
+	PYTHONWARNINGS="ignore:Editable installation" \
+	  $(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
 java:  # Spark 4 needs Java 17 or newer

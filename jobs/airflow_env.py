@@ -9,9 +9,8 @@ import logging
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-from warehouse.layout import DataRoot
+from warehouse.layout import DataRoot, executable
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ def prepare_airflow(root: DataRoot) -> dict[str, str]:
     os.environ.update(env)
     if "airflow" in sys.modules:
         log.warning("airflow was imported before its environment was set; settings may be stale")
-    airflow_bin = Path(sys.executable).with_name("airflow")
+    airflow_bin = executable("airflow")
     log.info("airflow db migrate (%s)", env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
     subprocess.run(
         [str(airflow_bin), "db", "migrate"],

@@ -83,6 +83,15 @@ def mark_days(outlet_events, asset: Asset, days: list[str]) -> None:
     outlet_events[asset].extra = {"days": list(days)}
 
 
+def mark_promotion(outlet_events, asset: Asset, outcome) -> None:
+    """Tag the asset event with the gate's outcome (a models.handoff.Promotion)."""
+    outlet_events[asset].extra = {
+        "version": outcome.version,
+        "promoted": outcome.promoted,
+        "champion": outcome.champion,
+    }
+
+
 def days_to_build(context: dict[str, Any]) -> list[str]:
     """The days an asset-triggered run builds: those its triggering events published.
 

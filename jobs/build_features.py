@@ -16,12 +16,12 @@ Days must be built in order: the state of every earlier day in a lookback must e
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import sys
 import time
 
 from features import registry as R
+from features.pit import graph_cutoff
 from features.tiles import TILES, build_tiles, features_from_tiles, lookback_days
 from jobs.common import days_before, log_settings, run_job
 from jobs.settings import Settings
@@ -39,7 +39,7 @@ from warehouse.catalog import (
     Table,
     feature_state_table,
 )
-from warehouse.contracts.silver import FeatureRules, check_feature_partition
+from warehouse.contracts.silver import check_feature_partition
 from warehouse.store import Warehouse, WarehouseError
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def run(settings: Settings, ds: str) -> int:
     )
     store.write_spark(IMPRESSION_FEATURES, ds, feats, publish=False)
     staged = store.read_spark(spark, IMPRESSION_FEATURES, ds, staged=True).drop(C.DS)
-    contracts.enforce(check_feature_partition(ds, staged, feature_rules()))
+    contracts.enforce(check_feature_partition(ds, staged, R.feature_rules()))
     rows = store.publish(IMPRESSION_FEATURES, ds).rows
     log.info("features ds=%s: %d impressions in %.1fs", ds, rows, time.perf_counter() - started)
     return rows
@@ -121,48 +121,6 @@ def read_state(spark, store: Warehouse, settings: Settings, name: str, ds: str):
 
 def state_table(name: str) -> Table:
     return feature_state_table(name, TILES[name].keys, TILES[name].doc)
-
-
-def graph_cutoff(ds: str) -> dt.datetime:
-    """PageRank and IDF use what was known an hour before ds began: an impression at
-    00:00:00 has its features as of 23:00 the day before."""
-    start = dt.datetime.combine(dt.date.fromisoformat(ds), dt.time(), tzinfo=dt.UTC)
-    return start - dt.timedelta(hours=1)
-
-
-def feature_rules() -> FeatureRules:
-    """The feature table's contract, by kind of column, from the feature registry."""
-    windows = [R.post_count(k, w) for k in R.POST_KINDS for w in R.WINDOWS_H]
-    windows += [R.net_count(k, w) for k in R.COUNTED_ACTIONS for w in R.WINDOWS_H]
-    decayed = [R.post_decayed(k) for k in R.POST_KINDS]
-    counts = [
-        R.AUTHOR_FOLLOWERS,
-        R.AUTHOR_FOLLOWEES,
-        R.USER_IMPRESSIONS_7D,
-        R.USER_REQUESTS_7D,
-        R.UA_COMMON_FOLLOWEES,
-        R.HASHTAG_COUNT,
-    ]
-    rates = [R.author_rate(d) for d in R.AUTHOR_WINDOWS_D]
-    rates += [R.author_topic_rate(d) for d in R.AUTHOR_WINDOWS_D]
-    rates += [R.user_rate(d) for d in R.USER_RATE_WINDOWS_D]
-    rates += [R.ua_share(d) for d in R.USER_AUTHOR_WINDOWS_D]
-    rates += [R.ua_norm(d) for d in R.USER_AUTHOR_WINDOWS_D]
-    return FeatureRules(
-        not_null=(C.IMPRESSION_ID, *windows, *decayed, R.POST_AGE_H, R.CTX_HOUR, R.CTX_DOW),
-        nonnegative=(
-            *windows,
-            *decayed,
-            *counts,
-            *rates,
-            R.POST_AGE_H,
-            R.POST_SMOOTHED_RATE,
-            R.AUTHOR_FOLLOW_RATIO,
-            R.CTX_HOURS_SINCE_PREV_REQUEST,
-        ),
-        unit_interval=(R.SIM_TOPIC_SHARE, R.AUTHOR_PAGERANK),
-        ranges={R.CTX_HOUR: (0, 23), R.CTX_DOW: (1, 7), R.SIM_HASHTAG_TFIDF: (0.0, 1.0 + 1e-9)},
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -21,6 +22,18 @@ def configure_logging(level: int = logging.INFO) -> None:
     )
     for noisy in ("py4j", "great_expectations", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def use_tracking(settings: Settings) -> None:
+    """MLflow on the settings' tracking store, in the pipeline's experiment: a SQLite file
+    and an artifact folder in the data root, or the configured server (which then decides
+    where artifacts go)."""
+    from models import registry
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs
+    local = settings.mlflow.tracking_uri is None
+    artifacts = settings.root.ensure().mlflow_artifacts if local else None
+    registry.use_tracking(settings.tracking_uri, settings.mlflow.experiment, artifacts)
 
 
 def log_settings(job: str, settings: Settings, ds: str | None = None) -> None:

@@ -16,16 +16,21 @@ the viewer did), grouped by request. Every metric comes from models.metrics.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from features import registry as R
 from models import metrics as M
-from models.gbdt import SCORE, prediction_column
+from models.dataset import load_examples, with_truth
+from models.gbdt import SCORE, Ranker, prediction_column
 from models.value import ValueWeights, realised_value, value_score
 from warehouse.catalog import ACTIONS, CLICK, C, label_column, truth_column
+
+if TYPE_CHECKING:
+    from warehouse.store import Warehouse
 
 MODEL, UNCORRECTED, ORACLE = "model", "model_uncorrected", "oracle"
 VALUE = "value"  # the task name of the ranking rows
@@ -140,6 +145,23 @@ def evaluate(
         for a in ACTIONS
     }
     return Evaluation(tasks, ranking, dwell, calibration)
+
+
+def evaluate_days(
+    store: Warehouse,
+    ranker: Ranker,
+    days: Sequence[str],
+    weights: ValueWeights,
+    *,
+    k: int,
+    dwell_baseline: float | None = None,
+) -> Evaluation:
+    """`evaluate` on the training examples of `days`, with the oracle from the truth layer."""
+    examples, info = load_examples(store, days)
+    frame = with_truth(store, info, days)
+    predicted = ranker.predict(examples.X)
+    uncorrected = ranker.predict(examples.X, corrected=False)
+    return evaluate(frame, predicted, uncorrected, weights, k=k, dwell_baseline=dwell_baseline)
 
 
 def value_ranking(

@@ -1,15 +1,54 @@
 """Where local state lives: everything under one data root, FEEDRANK_HOME.
 
-This module and warehouse/store.py are the only places that build paths.
+This module and warehouse/store.py are the only places that build paths. Code elsewhere is
+handed a `Folder` (a report's, a model's) and names files inside it through `Folder.file`;
+it never chooses a location.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
+import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HOME = REPO_ROOT / ".feedrank"  # git-ignored
+PROFILES_DIR = REPO_ROOT / "jobs" / "profiles"  # one TOML file per settings profile
+
+
+def profile_file(profile: str) -> Path:
+    """The TOML file of a settings profile."""
+    return PROFILES_DIR / f"{profile}.toml"
+
+
+def default_home(profile: str) -> Path:
+    """A profile's own data root when FEEDRANK_HOME is not set: profiles never share one."""
+    return DEFAULT_HOME / profile
+
+
+def executable(name: str) -> Path:
+    """A console script of this interpreter's environment (the venv's `airflow`, ...)."""
+    return Path(sys.executable).with_name(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Folder:
+    """A folder handed to code that writes several files (a report, a saved model)."""
+
+    path: Path
+
+    def file(self, name: str) -> Path:
+        """The path of `name` (may hold '/': a subfolder) in this folder, parents created."""
+        path = self.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def __str__(self) -> str:
+        return str(self.path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +84,28 @@ class DataRoot:
     @property
     def reports(self) -> Path:
         return self.home / "reports"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    def report_folder(self, job: str, ds: str) -> Folder:
+        """Where a job's report for ds goes, its figures beside it: reports/<job>/<ds>/."""
+        return Folder(self.reports / job / ds)
+
+    def log_file(self, name: str) -> Path:
+        """A log file under logs/, its folder created."""
+        return Folder(self.logs).file(f"{name}.log")
+
+    @contextlib.contextmanager
+    def scratch(self, name: str) -> Iterator[Folder]:
+        """A fresh folder under tmp/ for files on their way elsewhere; removed afterwards."""
+        folder = self.home / "tmp" / f"{name}-{uuid.uuid4().hex}"
+        folder.mkdir(parents=True)
+        try:
+            yield Folder(folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     @staticmethod
     def dags_folder() -> Path:
