@@ -89,6 +89,10 @@ def publish(settings: Settings, ds: str) -> dict[str, int]:
     store = Warehouse(settings.root.warehouse)
     rows = {}
     with store.lock(Layer.RAW, ds, job="simulate_platform.publish"):
+        # Every table is checked before the first commit: a bad one stops the whole day.
+        store.verify_staged(
+            [t for t in SIMULATED_TABLES if store.is_committed(t, ds, staged=True)], ds
+        )
         for layer_tables in ((TRUTH_IMPRESSIONS,), RAW_TABLES):  # raw last: it starts features
             staged = [t for t in layer_tables if store.is_committed(t, ds, staged=True)]
             if staged:

@@ -203,7 +203,23 @@ class Warehouse:
         layers = {t.layer for t in tables}
         if len(layers) != 1:
             raise ValueError(f"publish_day commits one layer at a time, got {sorted(layers)}")
-        staged: dict[str, tuple[Table, PartitionInfo]] = {}
+        staged = self.verify_staged(tables, ds)
+        layer = layers.pop()
+        before = self.manifest(layer, ds)
+        tables_now = {**before, **{name: info.version for name, info in staged.items()}}
+        body = {"layer": layer.value, "ds": ds, "tables": tables_now, "published_at": _now()}
+        _atomic_write(self._manifest_path(layer, ds), json.dumps(body, indent=1))  # the commit
+        for t in tables:
+            info = staged[t.name]
+            self._after_publish(t, ds, info.version, before.get(t.name))
+            log.info("published %s ds=%s (%d rows)", t.qualified, ds, info.rows)
+        return staged
+
+    def verify_staged(self, tables: Sequence[Table], ds: str) -> dict[str, PartitionInfo]:
+        """Each table's staged version, checked as publishing checks it: complete, accepted
+        by its contract, its files unchanged since and holding the rows its marker says.
+        A job publishing several layers checks them all before it commits the first."""
+        staged = {}
         for t in tables:
             if not self.is_committed(t, ds, staged=True):
                 raise WarehouseError(
@@ -219,16 +235,8 @@ class Warehouse:
                 )
             info = self.info(t, ds, staged=True)
             self._verify(t, ds, folder, info, json.loads(passed.read_text())["checksum"])
-            staged[t.name] = (t, info)
-        layer = layers.pop()
-        before = self.manifest(layer, ds)
-        tables_now = {**before, **{name: info.version for name, (_, info) in staged.items()}}
-        body = {"layer": layer.value, "ds": ds, "tables": tables_now, "published_at": _now()}
-        _atomic_write(self._manifest_path(layer, ds), json.dumps(body, indent=1))  # the commit
-        for name, (t, info) in staged.items():
-            self._after_publish(t, ds, info.version, before.get(name))
-            log.info("published %s ds=%s (%d rows)", t.qualified, ds, info.rows)
-        return {name: info for name, (_, info) in staged.items()}
+            staged[t.name] = info
+        return staged
 
     @contextlib.contextmanager
     def lock(self, layer: Layer, ds: str, *, job: str) -> Iterator[None]:
