@@ -7,8 +7,11 @@
 2. features: the day's impressions joined, point in time, to the tiles of each family's
    lookback (ds - lookback .. ds) and to the dimension snapshots of ds.
 3. contract: the feature table's Great Expectations suite on the staged partition; a day that
-   fails it is not published.
-4. publish silver.impression_features ds.
+   fails it is not published, and neither is its state.
+4. publish the day's state and features in one commit of the silver layer.
+
+State is staged, not published, until the features built from it pass their contract: a
+day's outputs are visible together or not at all. The run holds the silver lock of ds.
 
 Days must be built in order: the state of every earlier day in a lookback must exist.
 """
@@ -36,6 +39,7 @@ from warehouse.catalog import (
     POSTS,
     USERS,
     C,
+    Layer,
     Table,
     feature_state_table,
 )
@@ -63,23 +67,28 @@ def run(settings: Settings, ds: str) -> int:
     started = time.perf_counter()
     spark = get_spark(settings.spark)
     store = Warehouse(settings.root.warehouse)
-    raw = read_raw(spark, store, settings, ds)
-    build_state(store, raw, ds)
-    tiles = {name: read_state(spark, store, settings, name, ds) for name in TILES}
-    feats = features_from_tiles(
-        raw.impressions,
-        tiles,
-        raw.posts,
-        raw.follows,
-        raw.users,
-        raw.authors,
-        graph_cutoff(ds),
-        **settings.features.model_dump(),
-    )
-    store.write_spark(IMPRESSION_FEATURES, ds, feats, publish=False)
-    staged = store.read_spark(spark, IMPRESSION_FEATURES, ds, staged=True).drop(C.DS)
-    contracts.enforce(check_feature_partition(ds, staged, R.feature_rules()))
-    rows = store.publish(IMPRESSION_FEATURES, ds).rows
+    with store.lock(Layer.SILVER, ds, job="build_features"):
+        raw = read_raw(spark, store, settings, ds)
+        build_state(store, raw, ds)
+        tiles = {name: read_state(spark, store, settings, name, ds) for name in TILES}
+        feats = features_from_tiles(
+            raw.impressions,
+            tiles,
+            raw.posts,
+            raw.follows,
+            raw.users,
+            raw.authors,
+            graph_cutoff(ds),
+            **settings.features.model_dump(),
+        )
+        store.write_spark(IMPRESSION_FEATURES, ds, feats, publish=False)
+        staged = store.read_spark(spark, IMPRESSION_FEATURES, ds, staged=True).drop(C.DS)
+        report = check_feature_partition(ds, staged, R.feature_rules())
+        contracts.enforce(report)
+        outputs = [*(state_table(name) for name in TILES), IMPRESSION_FEATURES]
+        for t in outputs:
+            store.accept(t, ds, by=f"{IMPRESSION_FEATURES.qualified}'s contract")
+        rows = store.publish_day(outputs, ds)[IMPRESSION_FEATURES.name].rows
     log.info("features ds=%s: %d impressions in %.1fs", ds, rows, time.perf_counter() - started)
     return rows
 
@@ -106,15 +115,16 @@ def read_raw(spark, store: Warehouse, settings: Settings, ds: str) -> RawDay:
 
 
 def build_state(store: Warehouse, raw: RawDay, ds: str) -> None:
-    """The day's tiles, from the day's events only (idempotent: a re-run replaces them)."""
+    """Stage the day's tiles, from the day's events only (published with the features)."""
     for name, tile in build_tiles(raw.impressions, raw.engagements, raw.posts).items():
-        store.write_spark(state_table(name), ds, tile)
+        store.write_spark(state_table(name), ds, tile, publish=False)
 
 
 def read_state(spark, store: Warehouse, settings: Settings, name: str, ds: str):
+    """A tile's lookback: ds's staged state and the committed state of the days before."""
     days = [*days_before(settings.simulator.start_date, ds, lookback_days(name)), ds]
     try:
-        return store.read_spark(spark, state_table(name), days).drop(C.DS)
+        return store.read_spark(spark, state_table(name), days, staged=[ds]).drop(C.DS)
     except WarehouseError as err:
         raise WarehouseError(f"features of ds={ds} need earlier days' state first: {err}") from None
 

@@ -92,6 +92,8 @@ class Table:
     name: str
     layer: Layer
     schema: pa.Schema | None  # without the partition column; None: owned by the producer
+    # A field is nullable only where the catalog says so: every other column's contract
+    # includes not-null (warehouse.contracts.expectations.common).
     key: tuple[str, ...]  # unique within a partition
     doc: str
     partition_by: str = C.DS
@@ -116,11 +118,11 @@ USERS = _table(
     [
         pa.field(C.USER_ID, pa.int64(), nullable=False),
         pa.field(C.CREATED_AT, _TS, nullable=False),
-        pa.field(C.COUNTRY, pa.string()),
-        pa.field(C.AGE_BUCKET, pa.string()),
-        pa.field(C.GENDER, pa.string()),
-        pa.field(C.PRIMARY_DEVICE, pa.string()),
-        pa.field(C.IS_PERSON_AUTHOR, pa.bool_()),
+        pa.field(C.COUNTRY, pa.string(), nullable=False),
+        pa.field(C.AGE_BUCKET, pa.string(), nullable=False),
+        pa.field(C.GENDER, pa.string()),  # not every user states one,
+        pa.field(C.PRIMARY_DEVICE, pa.string(), nullable=False),
+        pa.field(C.IS_PERSON_AUTHOR, pa.bool_(), nullable=False),
     ],
     [C.USER_ID],
     "Snapshot of the viewers at the end of ds.",
@@ -131,9 +133,9 @@ AUTHORS = _table(
     Layer.RAW,
     [
         pa.field(C.AUTHOR_ID, pa.int64(), nullable=False),
-        pa.field(C.KIND, pa.string()),
+        pa.field(C.KIND, pa.string(), nullable=False),
         pa.field(C.CREATED_AT, _TS, nullable=False),
-        pa.field(C.VERIFIED, pa.bool_()),
+        pa.field(C.VERIFIED, pa.bool_(), nullable=False),
     ],
     [C.AUTHOR_ID],
     "Snapshot of the posting accounts (people, who are also users, and pages) at the end of ds.",
@@ -146,7 +148,7 @@ FOLLOWS = _table(
         pa.field(C.FOLLOWER_ID, pa.int64(), nullable=False),
         pa.field(C.FOLLOWEE_ID, pa.int64(), nullable=False),
         pa.field(C.CREATED_AT, _TS, nullable=False),
-        pa.field(C.IS_CLOSE_FRIEND, pa.bool_()),
+        pa.field(C.IS_CLOSE_FRIEND, pa.bool_()),  # unset: not marked either way,
     ],
     [C.FOLLOWER_ID, C.FOLLOWEE_ID],
     "Snapshot of the follow graph (user -> author) at the end of ds; created_at tells when.",
@@ -159,11 +161,11 @@ POSTS = _table(
         pa.field(C.POST_ID, pa.int64(), nullable=False),
         pa.field(C.AUTHOR_ID, pa.int64(), nullable=False),
         pa.field(C.CREATED_AT, _TS, nullable=False),
-        pa.field(C.TOPIC, pa.int32()),
-        pa.field(C.HASHTAGS, pa.list_(pa.string())),
-        pa.field(C.MEDIA_TYPE, pa.string()),
-        pa.field(C.LENGTH, pa.int32()),
-        pa.field(C.HAS_URL, pa.bool_()),
+        pa.field(C.TOPIC, pa.int32(), nullable=False),
+        pa.field(C.HASHTAGS, pa.list_(pa.string()), nullable=False),
+        pa.field(C.MEDIA_TYPE, pa.string(), nullable=False),
+        pa.field(C.LENGTH, pa.int32(), nullable=False),
+        pa.field(C.HAS_URL, pa.bool_(), nullable=False),
     ],
     [C.POST_ID],
     "Posts created on ds.",
@@ -180,8 +182,8 @@ IMPRESSIONS = _table(
         pa.field(C.AUTHOR_ID, pa.int64(), nullable=False),
         pa.field(C.SERVED_AT, _TS, nullable=False),
         pa.field(C.POSITION, pa.int32(), nullable=False),
-        pa.field(C.DEVICE, pa.string()),
-        pa.field(C.SOURCE, pa.string()),
+        pa.field(C.DEVICE, pa.string(), nullable=False),
+        pa.field(C.SOURCE, pa.string(), nullable=False),
     ],
     [C.IMPRESSION_ID],
     "Feed items served on ds; one row per (request, position).",
@@ -196,7 +198,7 @@ ENGAGEMENTS = _table(
         pa.field(C.POST_ID, pa.int64(), nullable=False),
         pa.field(C.ACTION, pa.string(), nullable=False),
         pa.field(C.EVENT_TS, _TS, nullable=False),
-        pa.field(C.DWELL_S, pa.float64()),
+        pa.field(C.DWELL_S, pa.float64()),  # set on clicks only,
     ],
     [C.IMPRESSION_ID, C.ACTION],
     "Actions on the impressions of ds (partitioned by the impression's day; event_ts may "
