@@ -46,8 +46,8 @@ def _type(column: str) -> str:
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS versions (
-    vid INTEGER PRIMARY KEY, version TEXT UNIQUE, ds TEXT, users INTEGER, items INTEGER,
-    published_at TEXT, state TEXT NOT NULL);
+    vid INTEGER PRIMARY KEY AUTOINCREMENT, version TEXT UNIQUE, ds TEXT, users INTEGER,
+    items INTEGER, published_at TEXT, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pointer (name TEXT PRIMARY KEY, vid INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS feed_users (
     vid INTEGER, user_id INTEGER, generated_at TEXT, model_version TEXT, n_items INTEGER,
@@ -79,7 +79,7 @@ class SqliteFeedStore(FeedStore):
         self.served_path = self.path.with_name(f"{self.path.stem}.served{self.path.suffix}")
         self.keep_versions = settings.keep_versions
         self._local = threading.local()  # one connection per thread (sqlite3's rule)
-        self._names: dict[int, str] = {}  # vid -> version name; versions never rename
+        self._names: dict[int, str] = {}  # vid -> version name: ids are never reused
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn().executescript(_SCHEMA)
         self._served().executescript(_SERVED_SCHEMA)
