@@ -128,6 +128,29 @@ def test_fallback_for_a_known_user_without_a_feed_and_404_for_an_unknown_one(env
         reader.page(98, 5)
 
 
+def test_redis_feed_that_expired_or_was_evicted_falls_back(redis_url, tmp_path):
+    store = open_store(settings_for(redis_url, redis_ttl_s=60), DataRoot(tmp_path))
+    store.publish(batch(1, [1, 2], 5))
+    key = f"{store.p}:v:{store.status().current.version}:feed:1"
+    assert 0 < store.client.ttl(key) <= 60  # feeds carry the TTL, pointers do not
+    assert store.client.ttl(f"{store.p}:current") == -1
+    store.client.delete(key)  # what expiry or an LRU eviction does
+    page = FeedReader(store, settings_for(redis_url)).page(1, 5)
+    assert page.fallback is True and page.items
+    store.close()
+
+
+def test_unknown_store_url_and_feeds_keys_are_refused():
+    from jobs.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match=r"(?s)feeds\.store_url.*must start with one of"):
+        load_settings("tiny", {"feeds": {"store_url": "mysql://db/feeds"}})
+    with pytest.raises(SettingsError, match=r"feeds\.page_size"):
+        load_settings("tiny", {"feeds": {"page_size": 3}})
+    with pytest.raises(SettingsError, match=r"feeds\.max_limit"):
+        load_settings("tiny", {"feeds": {"max_limit": 0}})
+
+
 def test_replacing_one_user_leaves_the_others_and_updates_last_generated(env, store):
     store.publish(batch(1, [1, 2], 10))
     reader = FeedReader(store, env[0])
