@@ -83,7 +83,8 @@ class Page:
     model_version: str | None
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        """The page as a JSON-ready dict (shallow: the items are already plain dicts)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 class FeedReader:
