@@ -19,6 +19,7 @@ from jobs.common import parse_ds
 from jobs.settings import Settings
 from warehouse.feed_reader import BadParameter, FeedReader, Page, UnknownUser
 from warehouse.feed_store import FeedStoreError, StoreStatus, open_store
+from warehouse.store import WarehouseError
 
 COMMANDS = ("feed", "feeds", "serve")
 
@@ -52,7 +53,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "feeds" and args.feeds_command == "publish":
         from jobs import publish_feed
 
-        info = publish_feed.run(settings, args.ds)
+        try:
+            info = publish_feed.run(settings, args.ds)
+        except (WarehouseError, FeedStoreError) as err:
+            print(f"feedrank feeds publish: {err}", file=sys.stderr)
+            return 1
         print(f"published {info.version}: {info.users:,} users, {info.items:,} items")
         return 0
     store = open_store(settings.feeds, settings.root)

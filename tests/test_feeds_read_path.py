@@ -87,6 +87,19 @@ def test_cli_status_rollback_and_table_output(home, capsys):
     assert len(out.splitlines()) == 6  # header, column names, 3 items, next cursor
 
 
+def test_cli_publish_of_a_day_without_feeds_names_the_table(home, capsys):
+    code, _, err = cli(capsys, "feeds", "publish", "--ds", "2026-01-06")
+    assert code == 1 and "gold.user_news_feed: no committed partition" in err
+    code, out, _ = cli(capsys, "feeds", "status")
+    assert f"current   {DS}.1" in out  # the failed publish changed nothing
+
+
+def test_cli_before_anything_is_published(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FEEDRANK_HOME", str(tmp_path))
+    code, _, err = cli(capsys, "feed", "1")
+    assert code == 1 and "has no published version" in err
+
+
 def test_cli_fallback_and_bad_input(home, capsys):
     code, out, _ = cli(capsys, "feed", str(KNOWN_WITHOUT_FEED), "--json")
     page = json.loads(out)
