@@ -20,8 +20,10 @@ warehouse.feed_redis. `open_store` picks one from the `feeds` settings.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import datetime as dt
+import gc
 import itertools
 from collections.abc import Iterable
 from pathlib import Path
@@ -206,7 +208,8 @@ def prepare_batch(
             f"repeats within each user; user_id={bad} does not"
         )
     columns = [_python_column(feeds, name) for name in (C.USER_ID, *ITEM_FIELDS)]
-    rows = list(zip(*columns, strict=True))
+    with _no_gc():  # millions of new tuples: the cyclic GC would rescan them over and over
+        rows = list(zip(*columns, strict=True))
     firsts = pa.array(starts, pa.int64())
     generated = [t.isoformat() for t in feeds.column(C.GENERATED_AT).take(firsts).to_pylist()]
     models = feeds.column(C.MODEL_VERSION).take(firsts).to_pylist()
@@ -218,6 +221,17 @@ def prepare_batch(
     known = set(int(u) for u in known_users) if known_users is not None else set()
     known.update(f.user_id for f in user_feeds)
     return FeedBatch(ds, user_feeds, sorted(known), trending_feed(feeds, trending_size))
+
+
+@contextlib.contextmanager
+def _no_gc():
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _rank_layout(feeds: pa.Table):
