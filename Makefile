@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= demo
 
-.PHONY: demo test lint bench airflow-ui mlflow-ui lock clean-data java
+.PHONY: demo test lint bench airflow-ui mlflow-ui lock clean-data java redis
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
@@ -22,15 +22,20 @@ java:  # Spark 4 needs Java 17 or newer
 	  echo "no java on PATH: installing openjdk-17-jre-headless (Debian)"; \
 	  apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
 
+redis:  # the feed store's Redis tests start their own redis-server on a free loopback port
+	@command -v redis-server >/dev/null || { \
+	  echo "no redis-server on PATH: installing redis-server (Debian)"; \
+	  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+
 demo: $(VENV)/.installed java  ## the main job: the demo profile end to end
 	$(BIN)/feedrank --profile $(PROFILE) demo
 
-test: $(VENV)/.installed java  ## lint, format check and the whole test suite
+test: $(VENV)/.installed java redis  ## lint, format check and the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
-bench: $(VENV)/.installed java  ## benchmarks: print a table, write JSON under tests/benchmarks/results
+bench: $(VENV)/.installed java redis  ## benchmarks: print a table, write JSON under tests/benchmarks/results
 	@for b in tests/benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 airflow-ui: $(VENV)/.installed java  ## Airflow UI on http://localhost:8080 (login printed by standalone)

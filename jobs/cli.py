@@ -4,6 +4,7 @@ feedrank demo [--profile demo]   run the pipeline end to end through Airflow: lo
                                  features day by day, then the nightly training once
 feedrank summary                 what the warehouse holds
 feedrank env                     export lines for Airflow and MLflow on this data root
+feedrank feed | feeds | serve    the feed store and its read path (jobs/feeds_cli.py)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import logging
 import sys
 
+from jobs import feeds_cli
 from jobs.common import configure_logging
 from jobs.settings import available_profiles, load_settings
 from jobs.summary import format_summary, raw_summary
@@ -29,10 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="logs and features for every day, then the rankers")
     sub.add_parser("summary", help="rows per table and action rates")
     sub.add_parser("env", help="print export lines for the Airflow and MLflow UIs")
+    feeds_cli.add_commands(sub)
     args = parser.parse_args(argv)
     configure_logging()
     overrides = {"simulator": {"seed": args.seed}} if args.seed is not None else None
     settings = load_settings(args.profile, overrides)
+    if args.command in feeds_cli.COMMANDS:
+        return feeds_cli.run(args, settings)
     if args.command == "demo":
         from jobs.demo import demo
 

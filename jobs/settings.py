@@ -29,6 +29,7 @@ from features.config import FeatureSettings
 from jobs.spark import SparkSettings
 from models.config import MlflowSettings, TrainingSettings
 from simulator.config import SimulatorSettings
+from warehouse.config import FeedSettings
 from warehouse.layout import DEFAULT_HOME, PROFILES_DIR, DataRoot, default_home, profile_file
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class Settings(BaseModel):
     features: FeatureSettings = FeatureSettings()
     training: TrainingSettings = TrainingSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    feeds: FeedSettings = FeedSettings()
 
     @property
     def root(self) -> DataRoot:

@@ -57,6 +57,12 @@ class C:
     SAMPLE_U = "sample_u"
     ATTRIBUTION_WINDOW_S = "attribution_window_s"
     SAMPLE_SEED = "sample_seed"
+    RANK = "rank"
+    SCORE = "score"
+    VALUE = "value"
+    SOURCES = "sources"
+    MODEL_VERSION = "model_version"
+    GENERATED_AT = "generated_at"
 
 
 CLICK = "click"  # the action that opens a post; dwell belongs to it
@@ -237,6 +243,31 @@ TRAINING_EXAMPLES = Table(
 )
 
 
+USER_NEWS_FEED = _table(
+    "user_news_feed",
+    Layer.GOLD,
+    [
+        pa.field(C.USER_ID, pa.int64(), nullable=False),
+        pa.field(C.RANK, pa.int32(), nullable=False),
+        pa.field(C.POST_ID, pa.int64(), nullable=False),
+        pa.field(C.SCORE, pa.float64(), nullable=False),
+        pa.field(C.VALUE, pa.float64(), nullable=False),
+    ]
+    + [pa.field(truth_column(a), pa.float64(), nullable=False) for a in ACTIONS]
+    + [
+        pa.field(C.E_DWELL_S, pa.float64(), nullable=False),
+        pa.field(C.SOURCES, pa.list_(pa.string())),
+        pa.field(C.MODEL_VERSION, pa.string(), nullable=False),
+        pa.field(C.GENERATED_AT, _TS, nullable=False),
+    ],
+    [C.USER_ID, C.RANK],
+    "Every active user's precomputed feed of ds, ranked from 1: the post, the ranker's score, "
+    "the value model's value, each action's predicted probability (p_<action>) and expected "
+    "dwell, the candidate sources that proposed the post, the ranker's registry version and "
+    "when the feed was generated. What the feed store publishes.",
+)
+
+
 def feature_state_table(name: str, key: tuple[str, ...], doc: str) -> Table:
     """A silver table of per-day feature state (aggregate tiles), named by features.tiles."""
     return Table(f"state_{name}", Layer.SILVER, None, key, doc)
@@ -245,7 +276,7 @@ def feature_state_table(name: str, key: tuple[str, ...], doc: str) -> Table:
 RAW_TABLES = (USERS, AUTHORS, FOLLOWS, POSTS, IMPRESSIONS, ENGAGEMENTS)
 SIMULATED_TABLES = (*RAW_TABLES, TRUTH_IMPRESSIONS)
 TABLES: dict[str, Table] = {
-    t.name: t for t in (*SIMULATED_TABLES, IMPRESSION_FEATURES, TRAINING_EXAMPLES)
+    t.name: t for t in (*SIMULATED_TABLES, IMPRESSION_FEATURES, TRAINING_EXAMPLES, USER_NEWS_FEED)
 }
 
 
