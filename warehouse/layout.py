@@ -6,10 +6,16 @@ This module and warehouse/store.py are the only places that build paths.
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HOME = REPO_ROOT / ".feedrank"  # git-ignored
+
+
+class DataRootError(RuntimeError):
+    """A data root that belongs to another settings profile."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,4 +59,45 @@ class DataRoot:
     def ensure(self) -> DataRoot:
         for folder in (self.warehouse, self.airflow_home, self.mlflow_artifacts, self.reports):
             folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    @property
+    def profile_file(self) -> Path:
+        """Names the settings profile that owns this root (written on first use)."""
+        return self.home / "profile"
+
+    def owner(self) -> str | None:
+        """The profile this root belongs to, or None while no job has used it."""
+        try:
+            return self.profile_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def check_profile(self, profile: str) -> None:
+        """Raise DataRootError if another profile owns this root; never writes."""
+        owner = self.owner()
+        if owner is not None and owner != profile:
+            raise DataRootError(
+                f"data root {self.home} belongs to profile {owner!r}, not {profile!r}: refusing "
+                f"to run {profile!r} on it. Use --profile {owner} (FEEDRANK_PROFILE={owner}), "
+                f"or give {profile!r} its own root (unset FEEDRANK_HOME for the default "
+                f"{DEFAULT_HOME / profile}, or set it to an empty folder)."
+            )
+
+    def claim(self, profile: str) -> DataRoot:
+        """Record `profile` as this root's owner if it has none; raise DataRootError if it
+        belongs to another. Call before writing anything into the root."""
+        self.check_profile(profile)
+        if self.owner() is None:
+            self.home.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.home, prefix=".profile-")
+            with os.fdopen(fd, "w") as out:
+                out.write(profile + "\n")
+            try:  # link fails if a concurrent first job claimed the root meanwhile
+                os.link(tmp, self.profile_file)
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+            self.check_profile(profile)
         return self
