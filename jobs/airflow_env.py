@@ -38,6 +38,8 @@ def airflow_environ(root: DataRoot, api_host: str = AirflowSettings().api_host) 
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": root.airflow_db_url,
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        # train_rankers imports MLflow and LightGBM: over the 30 s default on a busy 2-core box
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
         "FEEDRANK_HOME": str(root.home.resolve()),
         "MLFLOW_TRACKING_URI": root.mlflow_tracking_uri,
     }

@@ -42,7 +42,7 @@ def check_day(settings: Settings, ds: str | None) -> str:
         return ds
     what = f"ds={ds} is not" if ds else "no logical date: pick"
     raise OutsideCalendar(
-        f"{what} a day of profile {settings.profile!r}'s calendar: {len(days)} days, "
+        f"{what} a day of the calendar of profile {settings.profile!r}: {len(days)} days, "
         f"{days[0]} .. {days[-1]} (set the run's logical date to one of them)"
     )
 
