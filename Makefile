@@ -38,13 +38,16 @@ test: $(VENV)/.installed java redis  ## lint, format check and the whole test su
 bench: $(VENV)/.installed java redis  ## benchmarks: print a table, write JSON under tests/benchmarks/results
 	@for b in tests/benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
-airflow-ui: $(VENV)/.installed java  ## Airflow UI on http://localhost:8080 (login printed by standalone)
+# `feedrank env` exports the profile, its data root and Airflow's settings, and fails on a data
+# root of another profile: assigning its output first stops the recipe there.
+airflow-ui: $(VENV)/.installed java  ## Airflow UI on http://127.0.0.1:8080 (login printed by standalone)
 	# standalone starts its components as `airflow ...` from PATH: put the venv first.
-	export PATH="$(CURDIR)/$(BIN):$$PATH" && eval "$$(feedrank --profile $(PROFILE) env)" \
-	  && airflow db migrate && airflow standalone
+	export PATH="$(CURDIR)/$(BIN):$$PATH" && exports="$$(feedrank --profile $(PROFILE) env)" \
+	  && eval "$$exports" && airflow db migrate && airflow standalone
 
-mlflow-ui: $(VENV)/.installed  ## MLflow UI on http://localhost:5000
-	eval "$$($(BIN)/feedrank --profile $(PROFILE) env)" && $(BIN)/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI"
+mlflow-ui: $(VENV)/.installed  ## MLflow UI on http://127.0.0.1:5000
+	exports="$$($(BIN)/feedrank --profile $(PROFILE) env)" && eval "$$exports" \
+	  && $(BIN)/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI"
 
 lock:  ## re-resolve the pins from setup.cfg's ranges
 	rm -rf /tmp/feedrank-lock && $(PYTHON) -m venv /tmp/feedrank-lock

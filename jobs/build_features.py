@@ -26,7 +26,7 @@ import time
 from features import registry as R
 from features.pit import graph_cutoff
 from features.tiles import TILES, build_tiles, features_from_tiles, lookback_days
-from jobs.common import days_before, log_settings, run_job
+from jobs.common import check_day, days_before, log_settings, run_job
 from jobs.settings import Settings
 from jobs.spark import get_spark
 from warehouse import contracts
@@ -63,6 +63,7 @@ class RawDay:
 
 def run(settings: Settings, ds: str) -> int:
     """Build and publish the features of ds; returns the number of impressions featurized."""
+    check_day(settings, ds)
     log_settings("build_features", settings, ds)
     started = time.perf_counter()
     spark = get_spark(settings.spark)

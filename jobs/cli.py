@@ -46,8 +46,15 @@ def main(argv: list[str] | None = None) -> int:
         print(format_summary(raw_summary(settings)))
         return 0
     from jobs.airflow_env import shell_exports
+    from warehouse.layout import DataRootError
 
-    print(shell_exports(settings.root, settings.tracking_uri))
+    try:  # the UI's DAGs will write into the root: claim it for this profile, or refuse
+        settings.root.claim(settings.profile)
+    except DataRootError as err:
+        print(f"feedrank env: {err}", file=sys.stderr)
+        return 2
+    a = settings.airflow
+    print(shell_exports(settings.profile, settings.root, a.api_host, settings.tracking_uri))
     return 0
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from features.config import FeatureSettings
+from jobs.airflow_env import AirflowSettings
 from jobs.spark import SparkSettings
 from models.config import MlflowSettings, TrainingSettings
 from simulator.config import SimulatorSettings
@@ -59,6 +60,7 @@ class Settings(BaseModel):
     training: TrainingSettings = TrainingSettings()
     mlflow: MlflowSettings = MlflowSettings()
     feeds: FeedSettings = FeedSettings()
+    airflow: AirflowSettings = AirflowSettings()
 
     @property
     def root(self) -> DataRoot:

@@ -21,7 +21,7 @@ import time
 
 import pandas as pd
 
-from jobs.common import days_before, log_settings, run_job
+from jobs.common import check_day, days_before, log_settings, run_job
 from jobs.settings import Settings
 from jobs.spark import get_spark
 from simulator import build_world, simulate_day
@@ -49,6 +49,7 @@ def run(settings: Settings, ds: str) -> None:
 
 def simulate(settings: Settings, ds: str) -> dict[str, int]:
     """Generate the day and stage every simulated table; returns rows per table."""
+    check_day(settings, ds)
     log_settings("simulate", settings, ds)
     cfg, store = settings.simulator, Warehouse(settings.root.warehouse)
     day = day_index(cfg, ds)

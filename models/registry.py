@@ -45,11 +45,15 @@ MODEL_NAME = "ranker"  # the logged model's name within its run
 PYFUNC_CODE = importlib.util.find_spec("models.pyfunc_model").origin  # logged as code
 SPLIT_ARTIFACT = "split.json"  # a run's time split: {"train": [...], "val": [...], ...}
 PROMOTION_TAG, PROMOTION_REASON_TAG = "feedrank.promotion", "feedrank.promotion_reason"
+# MLflow 3's UI opens an experiment without this tag on its GenAI (traces) view; this kind
+# opens it on the model-training runs.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 _REQUIREMENTS = ("lightgbm", "numpy", "pandas", "pyarrow", "pydantic", "mlflow")
 
 
 def use_tracking(tracking_uri: str, experiment: str, artifact_root: Path | None = None) -> str:
-    """Point MLflow at a tracking store and make sure the experiment exists; its id.
+    """Point MLflow at a tracking store and make sure the experiment exists, marked as a
+    model-training experiment; its id.
 
     `artifact_root`: where a new experiment keeps artifacts (an existing local folder, for a
     SQLite store); None leaves it to the tracking server.
@@ -58,10 +62,16 @@ def use_tracking(tracking_uri: str, experiment: str, artifact_root: Path | None 
     mlflow.set_registry_uri(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
+        if EXPERIMENT_KIND_TAG not in found.tags:  # created before the tag was set
+            MlflowClient().set_experiment_tag(
+                found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+            )
         mlflow.set_experiment(experiment_id=found.experiment_id)
         return found.experiment_id
     location = artifact_root.as_uri() if artifact_root is not None else None
-    experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
+    experiment_id = mlflow.create_experiment(
+        experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+    )
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 

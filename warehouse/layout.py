@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +51,10 @@ class Folder:
 
     def __str__(self) -> str:
         return str(self.path)
+
+
+class DataRootError(RuntimeError):
+    """A data root that belongs to another settings profile."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,4 +120,45 @@ class DataRoot:
     def ensure(self) -> DataRoot:
         for folder in (self.warehouse, self.airflow_home, self.mlflow_artifacts, self.reports):
             folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    @property
+    def owner_file(self) -> Path:
+        """Names the settings profile that owns this root (written on first use)."""
+        return self.home / "profile"
+
+    def owner(self) -> str | None:
+        """The profile this root belongs to, or None while no job has used it."""
+        try:
+            return self.owner_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def check_profile(self, profile: str) -> None:
+        """Raise DataRootError if another profile owns this root; never writes."""
+        owner = self.owner()
+        if owner is not None and owner != profile:
+            raise DataRootError(
+                f"data root {self.home} belongs to profile {owner!r}, not {profile!r}: refusing "
+                f"to run {profile!r} on it. Use --profile {owner} (FEEDRANK_PROFILE={owner}), "
+                f"or give {profile!r} its own root (unset FEEDRANK_HOME for the default "
+                f"{DEFAULT_HOME / profile}, or set it to an empty folder)."
+            )
+
+    def claim(self, profile: str) -> DataRoot:
+        """Record `profile` as this root's owner if it has none; raise DataRootError if it
+        belongs to another. Call before writing anything into the root."""
+        self.check_profile(profile)
+        if self.owner() is None:
+            self.home.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.home, prefix=".profile-")
+            with os.fdopen(fd, "w") as out:
+                out.write(profile + "\n")
+            try:  # link fails if a concurrent first job claimed the root meanwhile
+                os.link(tmp, self.owner_file)
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+            self.check_profile(profile)
         return self
