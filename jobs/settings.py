@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from features.config import FeatureSettings
 from jobs.spark import SparkSettings
 from models.config import MlflowSettings, TrainingSettings
+from models.retrieval_config import RetrievalSettings
 from simulator.config import SimulatorSettings
 from warehouse.layout import DEFAULT_HOME, DataRoot
 
@@ -58,6 +59,7 @@ class Settings(BaseModel):
     features: FeatureSettings = FeatureSettings()
     training: TrainingSettings = TrainingSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
 
     @property
     def root(self) -> DataRoot:
