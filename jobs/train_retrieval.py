@@ -18,12 +18,15 @@ The steps are the tasks of dags/train_retrieval.py:
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import io
 import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -36,6 +39,7 @@ from jobs.settings import Settings
 from models import index as ix
 from models import registry as reg
 from models import retrieval_eval as E
+from models import two_tower
 from models.dataset import Split, time_split
 from models.retrieval_data import History, PostTable, UserTable, epoch_s, post_table, user_table
 from models.two_tower import Encoder, Pairs, TwoTower, embed_posts, embed_users, fit
@@ -47,6 +51,7 @@ log = logging.getLogger(__name__)
 
 GATE_SPLIT = "val"
 MODEL_NAME = "retrieval"  # the logged model's name within its run
+PYFUNC_CODE = Path(two_tower.__file__).with_name("retrieval_pyfunc.py")
 DAY_S = 86_400
 
 
@@ -245,11 +250,7 @@ def train(settings: Settings, ds: str) -> dict[str, Any]:
             mlflow.log_metrics(
                 {"curve/train_loss": loss, f"curve/{gate_metric(settings)}": val}, step=step + 1
             )
-        info = mlflow.pytorch.log_model(
-            result.model,
-            name=MODEL_NAME,
-            pip_requirements=[f"torch=={torch_version()}", "numpy"],
-        )
+        info = log_towers(result.model)
     return {"run_id": run.info.run_id, "model_uri": info.model_uri, "ds": ds}
 
 
@@ -257,7 +258,7 @@ def evaluate_run(settings: Settings, trained: Mapping[str, Any]) -> dict[str, An
     """Recall table of the run's model and the baselines on validation and test, into the run."""
     use_tracking(settings)
     data = load_data(settings, trained["ds"])
-    model = mlflow.pytorch.load_model(trained["model_uri"])
+    model = load_towers(trained["model_uri"])
     metrics: dict[str, float] = {}
     for split in ("val", "test"):
         metrics |= evaluate_split(data, settings, model, split, (E.TWO_TOWER, *E.BASELINES))
@@ -297,7 +298,7 @@ def promote(settings: Settings, registered: Mapping[str, Any]) -> dict[str, Any]
     champion = None
     if current is not None and current != version:
         data = load_data(settings, registered["ds"])
-        model = mlflow.pytorch.load_model(f"models:/{name}@{reg.CHAMPION}")
+        model = load_towers(f"models:/{name}@{reg.CHAMPION}")
         champion = evaluate_split(data, settings, model, GATE_SPLIT, [E.TWO_TOWER])[
             gate_metric(settings)
         ]
@@ -325,7 +326,7 @@ def build_index(settings: Settings, ds: str) -> dict[str, Any]:
     version = reg.champion_version(r.registered_model)
     if version is None:
         raise RuntimeError(f"{r.registered_model} has no champion yet: nothing to index for {ds}")
-    model = mlflow.pytorch.load_model(f"models:/{r.registered_model}@{reg.CHAMPION}")
+    model = load_towers(f"models:/{r.registered_model}@{reg.CHAMPION}")
     data = load_data(settings, ds)
     enc = encoder(data, settings, model)
     end = int(pd.Timestamp(ds, tz="UTC").timestamp()) + DAY_S
@@ -410,10 +411,21 @@ def _npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def torch_version() -> str:
-    import torch
+def log_towers(model: TwoTower) -> mlflow.models.model.ModelInfo:
+    """Log the towers into the active run as a pyfunc from code (weights + settings)."""
+    reqs = [f"{p}=={importlib.metadata.version(p)}" for p in ("torch", "numpy", "pandas", "mlflow")]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = two_tower.save(model, Path(tmp) / "towers")
+        return mlflow.pyfunc.log_model(
+            name=MODEL_NAME,
+            python_model=str(PYFUNC_CODE),
+            artifacts={"towers": str(folder)},
+            pip_requirements=[r.replace("+cpu", "") for r in reqs],
+        )
 
-    return torch.__version__.split("+")[0]
+
+def load_towers(model_uri: str) -> TwoTower:
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().towers
 
 
 def use_tracking(settings: Settings) -> None:

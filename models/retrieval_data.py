@@ -39,7 +39,8 @@ def _codes(values: pd.Series, vocabulary: tuple[str, ...]) -> np.ndarray:
 
 def epoch_s(ts: pd.Series) -> np.ndarray:
     """Timestamps as int64 seconds since the epoch."""
-    return (pd.to_datetime(ts, utc=True).astype("int64") // 1_000_000_000).to_numpy()
+    since = pd.to_datetime(ts, utc=True) - pd.Timestamp(0, tz="UTC")  # any unit (us from Arrow)
+    return (since // pd.Timedelta(seconds=1)).to_numpy(np.int64)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -261,3 +262,18 @@ def fit(
     model.load_state_dict(best_state)
     model.eval()
     return FitResult(model, losses, vals, best_epoch)
+
+
+def save(model: TwoTower, folder: Path) -> Path:
+    """The weights (a plain state dict: loads with weights_only) and the settings they fit."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / "towers.pt")
+    (folder / "towers.json").write_text(model.cfg.model_dump_json(indent=2))
+    return folder
+
+
+def load(folder: Path) -> TwoTower:
+    cfg = TowerSettings.model_validate_json((folder / "towers.json").read_text())
+    model = TwoTower(cfg)
+    model.load_state_dict(torch.load(folder / "towers.pt", weights_only=True))
+    return model.eval()

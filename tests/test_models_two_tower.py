@@ -194,3 +194,14 @@ def test_history_is_strictly_before_the_time():
     # (same second is not before); user 2 has no events.
     assert rows.tolist() == [[-1, 7], [8, 9], [-1, -1], [-1, -1]]
     assert count.tolist() == [1, 3, 0, 0]
+
+
+def test_epoch_seconds_whatever_the_timestamp_unit():
+    import pyarrow as pa
+
+    from models.retrieval_data import epoch_s
+
+    # Arrow timestamps arrive as datetime64[us]; counting them as ns would shrink time 1000x
+    us = pa.table({"t": pa.array([0, 5_000_000], pa.timestamp("us", tz="UTC"))}).to_pandas()["t"]
+    assert epoch_s(us).tolist() == [0, 5]
+    assert epoch_s(pd.Series(pd.to_datetime(["1970-01-02"], utc=True))).tolist() == [86_400]
