@@ -266,6 +266,8 @@ def evaluate_run(settings: Settings, trained: Mapping[str, Any]) -> dict[str, An
     with mlflow.start_run(run_id=trained["run_id"]):
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         mlflow.log_table(table, "evaluation/recall.json")
+        for split in ("val", "test"):
+            mlflow.log_figure(E.recall_figure(table, split), f"evaluation/recall_{split}.png")
         mlflow.log_text(markdown(table), "report.md")
     path = settings.root.reports / "train_retrieval" / trained["ds"] / "report.md"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -364,6 +366,36 @@ def build_index(settings: Settings, ds: str) -> dict[str, Any]:
     )
     log.info("published retrieval index ds=%s: %s", ds, meta)
     return meta
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishedIndex:
+    """A day's published retrieval artifacts, as the feed precompute reads them."""
+
+    index: Any  # faiss.Index over post vectors
+    post_ids: np.ndarray  # (posts,) int64: the post of each index row
+    user_ids: np.ndarray  # (users,) int64
+    user_vectors: np.ndarray  # (users, dim) float32
+    meta: dict[str, Any]
+
+
+def load_published(settings: Settings, ds: str | None = None) -> PublishedIndex:
+    """The index of ds, or the latest one (None); a clear error when there is none."""
+    store = ArtifactStore(settings.root.artifacts)
+    day = ds or store.latest(RETRIEVAL_INDEX)
+    if day is None:
+        raise RuntimeError(f"no {RETRIEVAL_INDEX.name} is published yet")
+
+    def npy(name: str) -> np.ndarray:
+        return np.load(io.BytesIO(store.read(RETRIEVAL_INDEX, day, name)), allow_pickle=False)
+
+    return PublishedIndex(
+        ix.from_bytes(store.read(RETRIEVAL_INDEX, day, "index.faiss")),
+        npy("post_ids.npy"),
+        npy("user_ids.npy"),
+        npy("user_vectors.npy"),
+        json.loads(store.read(RETRIEVAL_INDEX, day, "meta.json")),
+    )
 
 
 def run(settings: Settings, ds: str) -> dict[str, Any]:

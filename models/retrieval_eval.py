@@ -179,3 +179,21 @@ def followees_scorer(
 def random_scorer(n_candidates: int, seed: int) -> Scorer:
     rng = np.random.default_rng(seed)
     return lambda idx: rng.random((len(idx), n_candidates))
+
+
+def recall_figure(table: pd.DataFrame, split: str):
+    """Recall@k per scorer (all positives and the cold-start slice) for one split."""
+    from matplotlib.figure import Figure
+
+    rows = table[table["split"] == split]
+    fig = Figure(figsize=(9, 3.5))
+    for ax, prefix in zip(fig.subplots(1, 2), ("recall@", "cold recall@"), strict=True):
+        cols = [c for c in table.columns if c.startswith(prefix)]
+        ks = [int(c.split("@")[1]) for c in cols]
+        for _, row in rows.iterrows():
+            ax.plot(ks, [row[c] for c in cols], marker="o", label=row["scorer"])
+        ax.set(xscale="log", xlabel="k", ylabel=prefix.rstrip("@"), title=f"{split}: {prefix}k")
+        ax.set_ylim(0, 1)
+    fig.axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -59,10 +59,10 @@ def timed_search(index, queries: np.ndarray, n_single: int) -> tuple[float, floa
 def configs(n: int) -> list[tuple[str, str, IndexSettings, dict]]:
     nlist = int(4 * math.sqrt(n))
     out = [("flat", "flat", IndexSettings(), {})]
-    for nprobe in (16, 32, 64):
+    for nprobe in (32, 64, 128, 256):
         cfg = IndexSettings(kind="ivf", nlist=nlist, nprobe=nprobe)
         out.append((f"ivf{nlist} nprobe={nprobe}", "ivf", cfg, {"nprobe": nprobe}))
-    for ef in (500, 800):
+    for ef in (500, 800, 1200):
         cfg = IndexSettings(kind="hnsw", hnsw_m=32, ef_construction=80, ef_search=ef)
         out.append((f"hnsw M=32 ef={ef}", "hnsw", cfg, {"ef": ef}))
     return out
@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--single", type=int, default=200, help="queries timed one at a time")
+    parser.add_argument("--single", type=int, default=100, help="queries timed one at a time")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     print(
