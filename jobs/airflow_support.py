@@ -23,6 +23,8 @@ from warehouse.layout import DataRootError
 RAW_LOGS = Asset("feedrank://warehouse/raw")  # a day of raw logs passed its contracts
 FEATURES = Asset("feedrank://warehouse/silver/impression_features")  # a day of features
 RANKER = Asset("feedrank://mlflow/feedrank-ranker")  # a ranker version was registered and gated
+RETRIEVAL = Asset("feedrank://mlflow/feedrank-retrieval")  # a two-tower version was gated
+RETRIEVAL_INDEX = Asset("feedrank://artifacts/retrieval_index")  # a day's FAISS index published
 
 DEFAULT_ARGS = {
     "owner": "feedrank",

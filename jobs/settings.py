@@ -29,6 +29,7 @@ from features.config import FeatureSettings
 from jobs.airflow_env import AirflowSettings
 from jobs.spark import SparkSettings
 from models.config import MlflowSettings, TrainingSettings
+from models.retrieval_config import RetrievalSettings
 from simulator.config import SimulatorSettings
 from warehouse.config import FeedSettings
 from warehouse.layout import DEFAULT_HOME, PROFILES_DIR, DataRoot, default_home, profile_file
@@ -59,6 +60,7 @@ class Settings(BaseModel):
     features: FeatureSettings = FeatureSettings()
     training: TrainingSettings = TrainingSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
     feeds: FeedSettings = FeedSettings()
     airflow: AirflowSettings = AirflowSettings()
 

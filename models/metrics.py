@@ -326,3 +326,37 @@ def recall_at_k(retrieved_ids: ArrayLike, exact_ids: ArrayLike, k: int | None = 
     rows = np.arange(n_q, dtype=np.int64)[:, None] * n_ids
     hit = np.isin(exact_codes + rows, got_codes + rows)  # (n_queries, k)
     return float(hit.sum(axis=1).mean() / width)
+
+
+def relevant_recall_at_k(
+    retrieved_ids: ArrayLike,
+    relevant_query: ArrayLike,
+    relevant_ids: ArrayLike,
+    k: int | None = None,
+) -> float:
+    """Mean over queries with a relevant item of |top-k retrieved ∩ relevant| / |relevant|.
+
+    `retrieved_ids`: (n_queries, width) ids, best first (pad with an id no relevant item has,
+    e.g. -1). The relevant items are flat: `relevant_ids[i]` is relevant to query
+    `relevant_query[i]` (a row of `retrieved_ids`); duplicates count once. Queries without a
+    relevant item are left out; NaN when none has one.
+    """
+    got = np.asarray(retrieved_ids)
+    if got.ndim != 2:
+        raise ValueError(f"retrieved_ids must be 2-D (n_queries, width), got {got.shape}")
+    if k is not None:
+        got = got[:, :k]
+    rel = pd.DataFrame({"q": np.asarray(relevant_query), "id": np.asarray(relevant_ids)})
+    if len(rel) and (rel["q"].min() < 0 or rel["q"].max() >= got.shape[0]):
+        raise ValueError(f"relevant_query must index the {got.shape[0]} rows of retrieved_ids")
+    rel = rel.drop_duplicates()
+    if rel.empty:
+        return float("nan")
+    width = got.shape[1]
+    retrieved = pd.DataFrame(
+        {"q": np.repeat(np.arange(got.shape[0]), width), "id": got.ravel()}
+    ).drop_duplicates()
+    hit = rel.merge(retrieved, on=["q", "id"], how="left", indicator=True)["_merge"] == "both"
+    hit = hit.to_numpy(bool)
+    per_query = pd.Series(hit, dtype=float).groupby(rel["q"].to_numpy()).mean()
+    return float(per_query.mean())

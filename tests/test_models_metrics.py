@@ -210,3 +210,19 @@ def test_recall_at_k_on_hand_made_ids():
     # An id found only for another query must not count: 12 is exact for query 1 alone.
     assert M.recall_at_k(np.array([[12], [1]]), np.array([[1], [12]])) == 0.0
     assert M.recall_at_k(exact, exact) == 1.0
+
+
+def test_relevant_recall_perfect_none_and_partial():
+    retrieved = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    # query 0: both positives retrieved; query 1: one of two; query 2: no positive (left out)
+    q, ids = np.array([0, 0, 1, 1]), np.array([1, 3, 5, 42])
+    assert M.relevant_recall_at_k(retrieved, q, ids) == pytest.approx((1.0 + 0.5) / 2)
+    assert M.relevant_recall_at_k(retrieved, q[:2], ids[:2]) == 1.0  # perfect retrieval
+    assert M.relevant_recall_at_k(retrieved, q, ids + 100) == 0.0  # nothing relevant found
+    # k=1 keeps the first column: query 0 finds 1 of {1, 3}, query 1 finds none of {5, 42}
+    assert M.relevant_recall_at_k(retrieved, q, ids, k=1) == pytest.approx((0.5 + 0.0) / 2)
+    # duplicates count once; -1 padding never matches
+    assert M.relevant_recall_at_k(np.array([[1, -1]]), [0, 0], [1, 1]) == 1.0
+    assert np.isnan(M.relevant_recall_at_k(retrieved, [], []))
+    with pytest.raises(ValueError, match="relevant_query"):
+        M.relevant_recall_at_k(retrieved, [5], [1])

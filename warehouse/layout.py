@@ -88,6 +88,11 @@ class DataRoot:
         return self.home / "feeds.sqlite"
 
     @property
+    def artifacts(self) -> Path:
+        """Versioned model artifacts by ds (warehouse.artifacts), e.g. the retrieval index."""
+        return self.home / "artifacts"
+
+    @property
     def reports(self) -> Path:
         return self.home / "reports"
 

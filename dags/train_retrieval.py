@@ -1,0 +1,66 @@
+"""
+### train_retrieval
+
+Nightly training of the two-tower retrieval model. Its `feedrank-retrieval` Asset triggers
+`build_retrieval_index`, the day's FAISS index of interest candidates.
+
+1. **train**: user and post towers on the positive engagements (click, like, comment, share)
+   of the training days, in-batch negatives with the logQ correction, early stopping on
+   validation recall; an MLflow run with settings, curves and the model.
+2. **evaluate**: recall@50/200/500 of engaged posts from the servable pool on the validation
+   and test days, and its cold-start slice, against popularity, followees' newest and random.
+3. **register**: a new version of `feedrank-retrieval`, alias `challenger`.
+4. **promote**: alias `champion` only if it beats the champion and popularity on validation
+   recall@500; the version's tags say why.
+Params: `profile`, `seed`. The run's logical date is the last day it may use; trigger it by
+hand to rebuild a day.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import dag, task
+
+from jobs import train_retrieval as job
+from jobs.airflow_support import (
+    DEFAULT_ARGS,
+    RETRIEVAL,
+    calendar,
+    params,
+    settings_from,
+)
+
+
+@dag(
+    schedule="30 2 * * *",
+    start_date=calendar()["start_date"],
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params=params(),
+    tags=["feedrank", "models", "retrieval", "faiss", "mlflow"],
+    doc_md=__doc__,
+)
+def train_retrieval():
+    @task
+    def train(params=None, ds=None):
+        return job.train(settings_from(params), ds)
+
+    @task
+    def evaluate(trained, params=None):
+        return job.evaluate_run(settings_from(params), trained)
+
+    @task
+    def register(evaluated, params=None):
+        return job.register(settings_from(params), evaluated)
+
+    @task(outlets=[RETRIEVAL])
+    def promote(registered, params=None, outlet_events=None):
+        outcome = job.promote(settings_from(params), registered)
+        keys = ("version", "promoted", "champion")
+        outlet_events[RETRIEVAL].extra = {"days": [outcome["ds"]]} | {k: outcome[k] for k in keys}
+        return outcome
+
+    promote(register(evaluate(train())))
+
+
+train_retrieval()
