@@ -77,7 +77,7 @@ def author_features(
     follows: DataFrame,
     authors: DataFrame,
     pagerank_cutoff,
-    pagerank_iterations: int = 20,
+    pagerank_iterations: int,
 ) -> DataFrame:
     """Per (author_id, as_of): follow counts and ratio, verified, PageRank, engagement rates
     (tile: the author tile of author_tiles).

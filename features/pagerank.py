@@ -12,7 +12,7 @@ def pagerank(
     edges: DataFrame,
     src: str,
     dst: str,
-    iterations: int = 20,
+    iterations: int,
     damping: float = 0.85,
     checkpoint_every: int = 2,
 ) -> DataFrame:

@@ -44,8 +44,8 @@ def post_interactions(
     impressions_as_of: DataFrame,
     tile: DataFrame,
     posts: DataFrame,
-    prior_rate: float = 0.05,
-    prior_strength: float = 20.0,
+    prior_rate: float,
+    prior_strength: float,
 ) -> DataFrame:
     """Per (post_id, as_of) needed by impressions_as_of: window counts and decayed totals of
     each action and of impressions, post age, and a smoothed engagement rate.

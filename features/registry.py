@@ -7,9 +7,12 @@ and the training set and the docs read `FAMILIES`.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from warehouse.catalog import ACTIONS, POSITIVE_ACTIONS, C
-from warehouse.contracts.silver import FeatureRules
+
+if TYPE_CHECKING:
+    from warehouse.contracts.silver import FeatureRules
 
 AS_OF = "as_of"  # the hour boundary a snapshot is taken at; see features.pit
 BUCKET = "bucket"  # an event's hour: date_trunc('hour', ts)
@@ -215,6 +218,9 @@ def feature_columns(family: str | None = None) -> list[str]:
 
 def feature_rules() -> FeatureRules:
     """The feature table's contract, by kind of column, from the feature registry."""
+    # Imported here: the contracts need pyspark, and scoring a model reads this module.
+    from warehouse.contracts.silver import FeatureRules
+
     windows = [post_count(k, w) for k in POST_KINDS for w in WINDOWS_H]
     windows += [net_count(k, w) for k in COUNTED_ACTIONS for w in WINDOWS_H]
     decayed = [post_decayed(k) for k in POST_KINDS]

@@ -74,7 +74,7 @@ def user_activity(requests: DataFrame, tile: DataFrame, request_tile: DataFrame)
 
 
 def last_topics(
-    requests: DataFrame, tile: DataFrame, k: int = 5, lookback_h: int = R.LAST_TOPICS_D * 24
+    requests: DataFrame, tile: DataFrame, k: int, lookback_h: int = R.LAST_TOPICS_D * 24
 ) -> DataFrame:
     """Per (user_id, as_of): the last k distinct topics of the user's positives with
     event_ts < as_of within lookback_h, most recent first (ties by topic id).
@@ -99,7 +99,7 @@ def user_features(
     request_tile: DataFrame,
     topic_tile: DataFrame,
     users: DataFrame,
-    k: int = 5,
+    k: int,
 ) -> DataFrame:
     """Per (user_id, as_of): demographics, activity, own rates, last k topics (empty array if
     none). Tiles: user_tile, request_times (merged), user_topic_tile."""

@@ -9,6 +9,7 @@ log is shown.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -19,6 +20,8 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from rich.console import Console
+from rich.live import Live
+from rich.spinner import Spinner
 
 from jobs.settings import Settings
 from jobs.summary import format_summary, ranker_summary, raw_summary
@@ -64,7 +67,7 @@ def _run(settings: Settings, seed: int | None, console: Console) -> None:
     started = time.perf_counter()
     # DAG files read the profile at parse time (calendar, Param defaults): parse them with ours.
     os.environ["FEEDRANK_PROFILE"] = settings.profile
-    with console.status("preparing Airflow (db migrate) and parsing the DAGs"):
+    with _status(console, "preparing Airflow (db migrate) and parsing the DAGs"):
         prepare_airflow(settings.root)
         from airflow.dag_processing.dagbag import DagBag  # only after the environment is set
 
@@ -77,14 +80,14 @@ def _run(settings: Settings, seed: int | None, console: Console) -> None:
     for i, ds in enumerate(days, 1):
         line = f"[{i:>2}/{len(days)}] {ds}"
         for dag_id, outputs in PIPELINE.items():
-            with console.status(f"{line}  {dag_id} ..."):
+            with _status(console, f"{line}  {dag_id} ..."):
                 seconds = _test(bag.get_dag(dag_id), ds, conf)
             missing = [t.name for t in outputs if not store.is_committed(t, ds)]
             if missing:  # a run outside the DAG's calendar succeeds without running a task
                 raise StepFailed(f"{dag_id} ds={ds} published nothing for {missing}")
             line += f"  {dag_id} {seconds:>3.0f}s"
         console.print(line)
-    with console.status(f"{TRAINING_DAG} on the days up to {days[-1]} ..."):
+    with _status(console, f"{TRAINING_DAG} on the days up to {days[-1]} ..."):
         seconds = _test(bag.get_dag(TRAINING_DAG), days[-1], conf)
     console.print(f"{TRAINING_DAG} up to {days[-1]}  {seconds:.0f}s\n")
     console.print(format_summary(raw_summary(settings), time.perf_counter() - started))
@@ -106,29 +109,38 @@ def _test(dag, ds: str, conf: dict) -> float:
     return time.perf_counter() - t0
 
 
+def _status(console: Console, text: str) -> Live:
+    """A spinner line while a step runs. Unlike `console.status`, it leaves sys.stdout and
+    sys.stderr alone, so what the step prints still goes to the log file."""
+    spinner = Spinner("dots", text)
+    return Live(
+        spinner, console=console, transient=True, redirect_stdout=False, redirect_stderr=False
+    )
+
+
 @contextlib.contextmanager
 def _output_to(path) -> Iterator[TextIO]:
     """Send this process's stdout and stderr (its children's and the JVM's too: file
     descriptors 1 and 2) to `path`; yield a stream to the original terminal."""
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    terminal = os.fdopen(os.dup(1), "w", buffering=1)
-    with open(path, "a", buffering=1) as log_file:
-        os.dup2(log_file.fileno(), 1)
-        os.dup2(log_file.fileno(), 2)
-        try:
-            yield terminal
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-            terminal.close()
+    with contextlib.ExitStack() as stack:
+        log_file = stack.enter_context(open(path, "a", buffering=1))
+        terminal = stack.enter_context(os.fdopen(os.dup(1), "w", buffering=1))
+        for fd in (1, 2):  # restored last in, first out, even if a later step fails
+            saved = os.dup(fd)
+            stack.callback(os.close, saved)
+            stack.callback(os.dup2, saved, fd)
+            stack.callback(_flush)
+            os.dup2(log_file.fileno(), fd)
+        yield terminal
+
+
+def _flush() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
 
 
 def _tail(path, lines: int = TAIL_LINES) -> str:
     with open(path, errors="replace") as f:
-        return "".join(f.readlines()[-lines:]).rstrip()
+        return "".join(collections.deque(f, maxlen=lines)).rstrip()

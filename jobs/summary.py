@@ -59,10 +59,13 @@ def ranker_summary(settings: Settings, ds: str) -> str:
     if run is None:
         return f"no training run up to {ds} in MLflow experiment {settings.mlflow.experiment}"
     name = settings.mlflow.registered_model
-    table = report.summary_table(run.data.metrics, "test", settings.training.ranking_k)
-    folder = settings.root.report_folder("train_rankers", ds)
+    from jobs.train_rankers import JOB
+
+    table = report.metrics_summary(run.data.metrics, "test", settings.training.ranking_k)
+    folder = settings.root.report_folder(JOB, ds)
     return (
-        f"test day {run.data.params.get('window.test')}, MLflow run {run.info.run_id}:\n"
+        f"test day {run.data.params.get(registry.window_param('test'))}, "
+        f"MLflow run {run.info.run_id}:\n"
         f"{table}\n"
         f"registered model {name}: champion is version {registry.champion_version(name)}\n"
         f"full report: {folder.file(tracking.REPORT)}"

@@ -89,7 +89,7 @@ def log_run(
     info = tracking.RunInfo(
         name=f"rankers {settings.profile} {ds}",
         ds=ds,
-        tags={"feedrank.profile": settings.profile, "feedrank.ds": ds, **dict(tags or {})},
+        tags={"feedrank.profile": settings.profile, **dict(tags or {})},
         params={
             **tracking.flatten(settings.training.model_dump(mode="json"), "training"),
             "profile": settings.profile,
@@ -125,7 +125,7 @@ def evaluate_run(settings: Settings, trained: TrainedRun) -> EvaluatedRun:
     metrics = tracking.log_evaluations(trained.run_id, evaluations, text, folder)
     report = folder.file(tracking.REPORT)
     log.info("evaluation report: %s\n%s", report, text)
-    gate = metrics.get(gate_metric(t.ranking_k), float("nan"))
+    gate = metrics.get(gate_metric(t.ranking_k))  # absent (None) when undefined
     return extend(trained, EvaluatedRun, gate_metric=gate, report=str(report))
 
 
@@ -135,7 +135,9 @@ def register(settings: Settings, evaluated: EvaluatedRun) -> RegisteredVersion:
     tags = {
         "run_id": evaluated.run_id,
         "ds": evaluated.ds,
-        gate_metric(settings.training.ranking_k): f"{evaluated.gate_metric:.6f}",
+        gate_metric(settings.training.ranking_k): (
+            "undefined" if evaluated.gate_metric is None else f"{evaluated.gate_metric:.6f}"
+        ),
     }
     version = reg.register(evaluated.model_uri, settings.mlflow.registered_model, tags)
     return extend(evaluated, RegisteredVersion, version=version)

@@ -25,7 +25,7 @@ import pandas as pd
 from features import registry as R
 from models import metrics as M
 from models.dataset import load_examples, with_truth
-from models.gbdt import SCORE, Ranker, prediction_column
+from models.gbdt import DWELL, SCORE, Ranker, prediction_column
 from models.value import ValueWeights, realised_value, value_score
 from warehouse.catalog import ACTIONS, CLICK, C, label_column, truth_column
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 MODEL, UNCORRECTED, ORACLE = "model", "model_uncorrected", "oracle"
 VALUE = "value"  # the task name of the ranking rows
-DWELL_TASK = "dwell"  # the task name of the dwell rows
+CONSTANT = "constant"  # the dwell baseline: one guess (the training median) for every click
 GATE_SPLIT = "val"  # the promotion gate compares models on the validation days
 BASELINES: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
     "reverse_chron": lambda f: -f[R.POST_AGE_H].to_numpy(dtype=float),
@@ -64,13 +64,19 @@ class Evaluation:
                 if key != "scorer" and np.isfinite(value):
                     out[metric_name(split, row["scorer"], VALUE, key)] = float(value)
         for row in self.dwell.to_dict("records"):
-            out[metric_name(split, row["scorer"], DWELL_TASK, "mae")] = float(row["mae"])
+            out[metric_name(split, row["scorer"], DWELL, "mae")] = float(row["mae"])
         return out
 
 
 def metric_name(split: str, scorer: str, task: str, metric: str) -> str:
     """The one naming scheme of evaluation metrics, e.g. test/model/click/auc."""
     return f"{split}/{scorer}/{task}/{metric}"
+
+
+def best_baseline(baselines: Mapping[str, float]) -> tuple[str, float]:
+    """The baseline with the highest metric; an undefined (NaN) one never counts as best."""
+    name = max(baselines, key=lambda b: -np.inf if np.isnan(baselines[b]) else baselines[b])
+    return name, baselines[name]
 
 
 def gate_metric(k: int, scorer: str = MODEL) -> str:
@@ -128,7 +134,7 @@ def evaluate(
         ORACLE: frame[C.E_DWELL_S].to_numpy()[clicked],
     }
     if dwell_baseline is not None:
-        guesses["constant"] = np.full(dwell_true.size, float(dwell_baseline))
+        guesses[CONSTANT] = np.full(dwell_true.size, float(dwell_baseline))
     dwell = pd.DataFrame(
         [
             {"scorer": name, "mae": M.dwell_mae(dwell_true, guess), "n": float(dwell_true.size)}

@@ -122,7 +122,7 @@ class Ranker:
     def save(self, folder: Folder) -> Folder:
         """Write each booster as LightGBM text and the rest as ranker.json into `folder`."""
         for task, booster in self.boosters.items():
-            booster.save_model(str(folder.file(f"{task}.txt")))
+            booster.save_model(str(folder.writable(f"{task}.txt")))
         meta = {
             "format_version": FORMAT_VERSION,
             "negative_rate": self.negative_rate,
@@ -130,7 +130,7 @@ class Ranker:
             "features": list(self.features),
             "tasks": list(TASKS),
         }
-        folder.file("ranker.json").write_text(json.dumps(meta, indent=2))
+        folder.writable("ranker.json").write_text(json.dumps(meta, indent=2))
         return folder
 
     @classmethod

@@ -8,6 +8,9 @@ passes it through XCom as `dataclasses.asdict(value)` and the next task rebuilds
 from __future__ import annotations
 
 import dataclasses
+from typing import TypeVar
+
+T = TypeVar("T", bound="TrainedRun")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +26,7 @@ class TrainedRun:
 class EvaluatedRun(TrainedRun):
     """... evaluated on its validation and test days."""
 
-    gate_metric: float  # the metric the promotion gate compares (NaN when undefined)
+    gate_metric: float | None  # the metric the promotion gate compares; None when undefined
     report: str  # the evaluation report's local file
 
 
@@ -43,6 +46,6 @@ class Promotion(RegisteredVersion):
     champion: str | None  # the champion version after the decision
 
 
-def extend(value: TrainedRun, cls: type, **fields):
+def extend(value: TrainedRun, cls: type[T], **fields) -> T:
     """`value` as the next step's type, with that step's fields added."""
     return cls(**dataclasses.asdict(value), **fields)

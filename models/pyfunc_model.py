@@ -12,6 +12,7 @@ import mlflow
 import pandas as pd
 
 from models.gbdt import Ranker
+from models.registry import RANKER_ARTIFACT
 from warehouse.layout import Folder
 
 
@@ -19,7 +20,7 @@ class RankerModel(mlflow.pyfunc.PythonModel):
     """Feature frame in (models.dataset.feature_frame), p_<action>, e_dwell_s, score out."""
 
     def load_context(self, context) -> None:
-        self.ranker = Ranker.load(Folder(Path(context.artifacts["ranker"])))
+        self.ranker = Ranker.load(Folder(Path(context.artifacts[RANKER_ARTIFACT])))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return self.ranker.predict(model_input)

@@ -29,7 +29,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from models.dataset import load_examples, signature_frame
-from models.evaluate import BASELINES, GATE_SPLIT, gate_metric, value_ranking
+from models.evaluate import BASELINES, GATE_SPLIT, best_baseline, gate_metric, value_ranking
 from models.gbdt import SCORE, IncompatibleRanker, Ranker
 from models.handoff import Promotion, RegisteredVersion, extend
 from models.value import ValueWeights
@@ -42,8 +42,10 @@ log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 MODEL_NAME = "ranker"  # the logged model's name within its run
+RANKER_ARTIFACT = "ranker"  # the ranker's files within the logged model (pyfunc_model.py)
 PYFUNC_CODE = importlib.util.find_spec("models.pyfunc_model").origin  # logged as code
 SPLIT_ARTIFACT = "split.json"  # a run's time split: {"train": [...], "val": [...], ...}
+DS_TAG = "feedrank.ds"  # a run's tag: the last day its training could use
 PROMOTION_TAG, PROMOTION_REASON_TAG = "feedrank.promotion", "feedrank.promotion_reason"
 # MLflow 3's UI opens an experiment without this tag on its GenAI (traces) view; this kind
 # opens it on the model-training runs.
@@ -84,15 +86,20 @@ def log_ranker(
     `scratch`: an empty folder the ranker's files are written to on their way into the run."""
     sample = example.head(200)
     signature = infer_signature(signature_frame(sample), ranker.predict(sample))
-    folder = ranker.save(scratch)
+    folder = ranker.save(scratch.sub(RANKER_ARTIFACT))  # the run keeps the folder name
     return mlflow.pyfunc.log_model(
         name=MODEL_NAME,
         python_model=PYFUNC_CODE,  # models from code: nothing pickled
-        artifacts={"ranker": str(folder)},
+        artifacts={RANKER_ARTIFACT: str(folder)},
         signature=signature,
         input_example=signature_frame(sample.head(5)),
         pip_requirements=[f"{p}=={importlib.metadata.version(p)}" for p in _REQUIREMENTS],
     )
+
+
+def window_param(part: str) -> str:
+    """The run param that gives a part of the split as first..last day (window.val, ...)."""
+    return f"window.{part}"
 
 
 def load_split(run_id: str) -> dict[str, list[str]]:
@@ -139,12 +146,6 @@ def set_champion(name: str, version: str) -> None:
 class Decision:
     promote: bool
     reason: str
-
-
-def best_baseline(baselines: Mapping[str, float]) -> tuple[str, float]:
-    """The baseline with the highest metric; an undefined (NaN) one never counts as best."""
-    name = max(baselines, key=lambda b: -math.inf if math.isnan(baselines[b]) else baselines[b])
-    return name, baselines[name]
 
 
 def decide(
@@ -231,7 +232,7 @@ def promote(
     baselines = {b: metrics.get(gate_metric(k, b), math.nan) for b in BASELINES}
     current = champion_version(name)
     champion, no_champion = None, "no champion yet"
-    if current is not None and current != version:
+    if current is not None and current != version and not math.isnan(challenger):
         days = load_split(registered.run_id)[GATE_SPLIT]
         champion, unusable = champion_score(store, name, days, weights, k)
         if unusable is not None:
@@ -243,7 +244,7 @@ def promote(
         margin,
         no_champion,
         metric=f"validation NDCG@{k}",
-        days=run.data.params.get("window.val", "the validation days"),
+        days=run.data.params.get(window_param(GATE_SPLIT), "the validation days"),
     )
     if decision.promote:
         set_champion(name, version)

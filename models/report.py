@@ -1,6 +1,6 @@
 """The rankers' evaluation as Markdown: the report of a training run, and a compact summary.
 
-`format_report` renders the tables of each split's Evaluation (test first); `summary_table`
+`format_report` renders the tables of each split's Evaluation (test first); `metrics_summary`
 reads the logged metrics back (`<split>/<scorer>/<task>/<metric>`, models.evaluate) into one
 small table per task, for a terminal. Figures are linked by their run-artifact names, which
 are also their names beside the report (models.tracking saves them both ways).
@@ -16,14 +16,16 @@ import pandas as pd
 
 from models.evaluate import (
     BASELINES,
-    DWELL_TASK,
+    CONSTANT,
     MODEL,
     ORACLE,
     VALUE,
     Evaluation,
+    best_baseline,
     metric_name,
+    summary_table,
 )
-from models.evaluate import summary_table as task_table
+from models.gbdt import DWELL
 from warehouse.catalog import ACTIONS
 
 FIGURES = (
@@ -53,13 +55,13 @@ def format_report(
     ]
     for name in ("test", "val"):
         ev = evaluations[name]
-        lines += ["", f"## {name}: per task", "", markdown(task_table(ev))]
+        lines += ["", f"## {name}: per task", "", markdown(summary_table(ev))]
         lines += ["", f"## {name}: value ranking per request", "", markdown(ev.ranking)]
         lines += ["", f"## {name}: dwell on clicks (s)", "", markdown(ev.dwell)]
     return "\n".join(lines) + "\n"
 
 
-def summary_table(metrics: Mapping[str, float], split: str = "test", k: int = 10) -> str:
+def metrics_summary(metrics: Mapping[str, float], split: str, k: int) -> str:
     """A compact Markdown summary of a run's logged metrics on one split: per task the
     model's AUC and NCE against the oracle and the best baseline, then the value ranking and
     dwell rows."""
@@ -69,7 +71,7 @@ def summary_table(metrics: Mapping[str, float], split: str = "test", k: int = 10
 
     rows = []
     for task in ACTIONS:
-        best = max(BASELINES, key=lambda b: np.nan_to_num(get(b, task, "auc"), nan=-1.0))
+        best, best_auc = best_baseline({b: get(b, task, "auc") for b in BASELINES})
         rows.append(
             {
                 "task": task,
@@ -77,11 +79,11 @@ def summary_table(metrics: Mapping[str, float], split: str = "test", k: int = 10
                 "oracle": get(ORACLE, task, "auc"),
                 "gap": get(MODEL, task, "auc_gap_to_oracle"),
                 "nce": get(MODEL, task, "nce"),
-                "best baseline": f"{best} {get(best, task, 'auc'):.3f}",
+                "best baseline": f"{best} {best_auc:.3f}",
             }
         )
     ndcg = f"ndcg_at_{k}"
-    best = max(BASELINES, key=lambda b: np.nan_to_num(get(b, VALUE, ndcg), nan=-1.0))
+    best, best_ndcg = best_baseline({b: get(b, VALUE, ndcg) for b in BASELINES})
     rows.append(
         {
             "task": f"value NDCG@{k}",
@@ -89,17 +91,17 @@ def summary_table(metrics: Mapping[str, float], split: str = "test", k: int = 10
             "oracle": get(ORACLE, VALUE, ndcg),
             "gap": get(ORACLE, VALUE, ndcg) - get(MODEL, VALUE, ndcg),
             "nce": np.nan,
-            "best baseline": f"{best} {get(best, VALUE, ndcg):.3f}",
+            "best baseline": f"{best} {best_ndcg:.3f}",
         }
     )
     rows.append(
         {
             "task": "dwell MAE (s)",
-            "auc": get(MODEL, DWELL_TASK, "mae"),
-            "oracle": get(ORACLE, DWELL_TASK, "mae"),
-            "gap": get(MODEL, DWELL_TASK, "mae") - get(ORACLE, DWELL_TASK, "mae"),
+            "auc": get(MODEL, DWELL, "mae"),
+            "oracle": get(ORACLE, DWELL, "mae"),
+            "gap": get(MODEL, DWELL, "mae") - get(ORACLE, DWELL, "mae"),
             "nce": np.nan,
-            "best baseline": f"constant {get('constant', DWELL_TASK, 'mae'):.1f}",
+            "best baseline": f"{CONSTANT} {get(CONSTANT, DWELL, 'mae'):.1f}",
         }
     )
     return markdown(pd.DataFrame(rows).rename(columns={"auc": "model"}))

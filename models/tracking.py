@@ -1,6 +1,7 @@
 """MLflow runs of the rankers: what a training run logs, and the evaluation added to it.
 
-    trained = log_training_run(RunInfo(...), split, ranker, history, train_ex, val_ex, folder)
+    trained = log_training_run(RunInfo(...), split, ranker, history, train_ex, val_ex, folder,
+                               scratch)
     metrics = log_evaluations(trained.run_id, {"val": ev_val, "test": ev_test}, report, folder)
 
 A run holds the resolved settings (`settings.json`, and the training settings as params), the
@@ -35,7 +36,6 @@ from warehouse.layout import Folder
 
 REPORT = "report.md"  # the evaluation report, in the run and in the report folder
 DWELL_MEDIAN_PARAM = "dwell_median_train_s"  # the constant dwell guess evaluation compares to
-SPLITS = ("test", "val")  # the evaluated splits, in the report's order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +44,7 @@ class RunInfo:
 
     name: str  # the run's name in the MLflow UI
     ds: str  # the last day the training could use
-    tags: Mapping[str, str]  # feedrank.profile, feedrank.ds, ...
+    tags: Mapping[str, str]  # e.g. feedrank.profile (the run also gets reg.DS_TAG = ds)
     params: Mapping[str, Any]  # flat params (see `flatten`)
     settings: Mapping[str, Any]  # the resolved settings, logged as settings.json
 
@@ -65,7 +65,7 @@ def flatten(data: Mapping[str, Any], prefix: str) -> dict[str, Any]:
 def log_figure(fig: Figure, artifact_file: str, folder: Folder) -> None:
     """Log a figure to the active run and save it under the same name in `folder`."""
     mlflow.log_figure(fig, artifact_file)
-    plots.save_figure(fig, folder.file(artifact_file))
+    plots.save_figure(fig, folder.writable(artifact_file))
 
 
 def log_training_run(
@@ -83,15 +83,14 @@ def log_training_run(
     `folder`: the report folder (figures land there too); `scratch`: an empty folder the
     model is written to on its way into the run."""
     dwell = train_ex.labels[C.DWELL_S].dropna()
+    parts = (("train", split.train), ("val", split.val), ("test", split.test))
     with mlflow.start_run(run_name=info.name) as run:
-        mlflow.set_tags(dict(info.tags))
+        mlflow.set_tags({**info.tags, reg.DS_TAG: info.ds})
         mlflow.log_params(dict(info.params))
         mlflow.log_params(
             {
-                "window.train": f"{split.train[0]}..{split.train[-1]}",
-                "window.train_days": len(split.train),
-                "window.val": f"{split.val[0]}..{split.val[-1]}",
-                "window.test": f"{split.test[0]}..{split.test[-1]}",
+                **{reg.window_param(part): f"{days[0]}..{days[-1]}" for part, days in parts},
+                reg.window_param("train_days"): len(split.train),
                 DWELL_MEDIAN_PARAM: float(dwell.median()) if len(dwell) else 0.0,
             }
         )
@@ -142,7 +141,7 @@ def log_evaluations(
             log_figure(plots.calibration_figure(ev.calibration), f"calibration/{name}.png", folder)
         mlflow.log_metrics(metrics)
         mlflow.log_text(report, REPORT)
-    folder.file(REPORT).write_text(report)
+    folder.writable(REPORT).write_text(report)
     return metrics
 
 
@@ -150,7 +149,7 @@ def latest_run(experiment: str, ds: str) -> mlflow.entities.Run | None:
     """The newest run of the experiment trained up to ds, or None."""
     found = MlflowClient().search_runs(
         [e.experiment_id for e in [mlflow.get_experiment_by_name(experiment)] if e is not None],
-        filter_string=f"tags.`feedrank.ds` = '{ds}'",
+        filter_string=f"tags.`{reg.DS_TAG}` = '{ds}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )

@@ -12,20 +12,26 @@ def test_output_and_childrens_output_go_to_the_log_progress_to_the_terminal(tmp_
     script = textwrap.dedent(
         f"""
         import subprocess, sys
-        from jobs.demo import _output_to
+        from rich.console import Console
+        from jobs.demo import _output_to, _status
         with _output_to({str(log)!r}) as terminal:
             print("python stdout")
             print("python stderr", file=sys.stderr)
             subprocess.run(["sh", "-c", "echo child stdout; echo child stderr >&2"], check=True)
+            # A spinner on a (forced) terminal must not pull the step's output onto it.
+            with _status(Console(file=terminal, force_terminal=True), "a step"):
+                print("printed during the spinner")
             terminal.write("progress line\\n")
         print("after the demo")
         """
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     # The terminal saw only the progress, and what came after the context.
-    assert out.stdout == "progress line\nafter the demo\n"
+    assert "printed during the spinner" not in out.stdout
+    assert out.stdout.endswith("progress line\nafter the demo\n")
     assert out.stderr == ""
     text = log.read_text()
-    for line in ("python stdout", "python stderr", "child stdout", "child stderr"):
+    lines = ("python stdout", "python stderr", "child stdout", "child stderr", "during the spinner")
+    for line in lines:
         assert line in text, line
     assert "progress line" not in text

@@ -77,7 +77,7 @@ def test_calibration_figure(tmp_path):
     colors = [{ln.get_label(): ln.get_color() for ln in ax.lines} for ax in axes]
     assert all(c["oracle"] == colors[0]["oracle"] for c in colors)
     assert len({colors[0][v] for v in curves["click"]}) == 3
-    _assert_png(fig, Folder(tmp_path / "report").file("calibration.png"))
+    _assert_png(fig, Folder(tmp_path / "report").writable("calibration.png"))
 
 
 def test_calibration_figure_all_zero_panel_does_not_crash(tmp_path):
@@ -167,7 +167,7 @@ def test_learning_curves_figure(tmp_path):
         marker = lines[f"best = {best[task]}"]
         assert marker.get_linestyle() == ":"
         assert set(np.asarray(marker.get_xdata(), dtype=float)) == {best[task]}
-    _assert_png(fig, Folder(tmp_path).file("nested/dir/learning.png"))
+    _assert_png(fig, Folder(tmp_path).writable("nested/dir/learning.png"))
 
 
 def test_learning_curves_figure_needs_every_task():

@@ -44,10 +44,18 @@ class Folder:
     path: Path
 
     def file(self, name: str) -> Path:
-        """The path of `name` (may hold '/': a subfolder) in this folder, parents created."""
-        path = self.path / name
+        """The path of `name` (may hold '/': a subfolder) in this folder, to read."""
+        return self.path / name
+
+    def writable(self, name: str) -> Path:
+        """The path of `name` in this folder, its parent folders created, to write."""
+        path = self.file(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    def sub(self, name: str) -> Folder:
+        """A subfolder (not created until something is written into it)."""
+        return Folder(self.path / name)
 
     def __str__(self) -> str:
         return str(self.path)
@@ -106,7 +114,7 @@ class DataRoot:
 
     def log_file(self, name: str) -> Path:
         """A log file under logs/, its folder created."""
-        return Folder(self.logs).file(f"{name}.log")
+        return Folder(self.logs).writable(f"{name}.log")
 
     @contextlib.contextmanager
     def scratch(self, name: str) -> Iterator[Folder]:
