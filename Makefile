@@ -45,7 +45,9 @@ airflow-ui: $(VENV)/.installed java  ## Airflow UI on http://127.0.0.1:8080 (log
 	export PATH="$(CURDIR)/$(BIN):$$PATH" && exports="$$(feedrank --profile $(PROFILE) env)" \
 	  && eval "$$exports" && airflow db migrate && airflow standalone
 
+# MLflow 3.17's UI opens experiments on its GenAI view unless asked for the training runs.
 mlflow-ui: $(VENV)/.installed  ## MLflow UI on http://127.0.0.1:5000
+	@echo "training runs: pick 'Model training' in the UI's sidebar switch (the browser keeps it)"
 	exports="$$($(BIN)/feedrank --profile $(PROFILE) env)" && eval "$$exports" \
 	  && $(BIN)/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI"
 

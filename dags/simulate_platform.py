@@ -20,8 +20,8 @@ trigger starts one run. With `FEEDRANK__AIRFLOW__CATCHUP=true` unpausing runs ev
 calendar, one at a time.
 
 **Re-run a day**: open its run and **Clear** it (all tasks); the day is replaced with the same
-data (seeded). Triggering the same logical date again is refused (409 Conflict: that run
-exists) unless you give the new run a Run ID of its own.
+data (seeded). Triggering the same logical date again is refused (409 Conflict, "Unique
+constraint violation": a DAG has one run per logical date).
 """
 
 from __future__ import annotations

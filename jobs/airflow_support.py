@@ -72,7 +72,7 @@ def training_params() -> dict[str, Param]:
 
 
 def profile_sizes() -> str:
-    """One line per profile for the Param's description: its size and calendar."""
+    """Each profile's size and calendar, for the `profile` Param's description."""
     out = []
     for name in available_profiles():
         cfg = load_settings(name, environ={}).simulator

@@ -68,18 +68,24 @@ def synced(dagbag):
 
 def test_a_raw_event_queues_build_features_without_unpausing_it(synced):
     """DAGs start paused (AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION), except those scheduled
-    on Assets: the raw event of a triggered simulate_platform run queues build_features."""
+    on Assets (jobs.airflow_support.asset_scheduled): the raw event of a triggered
+    simulate_platform run queues build_features."""
     from airflow.assets.manager import AssetManager
     from airflow.models.asset import AssetDagRunQueue, AssetModel
     from airflow.models.dag import DagModel
+    from airflow.sdk.definitions.timetables.assets import AssetTriggeredTimetable
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     from jobs.airflow_support import RAW_LOGS
 
+    on_assets = {
+        i for i, d in synced.dags.items() if isinstance(d.timetable, AssetTriggeredTimetable)
+    }
+    assert {"build_features"} <= on_assets and "simulate_platform" not in on_assets
     with create_session() as session:
         paused = dict(session.execute(select(DagModel.dag_id, DagModel.is_paused)).all())
-        assert paused == {"simulate_platform": True, "build_features": False, "train_rankers": True}
+        assert paused == {dag_id: dag_id not in on_assets for dag_id in synced.dags}
         asset = session.scalar(select(AssetModel).where(AssetModel.uri == RAW_LOGS.uri))
         AssetManager.register_asset_change(
             asset=asset, extra={"days": ["2026-01-05"]}, session=session

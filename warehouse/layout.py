@@ -153,9 +153,9 @@ class DataRoot:
         if owner is not None and owner != profile:
             raise DataRootError(
                 f"data root {self.home} belongs to profile {owner!r}, not {profile!r}: refusing "
-                f"to run {profile!r} on it. Use --profile {owner} (FEEDRANK_PROFILE={owner}), "
-                f"or give {profile!r} its own root (unset FEEDRANK_HOME for the default "
-                f"{DEFAULT_HOME / profile}, or set it to an empty folder)."
+                f"to run {profile!r} on it. Use profile {owner!r} (--profile, FEEDRANK_PROFILE "
+                f"or the DAG's `profile` Param), or give {profile!r} its own root (unset "
+                f"FEEDRANK_HOME for the default {DEFAULT_HOME / profile}, or an empty folder)."
             )
 
     def claim(self, profile: str) -> DataRoot:
