@@ -421,9 +421,9 @@ class Warehouse:
         paths = []
         for flag in (True, False):
             group = [d for d in days if (d in from_staging) == flag]
-            paths += [
-                str(self._checked_dir(table, d, flag)) for d in self._existing(table, group, flag)
-            ]
+            if group or not days:  # no day at all: _existing says whether that can be read
+                found = self._existing(table, group, flag)
+                paths += [str(self._checked_dir(table, d, flag)) for d in found]
         if not paths:
             return spark.createDataFrame([], from_arrow_schema(_with_ds(table.schema)))
         # The version folders sit under ds=...: Spark takes ds from the path below basePath.
