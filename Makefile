@@ -5,13 +5,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= demo
 
-.PHONY: demo test lint bench airflow-ui mlflow-ui lock clean-data java
+.PHONY: demo test lint bench airflow-ui mlflow-ui lock clean-data java redis
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24,<27"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# setuptools tells every editable install that local folders may shadow the package:
+	# true of any editable install, and noise on a quiet one.
+	PYTHONWARNINGS="ignore:Editable installation" \
+	  $(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
 java:  # Spark 4 needs Java 17 or newer
@@ -19,24 +22,32 @@ java:  # Spark 4 needs Java 17 or newer
 	  echo "no java on PATH: installing openjdk-17-jre-headless (Debian)"; \
 	  apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
 
+redis:  # the feed store's Redis tests start their own redis-server on a free loopback port
+	@command -v redis-server >/dev/null || { \
+	  echo "no redis-server on PATH: installing redis-server (Debian)"; \
+	  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+
 demo: $(VENV)/.installed java  ## the main job: the demo profile end to end
 	$(BIN)/feedrank --profile $(PROFILE) demo
 
-test: $(VENV)/.installed java  ## lint, format check and the whole test suite
+test: $(VENV)/.installed java redis  ## lint, format check and the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
-bench: $(VENV)/.installed java  ## benchmarks: print a table, write JSON under tests/benchmarks/results
+bench: $(VENV)/.installed java redis  ## benchmarks: print a table, write JSON under tests/benchmarks/results
 	@for b in tests/benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
-airflow-ui: $(VENV)/.installed java  ## Airflow UI on http://localhost:8080 (login printed by standalone)
+# `feedrank env` exports the profile, its data root and Airflow's settings, and fails on a data
+# root of another profile: assigning its output first stops the recipe there.
+airflow-ui: $(VENV)/.installed java  ## Airflow UI on http://127.0.0.1:8080 (login printed by standalone)
 	# standalone starts its components as `airflow ...` from PATH: put the venv first.
-	export PATH="$(CURDIR)/$(BIN):$$PATH" && eval "$$(feedrank --profile $(PROFILE) env)" \
-	  && airflow db migrate && airflow standalone
+	export PATH="$(CURDIR)/$(BIN):$$PATH" && exports="$$(feedrank --profile $(PROFILE) env)" \
+	  && eval "$$exports" && airflow db migrate && airflow standalone
 
-mlflow-ui: $(VENV)/.installed  ## MLflow UI on http://localhost:5000
-	eval "$$($(BIN)/feedrank --profile $(PROFILE) env)" && $(BIN)/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI"
+mlflow-ui: $(VENV)/.installed  ## MLflow UI on http://127.0.0.1:5000
+	exports="$$($(BIN)/feedrank --profile $(PROFILE) env)" && eval "$$exports" \
+	  && $(BIN)/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI"
 
 lock:  ## re-resolve the pins from setup.cfg's ranges
 	rm -rf /tmp/feedrank-lock && $(PYTHON) -m venv /tmp/feedrank-lock

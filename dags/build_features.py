@@ -8,8 +8,10 @@ features read the state of each family's lookback (7 to 365 days), so no run rec
 history. The feature table passes its own contract (Great Expectations: keys, ranges, nulls,
 `as_of` strictly before `served_at`) before it is published and the `features` Asset marked.
 
-Triggered by the raw Asset (the days its events name), or by hand with a logical date and
-the Param `profile`. Days must be built in order.
+Triggered by the raw Asset (the days its events name): a `simulate_platform` run starts this
+DAG by itself, as it is unpaused at creation (`airflow.asset_dags_unpaused`). By hand: a
+logical date inside the profile's calendar and the Param `profile`, the data root's profile.
+Days must be built in order; to re-run a day, Clear its run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from jobs.airflow_support import (
     DEFAULT_ARGS,
     FEATURES,
     RAW_LOGS,
+    asset_scheduled,
     days_to_build,
     mark_days,
     params,
@@ -35,12 +38,13 @@ from jobs.airflow_support import (
     params=params(),
     tags=["feedrank", "silver", "features", "spark"],
     doc_md=__doc__,
+    **asset_scheduled(),
 )
 def build_features():
     @task(outlets=[FEATURES])
     def build(params=None, outlet_events=None):
         days = days_to_build(get_current_context())
-        job.run_days(settings_from(params), days)
+        job.run_days(settings_from(params, *days), days)
         mark_days(outlet_events, FEATURES, days)
 
     build()

@@ -25,6 +25,8 @@ day it may use.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from airflow.sdk import dag, task
 
 from jobs import train_rankers as job
@@ -32,6 +34,7 @@ from jobs.airflow_support import (
     DEFAULT_ARGS,
     RANKER,
     calendar,
+    mark_promotion,
     settings_from,
     training_params,
 )
@@ -52,23 +55,24 @@ def train_rankers():
     def build_training_set(params=None, ds=None):
         return job.build_training_set(settings_from(params), ds)
 
+    # Each step hands the next a models.handoff dataclass, through XCom as a dict.
     @task
     def train(params=None, ds=None):
-        return job.train(settings_from(params), ds)
+        return asdict(job.train(settings_from(params), ds))
 
     @task
     def evaluate(trained, params=None):
-        return job.evaluate_run(settings_from(params), trained)
+        return asdict(job.evaluate_run(settings_from(params), job.TrainedRun(**trained)))
 
     @task
     def register(evaluated, params=None):
-        return job.register(settings_from(params), evaluated)
+        return asdict(job.register(settings_from(params), job.EvaluatedRun(**evaluated)))
 
     @task(outlets=[RANKER])
     def promote(registered, params=None, outlet_events=None):
-        outcome = job.promote(settings_from(params), registered)
-        outlet_events[RANKER].extra = {k: outcome[k] for k in ("version", "promoted", "champion")}
-        return outcome
+        outcome = job.promote(settings_from(params), job.RegisteredVersion(**registered))
+        mark_promotion(outlet_events, RANKER, outcome)
+        return asdict(outcome)
 
     trained = train()
     build_training_set() >> trained

@@ -22,10 +22,11 @@ def point_in_time_features(
     authors: DataFrame,
     graph_cutoff,
     history_impressions: DataFrame | None = None,
-    prior_rate: float = 0.05,
-    prior_strength: float = 20.0,
-    pagerank_iterations: int = 20,
-    last_k_topics: int = 5,
+    *,
+    prior_rate: float,
+    prior_strength: float,
+    pagerank_iterations: int,
+    last_k_topics: int,
 ) -> DataFrame:
     """One row per impression_id: its keys, as_of and every family's features.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from warehouse.catalog import ACTIONS, C, label_column
+from warehouse.catalog import ACTIONS, CLICK, C, label_column
 
 _HASH_SPAN = 1 << 53  # doubles hold integers up to 2^53 exactly: u = h mod 2^53 / 2^53
 
@@ -48,7 +48,7 @@ def attach_labels(
     )
     labels = attributed.groupBy(C.IMPRESSION_ID).agg(
         *[F.max((F.col(C.ACTION) == a).cast("tinyint")).alias(label_column(a)) for a in ACTIONS],
-        F.max(F.when(F.col(C.ACTION) == "click", F.col(C.DWELL_S))).alias(C.DWELL_S),
+        F.max(F.when(F.col(C.ACTION) == CLICK, F.col(C.DWELL_S))).alias(C.DWELL_S),
     )
     context = impressions.select(C.IMPRESSION_ID, C.POSITION, C.SOURCE)
     return (

@@ -8,6 +8,7 @@ Snapshots are computed only for the (entity, as_of) pairs the impressions ask fo
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 from pyspark.sql import DataFrame, Window
@@ -17,6 +18,13 @@ from features.registry import AS_OF, BUCKET
 from warehouse.catalog import C
 
 _US_PER_H = 3_600_000_000
+
+
+def graph_cutoff(ds: str) -> dt.datetime:
+    """PageRank and IDF use what was known an hour before ds began: an impression at
+    00:00:00 has its features as of 23:00 the day before."""
+    start = dt.datetime.combine(dt.date.fromisoformat(ds), dt.time(), tzinfo=dt.UTC)
+    return start - dt.timedelta(hours=1)
 
 
 def as_of_col(ts: str):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from warehouse.catalog import ACTIONS
+from warehouse.catalog import ACTIONS, POSITIVE_ACTIONS, C
+from warehouse.contracts.silver import FeatureRules
 
 AS_OF = "as_of"  # the hour boundary a snapshot is taken at; see features.pit
 BUCKET = "bucket"  # an event's hour: date_trunc('hour', ts)
@@ -35,7 +36,6 @@ LAST_TOPICS_D = 30  # last topics read the viewer's positives this far back
 HISTORY_BOUND_D = 365
 REQUEST_GAP_BOUND_D = 30
 
-POSITIVE_ACTIONS = ("click", "like", "comment", "share")
 COUNTED_ACTIONS = (*POSITIVE_ACTIONS, "hide")  # report is too rare to count per window
 IMPRESSION = "impression"  # the pseudo-action of a served impression in post event streams
 POST_KINDS = (*COUNTED_ACTIONS, IMPRESSION)
@@ -44,11 +44,6 @@ assert set(COUNTED_ACTIONS) <= set(ACTIONS)
 # Decay: an event t days before as_of weighs 1 / (t + 1); t is real (from timestamps), and the
 # decayed totals cover the same lookback as the widest window (7 days).
 DECAY_DOC = "sum over events in the 7d before as_of of 1/(t+1), t = (as_of - event_ts) in days"
-
-
-def decay_weight_days(t_days: float) -> float:
-    """The decay weight of an event t days old (the reference for tests and docs)."""
-    return 1.0 / (t_days + 1.0)
 
 
 def post_count(kind: str, window: str) -> str:
@@ -216,3 +211,38 @@ def feature_columns(family: str | None = None) -> list[str]:
     """Feature column names of one family, or of all families in registry order."""
     fams = [family] if family else list(FAMILIES)
     return [f.name for fam in fams for f in FAMILIES[fam]]
+
+
+def feature_rules() -> FeatureRules:
+    """The feature table's contract, by kind of column, from the feature registry."""
+    windows = [post_count(k, w) for k in POST_KINDS for w in WINDOWS_H]
+    windows += [net_count(k, w) for k in COUNTED_ACTIONS for w in WINDOWS_H]
+    decayed = [post_decayed(k) for k in POST_KINDS]
+    counts = [
+        AUTHOR_FOLLOWERS,
+        AUTHOR_FOLLOWEES,
+        USER_IMPRESSIONS_7D,
+        USER_REQUESTS_7D,
+        UA_COMMON_FOLLOWEES,
+        HASHTAG_COUNT,
+    ]
+    rates = [author_rate(d) for d in AUTHOR_WINDOWS_D]
+    rates += [author_topic_rate(d) for d in AUTHOR_WINDOWS_D]
+    rates += [user_rate(d) for d in USER_RATE_WINDOWS_D]
+    rates += [ua_share(d) for d in USER_AUTHOR_WINDOWS_D]
+    rates += [ua_norm(d) for d in USER_AUTHOR_WINDOWS_D]
+    return FeatureRules(
+        not_null=(C.IMPRESSION_ID, *windows, *decayed, POST_AGE_H, CTX_HOUR, CTX_DOW),
+        nonnegative=(
+            *windows,
+            *decayed,
+            *counts,
+            *rates,
+            POST_AGE_H,
+            POST_SMOOTHED_RATE,
+            AUTHOR_FOLLOW_RATIO,
+            CTX_HOURS_SINCE_PREV_REQUEST,
+        ),
+        unit_interval=(SIM_TOPIC_SHARE, AUTHOR_PAGERANK),
+        ranges={CTX_HOUR: (0, 23), CTX_DOW: (1, 7), SIM_HASHTAG_TFIDF: (0.0, 1.0 + 1e-9)},
+    )

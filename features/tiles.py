@@ -146,10 +146,11 @@ def features_from_tiles(
     users: DataFrame,
     authors: DataFrame,
     graph_cutoff,
-    prior_rate: float = 0.05,
-    prior_strength: float = 20.0,
-    pagerank_iterations: int = 20,
-    last_k_topics: int = 5,
+    *,
+    prior_rate: float,
+    prior_strength: float,
+    pagerank_iterations: int,
+    last_k_topics: int,
 ) -> DataFrame:
     """One row per impression_id: its keys, as_of and every family's features.
 

@@ -1,4 +1,5 @@
-"""The environment that points Airflow at this repo's dags/ and the data root's SQLite DB.
+"""The environment that points Airflow at this repo's dags/ and the data root's SQLite DB,
+and the `airflow` settings section (how the DAGs are scheduled, where the local UI listens).
 
 Must be applied before `airflow` is imported: Airflow reads its configuration on import.
 """
@@ -7,22 +8,37 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import subprocess
 import sys
-from pathlib import Path
 
-from warehouse.layout import DataRoot
+from pydantic import BaseModel, ConfigDict, Field
+
+from warehouse.layout import DataRoot, executable
 
 log = logging.getLogger(__name__)
 
 
-def airflow_environ(root: DataRoot) -> dict[str, str]:
+class AirflowSettings(BaseModel):
+    """How the DAGs run in Airflow, read when Airflow parses them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    catchup: bool = False  # unpausing simulate_platform runs every calendar day (else: triggers)
+    asset_dags_unpaused: bool = True  # DAGs scheduled on Assets start unpaused: one trigger chains
+    api_host: str = Field("127.0.0.1", min_length=1)  # the local api-server (UI); 0.0.0.0: all
+
+
+def airflow_environ(root: DataRoot, api_host: str = AirflowSettings().api_host) -> dict[str, str]:
     return {
+        "AIRFLOW__API__HOST": api_host,
         "AIRFLOW_HOME": str(root.airflow_home.resolve()),
         "AIRFLOW__CORE__DAGS_FOLDER": str(root.dags_folder()),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": root.airflow_db_url,
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        # train_rankers imports MLflow and LightGBM: over the 30 s default on a busy 2-core box
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
         "FEEDRANK_HOME": str(root.home.resolve()),
         "MLFLOW_TRACKING_URI": root.mlflow_tracking_uri,
     }
@@ -34,7 +50,7 @@ def prepare_airflow(root: DataRoot) -> dict[str, str]:
     os.environ.update(env)
     if "airflow" in sys.modules:
         log.warning("airflow was imported before its environment was set; settings may be stale")
-    airflow_bin = Path(sys.executable).with_name("airflow")
+    airflow_bin = executable("airflow")
     log.info("airflow db migrate (%s)", env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
     subprocess.run(
         [str(airflow_bin), "db", "migrate"],
@@ -45,10 +61,13 @@ def prepare_airflow(root: DataRoot) -> dict[str, str]:
     return env
 
 
-def shell_exports(root: DataRoot, tracking_uri: str | None = None) -> str:
-    """`export` lines for a shell that runs the Airflow or MLflow UI on this data root
-    (MLflow on `tracking_uri` when one is configured)."""
-    env = airflow_environ(root)
-    if tracking_uri is not None:
-        env["MLFLOW_TRACKING_URI"] = tracking_uri
-    return "\n".join(f"export {k}={v}" for k, v in env.items())
+def shell_exports(profile: str, root: DataRoot, api_host: str, tracking_uri: str) -> str:
+    """`export` lines for a shell that runs the Airflow or MLflow UI on this profile's data
+    root: the DAGs parse with the profile's calendar and Params, and MLflow uses
+    `tracking_uri`."""
+    env = {
+        "FEEDRANK_PROFILE": profile,
+        **airflow_environ(root, api_host),
+        "MLFLOW_TRACKING_URI": tracking_uri,
+    }
+    return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())

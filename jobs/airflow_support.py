@@ -8,9 +8,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pendulum
 from airflow.sdk import Asset, Param
+from airflow.sdk.exceptions import AirflowFailException
 
+# Core's class, not airflow.sdk's: in Airflow 3.3 the SDK EventsTimetable fails to serialize
+# ("Failed to serialize DAG ...: '_summary'", apache/airflow#69401).
+from airflow.timetables.events import EventsTimetable
+
+from jobs.common import OutsideCalendar, check_day
 from jobs.settings import Settings, available_profiles, load_settings
+from warehouse.layout import DataRootError
 
 RAW_LOGS = Asset("feedrank://warehouse/raw")  # a day of raw logs passed its contracts
 FEATURES = Asset("feedrank://warehouse/silver/impression_features")  # a day of features
@@ -32,7 +40,8 @@ def params() -> dict[str, Param]:
             load_settings().profile,
             type="string",
             enum=available_profiles(),
-            description="Settings profile (sizes in DESIGN.md).",
+            description=f"Settings profile: {profile_sizes()}. It must be the profile of "
+            "the data root the UI runs on (a job refuses another profile's root).",
         ),
         "seed": Param(
             None,
@@ -62,27 +71,73 @@ def training_params() -> dict[str, Param]:
     }
 
 
-def settings_from(params: dict[str, Any]) -> Settings:
-    """Settings for a task, from the run's Params."""
+def profile_sizes() -> str:
+    """One line per profile for the Param's description: its size and calendar."""
+    out = []
+    for name in available_profiles():
+        cfg = load_settings(name, environ={}).simulator
+        out.append(f"{name} ({cfg.n_users:,} users, {cfg.days} days from {cfg.start_date})")
+    return "; ".join(out)
+
+
+def settings_from(params: dict[str, Any], *days: str | None) -> Settings:
+    """Settings for a task, from the run's Params, on a data root the profile owns (claimed
+    on first use) and, for each of `days`, a day of the profile's calendar. Either failure
+    fails the task at once: retrying cannot fix the run's input."""
     overrides: dict[str, Any] = {}
     if params.get("seed") is not None:
         overrides["simulator"] = {"seed": int(params["seed"])}
     training = {k: params[k] for k in ("train_days", "negative_rate") if params.get(k) is not None}
     if training:
         overrides["training"] = training
-    return load_settings(params.get("profile"), overrides)
+    settings = load_settings(params.get("profile"), overrides)
+    try:
+        for ds in days:
+            check_day(settings, ds)
+        settings.root.claim(settings.profile)
+    except (OutsideCalendar, DataRootError) as err:
+        raise AirflowFailException(str(err)) from None
+    return settings
 
 
 def calendar() -> dict[str, Any]:
-    """start_date and end_date of the scheduled runs: the default profile's simulated days."""
-    cfg = load_settings().simulator
-    start = dt.datetime.combine(cfg.start_date, dt.time(), tzinfo=dt.UTC)
-    return {"start_date": start, "end_date": start + dt.timedelta(days=cfg.days - 1)}
+    """The schedule of the simulated days (those of the profile the DAGs are parsed with):
+    one event per day, all of them run when the DAG is unpaused if `airflow.catchup`,
+    else only the days a user triggers. Without an end_date a run triggered for another
+    day gets its tasks, and the first one fails saying which days exist."""
+    settings = load_settings()
+    days = [pendulum.datetime(d.year, d.month, d.day, tz="UTC") for d in settings.simulator.dates()]
+    return {
+        "schedule": EventsTimetable(
+            days,
+            presorted=True,
+            description=f"{settings.profile}'s {len(days)} days, {days[0]:%Y-%m-%d} .. "
+            f"{days[-1]:%Y-%m-%d}",
+        ),
+        "start_date": days[0],
+        "catchup": settings.airflow.catchup,
+    }
+
+
+def asset_scheduled() -> dict[str, Any]:
+    """DAG arguments of a DAG scheduled on Assets: unpaused at creation (the default), so a
+    user who triggers the first DAG sees the whole chain run."""
+    unpaused = load_settings().airflow.asset_dags_unpaused
+    return {"is_paused_upon_creation": False} if unpaused else {}
 
 
 def mark_days(outlet_events, asset: Asset, days: list[str]) -> None:
     """Tag the asset event with the days it published, for the consumers."""
     outlet_events[asset].extra = {"days": list(days)}
+
+
+def mark_promotion(outlet_events, asset: Asset, outcome) -> None:
+    """Tag the asset event with the gate's outcome (a models.handoff.Promotion)."""
+    outlet_events[asset].extra = {
+        "version": outcome.version,
+        "promoted": outcome.promoted,
+        "champion": outcome.champion,
+    }
 
 
 def days_to_build(context: dict[str, Any]) -> list[str]:

@@ -7,8 +7,11 @@
 2. features: the day's impressions joined, point in time, to the tiles of each family's
    lookback (ds - lookback .. ds) and to the dimension snapshots of ds.
 3. contract: the feature table's Great Expectations suite on the staged partition; a day that
-   fails it is not published.
-4. publish silver.impression_features ds.
+   fails it is not published, and neither is its state.
+4. publish the day's state and features in one commit of the silver layer.
+
+State is staged, not published, until the features built from it pass their contract: a
+day's outputs are visible together or not at all. The run holds the silver lock of ds.
 
 Days must be built in order: the state of every earlier day in a lookback must exist.
 """
@@ -16,14 +19,14 @@ Days must be built in order: the state of every earlier day in a lookback must e
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import sys
 import time
 
 from features import registry as R
+from features.pit import graph_cutoff
 from features.tiles import TILES, build_tiles, features_from_tiles, lookback_days
-from jobs.common import days_before, log_settings, run_job
+from jobs.common import check_day, days_before, log_settings, run_job
 from jobs.settings import Settings
 from jobs.spark import get_spark
 from warehouse import contracts
@@ -36,10 +39,11 @@ from warehouse.catalog import (
     POSTS,
     USERS,
     C,
+    Layer,
     Table,
     feature_state_table,
 )
-from warehouse.contracts.silver import FeatureRules, check_feature_partition
+from warehouse.contracts.silver import check_feature_partition
 from warehouse.store import Warehouse, WarehouseError
 
 log = logging.getLogger(__name__)
@@ -59,27 +63,33 @@ class RawDay:
 
 def run(settings: Settings, ds: str) -> int:
     """Build and publish the features of ds; returns the number of impressions featurized."""
+    check_day(settings, ds)
     log_settings("build_features", settings, ds)
     started = time.perf_counter()
     spark = get_spark(settings.spark)
     store = Warehouse(settings.root.warehouse)
-    raw = read_raw(spark, store, settings, ds)
-    build_state(store, raw, ds)
-    tiles = {name: read_state(spark, store, settings, name, ds) for name in TILES}
-    feats = features_from_tiles(
-        raw.impressions,
-        tiles,
-        raw.posts,
-        raw.follows,
-        raw.users,
-        raw.authors,
-        graph_cutoff(ds),
-        **settings.features.model_dump(),
-    )
-    store.write_spark(IMPRESSION_FEATURES, ds, feats, publish=False)
-    staged = store.read_spark(spark, IMPRESSION_FEATURES, ds, staged=True).drop(C.DS)
-    contracts.enforce(check_feature_partition(ds, staged, feature_rules()))
-    rows = store.publish(IMPRESSION_FEATURES, ds).rows
+    with store.lock(Layer.SILVER, ds, job="build_features"):
+        raw = read_raw(spark, store, settings, ds)
+        build_state(store, raw, ds)
+        tiles = {name: read_state(spark, store, settings, name, ds) for name in TILES}
+        feats = features_from_tiles(
+            raw.impressions,
+            tiles,
+            raw.posts,
+            raw.follows,
+            raw.users,
+            raw.authors,
+            graph_cutoff(ds),
+            **settings.features.model_dump(),
+        )
+        store.write_spark(IMPRESSION_FEATURES, ds, feats, publish=False)
+        staged = store.read_spark(spark, IMPRESSION_FEATURES, ds, staged=True).drop(C.DS)
+        report = check_feature_partition(ds, staged, R.feature_rules())
+        contracts.enforce(report)
+        outputs = [*(state_table(name) for name in TILES), IMPRESSION_FEATURES]
+        for t in outputs:
+            store.accept(t, ds, by=f"{IMPRESSION_FEATURES.qualified}'s contract")
+        rows = store.publish_day(outputs, ds)[IMPRESSION_FEATURES.name].rows
     log.info("features ds=%s: %d impressions in %.1fs", ds, rows, time.perf_counter() - started)
     return rows
 
@@ -106,63 +116,22 @@ def read_raw(spark, store: Warehouse, settings: Settings, ds: str) -> RawDay:
 
 
 def build_state(store: Warehouse, raw: RawDay, ds: str) -> None:
-    """The day's tiles, from the day's events only (idempotent: a re-run replaces them)."""
+    """Stage the day's tiles, from the day's events only (published with the features)."""
     for name, tile in build_tiles(raw.impressions, raw.engagements, raw.posts).items():
-        store.write_spark(state_table(name), ds, tile)
+        store.write_spark(state_table(name), ds, tile, publish=False)
 
 
 def read_state(spark, store: Warehouse, settings: Settings, name: str, ds: str):
+    """A tile's lookback: ds's staged state and the committed state of the days before."""
     days = [*days_before(settings.simulator.start_date, ds, lookback_days(name)), ds]
     try:
-        return store.read_spark(spark, state_table(name), days).drop(C.DS)
+        return store.read_spark(spark, state_table(name), days, staged=[ds]).drop(C.DS)
     except WarehouseError as err:
         raise WarehouseError(f"features of ds={ds} need earlier days' state first: {err}") from None
 
 
 def state_table(name: str) -> Table:
     return feature_state_table(name, TILES[name].keys, TILES[name].doc)
-
-
-def graph_cutoff(ds: str) -> dt.datetime:
-    """PageRank and IDF use what was known an hour before ds began: an impression at
-    00:00:00 has its features as of 23:00 the day before."""
-    start = dt.datetime.combine(dt.date.fromisoformat(ds), dt.time(), tzinfo=dt.UTC)
-    return start - dt.timedelta(hours=1)
-
-
-def feature_rules() -> FeatureRules:
-    """The feature table's contract, by kind of column, from the feature registry."""
-    windows = [R.post_count(k, w) for k in R.POST_KINDS for w in R.WINDOWS_H]
-    windows += [R.net_count(k, w) for k in R.COUNTED_ACTIONS for w in R.WINDOWS_H]
-    decayed = [R.post_decayed(k) for k in R.POST_KINDS]
-    counts = [
-        R.AUTHOR_FOLLOWERS,
-        R.AUTHOR_FOLLOWEES,
-        R.USER_IMPRESSIONS_7D,
-        R.USER_REQUESTS_7D,
-        R.UA_COMMON_FOLLOWEES,
-        R.HASHTAG_COUNT,
-    ]
-    rates = [R.author_rate(d) for d in R.AUTHOR_WINDOWS_D]
-    rates += [R.author_topic_rate(d) for d in R.AUTHOR_WINDOWS_D]
-    rates += [R.user_rate(d) for d in R.USER_RATE_WINDOWS_D]
-    rates += [R.ua_share(d) for d in R.USER_AUTHOR_WINDOWS_D]
-    rates += [R.ua_norm(d) for d in R.USER_AUTHOR_WINDOWS_D]
-    return FeatureRules(
-        not_null=(C.IMPRESSION_ID, *windows, *decayed, R.POST_AGE_H, R.CTX_HOUR, R.CTX_DOW),
-        nonnegative=(
-            *windows,
-            *decayed,
-            *counts,
-            *rates,
-            R.POST_AGE_H,
-            R.POST_SMOOTHED_RATE,
-            R.AUTHOR_FOLLOW_RATIO,
-            R.CTX_HOURS_SINCE_PREV_REQUEST,
-        ),
-        unit_interval=(R.SIM_TOPIC_SHARE, R.AUTHOR_PAGERANK),
-        ranges={R.CTX_HOUR: (0, 23), R.CTX_DOW: (1, 7), R.SIM_HASHTAG_TFIDF: (0.0, 1.0 + 1e-9)},
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

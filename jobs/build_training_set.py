@@ -23,9 +23,16 @@ from jobs.common import log_settings, run_job
 from jobs.settings import Settings
 from jobs.spark import get_spark
 from warehouse import contracts
-from warehouse.catalog import ENGAGEMENTS, IMPRESSION_FEATURES, IMPRESSIONS, TRAINING_EXAMPLES, C
+from warehouse.catalog import (
+    ENGAGEMENTS,
+    IMPRESSION_FEATURES,
+    IMPRESSIONS,
+    TRAINING_EXAMPLES,
+    C,
+    Layer,
+)
 from warehouse.contracts.gold import check_training_partition
-from warehouse.store import Warehouse, WarehouseError
+from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +43,21 @@ def run(settings: Settings, ds: str) -> int:
     started = time.perf_counter()
     spark = get_spark(settings.spark)
     store = Warehouse(settings.root.warehouse)
-    examples = attach_labels(
-        store.read_spark(spark, IMPRESSION_FEATURES, ds).drop(C.DS),
-        store.read_spark(spark, IMPRESSIONS, ds).drop(C.DS),
-        store.read_spark(spark, ENGAGEMENTS, ds).drop(C.DS),
-        attribution_window_s=settings.training.attribution_window_s,
-        seed=settings.training.seed,
-    )
-    store.write_spark(TRAINING_EXAMPLES, ds, examples, publish=False)
-    staged = store.read_spark(spark, TRAINING_EXAMPLES, ds, staged=True).drop(C.DS)
-    contracts.enforce(check_training_partition(ds, staged))
-    rows = store.publish(TRAINING_EXAMPLES, ds).rows
+    window, seed = settings.training.attribution_window_s, settings.training.seed
+    with store.lock(Layer.GOLD, ds, job="build_training_set"):
+        examples = attach_labels(
+            store.read_spark(spark, IMPRESSION_FEATURES, ds).drop(C.DS),
+            store.read_spark(spark, IMPRESSIONS, ds).drop(C.DS),
+            store.read_spark(spark, ENGAGEMENTS, ds).drop(C.DS),
+            attribution_window_s=window,
+            seed=seed,
+        )
+        built = {C.ATTRIBUTION_WINDOW_S: window, C.SAMPLE_SEED: seed}  # what staleness compares
+        store.write_spark(TRAINING_EXAMPLES, ds, examples, publish=False, meta=built)
+        staged = store.read_spark(spark, TRAINING_EXAMPLES, ds, staged=True).drop(C.DS)
+        contracts.enforce(check_training_partition(ds, staged))
+        store.accept(TRAINING_EXAMPLES, ds, by=f"{TRAINING_EXAMPLES.qualified}'s contract")
+        rows = store.publish(TRAINING_EXAMPLES, ds).rows
     log.info("training examples ds=%s: %d rows in %.1fs", ds, rows, time.perf_counter() - started)
     return rows
 
@@ -76,13 +87,12 @@ def missing_days(settings: Settings, days: list[str]) -> list[str]:
 
 
 def built_with(store: Warehouse, ds: str) -> tuple[int, int] | None:
-    """(attribution window, seed) a committed day was built with; None if it does not say."""
-    try:
-        cols = [C.ATTRIBUTION_WINDOW_S, C.SAMPLE_SEED]
-        built = store.read_arrow(TRAINING_EXAMPLES, ds, columns=cols).slice(0, 1)
-    except WarehouseError:  # built before the table recorded them
+    """(attribution window, seed) a committed day was built with, as its commit recorded
+    them; None if it does not say (built before commits recorded them)."""
+    meta = store.info(TRAINING_EXAMPLES, ds).meta
+    if C.ATTRIBUTION_WINDOW_S not in meta or C.SAMPLE_SEED not in meta:
         return None
-    return (built[0][0].as_py(), built[1][0].as_py()) if built.num_rows else None
+    return meta[C.ATTRIBUTION_WINDOW_S], meta[C.SAMPLE_SEED]
 
 
 def run_days(settings: Settings, days: list[str]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -23,9 +24,40 @@ def configure_logging(level: int = logging.INFO) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def use_tracking(settings: Settings) -> None:
+    """MLflow on the settings' tracking store, in the pipeline's experiment: a SQLite file
+    and an artifact folder in the data root, or the configured server (which then decides
+    where artifacts go)."""
+    from models import registry
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs
+    local = settings.mlflow.tracking_uri is None
+    artifacts = settings.root.ensure().mlflow_artifacts if local else None
+    registry.use_tracking(settings.tracking_uri, settings.mlflow.experiment, artifacts)
+
+
 def log_settings(job: str, settings: Settings, ds: str | None = None) -> None:
-    """Every job logs its resolved settings at start."""
+    """Every job calls this first: it logs the resolved settings and claims the data root for
+    the profile, so a job never writes into a root that another profile owns
+    (warehouse.layout.DataRootError names both profiles and the root)."""
     log.info("%s ds=%s profile=%s\n%s", job, ds, settings.profile, describe(settings))
+    settings.root.claim(settings.profile)
+
+
+class OutsideCalendar(ValueError):
+    """A day that is not one of the profile's simulated days."""
+
+
+def check_day(settings: Settings, ds: str | None) -> str:
+    """`ds` if it is a day of the profile's calendar; else OutsideCalendar saying which are."""
+    days = settings.dates()
+    if ds in days:
+        return ds
+    what = f"ds={ds} is not" if ds else "no logical date: pick"
+    raise OutsideCalendar(
+        f"{what} a day of the calendar of profile {settings.profile!r}: {len(days)} days, "
+        f"{days[0]} .. {days[-1]} (set the run's logical date to one of them)"
+    )
 
 
 def job_args(description: str, argv: Sequence[str] | None = None) -> tuple[Settings, str]:

@@ -26,15 +26,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from features.config import FeatureSettings
+from jobs.airflow_env import AirflowSettings
 from jobs.spark import SparkSettings
 from models.config import MlflowSettings, TrainingSettings
 from models.retrieval_config import RetrievalSettings
 from simulator.config import SimulatorSettings
-from warehouse.layout import DEFAULT_HOME, DataRoot
+from warehouse.config import FeedSettings
+from warehouse.layout import DEFAULT_HOME, PROFILES_DIR, DataRoot, default_home, profile_file
 
 log = logging.getLogger(__name__)
 
-PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 ENV_PREFIX = "FEEDRANK_"
 _ENV_SHORTCUTS = {
     "FEEDRANK_PROFILE": None,  # read by load_settings itself
@@ -60,6 +61,8 @@ class Settings(BaseModel):
     training: TrainingSettings = TrainingSettings()
     mlflow: MlflowSettings = MlflowSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
+    feeds: FeedSettings = FeedSettings()
+    airflow: AirflowSettings = AirflowSettings()
 
     @property
     def root(self) -> DataRoot:
@@ -87,12 +90,12 @@ def load_settings(
     """Resolve settings: profile file, then environment, then explicit overrides."""
     environ = os.environ if environ is None else environ
     profile = profile or environ.get("FEEDRANK_PROFILE") or "tiny"
-    path = PROFILES_DIR / f"{profile}.toml"
+    path = profile_file(profile)
     if not path.exists():
         raise SettingsError(f"unknown profile {profile!r}; choose one of {available_profiles()}")
     data = tomllib.loads(path.read_text())
     data["profile"] = profile
-    data.setdefault("home", str(DEFAULT_HOME / profile))  # profiles never share a data root
+    data.setdefault("home", str(default_home(profile)))  # profiles never share a data root
     _deep_merge(data, _env_overrides(environ))
     _deep_merge(data, copy.deepcopy(dict(overrides or {})))
     try:

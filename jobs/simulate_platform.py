@@ -3,10 +3,12 @@
     spark-submit jobs/simulate_platform.py --ds 2026-01-05 --profile demo
 
 Three steps, each a DAG task (write -> audit -> publish): `simulate` stages every raw table
-of the day, `validate` runs the data contracts on what was staged, `publish` swaps the staged
-partitions in. A day that fails its contracts is never published, so nothing downstream sees
-it. Day d needs the committed engagements of the `pool_days` days before it (the simulator's
-social proof); the first day of the calendar needs nothing.
+of the day, `validate` checks the staged files against the catalog and runs the data
+contracts on them, recording which passed, `publish` commits the day: the truth table, then
+the raw layer's six tables in one commit. A day that fails its contracts is never published,
+so nothing downstream sees it. Each step holds the raw layer's lock for ds, so an
+overlapping run of the same day fails at once. Day d needs the committed engagements of the
+`pool_days` days before it (the simulator's social proof); the first day needs nothing.
 """
 
 from __future__ import annotations
@@ -19,13 +21,20 @@ import time
 
 import pandas as pd
 
-from jobs.common import days_before, log_settings, run_job
+from jobs.common import check_day, days_before, log_settings, run_job
 from jobs.settings import Settings
 from jobs.spark import get_spark
 from simulator import build_world, simulate_day
 from simulator.config import SimulatorSettings
-from warehouse import contracts
-from warehouse.catalog import ENGAGEMENTS, RAW_TABLES, SIMULATED_TABLES, table
+from warehouse import audit, contracts
+from warehouse.catalog import (
+    ENGAGEMENTS,
+    RAW_TABLES,
+    SIMULATED_TABLES,
+    TRUTH_IMPRESSIONS,
+    Layer,
+    table,
+)
 from warehouse.store import Warehouse, WarehouseError
 
 log = logging.getLogger(__name__)
@@ -40,51 +49,60 @@ def run(settings: Settings, ds: str) -> None:
 
 def simulate(settings: Settings, ds: str) -> dict[str, int]:
     """Generate the day and stage every simulated table; returns rows per table."""
+    check_day(settings, ds)
     log_settings("simulate", settings, ds)
     cfg, store = settings.simulator, Warehouse(settings.root.warehouse)
     day = day_index(cfg, ds)
-    started = time.perf_counter()
-    logs = simulate_day(_world(cfg), cfg, day, _prior_engagements(store, cfg, ds))
-    rows = {}
-    for name, frame in logs.tables().items():
-        rows[name] = store.write_arrow(table(name), ds, frame, publish=False).rows
+    with store.lock(Layer.RAW, ds, job="simulate_platform.simulate"):
+        started = time.perf_counter()
+        logs = simulate_day(_world(cfg), cfg, day, _prior_engagements(store, cfg, ds))
+        rows = {}
+        for name, frame in logs.tables().items():
+            rows[name] = store.write_arrow(table(name), ds, frame, publish=False).rows
     log.info("simulated ds=%s in %.1fs: %s", ds, time.perf_counter() - started, rows)
     return rows
 
 
 def validate(settings: Settings, ds: str) -> list[contracts.ContractReport]:
-    """Run the raw tables' contracts on the staged day; raise if any check fails."""
+    """Check the staged day's files and contracts; raise if any check fails, else record
+    that every table passed (publish refuses a table that did not)."""
     spark = get_spark(settings.spark)
-    store = Warehouse(settings.root.warehouse)
-    reports = []
-    for tbl in RAW_TABLES:
-        frames = {tbl.name: store.read_spark(spark, tbl, ds, staged=True)}
-        for ref in contracts.REFERENCES.get(tbl.name, ()):
-            frames[ref] = _reference(spark, store, settings.simulator, tbl.name, ref, ds)
-        reports.append(
-            contracts.check_raw_partition(
-                tbl.name,
-                ds,
-                frames,
-                max_engagement_delay_s=settings.simulator.max_engagement_delay_s,
-            )
+    store, cfg = Warehouse(settings.root.warehouse), settings.simulator
+    with store.lock(Layer.RAW, ds, job="simulate_platform.validate"):
+        reports = audit.check_staged_day(
+            spark,
+            store,
+            ds,
+            first_day=cfg.start_date,
+            pool_days=cfg.pool_days,
+            max_engagement_delay_s=cfg.max_engagement_delay_s,
         )
-    contracts.enforce_all(reports)  # one error listing every failed check of every table
+        contracts.enforce_all(reports)  # one error listing every failed check of every table
+        for report in reports:
+            by = f"its contract ({report.n_checks} checks on {report.n_rows} rows)"
+            store.accept(table(report.table), ds, by=by)
     return reports
 
 
 def publish(settings: Settings, ds: str) -> dict[str, int]:
-    """Swap the day's staged partitions in; idempotent if it is re-run after a crash."""
+    """Commit the day: truth, then the raw layer in one commit. Idempotent if it is re-run
+    after a crash; refuses tables that did not pass `validate`."""
     store = Warehouse(settings.root.warehouse)
     rows = {}
-    for tbl in SIMULATED_TABLES:
-        if store.is_committed(tbl, ds, staged=True):
-            rows[tbl.name] = store.publish(tbl, ds).rows
-        elif store.is_committed(tbl, ds):
-            rows[tbl.name] = store.info(tbl, ds).rows  # published by an earlier try
-        else:
-            raise WarehouseError(f"{tbl.qualified} ds={ds}: nothing to publish")
-    return rows
+    with store.lock(Layer.RAW, ds, job="simulate_platform.publish"):
+        # Every table is checked before the first commit: a bad one stops the whole day.
+        store.verify_staged(
+            [t for t in SIMULATED_TABLES if store.is_committed(t, ds, staged=True)], ds
+        )
+        for layer_tables in ((TRUTH_IMPRESSIONS,), RAW_TABLES):  # raw last: it starts features
+            staged = [t for t in layer_tables if store.is_committed(t, ds, staged=True)]
+            if staged:
+                rows |= {n: info.rows for n, info in store.publish_day(staged, ds).items()}
+            for t in layer_tables:
+                if t not in staged and not store.is_committed(t, ds):
+                    raise WarehouseError(f"{t.qualified} ds={ds}: nothing to publish")
+                rows.setdefault(t.name, store.info(t, ds).rows)  # published by an earlier try
+    return {t.name: rows[t.name] for t in SIMULATED_TABLES}
 
 
 def day_index(cfg: SimulatorSettings, ds: str) -> int:
@@ -107,20 +125,6 @@ def _prior_engagements(store: Warehouse, cfg: SimulatorSettings, ds: str) -> pd.
         raise WarehouseError(
             f"cannot simulate ds={ds}: run the days before it first ({err})"
         ) from None
-
-
-def _reference(spark, store: Warehouse, cfg: SimulatorSettings, table_name: str, ref: str, ds: str):
-    """A table a contract checks against: the staged day, plus committed earlier days."""
-    first = cfg.start_date.isoformat()
-    days = [
-        d
-        for d in contracts.reference_days(table_name, ref, ds, pool_days=cfg.pool_days)
-        if d >= first
-    ]
-    tbl = table(ref)
-    frame = store.read_spark(spark, tbl, ds, staged=True)
-    earlier = [d for d in days if d != ds]
-    return frame.unionByName(store.read_spark(spark, tbl, earlier)) if earlier else frame
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,15 +50,20 @@ def format_summary(summary: dict, seconds: float | None = None) -> str:
 
 
 def ranker_summary(settings: Settings, ds: str) -> str:
-    """The training run's test report (written by jobs.train_rankers) and the champion."""
-    from jobs.train_rankers import report_path, use_tracking
-    from models import registry
+    """The test metrics of the newest training run up to ds (from MLflow) and the champion."""
+    from jobs.common import use_tracking
+    from models import registry, report, tracking
 
-    path = report_path(settings, ds)
-    if not path.exists():
-        return f"no ranker report for {ds} ({path} missing)"
     use_tracking(settings)
+    run = tracking.latest_run(settings.mlflow.experiment, ds)
+    if run is None:
+        return f"no training run up to {ds} in MLflow experiment {settings.mlflow.experiment}"
     name = settings.mlflow.registered_model
-    report = path.read_text().split("\n## val:")[0]  # the test sections come first
-    champion = registry.champion_version(name)
-    return f"{report}\nregistered model {name}: champion is version {champion}\nreport: {path}"
+    table = report.summary_table(run.data.metrics, "test", settings.training.ranking_k)
+    folder = settings.root.report_folder("train_rankers", ds)
+    return (
+        f"test day {run.data.params.get('window.test')}, MLflow run {run.info.run_id}:\n"
+        f"{table}\n"
+        f"registered model {name}: champion is version {registry.champion_version(name)}\n"
+        f"full report: {folder.file(tracking.REPORT)}"
+    )

@@ -7,12 +7,15 @@
 * `feature_frame`: the columns a ranker reads, typed the same way for training and scoring:
   numbers as float64, flags as 0/1, categories from the catalog's vocabularies, topic as a
   category of (float-typed) ids; list columns become `topic_recency`.
+* `load_examples`: days of gold.training_examples as model inputs (and the columns evaluation
+  reads), optionally only the rows some task trains on; `with_truth` joins the oracle.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,9 +29,14 @@ from warehouse.catalog import (
     DEVICES,
     GENDERS,
     MEDIA_TYPES,
+    TRAINING_EXAMPLES,
+    TRUTH_IMPRESSIONS,
     C,
     label_column,
 )
+
+if TYPE_CHECKING:
+    from warehouse.store import Warehouse
 
 TOPIC_RECENCY = "topic_recency"  # rank of the post's topic in user_last_topics, 1 = newest
 # String features and their fixed vocabularies (a value outside one becomes missing).
@@ -57,6 +65,30 @@ EXAMPLE_COLUMNS: tuple[str, ...] = (
     *LABELS,
     *(f for f in R.feature_columns() if f != "hashtags"),
 )
+# Columns an evaluation reads besides the features and labels: grouping and the baselines.
+EVAL_COLUMNS: tuple[str, ...] = (
+    C.IMPRESSION_ID,
+    C.REQUEST_ID,
+    C.POSITION,
+    R.POST_AGE_H,
+    R.POST_SMOOTHED_RATE,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+    """Model inputs and labels of one split: X from feature_frame, labels and draws aligned."""
+
+    X: pd.DataFrame
+    labels: pd.DataFrame  # label_<action> (0/1) and dwell_s (NaN unless clicked)
+    sample_u: np.ndarray
+
+    def __post_init__(self):
+        if not (len(self.X) == len(self.labels) == len(self.sample_u)):
+            raise ValueError("X, labels and sample_u must have one row per example")
+
+    def __len__(self) -> int:
+        return len(self.X)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,3 +191,39 @@ def signature_frame(frame: pd.DataFrame) -> pd.DataFrame:
     for col in CATEGORIES:
         out[col] = out[col].astype("object")
     return out
+
+
+def load_examples(
+    store: Warehouse, days: Sequence[str], *, negative_rate: float | None = None
+) -> tuple[Examples, pd.DataFrame]:
+    """Model inputs of the days, and the columns evaluation reads (same rows, same order).
+
+    With `negative_rate`, only rows some task trains on are read into memory: a positive of
+    any action, or a draw under the rate (fit_ranker then samples each task from those).
+    """
+    parts = []
+    for ds in days:  # day by day, so memory holds one full day at most, then the sample
+        day = store.read_arrow(TRAINING_EXAMPLES, ds, columns=list(EXAMPLE_COLUMNS))
+        # Spark writes rows in whatever order its tasks finish; LightGBM's bagging and sums
+        # depend on the order, so a fixed one makes the same data give the same model.
+        day = day.sort_by(C.IMPRESSION_ID)
+        if negative_rate is not None:
+            day = day.filter(any_label_or_sampled(day, negative_rate))
+        parts.append(day)
+    table = pa.concat_tables(parts) if parts else None
+    if table is None or table.num_rows == 0:
+        raise ValueError(f"{TRAINING_EXAMPLES.qualified}: no rows in {list(days)}")
+    labels = table.select(list(LABELS)).to_pandas()
+    examples = Examples(feature_frame(table), labels, table.column(C.SAMPLE_U).to_numpy())
+    info = pd.concat([table.select(list(EVAL_COLUMNS)).to_pandas(), labels], axis=1)
+    return examples, info
+
+
+def with_truth(store: Warehouse, info: pd.DataFrame, days: Sequence[str]) -> pd.DataFrame:
+    """Join the simulator's true probabilities (evaluation only) to the evaluation rows."""
+    truth = store.read_pandas(TRUTH_IMPRESSIONS, list(days)).drop(columns=[C.DS])
+    frame = info.merge(truth, on=C.IMPRESSION_ID, how="left", validate="one_to_one")
+    if frame[C.E_DWELL_S].isna().any():
+        n = int(frame[C.E_DWELL_S].isna().sum())
+        raise ValueError(f"{TRUTH_IMPRESSIONS.qualified}: {n} evaluated impressions lack truth")
+    return frame

@@ -16,19 +16,26 @@ the viewer did), grouped by request. Every metric comes from models.metrics.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from features import registry as R
 from models import metrics as M
-from models.gbdt import SCORE, prediction_column
+from models.dataset import load_examples, with_truth
+from models.gbdt import SCORE, Ranker, prediction_column
 from models.value import ValueWeights, realised_value, value_score
-from warehouse.catalog import ACTIONS, C, label_column, truth_column
+from warehouse.catalog import ACTIONS, CLICK, C, label_column, truth_column
+
+if TYPE_CHECKING:
+    from warehouse.store import Warehouse
 
 MODEL, UNCORRECTED, ORACLE = "model", "model_uncorrected", "oracle"
 VALUE = "value"  # the task name of the ranking rows
+DWELL_TASK = "dwell"  # the task name of the dwell rows
+GATE_SPLIT = "val"  # the promotion gate compares models on the validation days
 BASELINES: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
     "reverse_chron": lambda f: -f[R.POST_AGE_H].to_numpy(dtype=float),
     "popularity": lambda f: f[R.POST_SMOOTHED_RATE].to_numpy(dtype=float),
@@ -46,19 +53,29 @@ class Evaluation:
     calibration: dict[str, dict[str, pd.DataFrame]]  # task -> scorer -> calibration_curve
 
     def metrics(self, split: str) -> dict[str, float]:
-        """Flat names for MLflow: <split>/<scorer>/<task>/<metric>."""
+        """Flat names for MLflow (`metric_name`): <split>/<scorer>/<task>/<metric>."""
         out = {}
         for row in self.tasks.to_dict("records"):
             for key, value in row.items():
                 if key not in ("scorer", "task") and np.isfinite(value):
-                    out[f"{split}/{row['scorer']}/{row['task']}/{key}"] = float(value)
+                    out[metric_name(split, row["scorer"], row["task"], key)] = float(value)
         for row in self.ranking.to_dict("records"):
             for key, value in row.items():
                 if key != "scorer" and np.isfinite(value):
-                    out[f"{split}/{row['scorer']}/{VALUE}/{key}"] = float(value)
+                    out[metric_name(split, row["scorer"], VALUE, key)] = float(value)
         for row in self.dwell.to_dict("records"):
-            out[f"{split}/{row['scorer']}/dwell/mae"] = float(row["mae"])
+            out[metric_name(split, row["scorer"], DWELL_TASK, "mae")] = float(row["mae"])
         return out
+
+
+def metric_name(split: str, scorer: str, task: str, metric: str) -> str:
+    """The one naming scheme of evaluation metrics, e.g. test/model/click/auc."""
+    return f"{split}/{scorer}/{task}/{metric}"
+
+
+def gate_metric(k: int, scorer: str = MODEL) -> str:
+    """The metric the promotion gate reads: validation NDCG@k of the value score."""
+    return metric_name(GATE_SPLIT, scorer, VALUE, f"ndcg_at_{k}")
 
 
 def evaluate(
@@ -104,7 +121,7 @@ def evaluate(
 
     ranking = value_ranking(frame, scores, weights, k)
 
-    clicked = labels["click"] == 1
+    clicked = labels[CLICK] == 1
     dwell_true = frame[C.DWELL_S].to_numpy(dtype=float)[clicked]
     guesses = {
         MODEL: predicted[C.E_DWELL_S].to_numpy()[clicked],
@@ -128,6 +145,23 @@ def evaluate(
         for a in ACTIONS
     }
     return Evaluation(tasks, ranking, dwell, calibration)
+
+
+def evaluate_days(
+    store: Warehouse,
+    ranker: Ranker,
+    days: Sequence[str],
+    weights: ValueWeights,
+    *,
+    k: int,
+    dwell_baseline: float | None = None,
+) -> Evaluation:
+    """`evaluate` on the training examples of `days`, with the oracle from the truth layer."""
+    examples, info = load_examples(store, days)
+    frame = with_truth(store, info, days)
+    predicted = ranker.predict(examples.X)
+    uncorrected = ranker.predict(examples.X, corrected=False)
+    return evaluate(frame, predicted, uncorrected, weights, k=k, dwell_baseline=dwell_baseline)
 
 
 def value_ranking(

@@ -17,7 +17,6 @@ import dataclasses
 import json
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
@@ -25,9 +24,10 @@ import pandas as pd
 
 from models.calibration import correct_downsampled
 from models.config import GbdtSettings, TrainingSettings
-from models.dataset import CATEGORICAL, FEATURES, feature_frame, sample_mask
+from models.dataset import CATEGORICAL, FEATURES, Examples, feature_frame, sample_mask
 from models.value import ValueWeights, value_score
-from warehouse.catalog import ACTIONS, C, label_column, truth_column
+from warehouse.catalog import ACTIONS, CLICK, C, label_column, truth_column
+from warehouse.layout import Folder
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +40,6 @@ FORMAT_VERSION = 1
 def prediction_column(action: str) -> str:
     """The column of an action's calibrated probability in Ranker.predict (p_click, ...)."""
     return truth_column(action)  # the same names as the oracle's, so reports line up
-
-
-@dataclasses.dataclass(frozen=True)
-class Examples:
-    """Model inputs and labels of one split: X from feature_frame, labels and draws aligned."""
-
-    X: pd.DataFrame
-    labels: pd.DataFrame  # label_<action> (0/1) and dwell_s (NaN unless clicked)
-    sample_u: np.ndarray
-
-    def __post_init__(self):
-        if not (len(self.X) == len(self.labels) == len(self.sample_u)):
-            raise ValueError("X, labels and sample_u must have one row per example")
-
-    def __len__(self) -> int:
-        return len(self.X)
 
 
 @dataclasses.dataclass
@@ -135,11 +119,10 @@ class Ranker:
         out[SCORE] = value_score(probs, dwell, self.weights, dwell_given_click=True)
         return pd.DataFrame(out, index=X.index)
 
-    def save(self, folder: Path) -> Path:
-        """Write each booster as LightGBM text and the rest as ranker.json."""
-        folder.mkdir(parents=True, exist_ok=True)
+    def save(self, folder: Folder) -> Folder:
+        """Write each booster as LightGBM text and the rest as ranker.json into `folder`."""
         for task, booster in self.boosters.items():
-            booster.save_model(str(folder / f"{task}.txt"))
+            booster.save_model(str(folder.file(f"{task}.txt")))
         meta = {
             "format_version": FORMAT_VERSION,
             "negative_rate": self.negative_rate,
@@ -147,15 +130,15 @@ class Ranker:
             "features": list(self.features),
             "tasks": list(TASKS),
         }
-        (folder / "ranker.json").write_text(json.dumps(meta, indent=2))
+        folder.file("ranker.json").write_text(json.dumps(meta, indent=2))
         return folder
 
     @classmethod
-    def load(cls, folder: Path) -> Ranker:
-        meta = json.loads((folder / "ranker.json").read_text())
+    def load(cls, folder: Folder) -> Ranker:
+        meta = json.loads(folder.file("ranker.json").read_text())
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{folder}: ranker format {meta.get('format_version')} unknown")
-        boosters = {t: lgb.Booster(model_file=str(folder / f"{t}.txt")) for t in meta["tasks"]}
+        boosters = {t: lgb.Booster(model_file=str(folder.file(f"{t}.txt"))) for t in meta["tasks"]}
         weights = ValueWeights(**meta["weights"])
         return cls(boosters, meta["negative_rate"], weights, tuple(meta["features"]))
 
@@ -250,7 +233,7 @@ def fit_ranker(
         boosters[a] = _fit(
             a, params, gbdt, (train.X[keep], y[keep]), (val.X[keep_v], yv[keep_v]), history
         )
-    clicked, clicked_v = (s.labels[label_column("click")].to_numpy() == 1 for s in (train, val))
+    clicked, clicked_v = (s.labels[label_column(CLICK)].to_numpy() == 1 for s in (train, val))
     d, dv = (s.labels[C.DWELL_S].to_numpy() for s in (train, val))
     params = _params(gbdt, "huber", "l1", settings.seed) | {"alpha": gbdt.huber_delta}
     history.positives[DWELL] = int(clicked.sum())

@@ -171,8 +171,6 @@ def learning_curves_figure(
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
-    """Write `fig` as a PNG at DPI, creating the parent directories; returns `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `fig` as a PNG at DPI to `path` (its folder must exist); returns `path`."""
     fig.savefig(path, dpi=DPI, format="png")
     return path

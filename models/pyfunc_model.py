@@ -12,13 +12,14 @@ import mlflow
 import pandas as pd
 
 from models.gbdt import Ranker
+from warehouse.layout import Folder
 
 
 class RankerModel(mlflow.pyfunc.PythonModel):
     """Feature frame in (models.dataset.feature_frame), p_<action>, e_dwell_s, score out."""
 
     def load_context(self, context) -> None:
-        self.ranker = Ranker.load(Path(context.artifacts["ranker"]))
+        self.ranker = Ranker.load(Folder(Path(context.artifacts["ranker"])))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return self.ranker.predict(model_input)

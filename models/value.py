@@ -14,7 +14,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict
 
-from warehouse.catalog import ACTIONS, C
+from warehouse.catalog import ACTIONS, CLICK, C
 
 
 class ValueWeights(BaseModel):
@@ -61,7 +61,7 @@ def value_score(
     if dwell.ndim != 1:
         raise ValueError(f"e_dwell must be 1-D, got shape {dwell.shape}")
     if dwell_given_click:
-        dwell = dwell * _column(probs, "click", dwell.shape)
+        dwell = dwell * _column(probs, CLICK, dwell.shape)
     score = weights.dwell_per_s * dwell
     for action, w in weights.action_weights().items():
         if w == 0.0 and action not in probs:

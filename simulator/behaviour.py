@@ -20,11 +20,9 @@ from simulator._common import DAY_US, US_PER_S
 from simulator.config import SimulatorSettings
 from simulator.posts import LINK, PHOTO, TEXT, VIDEO
 from simulator.world import World
-from warehouse.catalog import ACTIONS, DEVICES
+from warehouse.catalog import ACTIONS, CLICK, DEVICES, POSITIVE_ACTIONS
 
 MOBILE = DEVICES.index("mobile")
-EXAMINED = ("click", "like", "comment", "share")  # need the post to be looked at
-POSITIVE = EXAMINED  # count as social proof
 _LONG_TEXT = 600.0  # characters past which text starts to hurt on a phone
 _HOUR_EFFECT, _PEAK_HOUR = 0.15, 21.0  # engagement is a little higher late in the evening
 _WEEKEND_EFFECT = 0.1
@@ -83,7 +81,7 @@ def true_model(world: World, cfg: SimulatorSettings, x: Exposure) -> Truth:
     )
     bait = x.clickbait.astype(float)
     logits = {
-        "click": b.base_click + score + b.clickbait_click * bait,
+        CLICK: b.base_click + score + b.clickbait_click * bait,
         "like": b.base_like + score - b.clickbait_engage * bait,
         "comment": b.base_comment + score - b.clickbait_engage * bait,
         "share": b.base_share + score - b.clickbait_engage * bait,
@@ -91,7 +89,7 @@ def true_model(world: World, cfg: SimulatorSettings, x: Exposure) -> Truth:
         "report": b.base_report - b.negative_weight * fit + b.clickbait_report * bait,
     }
     examine = (1.0 + x.position) ** -b.position_decay
-    p = {a: expit(logits[a]) * (examine if a in EXAMINED else 1.0) for a in ACTIONS}
+    p = {a: expit(logits[a]) * (examine if a in POSITIVE_ACTIONS else 1.0) for a in ACTIONS}
     mu = _dwell_mu(cfg, x, affinity, bait)
     return Truth(p, mu, np.exp(mu + 0.5 * b.dwell_sigma**2))
 
@@ -146,20 +144,20 @@ def draw_actions(cfg: SimulatorSettings, x: Exposure, t: Truth, r) -> Actions:
     dwell = np.minimum(dwell, _MAX_DWELL_S)
     s = US_PER_S
     click_at = x.served_us + ((0.5 + r.exponential(3.0, n)) * s).astype(np.int64)
-    after_click = np.where(hit["click"], click_at + (dwell * s).astype(np.int64), x.served_us)
+    after_click = np.where(hit[CLICK], click_at + (dwell * s).astype(np.int64), x.served_us)
     extra_s = {"like": 2.0, "comment": 20.0, "share": 5.0, "hide": 3.0, "report": 10.0}
     rows, actions, times, dwells = [], [], [], []
     for i, a in enumerate(ACTIONS):
         idx = np.flatnonzero(hit[a])
-        if a == "click":
+        if a == CLICK:
             ts = click_at[idx]
         else:
-            origin = after_click[idx] if a in EXAMINED else x.served_us[idx]
+            origin = after_click[idx] if a in POSITIVE_ACTIONS else x.served_us[idx]
             ts = origin + ((0.5 + r.exponential(extra_s[a], len(idx))) * s).astype(np.int64)
         cap = x.served_us[idx] + cfg.max_engagement_delay_s * s
         ts = np.clip(ts, x.served_us[idx] + 1, cap)  # strictly after, at most the max delay
         rows.append(idx)
         actions.append(np.full(len(idx), i))
         times.append(ts)
-        dwells.append(dwell[idx] if a == "click" else np.full(len(idx), np.nan))
+        dwells.append(dwell[idx] if a == CLICK else np.full(len(idx), np.nan))
     return Actions(*(np.concatenate(v) for v in (rows, actions, times, dwells)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
@@ -20,22 +20,28 @@ class BehaviourSettings(_Strict):
     base_share: float = -7.6  # intercept of the share logit
     base_hide: float = -6.2  # intercept of the hide logit
     base_report: float = -7.1  # intercept of the report logit
-    affinity: float = 1.6  # weight of user-topic affinity: log1p(T * interest) - log 2, 0 at 1/T
-    closeness: float = 1.2  # bonus for a followed author; close friends get twice this
-    quality: float = 0.8  # weight of the author's latent quality (standard normal)
-    social_proof: float = 0.25  # weight of log1p(engagements the post had before the day)
-    network_proof: float = 0.5  # weight of log1p(followees who engaged the post before the day)
-    age_decay_per_day: float = 0.6  # logit lost per day of post age
-    position_decay: float = 0.35  # examination probability = (1 + position) ** -position_decay
-    context: float = 0.4  # device x content fit (video on mobile +, long text on mobile -)
-    clickbait_click: float = 1.0  # clickbait draws clicks ...
-    clickbait_hide: float = 1.8  # ... and hides ...
-    clickbait_report: float = 1.5  # ... and reports
-    clickbait_engage: float = 0.8  # ... but fewer likes, comments and shares
-    negative_weight: float = 0.6  # hide/report logits fall by this per unit of the positive fit
-    user_bias_sd: float = 0.5  # sd of a user's own propensity to engage
-    dwell_median_s: float = 25.0  # median dwell of a click on a 300-char text post
-    dwell_sigma: float = 0.7  # log-sd of dwell around its median
+    # weight of user-topic affinity: log1p(T * interest) - log 2, 0 at 1/T
+    affinity: float = Field(1.6, ge=0)
+    closeness: float = Field(1.2, ge=0)  # bonus for a followed author; close friends get twice this
+    quality: float = Field(0.8, ge=0)  # weight of the author's latent quality (standard normal)
+    # weight of log1p(engagements the post had before the day)
+    social_proof: float = Field(0.25, ge=0)
+    # weight of log1p(followees who engaged the post before the day)
+    network_proof: float = Field(0.5, ge=0)
+    age_decay_per_day: float = Field(0.6, ge=0)  # logit lost per day of post age
+    # examination probability = (1 + position) ** -position_decay
+    position_decay: float = Field(0.35, ge=0)
+    # device x content fit (video on mobile +, long text on mobile -)
+    context: float = Field(0.4, ge=0)
+    clickbait_click: float = Field(1.0, ge=0)  # clickbait draws clicks ...
+    clickbait_hide: float = Field(1.8, ge=0)  # ... and hides ...
+    clickbait_report: float = Field(1.5, ge=0)  # ... and reports
+    clickbait_engage: float = Field(0.8, ge=0)  # ... but fewer likes, comments and shares
+    # hide/report logits fall by this per unit of the positive fit
+    negative_weight: float = Field(0.6, ge=0)
+    user_bias_sd: float = Field(0.5, ge=0)  # sd of a user's own propensity to engage
+    dwell_median_s: float = Field(25.0, gt=0)  # median dwell of a click on a 300-char text post
+    dwell_sigma: float = Field(0.7, ge=0)  # log-sd of dwell around its median
 
 
 class SimulatorSettings(_Strict):
@@ -43,30 +49,47 @@ class SimulatorSettings(_Strict):
 
     seed: int = 7  # root seed: same seed, same logs
     start_date: dt.date = dt.date(2026, 1, 5)  # first simulated day (ds)
-    days: int = 4  # number of simulated days
-    n_users: int = 500  # viewers we rank feeds for (accounts 0..n_users-1)
-    n_person_authors: int = 120  # users who also post (the first ones by id)
-    n_authors: int = 200  # all posting accounts: person authors + pages
-    posts_per_day: int = 1250  # mean posts created per day, over all authors
-    n_topics: int = 20  # latent topics
-    hashtags_per_topic: int = 12  # vocabulary of hashtags per topic
-    avg_followees: float = 30.0  # mean authors a user follows
-    homophily: float = 1.0  # exponent of user-author topic similarity in the choice of follows
-    same_country_boost: float = 3.0  # odds multiplier for following a person of one's country
-    clickbait_author_share: float = 0.08  # share of authors who mostly post clickbait
-    close_friend_share: float = 0.15  # share of person-to-person follows that are close friends
-    new_follow_share: float = 0.03  # share of follows created during the simulated days
-    sessions_per_day: float = 2.5  # mean sessions per user-day (scaled by activity)
-    feed_depth: float = 10.0  # mean impressions per session (geometric)
-    pool_days: int = 3  # posts older than this are not served
-    popular_slots: int = 2  # out-of-network popular posts mixed into each session
-    popular_pool: int = 50  # most-engaged pool posts that the popular slots are drawn from
-    popular_spacing: int = 4  # a popular slot follows every this many network posts
-    max_depth: int = 100  # cap on impressions per session (keeps a session within minutes)
-    explore_top_k: int = 5  # top slots shuffled by the logging policy (exploration)
-    max_engagement_delay_s: int = 3600  # engagements arrive at most this long after the impression
-    n_shards: int = 4  # user shards per day; each is generated independently
+    days: int = Field(4, ge=1)  # number of simulated days
+    n_users: int = Field(500, ge=1)  # viewers we rank feeds for (accounts 0..n_users-1)
+    n_person_authors: int = Field(120, ge=0)  # users who also post (the first ones by id)
+    n_authors: int = Field(200, ge=1)  # all posting accounts: person authors + pages
+    posts_per_day: int = Field(1250, gt=0)  # mean posts created per day, over all authors
+    n_topics: int = Field(20, ge=1)  # latent topics
+    hashtags_per_topic: int = Field(12, ge=1)  # vocabulary of hashtags per topic
+    avg_followees: float = Field(30.0, gt=0)  # mean authors a user follows
+    # exponent of user-author topic similarity in the choice of follows
+    homophily: float = Field(1.0, ge=0)
+    # odds multiplier for following a person of one's country
+    same_country_boost: float = Field(3.0, gt=0)
+    # share of authors who mostly post clickbait
+    clickbait_author_share: float = Field(0.08, ge=0, le=1)
+    # share of person-to-person follows that are close friends
+    close_friend_share: float = Field(0.15, ge=0, le=1)
+    # share of follows created during the simulated days
+    new_follow_share: float = Field(0.03, ge=0, lt=1)
+    sessions_per_day: float = Field(2.5, gt=0)  # mean sessions per user-day (scaled by activity)
+    feed_depth: float = Field(10.0, ge=1)  # mean impressions per session (geometric)
+    pool_days: int = Field(3, ge=1)  # posts older than this are not served
+    popular_slots: int = Field(2, ge=0)  # out-of-network popular posts mixed into each session
+    # most-engaged pool posts that the popular slots are drawn from
+    popular_pool: int = Field(50, ge=1)
+    popular_spacing: int = Field(4, ge=1)  # a popular slot follows every this many network posts
+    # cap on impressions per session (keeps a session within minutes)
+    max_depth: int = Field(100, ge=1)
+    explore_top_k: int = Field(5, ge=0)  # top slots shuffled by the logging policy (exploration)
+    # engagements arrive at most this long after the impression
+    max_engagement_delay_s: int = Field(3600, ge=1)
+    n_shards: int = Field(4, ge=1)  # user shards per day; each is generated independently
     behaviour: BehaviourSettings = BehaviourSettings()
+
+    @model_validator(mode="after")
+    def _authors_fit(self) -> SimulatorSettings:
+        if self.n_person_authors > min(self.n_users, self.n_authors):
+            raise ValueError(
+                f"n_person_authors ({self.n_person_authors}) must not exceed n_users "
+                f"({self.n_users}) nor n_authors ({self.n_authors})"
+            )
+        return self
 
     def dates(self) -> list[dt.date]:
         return [self.start_date + dt.timedelta(days=i) for i in range(self.days)]

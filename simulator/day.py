@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from simulator._common import DAY_US, Stream, day_start_us, rng, to_timestamps
-from simulator.behaviour import POSITIVE, Actions, Exposure, Truth, draw_actions, true_model
+from simulator.behaviour import Actions, Exposure, Truth, draw_actions, true_model
 from simulator.config import SimulatorSettings
 from simulator.feed import Pool, Served, pool_start_day, popular_posts, serve
 from simulator.posts import DayPosts, generate_posts
@@ -27,6 +27,7 @@ from warehouse.catalog import (
     ENGAGEMENTS,
     FOLLOWS,
     IMPRESSIONS,
+    POSITIVE_ACTIONS,
     POSTS,
     SOURCES,
     TRUTH_IMPRESSIONS,
@@ -65,7 +66,7 @@ def social_state(
         prior_engagements = pd.DataFrame({c: [] for c in ENGAGEMENTS.columns})
     elif before is not None:
         prior_engagements = prior_engagements[prior_engagements[C.EVENT_TS] < before]
-    pos = prior_engagements[prior_engagements[C.ACTION].isin(POSITIVE)]
+    pos = prior_engagements[prior_engagements[C.ACTION].isin(POSITIVE_ACTIONS)]
     counts = pos.groupby(C.POST_ID).size().astype(np.int64)
     engaged = pos[[C.USER_ID, C.POST_ID]].drop_duplicates()
     # A person who engaged is also an author (author_id == user_id): whoever follows them.

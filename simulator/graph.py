@@ -10,7 +10,6 @@ so it scales to a million users in fixed-size chunks.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,10 +22,8 @@ from simulator._common import (
     rng,
     sorted_unique,
 )
-
-if TYPE_CHECKING:
-    from simulator.config import SimulatorSettings
-    from simulator.world import AuthorLatents, UserLatents
+from simulator.config import SimulatorSettings
+from simulator.latents import AuthorLatents, UserLatents
 
 _CHUNK_USERS = 5_000  # users per independently seeded chunk: bounds memory at any scale
 _CANDIDATE_FACTOR = 3  # candidates drawn per follow kept

@@ -16,6 +16,7 @@ from scipy.special import expit
 from simulator._common import DAY_US, Stream, day_start_us, rng, to_timestamps
 from simulator.config import SimulatorSettings
 from simulator.graph import FollowGraph, build_follow_graph
+from simulator.latents import AuthorLatents, UserLatents
 from warehouse.catalog import (
     AGE_BUCKETS,
     AUTHOR_KINDS,
@@ -40,32 +41,6 @@ _AUTHOR_CONCENTRATION = 0.08  # authors stick to one or two topics
 _PARETO_SHAPE = 1.2  # tail of author popularity: a few authors draw most follows
 _PAGE_POPULARITY = 4.0  # pages are more popular than people ...
 _PAGE_RATE = 1.5  # ... and post more
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class UserLatents:
-    """Hidden traits of the users, indexed by user id."""
-
-    interests: np.ndarray  # (n_users, n_topics), rows sum to 1
-    activity: np.ndarray  # (n_users,) mean-one multiplier of sessions per day
-    bias: np.ndarray  # (n_users,) own propensity to engage, logit
-    pref_hour: np.ndarray  # (n_users,) preferred session hour in [0, 24)
-    device: np.ndarray  # (n_users,) index into DEVICES of the primary device
-    country: np.ndarray  # (n_users,) index into COUNTRIES
-    created_us: np.ndarray  # (n_users,) account opening time
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class AuthorLatents:
-    """Hidden traits of the authors, indexed by author index."""
-
-    author_id: np.ndarray  # (n_authors,) the account id
-    topic_mix: np.ndarray  # (n_authors, n_topics), rows sum to 1
-    quality: np.ndarray  # (n_authors,) standard normal, clickbaiters lower
-    popularity: np.ndarray  # (n_authors,) Pareto weight, drives follows
-    post_rate: np.ndarray  # (n_authors,) expected posts per day
-    clickbait: np.ndarray  # (n_authors,) probability that a post is clickbait
-    created_us: np.ndarray  # (n_authors,) account opening time
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -351,3 +351,20 @@ def test_reference_days_span_the_pool_for_the_impressions_posts_only():
     assert reference_days(ENGAGEMENTS.name, IMPRESSIONS.name, DS, pool_days=3) == (DS,)
     with pytest.raises(KeyError):
         reference_days(USERS.name, POSTS.name, DS, pool_days=3)
+
+
+@pytest.mark.spark
+def test_each_feature_check_uses_the_rules_it_is_given(spark):
+    """A second check in the same process with other rules is checked against those rules,
+    not against the first call's (the suite used to be registered once per table name)."""
+    from warehouse.contracts.silver import AS_OF, FeatureRules, check_feature_partition
+
+    rows = [(1, ts(5, 10), ts(5, 9), 2.0)]  # share = 2.0: a count, but not a share
+    df = spark.createDataFrame(rows, [C.IMPRESSION_ID, C.SERVED_AT, AS_OF, "share"])
+    as_count = check_feature_partition(DS, df, FeatureRules(nonnegative=("share",)))
+    assert as_count.ok, as_count.describe()
+    as_share = check_feature_partition(DS, df, FeatureRules(unit_interval=("share",)))
+    assert [(f.column, f.expectation) for f in as_share.failures] == [
+        ("share", "expect_column_values_to_be_between")
+    ]
+    assert "[impression_id=1 share=2.0]" in as_share.describe()

@@ -48,3 +48,75 @@ def test_dag_files_stay_declarative():
         text = path.read_text()
         for forbidden in ("SparkSession", "open(", "Path(", "SELECT ", ".parquet", "os.path"):
             assert forbidden not in text, f"{path.name} contains {forbidden!r}"
+
+
+@pytest.fixture(scope="module")
+def synced(dagbag):
+    """The DAGs written to the metadata DB the way the dag-processor writes them."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+
+    manager = DagBundlesManager()
+    manager.sync_bundles_to_db()
+    for bundle in manager.get_all_dag_bundles():
+        if not bundle.is_initialized:
+            bundle.initialize()
+        bag = BundleDagBag(dag_folder=bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
+        sync_bag_to_db(bag, bundle.name, bundle.version)
+    return dagbag
+
+
+def test_a_raw_event_queues_build_features_without_unpausing_it(synced):
+    """DAGs start paused (AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION), except those scheduled
+    on Assets: the raw event of a triggered simulate_platform run queues build_features."""
+    from airflow.assets.manager import AssetManager
+    from airflow.models.asset import AssetDagRunQueue, AssetModel
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from jobs.airflow_support import RAW_LOGS
+
+    with create_session() as session:
+        paused = dict(session.execute(select(DagModel.dag_id, DagModel.is_paused)).all())
+        assert paused == {"simulate_platform": True, "build_features": False, "train_rankers": True}
+        asset = session.scalar(select(AssetModel).where(AssetModel.uri == RAW_LOGS.uri))
+        AssetManager.register_asset_change(
+            asset=asset, extra={"days": ["2026-01-05"]}, session=session
+        )
+        session.flush()
+        queued = session.scalars(
+            select(AssetDagRunQueue.target_dag_id).where(AssetDagRunQueue.asset_id == asset.id)
+        ).all()
+        session.rollback()  # leave the tests' DB as it was
+    assert queued == ["build_features"]
+
+
+def test_the_schedule_is_the_profiles_calendar_without_catch_up(dagbag):
+    from jobs.settings import load_settings
+
+    settings = load_settings()  # the profile the DAGs were parsed with (FEEDRANK_PROFILE)
+    dag = dagbag.get_dag("simulate_platform")
+    assert [d.date().isoformat() for d in dag.timetable.event_dates] == settings.dates()
+    assert dag.catchup is settings.airflow.catchup is False  # one trigger, one run
+    assert dag.end_date is None  # a run outside the calendar still gets its tasks
+    assert dag.params.get_param("profile").value == settings.profile
+
+
+def test_a_trigger_outside_the_calendar_fails_at_once(dagbag, data_root):
+    """The form's default logical date (now) is outside every profile's calendar: the run
+    fails on its first task, without retries, and writes nothing."""
+    import datetime as dt
+
+    from warehouse.catalog import IMPRESSIONS
+    from warehouse.store import Warehouse
+
+    dag = dagbag.get_dag("simulate_platform")
+    run = dag.test(
+        logical_date=dt.datetime(2026, 11, 23, tzinfo=dt.UTC), run_conf={"profile": "tiny"}
+    )
+    states = {ti.task_id: (str(ti.state), ti.try_number) for ti in run.get_task_instances()}
+    assert str(run.state) == "failed"
+    assert states["simulate"] == ("failed", 1)  # failed on its first try: no retry
+    assert states["validate"][0] == states["publish"][0] == "upstream_failed"
+    assert "2026-11-23" not in Warehouse(data_root.warehouse).partitions(IMPRESSIONS)

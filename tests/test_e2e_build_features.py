@@ -11,6 +11,7 @@ import pytest
 
 import jobs.build_features as job
 from features.assemble import point_in_time_features
+from features.pit import graph_cutoff
 from features.registry import AS_OF
 from jobs import simulate_platform
 from jobs.settings import load_settings
@@ -94,7 +95,7 @@ def test_incremental_build_equals_a_from_scratch_build(built, settings, store, s
         raw(FOLLOWS, [last]),
         raw(USERS, [last]),
         raw(AUTHORS, [last]),
-        job.graph_cutoff(last),
+        graph_cutoff(last),
         history_impressions=raw(IMPRESSIONS, history),
         **settings.features.model_dump(),
     ).toPandas()

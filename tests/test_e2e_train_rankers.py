@@ -14,10 +14,11 @@ from mlflow.tracking import MlflowClient
 import jobs.build_training_set as build_job
 import jobs.train_rankers as job
 from jobs import build_features, simulate_platform
+from jobs.common import use_tracking
 from jobs.settings import load_settings
-from models.dataset import FEATURES, feature_frame, signature_frame
-from models.gbdt import Examples, fit_ranker
-from models.registry import CHALLENGER, CHAMPION
+from models.dataset import FEATURES, Examples, feature_frame, load_examples, signature_frame
+from models.gbdt import fit_ranker
+from models.registry import CHALLENGER, CHAMPION, load_ranker
 from warehouse.catalog import TRAINING_EXAMPLES, C, label_column
 from warehouse.contracts import DataContractError
 from warehouse.store import Warehouse
@@ -46,7 +47,7 @@ def days(settings, spark):
 
 @pytest.fixture(scope="module")
 def client(settings):
-    job.use_tracking(settings)
+    use_tracking(settings)
     return MlflowClient()
 
 
@@ -58,7 +59,7 @@ def first(airflow_db, days, settings, client):
     dag = DagBag(dag_folder=str(airflow_db.dags_folder())).get_dag("train_rankers")
     logical = dt.datetime.fromisoformat(days[-1]).replace(tzinfo=dt.UTC)
     state = str(dag.test(logical_date=logical, run_conf={"profile": "tiny"}).state)
-    job.use_tracking(settings)
+    use_tracking(settings)
     version = client.get_model_version_by_alias(NAME, CHALLENGER)
     return {"state": state, "version": version, "run": client.get_run(version.run_id)}
 
@@ -67,13 +68,14 @@ def first(airflow_db, days, settings, client):
 def shuffled(first, settings):
     """A ranker fitted to shuffled labels, then evaluated, registered and gated as usual."""
     split = job.split_days(settings, settings.dates()[-1])
-    train, _ = job.load_examples(settings, split.train, negative_rate=0.1)
-    val, _ = job.load_examples(settings, split.val)
+    store = Warehouse(settings.root.warehouse)
+    train, _ = load_examples(store, split.train, negative_rate=0.1)
+    val, _ = load_examples(store, split.val)
     order = np.random.default_rng(0).permutation(len(train))
     labels = train.labels.iloc[order].reset_index(drop=True)
     bad = Examples(train.X, labels, train.sample_u)
     ranker, history = fit_ranker(bad, val, settings.training)
-    trained = job.log_training_run(
+    trained = job.log_run(
         settings, split.test[-1], split, ranker, history, bad, val, {"labels": "shuffled"}
     )
     evaluated = job.evaluate_run(settings, trained)
@@ -141,16 +143,16 @@ def test_champion_loads_from_the_registry_and_scores(first, settings):
     day = store.read_arrow(TRAINING_EXAMPLES, settings.dates()[-1])
     X = feature_frame(day)
     served = mlflow.pyfunc.load_model(f"models:/{NAME}@{CHAMPION}").predict(signature_frame(X))
-    direct = job.reg.load_ranker(f"models:/{NAME}@{CHAMPION}").predict(X)
+    direct = load_ranker(f"models:/{NAME}@{CHAMPION}").predict(X)
     pd.testing.assert_frame_equal(served.reset_index(drop=True), direct.reset_index(drop=True))
     probs = served.filter(like="p_")
     assert ((probs >= 0) & (probs <= 1)).all().all()
 
 
 def test_shuffled_labels_are_never_promoted(shuffled, client):
-    assert not shuffled["promoted"]
-    assert shuffled["version"] == "2"
-    assert shuffled["champion"] == "1"
+    assert not shuffled.promoted
+    assert shuffled.version == "2"
+    assert shuffled.champion == "1"
     assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == "1"
     tags = client.get_model_version(NAME, "2").tags
     assert tags["feedrank.promotion"] == "not promoted"
@@ -158,13 +160,13 @@ def test_shuffled_labels_are_never_promoted(shuffled, client):
 
 
 def test_same_settings_give_the_same_model_and_no_promotion(first, rerun, client):
-    again = client.get_run(rerun["run_id"]).data.metrics
+    again = client.get_run(rerun.run_id).data.metrics
     before = first["run"].data.metrics
     for name in ("val/model/value/ndcg_at_10", "test/model/click/auc", "test/model/dwell/mae"):
         assert again[name] == before[name], name
-    assert not rerun["promoted"]  # equal is not better by the margin
-    assert "does not beat champion" in rerun["reason"]
-    assert rerun["champion"] == "1"
+    assert not rerun.promoted  # equal is not better by the margin
+    assert "does not beat champion" in rerun.reason
+    assert rerun.champion == "1"
 
 
 def test_a_bad_label_publishes_nothing(days, first, settings, monkeypatch):

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from features.assemble import point_in_time_features
+from features.config import FeatureSettings
 from warehouse.catalog import C
 
 START = datetime(2026, 3, 1)
@@ -220,6 +221,9 @@ def featurized(spark) -> pd.DataFrame:
         frames["authors"],
         graph_cutoff=GRAPH_CUTOFF,
         history_impressions=imps,
-        pagerank_iterations=2,  # PageRank has its own test
+        **{
+            **FeatureSettings().model_dump(),
+            "pagerank_iterations": 2,  # PageRank has its own test
+        },
     )
     return out.toPandas().sort_values(C.IMPRESSION_ID).reset_index(drop=True)

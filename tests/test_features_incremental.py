@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import MapType, StructType
 from test_features_data import GRAPH_CUTOFF, featurized, random_log
 
+from features.config import FeatureSettings
 from features.tiles import TILES, build_tiles, features_from_tiles, lookback_days, merge_tile
 from warehouse.catalog import C
 
@@ -88,7 +89,7 @@ def test_features_from_tiles_equal_the_raw_build(spark, frames, tile_root):
         frames["users"],
         frames["authors"],
         graph_cutoff=GRAPH_CUTOFF,
-        pagerank_iterations=2,  # as in the shared raw build
+        **{**FeatureSettings().model_dump(), "pagerank_iterations": 2},  # as in the raw build
     )
     got = got.toPandas().sort_values(C.IMPRESSION_ID).reset_index(drop=True)
     raw = featurized(spark)

@@ -7,9 +7,12 @@ from datetime import datetime, timedelta
 import pytest
 
 from features import registry as R
+from features.config import FeatureSettings
 from features.pit import with_as_of
 from features.post import network_interactions, network_tile, post_interactions, post_tile
 from warehouse.catalog import C
+
+PRIOR = FeatureSettings()  # the post rate's prior, as the pipeline sets it
 
 pytestmark = pytest.mark.spark
 
@@ -35,7 +38,7 @@ def _post_feats(spark, eng_rows, imp_rows=()):
     target = with_as_of(_impressions(spark, [(100, 1, 50, 1, 9, SERVED)]))
     history = _impressions(spark, [(100, 1, 50, 1, 9, SERVED), *imp_rows])
     tile = post_tile(history, _engagements(spark, eng_rows))
-    out = post_interactions(target, tile, _posts(spark))
+    out = post_interactions(target, tile, _posts(spark), PRIOR.prior_rate, PRIOR.prior_strength)
     return out.collect()[0].asDict()
 
 
@@ -66,7 +69,8 @@ def test_like_windows(spark):
     posts = spark.createDataFrame(
         [(i, 9, T) for i in range(len(CASES))], [C.POST_ID, C.AUTHOR_ID, C.CREATED_AT]
     )
-    out = post_interactions(target, post_tile(target, _engagements(spark, eng)), posts).collect()
+    tile = post_tile(target, _engagements(spark, eng))
+    out = post_interactions(target, tile, posts, PRIOR.prior_rate, PRIOR.prior_strength).collect()
     got = {r[C.POST_ID]: r.asDict() for r in out}
     for i, (_, windows) in enumerate(CASES):
         assert {w: got[i][R.post_count("like", w)] for w in R.WINDOWS_H} == windows, i

@@ -8,7 +8,8 @@ import pytest
 from pydantic import ValidationError
 from sklearn.linear_model import LogisticRegression
 
-from models.calibration import correct_downsampled, downsample_negatives
+from models.calibration import correct_downsampled
+from models.dataset import sample_mask
 from models.metrics import calibration_ratio
 from models.value import ValueWeights, realised_value, value_score
 from warehouse.catalog import ACTIONS, C
@@ -16,36 +17,36 @@ from warehouse.catalog import ACTIONS, C
 # --- downsampling ---------------------------------------------------------------------------
 
 
+def _downsample(labels: np.ndarray, rate: float, rng: np.random.Generator):
+    """The pipeline's sample (sample_mask on a fresh uniform draw) and the 1/rate weights that
+    make the kept rows stand for all (1 on positives, 1/rate on kept negatives, 0 if dropped)."""
+    keep = sample_mask(labels, rng.random(labels.size), rate)
+    return keep, np.where(labels == 1, 1.0, 1.0 / rate) * keep
+
+
 def test_downsampling_keeps_positives_and_about_rate_of_negatives():
     rng = np.random.default_rng(0)
     labels = (rng.random(200_000) < 0.02).astype(int)
     rate = 0.1
-    keep, weight = downsample_negatives(labels, rate, np.random.default_rng(1))
+    keep, weight = _downsample(labels, rate, np.random.default_rng(1))
     assert keep[labels == 1].all()
     negatives = labels == 0
     kept_share = keep[negatives].mean()
     sd = np.sqrt(rate * (1 - rate) / negatives.sum())  # binomial sd of the kept share
     assert abs(kept_share - rate) < 5 * sd
-    # Weights: 1 on positives, 1/rate on kept negatives, 0 on dropped rows ...
-    assert (weight[labels == 1] == 1).all()
-    assert np.allclose(weight[keep & negatives], 1 / rate)
-    assert (weight[~keep] == 0).all()
-    # ... so the weighted count of negatives estimates the full count.
+    # The weighted count of negatives estimates the full count.
     assert weight[negatives].sum() == pytest.approx(negatives.sum(), rel=5 * sd / rate)
 
 
-def test_downsampling_is_seeded():
+def test_downsampling_is_a_function_of_the_stored_draw():
     labels = np.r_[np.zeros(1000, int), np.ones(10, int)]
-    first = downsample_negatives(labels, 0.3, np.random.default_rng(7))
-    second = downsample_negatives(labels, 0.3, np.random.default_rng(7))
-    assert np.array_equal(first.keep, second.keep)
+    draw = np.random.default_rng(7).random(labels.size)
+    assert np.array_equal(sample_mask(labels, draw, 0.3), sample_mask(labels, draw.copy(), 0.3))
 
 
-def test_bad_rate_or_labels_raise():
+def test_bad_rate_raises():
     with pytest.raises(ValueError):
-        downsample_negatives(np.array([0, 1]), 0.0, np.random.default_rng(0))
-    with pytest.raises(ValueError):
-        downsample_negatives(np.array([0, 2]), 0.5, np.random.default_rng(0))
+        sample_mask(np.array([0, 1]), np.array([0.5, 0.5]), 0.0)
     with pytest.raises(ValueError):
         correct_downsampled([0.5], 1.5)
 
@@ -55,7 +56,7 @@ def test_kept_rate_is_inflated_and_correction_restores_it(p):
     rate = 0.1
     rng = np.random.default_rng(2)
     labels = (rng.random(400_000) < p).astype(int)
-    keep, _ = downsample_negatives(labels, rate, rng)
+    keep, _ = _downsample(labels, rate, rng)
     inflated = p / (p + (1 - p) * rate)  # share of positives among kept rows, in expectation
     observed = labels[keep].mean()
     sd = np.sqrt(inflated * (1 - inflated) / keep.sum())
@@ -79,7 +80,7 @@ def test_correcting_a_model_fitted_on_downsampled_data_restores_calibration():
     x = rng.normal(size=(n, 1))
     p_true = 1 / (1 + np.exp(-(-4.0 + 1.0 * x[:, 0])))  # ~3% positives
     y = (rng.random(n) < p_true).astype(int)
-    keep, weight = downsample_negatives(y, rate, rng)
+    keep, weight = _downsample(y, rate, rng)
     unweighted = LogisticRegression(C=1e6).fit(x[keep], y[keep])
     raw = unweighted.predict_proba(x)[:, 1]
     assert calibration_ratio(y, raw) > 5  # learnt the inflated rate

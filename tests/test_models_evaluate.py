@@ -115,14 +115,32 @@ def test_evaluate_refuses_misaligned_predictions():
 # --- the promotion gate -----------------------------------------------------------------------
 
 
+BASE = {"popularity": 0.55, "logged": 0.5}  # the best baseline is popularity
+
+
 def test_gate_promotes_only_by_the_margin():
-    assert decide(0.70, None, 0.55, 0.01).promote  # first model, beats the baselines
-    assert not decide(0.555, None, 0.55, 0.01).promote  # first model, within the margin
-    assert decide(0.72, 0.70, 0.55, 0.01).promote
-    kept = decide(0.705, 0.70, 0.55, 0.01)
+    assert decide(0.70, None, BASE, 0.01).promote  # first model, beats the baselines
+    assert not decide(0.555, None, BASE, 0.01).promote  # first model, within the margin
+    assert decide(0.72, 0.70, BASE, 0.01).promote
+    kept = decide(0.705, 0.70, BASE, 0.01)
     assert not kept.promote and "does not beat champion" in kept.reason
-    worse = decide(0.40, 0.70, 0.55, 0.01)  # e.g. fitted to shuffled labels
+    worse = decide(0.40, 0.70, BASE, 0.01)  # e.g. fitted to shuffled labels
     assert not worse.promote and "baseline" in worse.reason
-    assert not decide(float("nan"), None, 0.55, 0.0).promote
-    outdated = decide(0.70, None, 0.55, 0.01, "champion version 3 cannot score these features")
+    assert not decide(float("nan"), None, BASE, 0.0).promote
+    outdated = decide(0.70, None, BASE, 0.01, "champion version 3 cannot score these features")
     assert outdated.promote and outdated.reason.startswith("champion version 3 cannot score")
+
+
+def test_gate_compares_with_the_best_defined_baseline_and_names_it():
+    # An undefined (NaN) baseline is never the best: 0.60 is, so 0.605 is within the margin.
+    baselines = {"reverse_chron": float("nan"), "popularity": 0.60, "logged": 0.55}
+    within = decide(0.605, None, baselines, 0.01, metric="validation NDCG@10")
+    assert not within.promote
+    assert within.reason.endswith("(baseline: popularity; validation NDCG@10)")
+    assert decide(0.62, None, baselines, 0.01).promote
+
+
+def test_gate_says_when_the_challenger_metric_is_undefined():
+    undefined = decide(float("nan"), None, BASE, 0.0, metric="validation NDCG@10", days="d1..d1")
+    assert not undefined.promote
+    assert undefined.reason.startswith("validation NDCG@10 is undefined on d1..d1")

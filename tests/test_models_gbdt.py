@@ -21,6 +21,7 @@ from models.gbdt import (
 )
 from models.metrics import auc, calibration_ratio, dwell_mae
 from warehouse.catalog import ACTIONS, C, label_column
+from warehouse.layout import Folder
 
 DRIVER = "post_click_1d"  # the feature the synthetic actions depend on
 DWELL_DRIVER = "length"
@@ -115,7 +116,7 @@ def test_save_load_and_refit_give_the_same_scores(data, fitted, tmp_path):
     ranker, _ = fitted
     (train, _), (val, _), (test, _) = data
     before = ranker.predict(test.X)
-    loaded = Ranker.load(ranker.save(tmp_path / "ranker"))
+    loaded = Ranker.load(ranker.save(Folder(tmp_path / "ranker")))
     pd.testing.assert_frame_equal(loaded.predict(test.X), before)
     # Strings instead of categories (as MLflow hands them over) score the same.
     pd.testing.assert_frame_equal(loaded.predict(signature_frame(test.X)), before)

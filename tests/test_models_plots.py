@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from models import plots
 from models.metrics import calibration_curve
+from warehouse.layout import Folder
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -76,7 +77,7 @@ def test_calibration_figure(tmp_path):
     colors = [{ln.get_label(): ln.get_color() for ln in ax.lines} for ax in axes]
     assert all(c["oracle"] == colors[0]["oracle"] for c in colors)
     assert len({colors[0][v] for v in curves["click"]}) == 3
-    _assert_png(fig, tmp_path / "report" / "calibration.png")
+    _assert_png(fig, Folder(tmp_path / "report").file("calibration.png"))
 
 
 def test_calibration_figure_all_zero_panel_does_not_crash(tmp_path):
@@ -166,7 +167,7 @@ def test_learning_curves_figure(tmp_path):
         marker = lines[f"best = {best[task]}"]
         assert marker.get_linestyle() == ":"
         assert set(np.asarray(marker.get_xdata(), dtype=float)) == {best[task]}
-    _assert_png(fig, tmp_path / "nested" / "dir" / "learning.png")
+    _assert_png(fig, Folder(tmp_path).file("nested/dir/learning.png"))
 
 
 def test_learning_curves_figure_needs_every_task():

@@ -73,3 +73,21 @@ def test_training_params_become_training_overrides():
     s = settings_from({"profile": "tiny", "train_days": 2, "negative_rate": 0.05, "seed": None})
     assert (s.training.train_days, s.training.negative_rate) == (2, 0.05)
     assert settings_from({"profile": "tiny"}).training == load_settings("tiny").training
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        # A geometric session depth has mean >= 1; 0 divided by zero in simulator.feed.
+        ({"simulator": {"feed_depth": 0}}, "feed_depth"),
+        ({"simulator": {"days": 0}}, "days"),
+        ({"simulator": {"clickbait_author_share": 1.5}}, "clickbait_author_share"),
+        ({"simulator": {"behaviour": {"dwell_sigma": -1}}}, "dwell_sigma"),
+        ({"simulator": {"n_person_authors": 600}}, "n_person_authors"),  # tiny has 500 users
+        ({"features": {"prior_rate": 2}}, "prior_rate"),
+        ({"features": {"pagerank_iterations": 0}}, "pagerank_iterations"),
+    ],
+)
+def test_out_of_range_values_fail_with_their_field(overrides, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings("tiny", overrides, environ={})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from warehouse import store as store_module
@@ -45,12 +46,15 @@ def test_write_then_read_round_trips_with_ds(wh):
 
 def test_rerun_of_a_day_replaces_it_exactly(wh):
     wh.write_arrow(USERS, DS, users_frame(5, "us"))
+    first = wh.partition_dir(USERS, DS)
     wh.write_arrow(USERS, DS, users_frame(2, "br"))
     back = wh.read_pandas(USERS, DS)
     assert list(back["country"]) == ["br", "br"]  # nothing of the first write survives
-    assert not (wh.table_dir(USERS) / "_trash").exists() or not any(
-        (wh.table_dir(USERS) / "_trash").iterdir()
-    )
+    # The replaced version stays for readers that began on it, until collected.
+    assert (first / MARKER).exists()
+    assert wh.collect(USERS, DS, grace_s=0) == [first.name]
+    assert not first.exists()
+    assert list(wh.read_pandas(USERS, DS)["country"]) == ["br", "br"]
 
 
 def test_staged_partition_is_invisible_until_published(wh):
@@ -59,6 +63,7 @@ def test_staged_partition_is_invisible_until_published(wh):
     with pytest.raises(WarehouseError, match="no committed partition"):
         wh.read_pandas(USERS, DS)
     assert len(wh.read_pandas(USERS, DS, staged=True)) == 4
+    wh.accept(USERS, DS, by="a test")
     wh.publish(USERS, DS)
     assert len(wh.read_pandas(USERS, DS)) == 4
 
@@ -79,23 +84,20 @@ def test_crash_mid_write_keeps_the_old_partition(wh, monkeypatch):
         wh.publish(USERS, DS)
 
 
-def test_crash_between_the_two_renames_leaves_no_partial_partition(wh, monkeypatch):
+def test_crash_before_the_manifest_is_replaced_keeps_the_old_partition(wh, monkeypatch):
     wh.write_arrow(USERS, DS, users_frame(3, "us"))
     wh.write_arrow(USERS, DS, users_frame(2, "br"), publish=False)
-    real_rename = type(wh.root).rename
-    calls = []
+    wh.accept(USERS, DS, by="a test")
 
-    def rename_then_crash(self, target):
-        calls.append(self)
-        if len(calls) == 2:  # the old partition went to the trash; the new one never arrives
-            raise OSError("killed")
-        return real_rename(self, target)
+    def crash(*args, **kwargs):  # the commit is the manifest's rename: it never happens
+        raise OSError("killed")
 
-    monkeypatch.setattr(type(wh.root), "rename", rename_then_crash)
+    monkeypatch.setattr(store_module.os, "replace", crash)
     with pytest.raises(OSError):
         wh.publish(USERS, DS)
     monkeypatch.undo()
-    assert wh.partitions(USERS) == []  # none, rather than a mix
+    assert wh.partitions(USERS) == [DS]  # the old one, rather than a mix or none
+    assert list(wh.read_pandas(USERS, DS)["country"]) == ["us"] * 3
     wh.publish(USERS, DS)  # the staged write is intact and publishes on retry
     assert list(wh.read_pandas(USERS, DS)["country"]) == ["br", "br"]
 
@@ -156,3 +158,82 @@ def test_spark_write_with_wrong_type_is_refused(wh, spark):
     df = spark.createDataFrame(posts_frame(1, DS)).withColumn("length", F.lit("long"))
     with pytest.raises(WarehouseError, match="length is string"):
         wh.write_spark(POSTS, DS, df)
+
+
+def test_publish_refuses_what_did_not_pass_its_contract(wh):
+    wh.write_arrow(USERS, DS, users_frame(3), publish=False)
+    with pytest.raises(WarehouseError, match=r"raw\.users ds=2026-01-05: .*has not passed its"):
+        wh.publish(USERS, DS)
+    assert wh.partitions(USERS) == []
+
+
+def test_publish_refuses_files_changed_after_acceptance(wh):
+    wh.write_arrow(USERS, DS, users_frame(3), publish=False)
+    wh.accept(USERS, DS, by="a test")
+    path = wh.partition_dir(USERS, DS, staged=True) / "part-00000.parquet"
+    pq.write_table(pq.read_table(path).slice(0, 2), path)  # a row lost after the check
+    with pytest.raises(WarehouseError, match=r"raw\.users ds=2026-01-05: the files .*changed"):
+        wh.publish(USERS, DS)
+    assert wh.partitions(USERS) == []
+
+
+def test_publish_checks_the_rows_the_marker_claims(wh):
+    wh.write_arrow(USERS, DS, users_frame(3), publish=False)
+    wh.accept(USERS, DS, by="a test")
+    marker = wh.partition_dir(USERS, DS, staged=True) / MARKER
+    marker.write_text(marker.read_text().replace('"rows": 3', '"rows": 503'))
+    with pytest.raises(WarehouseError, match="the files hold 3 rows, the commit marker says 503"):
+        wh.publish(USERS, DS)
+
+
+def test_a_day_of_a_layer_is_published_in_one_commit(wh, monkeypatch):
+    for t, frame in ((USERS, users_frame(3)), (POSTS, posts_frame(2, DS))):
+        wh.write_arrow(t, DS, frame, publish=False)
+        wh.accept(t, DS, by="a test")
+    # The first table's checks pass, the second's staged files were tampered with: neither
+    # is published (the day is one unit), rather than users alone.
+    path = wh.partition_dir(POSTS, DS, staged=True) / "part-00000.parquet"
+    pq.write_table(pq.read_table(path).slice(0, 1), path)
+    with pytest.raises(WarehouseError, match=r"raw\.posts"):
+        wh.publish_day([USERS, POSTS], DS)
+    assert wh.partitions(USERS) == wh.partitions(POSTS) == []
+    wh.write_arrow(POSTS, DS, posts_frame(2, DS), publish=False)
+    wh.accept(POSTS, DS, by="a test")
+    infos = wh.publish_day([USERS, POSTS], DS)
+    assert {name: info.rows for name, info in infos.items()} == {"users": 3, "posts": 2}
+    assert wh.manifest(USERS.layer, DS) == {t.name: infos[t.name].version for t in (USERS, POSTS)}
+
+
+def test_a_dropped_column_is_not_read_back_as_nulls(wh):
+    wh.write_arrow(USERS, DS, users_frame(2))
+    path = wh.partition_dir(USERS, DS) / "part-00000.parquet"
+    pq.write_table(pq.read_table(path).drop_columns(["country"]), path)
+    problems = wh.check_files(USERS, DS)
+    assert [(p.column, p.check) for p in problems] == [("country", "expect_column_to_exist")]
+    with pytest.raises(WarehouseError, match=r"raw\.users ds=2026-01-05: .*country"):
+        wh.read_pandas(USERS, DS)
+
+
+def test_the_writer_records_its_notes_in_the_commit(wh):
+    wh.write_arrow(USERS, DS, users_frame(1), meta={"seed": 7})
+    assert wh.info(USERS, DS).meta == {"seed": 7}
+
+
+def test_a_second_lock_on_a_layer_day_fails_at_once(wh):
+    with wh.lock(USERS.layer, DS, job="first run"):
+        second = wh.lock(USERS.layer, DS, job="second run")
+        with pytest.raises(WarehouseError, match=r"raw ds=2026-01-05 is being written by first"):
+            second.__enter__()
+        with wh.lock(USERS.layer, "2026-01-06", job="another day"):  # other days are free
+            pass
+    with wh.lock(USERS.layer, DS, job="after the first"):
+        pass
+
+
+@pytest.mark.spark
+def test_a_reader_finishes_on_the_version_it_began_with(wh, spark):
+    wh.write_arrow(USERS, DS, users_frame(3, "us"))
+    reading = wh.read_spark(spark, USERS, DS)  # files listed now, read at collect
+    wh.write_arrow(USERS, DS, users_frame(2, "br"))  # republished meanwhile
+    assert sorted(r.country for r in reading.collect()) == ["us"] * 3
+    assert [r.country for r in wh.read_spark(spark, USERS, DS).collect()] == ["br", "br"]

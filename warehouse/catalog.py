@@ -57,9 +57,18 @@ class C:
     SAMPLE_U = "sample_u"
     ATTRIBUTION_WINDOW_S = "attribution_window_s"
     SAMPLE_SEED = "sample_seed"
+    RANK = "rank"
+    SCORE = "score"
+    VALUE = "value"
+    SOURCES = "sources"
+    MODEL_VERSION = "model_version"
+    GENERATED_AT = "generated_at"
 
 
-ACTIONS = ("click", "like", "comment", "share", "hide", "report")
+CLICK = "click"  # the action that opens a post; dwell belongs to it
+POSITIVE_ACTIONS = (CLICK, "like", "comment", "share")  # need the post to be looked at
+NEGATIVE_ACTIONS = ("hide", "report")  # the viewer pushes the post away
+ACTIONS = (*POSITIVE_ACTIONS, *NEGATIVE_ACTIONS)
 MEDIA_TYPES = ("text", "photo", "video", "link")
 DEVICES = ("mobile", "desktop")
 SOURCES = ("network", "popular")
@@ -89,6 +98,8 @@ class Table:
     name: str
     layer: Layer
     schema: pa.Schema | None  # without the partition column; None: owned by the producer
+    # A field is nullable only where the catalog says so: every other column's contract
+    # includes not-null (warehouse.contracts.expectations.common).
     key: tuple[str, ...]  # unique within a partition
     doc: str
     partition_by: str = C.DS
@@ -113,11 +124,11 @@ USERS = _table(
     [
         pa.field(C.USER_ID, pa.int64(), nullable=False),
         pa.field(C.CREATED_AT, _TS, nullable=False),
-        pa.field(C.COUNTRY, pa.string()),
-        pa.field(C.AGE_BUCKET, pa.string()),
-        pa.field(C.GENDER, pa.string()),
-        pa.field(C.PRIMARY_DEVICE, pa.string()),
-        pa.field(C.IS_PERSON_AUTHOR, pa.bool_()),
+        pa.field(C.COUNTRY, pa.string(), nullable=False),
+        pa.field(C.AGE_BUCKET, pa.string(), nullable=False),
+        pa.field(C.GENDER, pa.string()),  # not every user states one,
+        pa.field(C.PRIMARY_DEVICE, pa.string(), nullable=False),
+        pa.field(C.IS_PERSON_AUTHOR, pa.bool_(), nullable=False),
     ],
     [C.USER_ID],
     "Snapshot of the viewers at the end of ds.",
@@ -128,9 +139,9 @@ AUTHORS = _table(
     Layer.RAW,
     [
         pa.field(C.AUTHOR_ID, pa.int64(), nullable=False),
-        pa.field(C.KIND, pa.string()),
+        pa.field(C.KIND, pa.string(), nullable=False),
         pa.field(C.CREATED_AT, _TS, nullable=False),
-        pa.field(C.VERIFIED, pa.bool_()),
+        pa.field(C.VERIFIED, pa.bool_(), nullable=False),
     ],
     [C.AUTHOR_ID],
     "Snapshot of the posting accounts (people, who are also users, and pages) at the end of ds.",
@@ -143,7 +154,7 @@ FOLLOWS = _table(
         pa.field(C.FOLLOWER_ID, pa.int64(), nullable=False),
         pa.field(C.FOLLOWEE_ID, pa.int64(), nullable=False),
         pa.field(C.CREATED_AT, _TS, nullable=False),
-        pa.field(C.IS_CLOSE_FRIEND, pa.bool_()),
+        pa.field(C.IS_CLOSE_FRIEND, pa.bool_()),  # unset: not marked either way,
     ],
     [C.FOLLOWER_ID, C.FOLLOWEE_ID],
     "Snapshot of the follow graph (user -> author) at the end of ds; created_at tells when.",
@@ -156,11 +167,11 @@ POSTS = _table(
         pa.field(C.POST_ID, pa.int64(), nullable=False),
         pa.field(C.AUTHOR_ID, pa.int64(), nullable=False),
         pa.field(C.CREATED_AT, _TS, nullable=False),
-        pa.field(C.TOPIC, pa.int32()),
-        pa.field(C.HASHTAGS, pa.list_(pa.string())),
-        pa.field(C.MEDIA_TYPE, pa.string()),
-        pa.field(C.LENGTH, pa.int32()),
-        pa.field(C.HAS_URL, pa.bool_()),
+        pa.field(C.TOPIC, pa.int32(), nullable=False),
+        pa.field(C.HASHTAGS, pa.list_(pa.string()), nullable=False),
+        pa.field(C.MEDIA_TYPE, pa.string(), nullable=False),
+        pa.field(C.LENGTH, pa.int32(), nullable=False),
+        pa.field(C.HAS_URL, pa.bool_(), nullable=False),
     ],
     [C.POST_ID],
     "Posts created on ds.",
@@ -177,8 +188,8 @@ IMPRESSIONS = _table(
         pa.field(C.AUTHOR_ID, pa.int64(), nullable=False),
         pa.field(C.SERVED_AT, _TS, nullable=False),
         pa.field(C.POSITION, pa.int32(), nullable=False),
-        pa.field(C.DEVICE, pa.string()),
-        pa.field(C.SOURCE, pa.string()),
+        pa.field(C.DEVICE, pa.string(), nullable=False),
+        pa.field(C.SOURCE, pa.string(), nullable=False),
     ],
     [C.IMPRESSION_ID],
     "Feed items served on ds; one row per (request, position).",
@@ -193,7 +204,7 @@ ENGAGEMENTS = _table(
         pa.field(C.POST_ID, pa.int64(), nullable=False),
         pa.field(C.ACTION, pa.string(), nullable=False),
         pa.field(C.EVENT_TS, _TS, nullable=False),
-        pa.field(C.DWELL_S, pa.float64()),
+        pa.field(C.DWELL_S, pa.float64()),  # set on clicks only,
     ],
     [C.IMPRESSION_ID, C.ACTION],
     "Actions on the impressions of ds (partitioned by the impression's day; event_ts may "
@@ -232,6 +243,31 @@ TRAINING_EXAMPLES = Table(
 )
 
 
+USER_NEWS_FEED = _table(
+    "user_news_feed",
+    Layer.GOLD,
+    [
+        pa.field(C.USER_ID, pa.int64(), nullable=False),
+        pa.field(C.RANK, pa.int32(), nullable=False),
+        pa.field(C.POST_ID, pa.int64(), nullable=False),
+        pa.field(C.SCORE, pa.float64(), nullable=False),
+        pa.field(C.VALUE, pa.float64(), nullable=False),
+    ]
+    + [pa.field(truth_column(a), pa.float64(), nullable=False) for a in ACTIONS]
+    + [
+        pa.field(C.E_DWELL_S, pa.float64(), nullable=False),
+        pa.field(C.SOURCES, pa.list_(pa.string())),
+        pa.field(C.MODEL_VERSION, pa.string(), nullable=False),
+        pa.field(C.GENERATED_AT, _TS, nullable=False),
+    ],
+    [C.USER_ID, C.RANK],
+    "Every active user's precomputed feed of ds, ranked from 1: the post, the ranker's score, "
+    "the value model's value, each action's predicted probability (p_<action>) and expected "
+    "dwell, the candidate sources that proposed the post, the ranker's registry version and "
+    "when the feed was generated. What the feed store publishes.",
+)
+
+
 def feature_state_table(name: str, key: tuple[str, ...], doc: str) -> Table:
     """A silver table of per-day feature state (aggregate tiles), named by features.tiles."""
     return Table(f"state_{name}", Layer.SILVER, None, key, doc)
@@ -240,7 +276,7 @@ def feature_state_table(name: str, key: tuple[str, ...], doc: str) -> Table:
 RAW_TABLES = (USERS, AUTHORS, FOLLOWS, POSTS, IMPRESSIONS, ENGAGEMENTS)
 SIMULATED_TABLES = (*RAW_TABLES, TRUTH_IMPRESSIONS)
 TABLES: dict[str, Table] = {
-    t.name: t for t in (*SIMULATED_TABLES, IMPRESSION_FEATURES, TRAINING_EXAMPLES)
+    t.name: t for t in (*SIMULATED_TABLES, IMPRESSION_FEATURES, TRAINING_EXAMPLES, USER_NEWS_FEED)
 }
 
 

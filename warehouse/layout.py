@@ -1,15 +1,60 @@
 """Where local state lives: everything under one data root, FEEDRANK_HOME.
 
-This module and warehouse/store.py are the only places that build paths.
+This module and warehouse/store.py are the only places that build paths. Code elsewhere is
+handed a `Folder` (a report's, a model's) and names files inside it through `Folder.file`;
+it never chooses a location.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HOME = REPO_ROOT / ".feedrank"  # git-ignored
+PROFILES_DIR = REPO_ROOT / "jobs" / "profiles"  # one TOML file per settings profile
+
+
+def profile_file(profile: str) -> Path:
+    """The TOML file of a settings profile."""
+    return PROFILES_DIR / f"{profile}.toml"
+
+
+def default_home(profile: str) -> Path:
+    """A profile's own data root when FEEDRANK_HOME is not set: profiles never share one."""
+    return DEFAULT_HOME / profile
+
+
+def executable(name: str) -> Path:
+    """A console script of this interpreter's environment (the venv's `airflow`, ...)."""
+    return Path(sys.executable).with_name(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Folder:
+    """A folder handed to code that writes several files (a report, a saved model)."""
+
+    path: Path
+
+    def file(self, name: str) -> Path:
+        """The path of `name` (may hold '/': a subfolder) in this folder, parents created."""
+        path = self.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+class DataRootError(RuntimeError):
+    """A data root that belongs to another settings profile."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +96,28 @@ class DataRoot:
     def reports(self) -> Path:
         return self.home / "reports"
 
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    def report_folder(self, job: str, ds: str) -> Folder:
+        """Where a job's report for ds goes, its figures beside it: reports/<job>/<ds>/."""
+        return Folder(self.reports / job / ds)
+
+    def log_file(self, name: str) -> Path:
+        """A log file under logs/, its folder created."""
+        return Folder(self.logs).file(f"{name}.log")
+
+    @contextlib.contextmanager
+    def scratch(self, name: str) -> Iterator[Folder]:
+        """A fresh folder under tmp/ for files on their way elsewhere; removed afterwards."""
+        folder = self.home / "tmp" / f"{name}-{uuid.uuid4().hex}"
+        folder.mkdir(parents=True)
+        try:
+            yield Folder(folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
     @staticmethod
     def dags_folder() -> Path:
         return REPO_ROOT / "dags"
@@ -58,4 +125,45 @@ class DataRoot:
     def ensure(self) -> DataRoot:
         for folder in (self.warehouse, self.airflow_home, self.mlflow_artifacts, self.reports):
             folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    @property
+    def owner_file(self) -> Path:
+        """Names the settings profile that owns this root (written on first use)."""
+        return self.home / "profile"
+
+    def owner(self) -> str | None:
+        """The profile this root belongs to, or None while no job has used it."""
+        try:
+            return self.owner_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def check_profile(self, profile: str) -> None:
+        """Raise DataRootError if another profile owns this root; never writes."""
+        owner = self.owner()
+        if owner is not None and owner != profile:
+            raise DataRootError(
+                f"data root {self.home} belongs to profile {owner!r}, not {profile!r}: refusing "
+                f"to run {profile!r} on it. Use --profile {owner} (FEEDRANK_PROFILE={owner}), "
+                f"or give {profile!r} its own root (unset FEEDRANK_HOME for the default "
+                f"{DEFAULT_HOME / profile}, or set it to an empty folder)."
+            )
+
+    def claim(self, profile: str) -> DataRoot:
+        """Record `profile` as this root's owner if it has none; raise DataRootError if it
+        belongs to another. Call before writing anything into the root."""
+        self.check_profile(profile)
+        if self.owner() is None:
+            self.home.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.home, prefix=".profile-")
+            with os.fdopen(fd, "w") as out:
+                out.write(profile + "\n")
+            try:  # link fails if a concurrent first job claimed the root meanwhile
+                os.link(tmp, self.owner_file)
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+            self.check_profile(profile)
         return self

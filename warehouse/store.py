@@ -1,40 +1,67 @@
-"""Parquet partitions with atomic, idempotent commits (write -> audit -> publish).
+"""Parquet partitions as immutable versions, published a whole day of a layer at a time.
 
-Layout of a table under the warehouse root:
+Layout of a layer under the warehouse root (DESIGN: only warehouse/ builds these paths):
 
-    <layer>/<table>/ds=2026-01-05/part-*.parquet + _COMMITTED     committed, what readers see
-    <layer>/<table>/_staging/ds=2026-01-05/...                     written, not yet published
-    <layer>/<table>/_trash/...                                     replaced, being deleted
+    <layer>/<table>/ds=2026-01-05/v-<id>/part-*.parquet   one version of a partition; never edited
+                                        /_COMMITTED       the write finished: rows, checksum, meta
+                                        /_VALIDATED       its contract passed, for these bytes
+                                        /_SUPERSEDED      when it stopped being current
+    <layer>/<table>/_staging/ds=2026-01-05.json           the version staged for publishing
+    <layer>/_manifests/ds=2026-01-05.json                 the layer's day: each table's version
+    <layer>/_locks/ds=2026-01-05.lock                     held by the run that writes the day
 
-A write goes to the staging folder and ends by writing the `_COMMITTED` marker there; a
-staged partition without a marker is an interrupted write and is never published. Publishing
-renames the old partition to the trash and the staged one into place (each rename atomic on a
-POSIX filesystem or HDFS), so a crash at any point leaves the old partition, or none, never a
-partial one. Readers only read folders that carry a marker. Re-writing a ds replaces it.
+Write -> audit -> publish:
 
-One writer per (table, ds) at a time: the DAGs run one active run each.
+1. A write goes to a fresh version folder, ends with its `_COMMITTED` marker (rows, a sha256
+   of the data files, and what the writer records in `meta`), then points the table's
+   staging pointer at it. A crash leaves an orphan folder, never a staged or visible one.
+2. `accept` records that the staged version passed its contract (`_VALIDATED`, with the
+   checksum it passed for); the job calls it after the contract, never before.
+3. `publish_day` checks each staged version again (files' checksum and Parquet footers' row
+   count against the marker and the acceptance) and then replaces the layer's day manifest
+   in one atomic rename. That rename is the commit: readers resolve every partition through
+   the manifest, so they see a day of a layer as it was, or whole as it is, never a mix.
+
+This is a small commit log of our own (Delta Lake and Iceberg do the same with theirs, but
+their Spark connectors need jars from a registry we cannot reach). A reader that resolved a
+version keeps reading it after a newer one is published: old versions stay until `collect`
+removes those superseded more than `grace_s` ago (publishing collects the day it touched).
+
+One run per (layer, ds) at a time: `lock` takes an exclusive flock, released when the
+process ends however it ends, and an overlapping run fails at once with the holder named.
+flock needs a local or POSIX filesystem; on an object store the scheduler's one-run-per-day
+setting (max_active_runs=1) is the guard.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import fcntl
+import hashlib
 import json
 import logging
+import os
 import shutil
+import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from warehouse.catalog import C, Table
+from warehouse.catalog import C, Layer, Table
 
 log = logging.getLogger(__name__)
 
-MARKER = "_COMMITTED"
+MARKER = "_COMMITTED"  # in a version folder: the write finished
+VALIDATED = "_VALIDATED"  # in a version folder: its contract passed for these bytes
+SUPERSEDED = "_SUPERSEDED"  # in a version folder: replaced by a newer one at this time
+GRACE_S = 6 * 3600  # a superseded version outlives its publish by this long, for its readers
 
 
 class WarehouseError(RuntimeError):
@@ -43,12 +70,24 @@ class WarehouseError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class PartitionInfo:
-    """What a commit marker records."""
+    """What a commit marker records about one version of a partition."""
 
     table: str
     ds: str
     rows: int
     written_at: str
+    version: str = ""  # the version folder's name
+    checksum: str = ""  # sha256 of the data files, in name order
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # the writer's own notes
+
+
+@dataclasses.dataclass(frozen=True)
+class FileProblem:
+    """A partition's files disagree with the catalog, found before reading any row."""
+
+    column: str | None  # None for a problem with a whole file
+    check: str  # named like the contracts' expectations, e.g. expect_column_to_exist
+    detail: str  # what was found, naming the file
 
 
 class Warehouse:
@@ -62,86 +101,271 @@ class Warehouse:
         return self.root / table.layer.value / table.name
 
     def partition_dir(self, table: Table, ds: str, *, staged: bool = False) -> Path:
-        base = self.table_dir(table) / "_staging" if staged else self.table_dir(table)
-        return base / f"{table.partition_by}={_check_ds(ds)}"
+        """The version folder readers of (table, ds) see: the committed one, or the staged."""
+        version = self.version(table, ds, staged=staged)
+        if version is None:
+            where = "staged" if staged else "committed"
+            raise WarehouseError(f"{table.qualified}: no {where} partition for ds={ds}")
+        return self._day_dir(table, ds) / version
+
+    def _day_dir(self, table: Table, ds: str) -> Path:
+        return self.table_dir(table) / f"{table.partition_by}={_check_ds(ds)}"
+
+    def _pointer(self, table: Table, ds: str) -> Path:
+        return self.table_dir(table) / "_staging" / f"{table.partition_by}={_check_ds(ds)}.json"
+
+    def _manifest_path(self, layer: Layer, ds: str) -> Path:
+        return self.root / layer.value / "_manifests" / f"{C.DS}={_check_ds(ds)}.json"
 
     # -- state ---------------------------------------------------------------------------
+    def manifest(self, layer: Layer, ds: str) -> dict[str, str]:
+        """The committed version of each table of a layer's day; empty if none."""
+        path = self._manifest_path(layer, ds)
+        return json.loads(path.read_text())["tables"] if path.exists() else {}
+
+    def version(self, table: Table, ds: str, *, staged: bool = False) -> str | None:
+        """The committed (or staged) version of (table, ds) that is complete, or None."""
+        if staged:
+            pointer = self._pointer(table, ds)
+            version = json.loads(pointer.read_text())["version"] if pointer.exists() else None
+        else:
+            version = self.manifest(table.layer, ds).get(table.name)
+        if version is None or not (self._day_dir(table, ds) / version / MARKER).exists():
+            return None
+        return version
+
     def partitions(self, table: Table) -> list[str]:
         """The committed partitions of a table, oldest first."""
-        prefix = f"{table.partition_by}="
-        folder = self.table_dir(table)
+        folder = self.root / table.layer.value / "_manifests"
         if not folder.exists():
             return []
-        return sorted(
-            p.name[len(prefix) :]
-            for p in folder.iterdir()
-            if p.name.startswith(prefix) and (p / MARKER).exists()
-        )
+        prefix, days = f"{C.DS}=", []
+        for path in folder.glob(f"{prefix}*.json"):
+            ds = path.name[len(prefix) : -len(".json")]
+            if self.version(table, ds) is not None:
+                days.append(ds)
+        return sorted(days)
 
     def is_committed(self, table: Table, ds: str, *, staged: bool = False) -> bool:
-        return (self.partition_dir(table, ds, staged=staged) / MARKER).exists()
+        return self.version(table, ds, staged=staged) is not None
 
     def info(self, table: Table, ds: str, *, staged: bool = False) -> PartitionInfo:
-        marker = self.partition_dir(table, ds, staged=staged) / MARKER
-        if not marker.exists():
-            where = "staged" if staged else "committed"
-            raise WarehouseError(f"{table.qualified} has no {where} ds={ds}")
-        return PartitionInfo(**json.loads(marker.read_text()))
+        folder = self.partition_dir(table, ds, staged=staged)
+        return PartitionInfo(**json.loads((folder / MARKER).read_text()))
 
     # -- writes --------------------------------------------------------------------------
     def write_arrow(
-        self, table: Table, ds: str, data: pa.Table | pd.DataFrame, *, publish: bool = True
+        self,
+        table: Table,
+        ds: str,
+        data: pa.Table | pd.DataFrame,
+        *,
+        publish: bool = True,
+        meta: dict[str, Any] | None = None,
     ) -> PartitionInfo:
-        """Write one partition from Arrow or pandas; publish it unless `publish=False`."""
+        """Write one partition from Arrow or pandas and stage it. `publish=True` is for
+        tables without a contract: the writer vouches for the data and it is published."""
         arrow = _conform(table, data)
-        staged = self._fresh_staging(table, ds)
-        pq.write_table(arrow, staged / "part-00000.parquet", compression="zstd")
-        info = self._mark(table, ds, staged, arrow.num_rows)
-        return self.publish(table, ds) if publish else info
+        folder = self._fresh_version(table, ds)
+        pq.write_table(arrow, folder / "part-00000.parquet", compression="zstd")
+        return self._finish(table, ds, folder, arrow.num_rows, meta, publish)
 
-    def write_spark(self, table: Table, ds: str, df, *, publish: bool = True) -> PartitionInfo:
-        """Write one partition from a Spark DataFrame (without its ds column)."""
+    def write_spark(
+        self, table: Table, ds: str, df, *, publish: bool = True, meta: dict[str, Any] | None = None
+    ) -> PartitionInfo:
+        """Write one partition from a Spark DataFrame (without its ds column); see write_arrow."""
         df = _conform_spark(table, df)
-        staged = self._fresh_staging(table, ds)
-        df.write.mode("overwrite").option("compression", "zstd").parquet(str(staged))
-        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in staged.glob("*.parquet"))
-        info = self._mark(table, ds, staged, rows)
-        return self.publish(table, ds) if publish else info
+        folder = self._fresh_version(table, ds)
+        df.write.mode("overwrite").option("compression", "zstd").parquet(str(folder))
+        rows = self._footer_rows(table, ds, folder)
+        return self._finish(table, ds, folder, rows, meta, publish)
+
+    def accept(self, table: Table, ds: str, *, by: str) -> PartitionInfo:
+        """Record that the staged partition passed its contract (`by` names it), for the
+        bytes it holds now: publishing refuses files that changed after this."""
+        info = self.info(table, ds, staged=True)
+        folder = self.partition_dir(table, ds, staged=True)
+        self._verify(table, ds, folder, info, info.checksum)
+        record = {"checksum": info.checksum, "rows": info.rows, "by": by, "at": _now()}
+        _atomic_write(folder / VALIDATED, json.dumps(record))
+        return info
 
     def publish(self, table: Table, ds: str) -> PartitionInfo:
-        """Swap the staged partition in, replacing any committed one."""
-        staged = self.partition_dir(table, ds, staged=True)
-        if not (staged / MARKER).exists():
-            raise WarehouseError(
-                f"{table.qualified} ds={ds}: nothing complete is staged "
-                "(missing or interrupted write); refusing to publish"
-            )
-        final = self.partition_dir(table, ds)
-        trash = self.table_dir(table) / "_trash" / f"{final.name}.{uuid.uuid4().hex}"
-        if final.exists():
-            trash.parent.mkdir(parents=True, exist_ok=True)
-            final.rename(trash)
-        staged.rename(final)
-        shutil.rmtree(trash, ignore_errors=True)
-        info = self.info(table, ds)
-        log.info("published %s ds=%s (%d rows)", table.qualified, ds, info.rows)
-        return info
+        """Publish one table's staged partition; see publish_day."""
+        return self.publish_day([table], ds)[table.name]
 
-    def discard_staged(self, table: Table, ds: str) -> None:
-        shutil.rmtree(self.partition_dir(table, ds, staged=True), ignore_errors=True)
+    def publish_day(self, tables: Sequence[Table], ds: str) -> dict[str, PartitionInfo]:
+        """Publish the staged partitions of several tables of one layer as one commit: the
+        layer's day manifest names all their new versions, or (after a crash) none.
 
-    def _fresh_staging(self, table: Table, ds: str) -> Path:
-        staged = self.partition_dir(table, ds, staged=True)
-        shutil.rmtree(staged, ignore_errors=True)  # left over from an interrupted write
-        staged.mkdir(parents=True)
+        Each staged version must have passed its contract (`accept`) for the bytes it holds,
+        and its Parquet footers must hold the rows its marker records."""
+        layers = {t.layer for t in tables}
+        if len(layers) != 1:
+            raise ValueError(f"publish_day commits one layer at a time, got {sorted(layers)}")
+        staged = self.verify_staged(tables, ds)
+        layer = layers.pop()
+        before = self.manifest(layer, ds)
+        tables_now = {**before, **{name: info.version for name, info in staged.items()}}
+        body = {"layer": layer.value, "ds": ds, "tables": tables_now, "published_at": _now()}
+        _atomic_write(self._manifest_path(layer, ds), json.dumps(body, indent=1))  # the commit
+        for t in tables:
+            info = staged[t.name]
+            self._after_publish(t, ds, info.version, before.get(t.name))
+            log.info("published %s ds=%s (%d rows)", t.qualified, ds, info.rows)
         return staged
 
-    def _mark(self, table: Table, ds: str, staged: Path, rows: int) -> PartitionInfo:
-        info = PartitionInfo(table.name, ds, rows, dt.datetime.now(dt.UTC).isoformat())
-        (staged / MARKER).write_text(json.dumps(dataclasses.asdict(info)))
-        return info
+    def verify_staged(self, tables: Sequence[Table], ds: str) -> dict[str, PartitionInfo]:
+        """Each table's staged version, checked as publishing checks it: complete, accepted
+        by its contract, its files unchanged since and holding the rows its marker says.
+        A job publishing several layers checks them all before it commits the first."""
+        staged = {}
+        for t in tables:
+            if not self.is_committed(t, ds, staged=True):
+                raise WarehouseError(
+                    f"{t.qualified} ds={ds}: nothing complete is staged "
+                    "(missing or interrupted write); refusing to publish"
+                )
+            folder = self.partition_dir(t, ds, staged=True)
+            passed = folder / VALIDATED
+            if not passed.exists():
+                raise WarehouseError(
+                    f"{t.qualified} ds={ds}: the staged version {folder.name} has not passed "
+                    "its contract; refusing to publish"
+                )
+            info = self.info(t, ds, staged=True)
+            self._verify(t, ds, folder, info, json.loads(passed.read_text())["checksum"])
+            staged[t.name] = info
+        return staged
+
+    @contextlib.contextmanager
+    def lock(self, layer: Layer, ds: str, *, job: str) -> Iterator[None]:
+        """Hold (layer, ds) for one run: an overlapping run fails at once, naming the holder."""
+        path = self.root / layer.value / "_locks" / f"{C.DS}={_check_ds(ds)}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = path.read_text().strip() or "another run"
+                raise WarehouseError(
+                    f"{layer.value} ds={ds} is being written by {holder}; refusing to start "
+                    f"an overlapping {job} (rerun it once that run is done)"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{job} (pid {os.getpid()}, since {_now()})".encode())
+            yield
+        finally:
+            os.close(fd)  # releases the flock; so does the death of the process
+
+    def collect(self, table: Table, ds: str, *, grace_s: float = GRACE_S) -> list[str]:
+        """Delete versions of (table, ds) that are neither committed nor staged and were
+        superseded (or, never published, written) more than grace_s ago; returns them."""
+        keep = {self.version(table, ds), self.version(table, ds, staged=True)}
+        day, removed = self._day_dir(table, ds), []
+        if not day.exists():
+            return removed
+        for folder in day.iterdir():
+            if folder.name in keep or not folder.is_dir():
+                continue
+            since = folder / SUPERSEDED
+            at = since.stat().st_mtime if since.exists() else folder.stat().st_mtime
+            if time.time() - at >= grace_s:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+        return removed
+
+    def _fresh_version(self, table: Table, ds: str) -> Path:
+        # Unstage first: if this write dies, nothing is staged rather than an older write.
+        self._pointer(table, ds).unlink(missing_ok=True)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+        folder = self._day_dir(table, ds) / f"v-{stamp}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir(parents=True)
+        return folder
+
+    def _finish(self, table, ds, folder: Path, rows: int, meta, publish: bool) -> PartitionInfo:
+        info = PartitionInfo(
+            table.name, ds, rows, _now(), folder.name, _checksum(folder), dict(meta or {})
+        )
+        _atomic_write(folder / MARKER, json.dumps(dataclasses.asdict(info)))
+        _atomic_write(self._pointer(table, ds), json.dumps({"version": folder.name}))
+        if not publish:
+            return info
+        self.accept(table, ds, by="its writer (no contract)")
+        return self.publish(table, ds)
+
+    def _verify(self, table, ds, folder: Path, info: PartitionInfo, accepted: str) -> None:
+        """The staged files are the ones written and accepted, and hold the rows recorded."""
+        checksum = _checksum(folder)
+        if checksum != info.checksum or checksum != accepted:
+            raise WarehouseError(
+                f"{table.qualified} ds={ds}: the files of version {folder.name} changed after "
+                f"they were written or validated (checksum {checksum[:12]}, written "
+                f"{info.checksum[:12]}, validated {accepted[:12]}); refusing to publish"
+            )
+        rows = self._footer_rows(table, ds, folder)
+        if rows != info.rows:
+            raise WarehouseError(
+                f"{table.qualified} ds={ds}: the files hold {rows} rows, the commit marker "
+                f"says {info.rows}; refusing to publish"
+            )
+
+    def _footer_rows(self, table: Table, ds: str, folder: Path) -> int:
+        try:
+            return sum(pq.ParquetFile(f).metadata.num_rows for f in _data_files(folder))
+        except (pa.ArrowInvalid, OSError) as err:
+            raise WarehouseError(f"{table.qualified} ds={ds}: unreadable Parquet: {err}") from None
+
+    def _after_publish(self, table: Table, ds: str, version: str, old: str | None) -> None:
+        pointer = self._pointer(table, ds)
+        if pointer.exists() and json.loads(pointer.read_text())["version"] == version:
+            pointer.unlink(missing_ok=True)
+        if old is not None and old != version and (self._day_dir(table, ds) / old).exists():
+            _atomic_write(self._day_dir(table, ds) / old / SUPERSEDED, _now())
+        self.collect(table, ds)
 
     # -- reads ---------------------------------------------------------------------------
+    def check_files(self, table: Table, ds: str, *, staged: bool = False) -> list[FileProblem]:
+        """Compare each data file's own schema (its footer) with the catalog, before any
+        reader projects the files onto the catalog schema (which fills an absent column
+        with nulls and would hide it). Tables the producer owns are checked for readability."""
+        folder = self.partition_dir(table, ds, staged=staged)
+        problems: dict[tuple[str | None, str], list[str]] = {}
+        for f in _data_files(folder):
+            try:
+                schema = pq.read_schema(f)
+            except (pa.ArrowInvalid, OSError) as err:
+                problems.setdefault((None, "parquet_file_readable"), []).append(f"{f.name}: {err}")
+                continue
+            if table.schema is None:
+                continue
+            for want in table.schema:
+                if want.name not in schema.names:
+                    problems.setdefault((want.name, "expect_column_to_exist"), []).append(
+                        f"absent from {f.name}"
+                    )
+                elif not _same_type(schema.field(want.name).type, want.type):
+                    got = schema.field(want.name).type
+                    problems.setdefault(
+                        (want.name, "expect_column_values_to_be_of_type"), []
+                    ).append(f"{f.name} has {got}, the catalog says {want.type}")
+            for extra in sorted(set(schema.names) - set(table.columns)):
+                problems.setdefault((extra, "expect_table_columns_to_match_set"), []).append(
+                    f"{f.name} has it, the catalog does not"
+                )
+        return [FileProblem(col, check, "; ".join(seen)) for (col, check), seen in problems.items()]
+
+    def _checked_dir(self, table: Table, ds: str, staged: bool) -> Path:
+        folder = self.partition_dir(table, ds, staged=staged)
+        problems = self.check_files(table, ds, staged=staged)
+        if problems:
+            found = "; ".join(f"{p.column or 'file'}: {p.check} ({p.detail})" for p in problems)
+            raise WarehouseError(
+                f"{table.qualified} ds={ds}: files disagree with the catalog: {found}"
+            )
+        return folder
+
     def read_arrow(
         self,
         table: Table,
@@ -156,8 +380,8 @@ class Warehouse:
         """
         parts = []
         for day in self._existing(table, _as_list(ds), staged):
-            folder = self.partition_dir(table, day, staged=staged)
-            first = next(folder.glob("*.parquet"), None)
+            folder = self._checked_dir(table, day, staged)
+            first = next(iter(_data_files(folder)), None)
             if columns is not None and first is not None:
                 have = pq.read_schema(first).names
                 missing = [c for c in columns if c not in have]
@@ -177,16 +401,33 @@ class Warehouse:
     def read_pandas(self, table: Table, ds: str | Sequence[str], **kwargs) -> pd.DataFrame:
         return self.read_arrow(table, ds, **kwargs).to_pandas()
 
-    def read_spark(self, spark, table: Table, ds: str | Sequence[str], *, staged: bool = False):
-        """Committed (or staged) partitions as a Spark DataFrame, with the ds column."""
+    def read_spark(
+        self,
+        spark,
+        table: Table,
+        ds: str | Sequence[str],
+        *,
+        staged: bool | Collection[str] = False,
+    ):
+        """Committed (or staged) partitions as a Spark DataFrame, with the ds column.
+
+        `staged` is True (every day staged), False (every day committed), or the days to
+        read staged while the others are read committed (a job checking its new day against
+        the ones before it)."""
         from pyspark.sql.pandas.types import from_arrow_schema
 
-        days = self._existing(table, _as_list(ds), staged)
-        if not days:
+        days = _as_list(ds)
+        from_staging = set(days) if staged is True else set(staged or ())
+        paths = []
+        for flag in (True, False):
+            group = [d for d in days if (d in from_staging) == flag]
+            paths += [
+                str(self._checked_dir(table, d, flag)) for d in self._existing(table, group, flag)
+            ]
+        if not paths:
             return spark.createDataFrame([], from_arrow_schema(_with_ds(table.schema)))
-        base = self.partition_dir(table, days[0], staged=staged).parent
-        paths = [str(self.partition_dir(table, d, staged=staged)) for d in days]
-        reader = spark.read.option("basePath", str(base))
+        # The version folders sit under ds=...: Spark takes ds from the path below basePath.
+        reader = spark.read.option("basePath", str(self.table_dir(table)))
         if table.schema is not None:
             reader = reader.schema(from_arrow_schema(_with_ds(table.schema)))
         return reader.parquet(*paths)
@@ -208,6 +449,44 @@ def _check_ds(ds: str) -> str:
     except (TypeError, ValueError):
         raise WarehouseError(f"ds must be YYYY-MM-DD, got {ds!r}") from None
     return ds
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def _data_files(folder: Path) -> list[Path]:
+    """The Parquet files of a version folder, in name order (Spark's .crc files and the
+    markers are not data)."""
+    return sorted(f for f in folder.glob("*.parquet") if not f.name.startswith((".", "_")))
+
+
+def _checksum(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for f in _data_files(folder):
+        digest.update(f.name.encode() + b"\0")
+        with f.open("rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write a small file so that readers see the old content or the new, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with tmp.open("w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+def _same_type(got: pa.DataType, want: pa.DataType) -> bool:
+    """Equal as data, ignoring list item names ('element' from Spark, 'item' from Arrow)."""
+    if pa.types.is_list(got) and pa.types.is_list(want):
+        return _same_type(got.value_type, want.value_type)
+    return got.equals(want)
 
 
 def _as_list(ds: str | Sequence[str]) -> list[str]:

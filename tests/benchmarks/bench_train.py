@@ -25,9 +25,10 @@ from bench_features import PeakMemory
 from jobs.common import configure_logging
 from jobs.settings import load_settings
 from models.config import TrainingSettings
-from models.dataset import FEATURES, feature_frame
-from models.gbdt import Examples, fit_ranker
-from warehouse.catalog import ACTIONS, C, label_column
+from models.dataset import FEATURES, Examples, feature_frame, load_examples
+from models.gbdt import fit_ranker
+from warehouse.catalog import ACTIONS, TRAINING_EXAMPLES, C, label_column
+from warehouse.store import Warehouse
 
 RESULTS = Path(__file__).parent / "results"
 BASE_RATE = {"click": 0.053, "like": 0.018, "comment": 0.0042, "share": 0.0031}
@@ -90,15 +91,11 @@ def main() -> None:
         from jobs import train_rankers
 
         full = load_settings(args.profile, {"home": args.home})
+        store = Warehouse(full.root.warehouse)
         split = train_rankers.split_days(full, args.ds)
-        train, _ = train_rankers.load_examples(full, split.train, negative_rate=0.1)
-        val, _ = train_rankers.load_examples(full, split.val)
-        rows = sum(
-            train_rankers.Warehouse(full.root.warehouse)
-            .info(train_rankers.TRAINING_EXAMPLES, d)
-            .rows
-            for d in split.train
-        )
+        train, _ = load_examples(store, split.train, negative_rate=0.1)
+        val, _ = load_examples(store, split.val)
+        rows = sum(store.info(TRAINING_EXAMPLES, d).rows for d in split.train)
         results.append(fit(f"{args.profile} {split.train[0]}..", rows, train, val, full.training))
     print(f"{'data':<24} {'rows':>10} {'read':>9} {'fit s':>7} {'trees':>6} {'peak MiB':>9}")
     for r in results:

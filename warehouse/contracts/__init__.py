@@ -11,9 +11,13 @@ the table, ds, column, expectation, unexpected count and sample rows:
     3 unexpected, e.g. [impression_id=7 action='like' event_ts=... _imp_served_at=...]
 
 Contracts do no I/O and open no SparkSession: the caller reads the partition and the
-partitions of its REFERENCES (`reference_days` lists them) and passes them in `frames`.
+partitions of its REFERENCES (`reference_days` lists them) and passes them in `frames`
+(warehouse.audit does, for a staged day). `run_contract(table, ds, contract, frames, params)`
+runs any `Contract` (expectations.py has the building blocks); `check_*_partition` are the
+tables' own: raw (rules.py), truth (truth.py), silver (silver.py) and gold (gold.py).
 """
 
+from warehouse.contracts.expectations import MAX_DWELL_S, Contract
 from warehouse.contracts.report import (
     CheckFailure,
     ContractReport,
@@ -21,17 +25,19 @@ from warehouse.contracts.report import (
     enforce,
     enforce_all,
 )
-from warehouse.contracts.rules import MAX_DWELL_S, REFERENCES, reference_days
-from warehouse.contracts.validate import check_raw_partition
+from warehouse.contracts.rules import REFERENCES, reference_days
+from warehouse.contracts.validate import check_raw_partition, run_contract
 
 __all__ = [
     "MAX_DWELL_S",
     "REFERENCES",
     "CheckFailure",
+    "Contract",
     "ContractReport",
     "DataContractError",
     "check_raw_partition",
     "enforce",
     "enforce_all",
     "reference_days",
+    "run_contract",
 ]

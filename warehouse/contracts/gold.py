@@ -11,57 +11,53 @@ from typing import Any
 
 from pyspark.sql import functions as F
 
-from warehouse.catalog import ACTIONS, TRAINING_EXAMPLES, C, label_column
-from warehouse.contracts.report import ContractReport
-from warehouse.contracts.rules import (
-    CONTRACTS,
+from warehouse.catalog import ACTIONS, CLICK, TRAINING_EXAMPLES, C, label_column
+from warehouse.contracts.expectations import (
     DAY_END,
     DAY_START,
+    DWELL_IFF_CLICK,
     MAX_DWELL_S,
     Contract,
-    D,
-    _between,
-    _expect,
-    _param,
+    between,
+    dwell_iff_click,
+    dwell_iff_click_rule,
+    not_null,
+    param,
     window,
 )
+from warehouse.contracts.report import ContractReport
+
+_CLICK_LABEL = label_column(CLICK)
 
 
 def _rules() -> list[Any]:
     checks = [
-        _between(C.SERVED_AT, _param(DAY_START), _param(DAY_END), strict_max=True),
-        _expect("ExpectColumnValuesToNotBeNull", [C.POSITION], "position set", column=C.POSITION),
-        _between(C.POSITION, 0),
-        _between(C.DWELL_S, 0.0, MAX_DWELL_S),
-        _expect(
-            "ExpectColumnValuesToBeInSet",
-            [C.DWELL_S],
-            f"dwell_s set exactly when {label_column('click')} = 1",
-            show=[label_column("click"), C.DWELL_S],
-            column=D.DWELL_IFF_CLICK,
-            value_set=[True],
-        ),
-        _between(C.SAMPLE_U, 0.0, 1.0, strict_max=True),
+        between(C.SERVED_AT, param(DAY_START), param(DAY_END), strict_max=True),
+        not_null(C.POSITION),
+        between(C.POSITION, 0),
+        between(C.DWELL_S, 0.0, MAX_DWELL_S),
+        dwell_iff_click_rule(_CLICK_LABEL, f"{_CLICK_LABEL} = 1"),
+        between(C.SAMPLE_U, 0.0, 1.0, strict_max=True),
     ]
     for a in ACTIONS:
-        col = label_column(a)
-        checks.append(_expect("ExpectColumnValuesToNotBeNull", [col], f"{col} set", column=col))
-        checks.append(_between(col, 0, 1))
+        checks += [not_null(label_column(a)), between(label_column(a), 0, 1)]
     return checks
 
 
 def _derive(df, frames):
-    iff = F.col(C.DWELL_S).isNotNull() == (F.col(label_column("click")) == 1)
-    return df.withColumn(D.DWELL_IFF_CLICK, iff)
+    return df.withColumn(DWELL_IFF_CLICK, dwell_iff_click(F.col(_CLICK_LABEL) == 1))
+
+
+TRAINING_CONTRACT = Contract((), _rules, _derive)
 
 
 def check_training_partition(ds: str, df) -> ContractReport:
     """Run the training set's contract on the partition ds (a Spark DataFrame)."""
-    from warehouse.contracts.validate import _run
+    from warehouse.contracts.validate import run_contract
 
     needed = [C.IMPRESSION_ID, C.SERVED_AT, C.POSITION, C.DWELL_S, C.SAMPLE_U]
     missing = [c for c in (*needed, *map(label_column, ACTIONS)) if c not in df.columns]
     if missing:
         raise KeyError(f"{TRAINING_EXAMPLES.qualified} ds={ds}: columns {missing} are missing")
-    CONTRACTS.setdefault(TRAINING_EXAMPLES.name, Contract((), _rules, _derive))
-    return _run(TRAINING_EXAMPLES, ds, {TRAINING_EXAMPLES.name: df}, window(ds, 0))
+    frames = {TRAINING_EXAMPLES.name: df}
+    return run_contract(TRAINING_EXAMPLES, ds, TRAINING_CONTRACT, frames, window(ds, 0))

@@ -2,7 +2,7 @@
 
 The feature columns belong to features.registry; the job that builds the table passes which
 columns are counts, shares and so on (`FeatureRules`), so the warehouse does not import
-feature code. The suite is built once per process, like the raw tables' suites.
+feature code. Each call checks against the rules it is given (`feature_contract`).
 """
 
 from __future__ import annotations
@@ -12,18 +12,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from warehouse.catalog import IMPRESSION_FEATURES, C, Table
-from warehouse.contracts.report import ContractReport
-from warehouse.contracts.rules import (
-    CONTRACTS,
+from warehouse.contracts.expectations import (
     DAY_END,
     DAY_START,
     Contract,
-    _after,
-    _between,
-    _expect,
-    _param,
+    after,
+    between,
+    not_null,
+    param,
     window,
 )
+from warehouse.contracts.report import ContractReport
 
 AS_OF = "as_of"  # features.registry.AS_OF: the snapshot hour an impression's features use
 
@@ -38,29 +37,30 @@ class FeatureRules:
     ranges: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
 
-def _feature_rules(rules: FeatureRules):
+def feature_contract(rules: FeatureRules) -> Contract:
+    """The feature table's contract under these rules."""
+
     def build() -> list[Any]:
         checks = [
-            _expect("ExpectColumnValuesToNotBeNull", [AS_OF], f"{AS_OF} set", column=AS_OF),
-            _between(C.SERVED_AT, _param(DAY_START), _param(DAY_END), strict_max=True),
+            not_null(AS_OF),
+            between(C.SERVED_AT, param(DAY_START), param(DAY_END), strict_max=True),
             # The point-in-time rule: a feature snapshot strictly before the impression.
-            _after(C.SERVED_AT, AS_OF, f"{AS_OF} < served_at (no feature from the future)"),
+            after(C.SERVED_AT, AS_OF, f"{AS_OF} < served_at (no feature from the future)"),
         ]
-        for col in rules.not_null:
-            checks.append(_expect("ExpectColumnValuesToNotBeNull", [col], f"{col} set", column=col))
-        checks += [_between(col, 0) for col in rules.nonnegative]
-        checks += [_between(col, 0.0, 1.0) for col in rules.unit_interval]
-        checks += [_between(col, lo, hi) for col, (lo, hi) in rules.ranges.items()]
+        checks += [not_null(col) for col in rules.not_null]
+        checks += [between(col, 0) for col in rules.nonnegative]
+        checks += [between(col, 0.0, 1.0) for col in rules.unit_interval]
+        checks += [between(col, lo, hi) for col, (lo, hi) in rules.ranges.items()]
         return checks
 
-    return build
+    return Contract((), build)
 
 
 def check_feature_partition(
     ds: str, df, rules: FeatureRules, table: Table = IMPRESSION_FEATURES
 ) -> ContractReport:
     """Run the feature table's contract on the partition ds (a Spark DataFrame)."""
-    from warehouse.contracts.validate import _run
+    from warehouse.contracts.validate import run_contract
 
     missing = [
         c
@@ -69,6 +69,5 @@ def check_feature_partition(
     ]
     if missing:
         raise KeyError(f"{table.qualified} ds={ds}: columns {missing} are missing")
-    if table.name not in CONTRACTS:
-        CONTRACTS[table.name] = Contract((), _feature_rules(rules))
-    return _run(table, ds, {table.name: df}, window(ds, 0))
+    contract = feature_contract(rules)
+    return run_contract(table, ds, contract, {table.name: df}, window(ds, 0))

@@ -1,9 +1,12 @@
-"""Running a raw table's contract with Great Expectations on Spark.
+"""Running a contract with Great Expectations on Spark.
 
-One ephemeral GX context per process holds a Spark data source, a dataframe asset, an
-expectation suite and a validation definition per raw table; a run hands the table's derived
-frame in as the batch and the day's bounds as suite parameters. No Checkpoint: its actions
-(data docs, notifications) are not wanted here, and the job decides what a failure stops.
+`run_contract(table, ds, contract, frames, params)` takes the contract explicitly: nothing is
+registered in a module-level table. One ephemeral GX context per process holds a Spark data
+source and, per distinct suite (the table's name and a digest of its expectations, so two
+contracts of one table never share a suite), a dataframe asset, an expectation suite and a
+validation definition; a run hands the table's derived frame in as the batch and the day's
+bounds as suite parameters. No Checkpoint: its actions (data docs, notifications) are not
+wanted here, and the job decides what a failure stops.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import functools
+import hashlib
+import json
 import logging
 import string
 import time
@@ -20,8 +25,17 @@ from typing import Any
 from pyspark import StorageLevel
 
 from warehouse.catalog import Layer, Table, table
+from warehouse.contracts.expectations import (
+    COLUMNS,
+    RULE,
+    SHOW,
+    Contract,
+    flag_nans,
+    float_columns,
+    window,
+)
 from warehouse.contracts.report import CheckFailure, ContractReport, qualified
-from warehouse.contracts.rules import COLUMNS, CONTRACTS, REFERENCES, RULE, SHOW, window
+from warehouse.contracts.rules import CONTRACTS, REFERENCES
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +69,26 @@ def check_raw_partition(
             for c in absent
         )
         return ContractReport(table_name, ds, 0, len(t.columns), failures)
-    return _run(t, ds, frames, window(ds, max_engagement_delay_s))
+    params = window(ds, max_engagement_delay_s)
+    return run_contract(t, ds, CONTRACTS[table_name], frames, params)
 
 
-def _run(t: Table, ds: str, frames: Mapping[str, Any], params) -> ContractReport:
-    """Pass 1 runs the suite asking GX for success only: a few Spark jobs, the column
-    rules' counts bundled into one. Pass 2 re-runs just the failed expectations for counts
-    and sample rows, which cost jobs per expectation that a passing day should not pay."""
+def run_contract(
+    t: Table, ds: str, contract: Contract, frames: Mapping[str, Any], params: Mapping[str, Any]
+) -> ContractReport:
+    """Run `contract` on t's partition ds: frames[t.name] is the partition, the other frames
+    the contract's references; params fill the suite parameters ($day_start, ...).
+
+    Pass 1 runs the suite asking GX for success only: a few Spark jobs, the column rules'
+    counts bundled into one. Pass 2 re-runs just the failed expectations for counts and
+    sample rows, which cost jobs per expectation that a passing day should not pay."""
+    missing = [name for name in (t.name, *contract.references) if name not in frames]
+    if missing:
+        raise KeyError(f"the contract of {t.qualified} needs frames {missing}")
     started = time.perf_counter()
-    validation = _validation(t.name)
-    derived = CONTRACTS[t.name].derive(frames[t.name], frames)
+    validation = _validation(t, contract.expectations(t))
+    derived = contract.derive(frames[t.name], frames)
+    derived = flag_nans(derived, float_columns(t))
     # Every expectation scans the frame, and the derived one holds joins: compute it once,
     # unless the caller cached it already (a table with no references is its own derivation).
     owned = derived.storageLevel == StorageLevel.NONE
@@ -109,19 +133,26 @@ def _context():
     return context
 
 
-@functools.cache
-def _validation(table_name: str):
-    """The validation definition of a raw table: its derived frame against its suite."""
+_VALIDATIONS: dict[str, Any] = {}  # suite name -> validation definition, per process
+
+
+def _validation(t: Table, expectations: list[Any]):
+    """The validation definition of t's derived frame against these expectations, reused
+    for as long as the expectations are the same (building one costs a GX round trip)."""
     import great_expectations as gx
 
-    context = _context()
-    asset = context.data_sources.get(_SOURCE).add_dataframe_asset(table_name)
-    batch = asset.add_batch_definition_whole_dataframe(table_name)
-    expectations = CONTRACTS[table_name].expectations(table_name)
-    suite = context.suites.add(gx.ExpectationSuite(name=table_name, expectations=expectations))
-    return context.validation_definitions.add(
-        gx.ValidationDefinition(name=table_name, data=batch, suite=suite)
-    )
+    configs = [e.configuration.to_json_dict() for e in expectations]
+    digest = hashlib.sha256(json.dumps(configs, sort_keys=True, default=str).encode())
+    name = f"{t.name}_{digest.hexdigest()[:16]}"
+    if name not in _VALIDATIONS:
+        context = _context()
+        asset = context.data_sources.get(_SOURCE).add_dataframe_asset(name)
+        batch = asset.add_batch_definition_whole_dataframe(name)
+        suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
+        _VALIDATIONS[name] = context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batch, suite=suite)
+        )
+    return _VALIDATIONS[name]
 
 
 def _explain(t: Table, validation, derived, failed, params) -> tuple[CheckFailure, ...]:

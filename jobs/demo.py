@@ -1,0 +1,134 @@
+"""`feedrank demo`: the pipeline end to end through Airflow, for every day of a profile.
+
+For each day, `simulate_platform` then `build_features` run with `dag.test()`; then
+`train_rankers` runs once on the last day. The terminal shows one line per day with each
+stage's time, then a summary; everything else (Airflow's task logs, Spark's, the jobs' own)
+goes to a log file under the data root, named on the first line. On a failure the end of that
+log is shown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import TextIO
+
+from rich.console import Console
+
+from jobs.settings import Settings
+from jobs.summary import format_summary, ranker_summary, raw_summary
+from warehouse.catalog import IMPRESSION_FEATURES, SIMULATED_TABLES
+from warehouse.store import Warehouse
+
+# Run in this order for each day, and what each must have published for it.
+PIPELINE = {
+    "simulate_platform": SIMULATED_TABLES,
+    "build_features": (IMPRESSION_FEATURES,),
+}
+TRAINING_DAG = "train_rankers"  # then once, on every day: training set, rankers, registry
+TAIL_LINES = 40  # lines of the log shown when a step fails
+
+
+class StepFailed(RuntimeError):
+    """A DAG run that did not succeed, or published nothing."""
+
+
+def demo(settings: Settings, seed: int | None = None) -> int:
+    """Run every DAG of the pipeline for each day of the profile; 0 when all succeeded."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    log_path = settings.root.log_file(f"demo-{stamp}")
+    with _output_to(log_path) as terminal:
+        console = Console(file=terminal, highlight=False)
+        console.print(
+            f"feedrank demo, profile [bold]{settings.profile}[/], data root {settings.home}\n"
+            f"detailed logs: {log_path}"
+        )
+        try:
+            _run(settings, seed, console)
+        except StepFailed as err:
+            console.print(f"[red]{err}[/]; the end of the log:")
+            console.print(_tail(log_path), markup=False, highlight=False)
+            console.print(f"[red]failed[/]; the whole log: {log_path}")
+            return 1
+    return 0
+
+
+def _run(settings: Settings, seed: int | None, console: Console) -> None:
+    from jobs.airflow_env import prepare_airflow
+
+    started = time.perf_counter()
+    # DAG files read the profile at parse time (calendar, Param defaults): parse them with ours.
+    os.environ["FEEDRANK_PROFILE"] = settings.profile
+    with console.status("preparing Airflow (db migrate) and parsing the DAGs"):
+        prepare_airflow(settings.root)
+        from airflow.dag_processing.dagbag import DagBag  # only after the environment is set
+
+        bag = DagBag(dag_folder=str(settings.root.dags_folder()))
+    if bag.import_errors:
+        raise StepFailed(f"DAG import errors: {json.dumps(bag.import_errors, indent=2)}")
+    conf = {"profile": settings.profile, "seed": seed}
+    store = Warehouse(settings.root.warehouse)
+    days = settings.dates()
+    for i, ds in enumerate(days, 1):
+        line = f"[{i:>2}/{len(days)}] {ds}"
+        for dag_id, outputs in PIPELINE.items():
+            with console.status(f"{line}  {dag_id} ..."):
+                seconds = _test(bag.get_dag(dag_id), ds, conf)
+            missing = [t.name for t in outputs if not store.is_committed(t, ds)]
+            if missing:  # a run outside the DAG's calendar succeeds without running a task
+                raise StepFailed(f"{dag_id} ds={ds} published nothing for {missing}")
+            line += f"  {dag_id} {seconds:>3.0f}s"
+        console.print(line)
+    with console.status(f"{TRAINING_DAG} on the days up to {days[-1]} ..."):
+        seconds = _test(bag.get_dag(TRAINING_DAG), days[-1], conf)
+    console.print(f"{TRAINING_DAG} up to {days[-1]}  {seconds:.0f}s\n")
+    console.print(format_summary(raw_summary(settings), time.perf_counter() - started))
+    console.print()
+    console.print(ranker_summary(settings, days[-1]), markup=False)
+    console.print(
+        f"\nnext: `make airflow-ui PROFILE={settings.profile}` (http://localhost:8080), "
+        f"`make mlflow-ui PROFILE={settings.profile}` (http://localhost:5000)"
+    )
+
+
+def _test(dag, ds: str, conf: dict) -> float:
+    """dag.test() for the day; its seconds, or StepFailed."""
+    t0 = time.perf_counter()
+    logical = dt.datetime.fromisoformat(ds).replace(tzinfo=dt.UTC)
+    state = str(getattr(dag.test(logical_date=logical, run_conf=conf), "state", "unknown"))
+    if "success" not in state:
+        raise StepFailed(f"{dag.dag_id} ds={ds} ended {state}")
+    return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def _output_to(path) -> Iterator[TextIO]:
+    """Send this process's stdout and stderr (its children's and the JVM's too: file
+    descriptors 1 and 2) to `path`; yield a stream to the original terminal."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(1), "w", buffering=1)
+    with open(path, "a", buffering=1) as log_file:
+        os.dup2(log_file.fileno(), 1)
+        os.dup2(log_file.fileno(), 2)
+        try:
+            yield terminal
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            terminal.close()
+
+
+def _tail(path, lines: int = TAIL_LINES) -> str:
+    with open(path, errors="replace") as f:
+        return "".join(f.readlines()[-lines:]).rstrip()

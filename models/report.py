@@ -1,0 +1,119 @@
+"""The rankers' evaluation as Markdown: the report of a training run, and a compact summary.
+
+`format_report` renders the tables of each split's Evaluation (test first); `summary_table`
+reads the logged metrics back (`<split>/<scorer>/<task>/<metric>`, models.evaluate) into one
+small table per task, for a terminal. Figures are linked by their run-artifact names, which
+are also their names beside the report (models.tracking saves them both ways).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.evaluate import (
+    BASELINES,
+    DWELL_TASK,
+    MODEL,
+    ORACLE,
+    VALUE,
+    Evaluation,
+    metric_name,
+)
+from models.evaluate import summary_table as task_table
+from warehouse.catalog import ACTIONS
+
+FIGURES = (
+    "![calibration, test](calibration/test.png) ![importance](importance/gain.png)",
+    "![learning curves](learning_curves.png)",
+)
+
+
+def format_report(
+    title: str,
+    run_id: str,
+    split: Mapping[str, Sequence[str]],
+    negative_rate: float,
+    evaluations: Mapping[str, Evaluation],
+) -> str:
+    """Markdown: per task on test, model against oracle and baselines; ranking and dwell;
+    then the same for validation."""
+    train = split["train"]
+    lines = [
+        f"# {title}",
+        "",
+        f"MLflow run `{run_id}`. Days: train {train[0]}..{train[-1]} ({len(train)}), "
+        f"validation {', '.join(split['val'])}, test {', '.join(split['test'])}. "
+        f"Negatives kept at {negative_rate}.",
+        "",
+        *FIGURES,
+    ]
+    for name in ("test", "val"):
+        ev = evaluations[name]
+        lines += ["", f"## {name}: per task", "", markdown(task_table(ev))]
+        lines += ["", f"## {name}: value ranking per request", "", markdown(ev.ranking)]
+        lines += ["", f"## {name}: dwell on clicks (s)", "", markdown(ev.dwell)]
+    return "\n".join(lines) + "\n"
+
+
+def summary_table(metrics: Mapping[str, float], split: str = "test", k: int = 10) -> str:
+    """A compact Markdown summary of a run's logged metrics on one split: per task the
+    model's AUC and NCE against the oracle and the best baseline, then the value ranking and
+    dwell rows."""
+
+    def get(scorer: str, task: str, metric: str) -> float:
+        return metrics.get(metric_name(split, scorer, task, metric), np.nan)
+
+    rows = []
+    for task in ACTIONS:
+        best = max(BASELINES, key=lambda b: np.nan_to_num(get(b, task, "auc"), nan=-1.0))
+        rows.append(
+            {
+                "task": task,
+                "auc": get(MODEL, task, "auc"),
+                "oracle": get(ORACLE, task, "auc"),
+                "gap": get(MODEL, task, "auc_gap_to_oracle"),
+                "nce": get(MODEL, task, "nce"),
+                "best baseline": f"{best} {get(best, task, 'auc'):.3f}",
+            }
+        )
+    ndcg = f"ndcg_at_{k}"
+    best = max(BASELINES, key=lambda b: np.nan_to_num(get(b, VALUE, ndcg), nan=-1.0))
+    rows.append(
+        {
+            "task": f"value NDCG@{k}",
+            "auc": get(MODEL, VALUE, ndcg),
+            "oracle": get(ORACLE, VALUE, ndcg),
+            "gap": get(ORACLE, VALUE, ndcg) - get(MODEL, VALUE, ndcg),
+            "nce": np.nan,
+            "best baseline": f"{best} {get(best, VALUE, ndcg):.3f}",
+        }
+    )
+    rows.append(
+        {
+            "task": "dwell MAE (s)",
+            "auc": get(MODEL, DWELL_TASK, "mae"),
+            "oracle": get(ORACLE, DWELL_TASK, "mae"),
+            "gap": get(MODEL, DWELL_TASK, "mae") - get(ORACLE, DWELL_TASK, "mae"),
+            "nce": np.nan,
+            "best baseline": f"constant {get('constant', DWELL_TASK, 'mae'):.1f}",
+        }
+    )
+    return markdown(pd.DataFrame(rows).rename(columns={"auc": "model"}))
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A Markdown table; floats to 4 significant digits, NaN as an empty cell."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float | np.floating):
+            return "" if np.isnan(v) else f"{v:.4g}"
+        return str(v)
+
+    head = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
+    return "\n".join([head, rule, *body])

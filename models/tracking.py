@@ -1,0 +1,157 @@
+"""MLflow runs of the rankers: what a training run logs, and the evaluation added to it.
+
+    trained = log_training_run(RunInfo(...), split, ranker, history, train_ex, val_ex, folder)
+    metrics = log_evaluations(trained.run_id, {"val": ev_val, "test": ev_test}, report, folder)
+
+A run holds the resolved settings (`settings.json`, and the training settings as params), the
+data window (`split.json`, `window.*` params), row and positive counts per task, learning
+curves (per-step metrics and a plot), gain importance (table and plot), the model (a pyfunc,
+models.registry.log_ranker), then the evaluation: metrics named by models.evaluate.metric_name,
+tables, calibration plots and `report.md`. Every figure is saved twice: as a run artifact and
+under the same relative name in the report folder the caller hands in, so the report's image
+links work in both places.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import mlflow
+from matplotlib.figure import Figure
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from models import plots
+from models import registry as reg
+from models.dataset import Examples, Split
+from models.evaluate import Evaluation, summary_table
+from models.gbdt import History, Ranker
+from models.handoff import TrainedRun
+from warehouse.catalog import C
+from warehouse.layout import Folder
+
+REPORT = "report.md"  # the evaluation report, in the run and in the report folder
+DWELL_MEDIAN_PARAM = "dwell_median_train_s"  # the constant dwell guess evaluation compares to
+SPLITS = ("test", "val")  # the evaluated splits, in the report's order
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """What names and describes a run, beside what it trained on."""
+
+    name: str  # the run's name in the MLflow UI
+    ds: str  # the last day the training could use
+    tags: Mapping[str, str]  # feedrank.profile, feedrank.ds, ...
+    params: Mapping[str, Any]  # flat params (see `flatten`)
+    settings: Mapping[str, Any]  # the resolved settings, logged as settings.json
+
+
+def flatten(data: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """Nested settings as MLflow params `prefix.key.sub`; unset (None) values are left out,
+    so that the UI shows no "None" (settings.json keeps them)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, Mapping):
+            out |= flatten(value, name)
+        elif value is not None:
+            out[name] = value
+    return out
+
+
+def log_figure(fig: Figure, artifact_file: str, folder: Folder) -> None:
+    """Log a figure to the active run and save it under the same name in `folder`."""
+    mlflow.log_figure(fig, artifact_file)
+    plots.save_figure(fig, folder.file(artifact_file))
+
+
+def log_training_run(
+    info: RunInfo,
+    split: Split,
+    ranker: Ranker,
+    history: History,
+    train_ex: Examples,
+    val_ex: Examples,
+    folder: Folder,
+    scratch: Folder,
+) -> TrainedRun:
+    """One MLflow run for a trained ranker: settings, data window, counts, plots, the model.
+
+    `folder`: the report folder (figures land there too); `scratch`: an empty folder the
+    model is written to on its way into the run."""
+    dwell = train_ex.labels[C.DWELL_S].dropna()
+    with mlflow.start_run(run_name=info.name) as run:
+        mlflow.set_tags(dict(info.tags))
+        mlflow.log_params(dict(info.params))
+        mlflow.log_params(
+            {
+                "window.train": f"{split.train[0]}..{split.train[-1]}",
+                "window.train_days": len(split.train),
+                "window.val": f"{split.val[0]}..{split.val[-1]}",
+                "window.test": f"{split.test[0]}..{split.test[-1]}",
+                DWELL_MEDIAN_PARAM: float(dwell.median()) if len(dwell) else 0.0,
+            }
+        )
+        mlflow.log_dict(dict(info.settings), "settings.json")
+        mlflow.log_dict(split.as_dict(), reg.SPLIT_ARTIFACT)
+        counts = {"rows/train_read": len(train_ex), "rows/val": len(val_ex)}
+        counts |= {f"rows/train/{task}": n for task, n in history.rows.items()}
+        counts |= {f"positives/train/{task}": n for task, n in history.positives.items()}
+        counts |= {f"best_iteration/{task}": n for task, n in history.best_iteration.items()}
+        mlflow.log_metrics({k: float(v) for k, v in counts.items()})
+        now = int(time.time() * 1000)
+        curves = [  # learning curves, browsable per step; one batch, not one call per point
+            Metric(f"curve/{task}/{name}", float(value), now, step + 1)
+            for task, per_task in history.curves.items()
+            for name, values in per_task.items()
+            for step, value in enumerate(values)
+        ]
+        MlflowClient().log_batch(run.info.run_id, metrics=curves)
+        importance = history.importance(ranker)
+        mlflow.log_table(importance, "importance/gain.json")
+        log_figure(plots.importance_figure(importance), "importance/gain.png", folder)
+        curves_fig = plots.learning_curves_figure(
+            history.curves, history.best_iteration, history.metric
+        )
+        log_figure(curves_fig, "learning_curves.png", folder)
+        model = reg.log_ranker(ranker, val_ex.X, scratch)
+    return TrainedRun(run.info.run_id, model.model_uri, info.ds)
+
+
+def dwell_baseline(run_id: str) -> float:
+    """The constant dwell guess the run's evaluation compares the dwell model with."""
+    return float(MlflowClient().get_run(run_id).data.params[DWELL_MEDIAN_PARAM])
+
+
+def log_evaluations(
+    run_id: str, evaluations: Mapping[str, Evaluation], report: str, folder: Folder
+) -> dict[str, float]:
+    """Add each split's evaluation (metrics, tables, calibration plot) and the report to the
+    run; write the report into `folder`. Returns the metrics logged."""
+    metrics: dict[str, float] = {}
+    with mlflow.start_run(run_id=run_id):
+        for name, ev in evaluations.items():
+            metrics |= ev.metrics(name)
+            tables = {"tasks": ev.tasks, "ranking": ev.ranking, "dwell": ev.dwell}
+            tables["summary"] = summary_table(ev)
+            for label, table in tables.items():
+                mlflow.log_table(table, f"evaluation/{name}_{label}.json")
+            log_figure(plots.calibration_figure(ev.calibration), f"calibration/{name}.png", folder)
+        mlflow.log_metrics(metrics)
+        mlflow.log_text(report, REPORT)
+    folder.file(REPORT).write_text(report)
+    return metrics
+
+
+def latest_run(experiment: str, ds: str) -> mlflow.entities.Run | None:
+    """The newest run of the experiment trained up to ds, or None."""
+    found = MlflowClient().search_runs(
+        [e.experiment_id for e in [mlflow.get_experiment_by_name(experiment)] if e is not None],
+        filter_string=f"tags.`feedrank.ds` = '{ds}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return found[0] if found else None

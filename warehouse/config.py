@@ -1,0 +1,38 @@
+"""Settings of the feed store and its read path (the `feeds` section)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+STORE_SCHEMES = ("sqlite", "redis", "rediss")
+
+
+class FeedSettings(BaseModel):
+    """Where published feeds live and how pages are served.
+
+    The store is chosen by a URL: none for a SQLite file in the data root, `sqlite:////abs/path`
+    for another file, `redis://host:6379/0` for Redis (run it with `maxmemory-policy
+    volatile-lru`, so that under memory pressure Redis evicts feeds, which carry a TTL, and
+    never the version pointers, which do not).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store_url: str | None = None  # None: SQLite in the data root; sqlite:///... or redis://...
+    keep_versions: int = Field(2, ge=2, le=10)  # versions kept: current, previous (rollback)...
+    redis_prefix: str = Field("feedrank", min_length=1)  # namespace of every Redis key
+    redis_ttl_s: int = Field(7 * 86400, ge=60)  # a feed not republished this long expires
+    default_limit: int = Field(20, ge=1, le=500)  # items per page when the client names none
+    max_limit: int = Field(100, ge=1, le=500)  # the largest page a client may ask for
+    trending_size: int = Field(100, ge=1, le=500)  # length of the fallback (trending) feed
+    log_served: bool = True  # record each page served: user, post, rank, version, served_at
+    cursor_key: str = Field("feedrank-local-cursor-key", min_length=8)  # signs cursors (HMAC)
+    host: str = "127.0.0.1"  # where `feedrank serve` listens
+    port: int = Field(8000, ge=1, le=65535)  # and on which port
+
+    @field_validator("store_url")
+    @classmethod
+    def _known_scheme(cls, url: str | None) -> str | None:
+        if url is not None and url.split("://", 1)[0] not in STORE_SCHEMES:
+            raise ValueError(f"feeds.store_url must start with one of {STORE_SCHEMES}://")
+        return url
