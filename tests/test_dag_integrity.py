@@ -79,7 +79,13 @@ def test_a_raw_event_queues_build_features_without_unpausing_it(synced):
 
     with create_session() as session:
         paused = dict(session.execute(select(DagModel.dag_id, DagModel.is_paused)).all())
-        assert paused == {"simulate_platform": True, "build_features": False, "train_rankers": True}
+        assert paused == {
+            "simulate_platform": True,
+            "build_features": False,
+            "train_rankers": True,
+            "train_retrieval": True,
+            "build_retrieval_index": False,
+        }
         asset = session.scalar(select(AssetModel).where(AssetModel.uri == RAW_LOGS.uri))
         AssetManager.register_asset_change(
             asset=asset, extra={"days": ["2026-01-05"]}, session=session
