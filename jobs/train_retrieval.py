@@ -304,8 +304,15 @@ def promote(settings: Settings, registered: Mapping[str, Any]) -> dict[str, Any]
         champion = evaluate_split(data, settings, model, GATE_SPLIT, [E.TWO_TOWER])[
             gate_metric(settings)
         ]
-    decision = reg.decide(challenger, champion, popularity, r.promotion_margin)
-    reason = f"{decision.reason} (baseline: popularity; validation recall@{r.gate_k})"
+    decision = reg.decide(
+        challenger,
+        champion,
+        {E.POPULARITY: popularity},
+        r.promotion_margin,
+        metric=f"validation recall@{r.gate_k}",
+        days=client.get_run(registered["run_id"]).data.params["window.val"],
+    )
+    reason = decision.reason
     if decision.promote:
         reg.set_champion(name, version)
     outcome = "promoted" if decision.promote else "not promoted"
