@@ -24,7 +24,7 @@ from jobs.airflow_support import (
     DEFAULT_ARGS,
     RETRIEVAL,
     RETRIEVAL_INDEX,
-    calendar,
+    asset_scheduled,
     days_to_build,
     mark_days,
     params,
@@ -33,21 +33,21 @@ from jobs.airflow_support import (
 
 
 @dag(
-    schedule=RETRIEVAL,
-    start_date=calendar()["start_date"],
-    catchup=False,
+    schedule=[RETRIEVAL],
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     params=params(),
     tags=["feedrank", "retrieval", "faiss", "serving"],
     doc_md=__doc__,
+    **asset_scheduled(),
 )
 def build_retrieval_index():
     @task(outlets=[RETRIEVAL_INDEX])
     def build_index(params=None, outlet_events=None):
         days = days_to_build(get_current_context())
+        settings = settings_from(params, *days)
         for ds in days:
-            job.build_index(settings_from(params), ds)
+            job.build_index(settings, ds)
         mark_days(outlet_events, RETRIEVAL_INDEX, days)
         return days
 

@@ -43,7 +43,7 @@ from jobs.airflow_support import (
 def train_retrieval():
     @task
     def train(params=None, ds=None):
-        return job.train(settings_from(params), ds)
+        return job.train(settings_from(params, ds), ds)
 
     @task
     def evaluate(trained, params=None):

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from models.retrieval_data import History, PostTable, UserTable, epoch_s, post_t
 from models.two_tower import Encoder, Pairs, TwoTower, embed_posts, embed_users, fit
 from warehouse.artifacts import RETRIEVAL_INDEX, ArtifactStore
 from warehouse.catalog import AUTHORS, ENGAGEMENTS, FOLLOWS, IMPRESSIONS, POSTS, USERS, C
+from warehouse.layout import Folder
 from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,8 @@ def train(settings: Settings, ds: str) -> dict[str, Any]:
             mlflow.log_metrics(
                 {"curve/train_loss": loss, f"curve/{gate_metric(settings)}": val}, step=step + 1
             )
-        info = log_towers(result.model)
+        with settings.root.scratch("towers") as folder:
+            info = log_towers(result.model, folder)
     return {"run_id": run.info.run_id, "model_uri": info.model_uri, "ds": ds}
 
 
@@ -269,8 +270,7 @@ def evaluate_run(settings: Settings, trained: Mapping[str, Any]) -> dict[str, An
         for split in ("val", "test"):
             mlflow.log_figure(E.recall_figure(table, split), f"evaluation/recall_{split}.png")
         mlflow.log_text(markdown(table), "report.md")
-    path = settings.root.reports / "train_retrieval" / trained["ds"] / "report.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = settings.root.report_folder("train_retrieval", trained["ds"]).file("report.md")
     path.write_text(markdown(table) + "\n")
     log.info("retrieval recall (%s):\n%s", path, table.to_string(index=False))
     return {**trained, "gate_metric": metrics[gate_metric(settings)], "report": str(path)}
@@ -304,8 +304,15 @@ def promote(settings: Settings, registered: Mapping[str, Any]) -> dict[str, Any]
         champion = evaluate_split(data, settings, model, GATE_SPLIT, [E.TWO_TOWER])[
             gate_metric(settings)
         ]
-    decision = reg.decide(challenger, champion, popularity, r.promotion_margin)
-    reason = f"{decision.reason} (baseline: popularity; validation recall@{r.gate_k})"
+    decision = reg.decide(
+        challenger,
+        champion,
+        {E.POPULARITY: popularity},
+        r.promotion_margin,
+        metric=f"validation recall@{r.gate_k}",
+        days=client.get_run(registered["run_id"]).data.params["window.val"],
+    )
+    reason = decision.reason
     if decision.promote:
         reg.set_champion(name, version)
     outcome = "promoted" if decision.promote else "not promoted"
@@ -443,17 +450,17 @@ def _npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def log_towers(model: TwoTower) -> mlflow.models.model.ModelInfo:
-    """Log the towers into the active run as a pyfunc from code (weights + settings)."""
+def log_towers(model: TwoTower, scratch: Folder) -> mlflow.models.model.ModelInfo:
+    """Log the towers into the active run as a pyfunc from code (weights + settings);
+    `scratch`: an empty folder their files pass through on the way into the run."""
     reqs = [f"{p}=={importlib.metadata.version(p)}" for p in ("torch", "numpy", "pandas", "mlflow")]
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = two_tower.save(model, Path(tmp) / "towers")
-        return mlflow.pyfunc.log_model(
-            name=MODEL_NAME,
-            python_model=str(PYFUNC_CODE),
-            artifacts={"towers": str(folder)},
-            pip_requirements=[r.replace("+cpu", "") for r in reqs],
-        )
+    folder = two_tower.save(model, scratch)
+    return mlflow.pyfunc.log_model(
+        name=MODEL_NAME,
+        python_model=str(PYFUNC_CODE),
+        artifacts={"towers": str(folder)},
+        pip_requirements=[r.replace("+cpu", "") for r in reqs],
+    )
 
 
 def load_towers(model_uri: str) -> TwoTower:

@@ -15,11 +15,12 @@ import pandas as pd
 import torch
 
 from models.two_tower import load
+from warehouse.layout import Folder
 
 
 class RetrievalModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        self.towers = load(Path(context.artifacts["towers"]))
+        self.towers = load(Folder(Path(context.artifacts["towers"])))
 
     @torch.no_grad()
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:

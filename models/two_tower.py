@@ -18,7 +18,6 @@ import dataclasses
 import logging
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +25,7 @@ from torch import nn
 
 from models.retrieval_config import TowerSettings
 from models.retrieval_data import CAT_SIZES, MAX_HASHTAGS, History, PostTable, UserTable
+from warehouse.layout import Folder
 
 log = logging.getLogger(__name__)
 
@@ -264,16 +264,15 @@ def fit(
     return FitResult(model, losses, vals, best_epoch)
 
 
-def save(model: TwoTower, folder: Path) -> Path:
+def save(model: TwoTower, folder: Folder) -> Folder:
     """The weights (a plain state dict: loads with weights_only) and the settings they fit."""
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), folder / "towers.pt")
-    (folder / "towers.json").write_text(model.cfg.model_dump_json(indent=2))
+    torch.save(model.state_dict(), folder.file("towers.pt"))
+    folder.file("towers.json").write_text(model.cfg.model_dump_json(indent=2))
     return folder
 
 
-def load(folder: Path) -> TwoTower:
-    cfg = TowerSettings.model_validate_json((folder / "towers.json").read_text())
+def load(folder: Folder) -> TwoTower:
+    cfg = TowerSettings.model_validate_json(folder.file("towers.json").read_text())
     model = TwoTower(cfg)
-    model.load_state_dict(torch.load(folder / "towers.pt", weights_only=True))
+    model.load_state_dict(torch.load(folder.file("towers.pt"), weights_only=True))
     return model.eval()

@@ -15,7 +15,7 @@ from models import index as ix
 from models.registry import CHALLENGER, champion_version
 from warehouse.artifacts import RETRIEVAL_INDEX, ArtifactStore
 
-pytestmark = [pytest.mark.e2e, pytest.mark.airflow]
+pytestmark = [pytest.mark.e2e, pytest.mark.airflow, pytest.mark.spark]
 
 NAME = "feedrank-retrieval"
 
@@ -29,12 +29,10 @@ def settings(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def days(settings):
-    """Every tiny day's raw logs (the retrieval model reads only those), published without
-    their contracts: those have their own tests and cost a Spark job per table and day."""
+def days(settings, spark):
+    """Every tiny day's raw logs (the retrieval model reads only those)."""
     for ds in settings.dates():
-        simulate_platform.simulate(settings, ds)
-        simulate_platform.publish(settings, ds)
+        simulate_platform.run(settings, ds)
     return settings.dates()
 
 
