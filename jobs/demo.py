@@ -46,7 +46,7 @@ def demo(settings: Settings, seed: int | None = None) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     log_path = settings.root.log_file(f"demo-{stamp}")
     with _output_to(log_path) as terminal:
-        console = Console(file=terminal, highlight=False)
+        console = Console(file=terminal, highlight=False, soft_wrap=True)
         console.print(
             f"feedrank demo, profile [bold]{settings.profile}[/], data root {settings.home}\n"
             f"detailed logs: {log_path}"
