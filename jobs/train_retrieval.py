@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from typing import Any
 
 from mlflow.tracking import MlflowClient
 
@@ -147,26 +148,10 @@ def promote(settings: Settings, registered: RegisteredVersion) -> Promotion:
         metric=f"validation recall@{r.gate_k}",
         days=run.data.params.get(reg.window_param(GATE_SPLIT), "the validation days"),
     )
-    if decision.promote:
-        reg.set_champion(name, version)
-    outcome = "promoted" if decision.promote else "not promoted"
-    for key, value in {
-        reg.PROMOTION_TAG: outcome,
-        reg.PROMOTION_REASON_TAG: decision.reason,
-    }.items():
-        client.set_model_version_tag(name, version, key, value)
-        client.set_tag(registered.run_id, key, value)
-    log.info("%s version %s %s: %s", name, version, outcome, decision.reason)
-    return extend(
-        registered,
-        Promotion,
-        promoted=decision.promote,
-        reason=decision.reason,
-        champion=reg.champion_version(name),
-    )
+    return reg.apply_decision(registered, name, decision)
 
 
-def build_index(settings: Settings, ds: str) -> dict:
+def build_index(settings: Settings, ds: str) -> dict[str, Any]:
     """Index the champion's vectors of the pool servable at the end of ds; publish atomically."""
     r = settings.retrieval
     use_tracking(settings)
