@@ -18,6 +18,8 @@ hand to rebuild a day.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from airflow.sdk import dag, task
 
 from jobs import train_retrieval as job
@@ -25,6 +27,7 @@ from jobs.airflow_support import (
     DEFAULT_ARGS,
     RETRIEVAL,
     calendar,
+    mark_promotion,
     params,
     settings_from,
 )
@@ -41,24 +44,24 @@ from jobs.airflow_support import (
     doc_md=__doc__,
 )
 def train_retrieval():
+    # Each step hands the next a models.handoff dataclass, through XCom as a dict.
     @task
     def train(params=None, ds=None):
-        return job.train(settings_from(params, ds), ds)
+        return asdict(job.train(settings_from(params, ds), ds))
 
     @task
     def evaluate(trained, params=None):
-        return job.evaluate_run(settings_from(params), trained)
+        return asdict(job.evaluate_run(settings_from(params), job.TrainedRun(**trained)))
 
     @task
     def register(evaluated, params=None):
-        return job.register(settings_from(params), evaluated)
+        return asdict(job.register(settings_from(params), job.EvaluatedRun(**evaluated)))
 
     @task(outlets=[RETRIEVAL])
     def promote(registered, params=None, outlet_events=None):
-        outcome = job.promote(settings_from(params), registered)
-        keys = ("version", "promoted", "champion")
-        outlet_events[RETRIEVAL].extra = {"days": [outcome["ds"]]} | {k: outcome[k] for k in keys}
-        return outcome
+        outcome = job.promote(settings_from(params), job.RegisteredVersion(**registered))
+        mark_promotion(outlet_events, RETRIEVAL, outcome)  # its days: what the index builds
+        return asdict(outcome)
 
     promote(register(evaluate(train())))
 

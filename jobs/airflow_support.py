@@ -132,8 +132,10 @@ def mark_days(outlet_events, asset: Asset, days: list[str]) -> None:
 
 
 def mark_promotion(outlet_events, asset: Asset, outcome) -> None:
-    """Tag the asset event with the gate's outcome (a models.handoff.Promotion)."""
+    """Tag the asset event with the gate's outcome (a models.handoff.Promotion) and the day
+    the model trained up to (`days`, as mark_days: what a consumer builds)."""
     outlet_events[asset].extra = {
+        "days": [outcome.ds],
         "version": outcome.version,
         "promoted": outcome.promoted,
         "champion": outcome.champion,

@@ -68,9 +68,11 @@ class Evaluation:
         return out
 
 
-def metric_name(split: str, scorer: str, task: str, metric: str) -> str:
-    """The one naming scheme of evaluation metrics, e.g. test/model/click/auc."""
-    return f"{split}/{scorer}/{task}/{metric}"
+def metric_name(split: str, scorer: str, *name: str) -> str:
+    """The one naming scheme of evaluation metrics: `<split>/<scorer>/<task>/<metric>` for
+    the rankers (test/model/click/auc), `<split>/<scorer>/<metric>` for retrieval, which has
+    one task (test/two_tower/recall_at_500)."""
+    return "/".join((split, scorer, *name))
 
 
 def best_baseline(baselines: Mapping[str, float]) -> tuple[str, float]:

@@ -246,6 +246,14 @@ def promote(
         metric=f"validation NDCG@{k}",
         days=run.data.params.get(window_param(GATE_SPLIT), "the validation days"),
     )
+    return apply_decision(registered, name, decision)
+
+
+def apply_decision(registered: RegisteredVersion, name: str, decision: Decision) -> Promotion:
+    """Move the champion alias to the version if the gate promotes it; tag the version and
+    its run with the outcome and the reason either way."""
+    client = MlflowClient()
+    version = registered.version
     if decision.promote:
         set_champion(name, version)
     outcome = "promoted" if decision.promote else "not promoted"

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from warehouse.catalog import POSITIVE_ACTIONS
+
 
 class PositiveWeights(BaseModel):
     """Weight of a training pair by the strongest positive action on the impression."""
@@ -18,7 +20,7 @@ class PositiveWeights(BaseModel):
     share: float = Field(3.0, ge=0)
 
     def as_dict(self) -> dict[str, float]:
-        return {a: getattr(self, a) for a in ("click", "like", "comment", "share")}
+        return {a: getattr(self, a) for a in POSITIVE_ACTIONS}
 
 
 class TowerSettings(BaseModel):

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from models.evaluate import metric_name
 from models.metrics import relevant_recall_at_k
 
 TWO_TOWER, POPULARITY, FOLLOWEES, RANDOM = "two_tower", "popularity", "followees_newest", "random"
@@ -121,10 +122,10 @@ def recall_table(
     }
     for name, rows in retrieved.items():
         for k in ks:
-            out[f"{split}/{name}/recall_at_{k}"] = relevant_recall_at_k(
+            out[metric_name(split, name, f"recall_at_{k}")] = relevant_recall_at_k(
                 rows, requests.rel_query, requests.rel_post_row, k
             )
-            out[f"{split}/{name}/cold_recall_at_{k}"] = relevant_recall_at_k(
+            out[metric_name(split, name, f"cold_recall_at_{k}")] = relevant_recall_at_k(
                 rows, requests.rel_query[cold], requests.rel_post_row[cold], k
             )
     return out

@@ -266,8 +266,8 @@ def fit(
 
 def save(model: TwoTower, folder: Folder) -> Folder:
     """The weights (a plain state dict: loads with weights_only) and the settings they fit."""
-    torch.save(model.state_dict(), folder.file("towers.pt"))
-    folder.file("towers.json").write_text(model.cfg.model_dump_json(indent=2))
+    torch.save(model.state_dict(), folder.writable("towers.pt"))
+    folder.writable("towers.json").write_text(model.cfg.model_dump_json(indent=2))
     return folder
 
 
