@@ -117,17 +117,23 @@ class DayLogs:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class _Day:
-    """What every shard of a day shares, computed once."""
+class DayPool:
+    """The posts servable on a day and the social proof each carries into it."""
 
     index: int
     posts: DayPosts  # created today
     pool: Pool
     pool_engagements: np.ndarray  # (pool,) positive engagements before today
+    state: SocialState
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Day(DayPool):
+    """What every shard of a day shares, computed once."""
+
     popular: np.ndarray  # pool indices the popular slots draw from
     sessions: Sessions  # every user's sessions today
     prev_us: np.ndarray  # (sessions,) lower bound of "new since the last session"
-    state: SocialState
 
 
 def simulate_day(
@@ -161,15 +167,22 @@ def simulate_shard(
     return _simulate(world, cfg, _prepare(world, cfg, day_index, state), shard)
 
 
-def _prepare(world: World, cfg: SimulatorSettings, day_index: int, state: SocialState) -> _Day:
+def day_pool(world: World, cfg: SimulatorSettings, day_index: int, state: SocialState) -> DayPool:
+    """The pool of a day: the posts of its last `pool_days` days and its own, regenerated
+    (a day's posts depend only on the seed), with their engagement counts from `state`."""
     first = pool_start_day(cfg, day_index)
     days = [generate_posts(world, cfg, d) for d in range(first, day_index + 1)]
     pool = Pool.from_days(days, day_start_us(cfg, first))
     counts = state.post_engagements.reindex(pool.post_id, fill_value=0).to_numpy()
+    return DayPool(day_index, days[-1], pool, counts, state)
+
+
+def _prepare(world: World, cfg: SimulatorSettings, day_index: int, state: SocialState) -> _Day:
+    base = day_pool(world, cfg, day_index, state)
     sessions = sessions_for_day(world, cfg, day_index)
     prev = previous_session_us(world, cfg, day_index, sessions)
-    popular = popular_posts(world, cfg, pool, counts)
-    return _Day(day_index, days[-1], pool, counts, popular, sessions, prev, state)
+    popular = popular_posts(world, cfg, base.pool, base.pool_engagements)
+    return _Day(**vars(base), popular=popular, sessions=sessions, prev_us=prev)
 
 
 def _simulate(world: World, cfg: SimulatorSettings, day: _Day, shard: int) -> ShardLogs:
@@ -191,26 +204,49 @@ def _simulate(world: World, cfg: SimulatorSettings, day: _Day, shard: int) -> Sh
 
 
 def _exposure(world: World, day: _Day, sessions: Sessions, served: Served) -> Exposure:
-    pool, p = day.pool, served.post
-    user, author = sessions.user[served.session], pool.author[p]
+    s = served.session
+    return exposure(
+        world,
+        day,
+        sessions.user[s],
+        served.post,
+        served.served_us,
+        sessions.device[s],
+        served.position,
+    )
+
+
+def exposure(
+    world: World,
+    day: DayPool,
+    user: np.ndarray,
+    post: np.ndarray,
+    served_us: np.ndarray,
+    device: np.ndarray,
+    position: np.ndarray,
+) -> Exposure:
+    """What the true model needs about `user` seeing pool post `post` (an index into
+    day.pool) at `served_us` on `device` (index into DEVICES) at feed `position`."""
+    pool = day.pool
+    author = pool.author[post]
     row = world.graph.lookup(user, author, world.n_authors)
-    net = pd.DataFrame({C.USER_ID: user, C.POST_ID: pool.post_id[p]}).merge(
+    net = pd.DataFrame({C.USER_ID: user, C.POST_ID: pool.post_id[post]}).merge(
         day.state.network, on=[C.USER_ID, C.POST_ID], how="left"
     )
     return Exposure(
         user=user,
         author=author,
-        topic=pool.topic[p],
-        media=pool.media[p],
-        length=pool.length[p],
-        clickbait=pool.clickbait[p],
-        created_us=pool.created_us[p],
-        served_us=served.served_us,
-        device=sessions.device[served.session],
-        position=served.position,
+        topic=pool.topic[post],
+        media=pool.media[post],
+        length=pool.length[post],
+        clickbait=pool.clickbait[post],
+        created_us=pool.created_us[post],
+        served_us=served_us,
+        device=device,
+        position=position,
         follows=row >= 0,
         close_friend=(row >= 0) & world.graph.close_friend[np.maximum(row, 0)],
-        post_engagements=day.pool_engagements[p],
+        post_engagements=day.pool_engagements[post],
         network_engagers=net[_N].fillna(0).to_numpy(dtype=np.float64),
     )
 

@@ -1,0 +1,111 @@
+"""The oracle: the simulator's true action probabilities for any (user, post) pair at a time.
+
+The logging policy shows each user a few posts; offline evaluation of another ranking needs
+the true value of posts it never served. The behaviour model is a pure function of the world,
+the post, the moment and the social proof at the start of the day, so the truth of any pair
+is recomputed exactly as `simulate_day` would have computed it had the post been served then.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from simulator._common import DAY_US, day_start_us, to_timestamps
+from simulator.behaviour import true_model
+from simulator.config import SimulatorSettings
+from simulator.day import DayPool, day_pool, exposure, social_state
+from simulator.world import World
+from warehouse.catalog import ACTIONS, DEVICES, TRUTH_IMPRESSIONS, C, truth_column
+
+# The truth table's columns without its key: what the oracle returns per pair.
+ORACLE_COLUMNS = tuple(c for c in TRUTH_IMPRESSIONS.columns if c != C.IMPRESSION_ID)
+PAIR_COLUMNS = (C.USER_ID, C.POST_ID, C.SERVED_AT, C.DEVICE)
+
+
+def oracle_truth(
+    world: World,
+    cfg: SimulatorSettings,
+    pairs: pd.DataFrame,
+    prior_engagements: pd.DataFrame | None,
+    *,
+    position: int | np.ndarray = 0,
+) -> pd.DataFrame:
+    """True probability of every action (`p_click`, ...) and expected dwell given a click
+    (`e_dwell_s`) of each row of `pairs` (user_id, post_id, served_at, device), as if the post
+    were served to the user then, on that device, at feed `position` (0: fully examined).
+
+    Every served_at must fall on one simulated day; `prior_engagements` are the ENGAGEMENTS
+    of the `pool_days` days before it (None or empty on the first day), exactly what
+    `simulate_day` is given. Posts must be servable then: created in the day's pool window
+    and before served_at. Returns a frame aligned with `pairs` (same index)."""
+    missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
+    if missing:
+        raise ValueError(f"pairs lack columns {missing}")
+    n = len(pairs)
+    pos = np.broadcast_to(np.asarray(position, dtype=np.int64), (n,))
+    if (pos < 0).any():
+        raise ValueError("position must be >= 0")
+    if n == 0:
+        return pd.DataFrame({c: np.zeros(0) for c in ORACLE_COLUMNS}, index=pairs.index)
+    served_us = _epoch_us(pairs[C.SERVED_AT])
+    day = _day_of(cfg, served_us)
+    day_start = to_timestamps([day_start_us(cfg, day)])[0]
+    state = social_state(prior_engagements, world.follows_as_of(day_start), before=day_start)
+    pool = day_pool(world, cfg, day, state)
+    user = _users(world, pairs[C.USER_ID])
+    post = _pool_index(pool, pairs[C.POST_ID].to_numpy(dtype=np.int64), served_us)
+    x = exposure(world, pool, user, post, served_us, _devices(pairs[C.DEVICE]), pos)
+    truth = true_model(world, cfg, x)
+    columns = {truth_column(a): truth.p[a] for a in ACTIONS}
+    columns[C.E_DWELL_S] = truth.e_dwell_s
+    return pd.DataFrame(columns, columns=list(ORACLE_COLUMNS), index=pairs.index)
+
+
+def _epoch_us(served_at: pd.Series) -> np.ndarray:
+    ts = pd.DatetimeIndex(served_at)
+    if ts.tz is None:
+        raise ValueError("served_at must be timezone-aware (UTC)")
+    if ts.hasnans:
+        raise ValueError("served_at has missing values")
+    return ts.as_unit("us").asi8
+
+
+def _day_of(cfg: SimulatorSettings, served_us: np.ndarray) -> int:
+    """The one simulated day all rows fall on (a day past `cfg.days` is fine: its posts and
+    follows are as well defined as those of the simulated days)."""
+    days = np.unique((served_us - day_start_us(cfg, 0)) // DAY_US)
+    if len(days) != 1:
+        raise ValueError(f"served_at spans {len(days)} simulated days; pass one day at a time")
+    if days[0] < 0:
+        raise ValueError(f"served_at is before the simulation starts ({cfg.start_date})")
+    return int(days[0])
+
+
+def _users(world: World, user_id: pd.Series) -> np.ndarray:
+    user = user_id.to_numpy(dtype=np.int64)
+    bad = (user < 0) | (user >= world.n_users)
+    if bad.any():
+        raise ValueError(f"unknown user_id {user[bad][0]}")
+    return user
+
+
+def _devices(device: pd.Series) -> np.ndarray:
+    codes = pd.Categorical(device, categories=DEVICES).codes.astype(np.int64)
+    if (codes < 0).any():
+        raise ValueError(f"unknown device {device[codes < 0].iloc[0]!r}; one of {DEVICES}")
+    return codes
+
+
+def _pool_index(day: DayPool, post_id: np.ndarray, served_us: np.ndarray) -> np.ndarray:
+    """Index into day.pool of each post; raises for posts that could not be served then."""
+    index = pd.Index(day.pool.post_id).get_indexer(post_id)  # post ids are unique
+    if (index < 0).any():
+        raise ValueError(
+            f"post_id {post_id[index < 0][0]} is not servable on day {day.index}: it was not "
+            "created on that day nor in the pool_days before it"
+        )
+    late = day.pool.created_us[index] > served_us
+    if late.any():
+        raise ValueError(f"post_id {post_id[late][0]} is created after its served_at")
+    return index
