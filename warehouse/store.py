@@ -527,14 +527,18 @@ def _conform_spark(table: Table, df):
         return df
     _check_columns(table, df.columns)
     expected = {f.name: f.dataType for f in from_arrow_schema(table.schema).fields}
+    differ = [f for f in df.schema.fields if f.dataType != expected[f.name]]
+    # The same type but for the nullability of nested elements (collect_set's arrays hold no
+    # null, the catalog's may): cast to the catalog's, which changes no value.
     wrong = [
         f"{f.name} is {f.dataType.simpleString()}, catalog says {expected[f.name].simpleString()}"
-        for f in df.schema.fields
-        if f.name in expected and f.dataType != expected[f.name]
+        for f in differ
+        if f.dataType.simpleString() != expected[f.name].simpleString()
     ]
     if wrong:
         raise WarehouseError(f"{table.qualified}: " + "; ".join(wrong))
-    return df.select(*table.columns)
+    casts = {f.name: df[f.name].cast(expected[f.name]) for f in differ}
+    return (df.withColumns(casts) if casts else df).select(*table.columns)
 
 
 def _check_no_partition_column(table: Table, columns: Iterable[str]) -> None:
