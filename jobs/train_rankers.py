@@ -89,7 +89,11 @@ def log_run(
     info = tracking.RunInfo(
         name=f"rankers {settings.profile} {ds}",
         ds=ds,
-        tags={"feedrank.profile": settings.profile, **dict(tags or {})},
+        tags={
+            "feedrank.profile": settings.profile,
+            tracking.STAGE_TAG: tracking.RANKER_STAGE,
+            **dict(tags or {}),
+        },
         params={
             **tracking.flatten(settings.training.model_dump(mode="json"), "training"),
             "profile": settings.profile,

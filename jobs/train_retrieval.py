@@ -76,7 +76,7 @@ def train(settings: Settings, ds: str) -> TrainedRun:
     info = tracking.RunInfo(
         name=f"retrieval {settings.profile} {ds}",
         ds=ds,
-        tags={"feedrank.profile": settings.profile, "feedrank.stage": "retrieval"},
+        tags={"feedrank.profile": settings.profile, tracking.STAGE_TAG: tracking.RETRIEVAL_STAGE},
         params=tracking.flatten(r.model_dump(mode="json"), "retrieval"),
         settings=settings.model_dump(mode="json"),
     )

@@ -35,6 +35,9 @@ from warehouse.catalog import C
 from warehouse.layout import Folder
 
 REPORT = "report.md"  # the evaluation report, in the run and in the report folder
+# Runs of several stages share the experiment; this tag says which (summaries find by it).
+STAGE_TAG = "feedrank.stage"
+RANKER_STAGE, RETRIEVAL_STAGE, FEEDS_STAGE = "ranker", "retrieval", "feeds"
 DWELL_MEDIAN_PARAM = "dwell_median_train_s"  # the constant dwell guess evaluation compares to
 
 
@@ -145,11 +148,11 @@ def log_evaluations(
     return metrics
 
 
-def latest_run(experiment: str, ds: str) -> mlflow.entities.Run | None:
-    """The newest run of the experiment trained up to ds, or None."""
+def latest_run(experiment: str, ds: str, stage: str = RANKER_STAGE) -> mlflow.entities.Run | None:
+    """The newest run of the experiment's `stage` trained up to ds, or None."""
     found = MlflowClient().search_runs(
         [e.experiment_id for e in [mlflow.get_experiment_by_name(experiment)] if e is not None],
-        filter_string=f"tags.`{reg.DS_TAG}` = '{ds}'",
+        filter_string=f"tags.`{reg.DS_TAG}` = '{ds}' and tags.`{STAGE_TAG}` = '{stage}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
