@@ -27,6 +27,18 @@ def graph_cutoff(ds: str) -> dt.datetime:
     return start - dt.timedelta(hours=1)
 
 
+def as_of_time(ts: dt.datetime) -> dt.datetime:
+    """as_of_col for one time: the latest hour boundary strictly before ts."""
+    earlier = ts - dt.timedelta(microseconds=1)
+    return earlier.replace(minute=0, second=0, microsecond=0)
+
+
+def serving_cutoff(generated_at: dt.datetime) -> dt.datetime:
+    """graph_cutoff for candidates served at generated_at: that of the day of their as_of,
+    the cutoff the training set's impressions with the same as_of were built with."""
+    return graph_cutoff(as_of_time(generated_at).date().isoformat())
+
+
 def as_of_col(ts: str):
     """date_trunc('hour', ts - 1us): timestamps are microseconds, so this is the latest hour
     boundary strictly before ts."""

@@ -121,11 +121,15 @@ def build_state(store: Warehouse, raw: RawDay, ds: str) -> None:
         store.write_spark(state_table(name), ds, tile, publish=False)
 
 
-def read_state(spark, store: Warehouse, settings: Settings, name: str, ds: str):
-    """A tile's lookback: ds's staged state and the committed state of the days before."""
+def read_state(
+    spark, store: Warehouse, settings: Settings, name: str, ds: str, *, staged: bool = True
+):
+    """A tile's lookback: ds's staged (or, `staged=False`, committed) state and the committed
+    state of the days before."""
     days = [*days_before(settings.simulator.start_date, ds, lookback_days(name)), ds]
     try:
-        return store.read_spark(spark, state_table(name), days, staged=[ds]).drop(C.DS)
+        today = [ds] if staged else []
+        return store.read_spark(spark, state_table(name), days, staged=today).drop(C.DS)
     except WarehouseError as err:
         raise WarehouseError(f"features of ds={ds} need earlier days' state first: {err}") from None
 

@@ -63,6 +63,7 @@ class C:
     SOURCES = "sources"
     MODEL_VERSION = "model_version"
     GENERATED_AT = "generated_at"
+    PRIORITY = "priority"
 
 
 CLICK = "click"  # the action that opens a post; dwell belongs to it
@@ -268,6 +269,25 @@ USER_NEWS_FEED = _table(
 )
 
 
+FEED_CANDIDATES = _table(
+    "feed_candidates",
+    Layer.SILVER,
+    [
+        pa.field(C.USER_ID, pa.int64(), nullable=False),
+        pa.field(C.POST_ID, pa.int64(), nullable=False),
+        pa.field(C.AUTHOR_ID, pa.int64(), nullable=False),
+        pa.field(C.CREATED_AT, _TS, nullable=False),
+        pa.field(C.SOURCES, pa.list_(pa.string()), nullable=False),
+        pa.field(C.PRIORITY, pa.float64(), nullable=False),
+        pa.field(C.GENERATED_AT, _TS, nullable=False),
+    ],
+    [C.USER_ID, C.POST_ID],
+    "The candidates of each active user's feed generated from ds: the post, its author and "
+    "creation time, every source that proposed it and its priority under the candidate cap "
+    "(models.feed_config.SourceShares; lower first).",
+)
+
+
 def feature_state_table(name: str, key: tuple[str, ...], doc: str) -> Table:
     """A silver table of per-day feature state (aggregate tiles), named by features.tiles."""
     return Table(f"state_{name}", Layer.SILVER, None, key, doc)
@@ -276,7 +296,14 @@ def feature_state_table(name: str, key: tuple[str, ...], doc: str) -> Table:
 RAW_TABLES = (USERS, AUTHORS, FOLLOWS, POSTS, IMPRESSIONS, ENGAGEMENTS)
 SIMULATED_TABLES = (*RAW_TABLES, TRUTH_IMPRESSIONS)
 TABLES: dict[str, Table] = {
-    t.name: t for t in (*SIMULATED_TABLES, IMPRESSION_FEATURES, TRAINING_EXAMPLES, USER_NEWS_FEED)
+    t.name: t
+    for t in (
+        *SIMULATED_TABLES,
+        IMPRESSION_FEATURES,
+        TRAINING_EXAMPLES,
+        FEED_CANDIDATES,
+        USER_NEWS_FEED,
+    )
 }
 
 
