@@ -29,6 +29,7 @@ from features.config import FeatureSettings
 from jobs.airflow_env import AirflowSettings
 from jobs.spark import SparkSettings
 from models.config import MlflowSettings, TrainingSettings
+from models.feed_config import PrecomputeSettings
 from models.retrieval_config import RetrievalSettings
 from simulator.config import SimulatorSettings
 from warehouse.config import FeedSettings
@@ -61,6 +62,7 @@ class Settings(BaseModel):
     training: TrainingSettings = TrainingSettings()
     mlflow: MlflowSettings = MlflowSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
+    precompute: PrecomputeSettings = PrecomputeSettings()
     feeds: FeedSettings = FeedSettings()
     airflow: AirflowSettings = AirflowSettings()
 

@@ -55,7 +55,7 @@ def simulate(settings: Settings, ds: str) -> dict[str, int]:
     day = day_index(cfg, ds)
     with store.lock(Layer.RAW, ds, job="simulate_platform.simulate"):
         started = time.perf_counter()
-        logs = simulate_day(_world(cfg), cfg, day, _prior_engagements(store, cfg, ds))
+        logs = simulate_day(world(cfg), cfg, day, _prior_engagements(store, cfg, ds))
         rows = {}
         for name, frame in logs.tables().items():
             rows[name] = store.write_arrow(table(name), ds, frame, publish=False).rows
@@ -113,7 +113,8 @@ def day_index(cfg: SimulatorSettings, ds: str) -> int:
 
 
 @functools.lru_cache(maxsize=2)
-def _world(cfg: SimulatorSettings):
+def world(cfg: SimulatorSettings):
+    """The simulated world of the settings (built once per process for the last two)."""
     return build_world(cfg)
 
 

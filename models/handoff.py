@@ -49,3 +49,35 @@ class Promotion(RegisteredVersion):
 def extend(value: TrainedRun, cls: type[T], **fields) -> T:
     """`value` as the next step's type, with that step's fields added."""
     return cls(**dataclasses.asdict(value), **fields)
+
+
+# The feed precompute's steps: candidates -> rank (features, scores, re-ranking) -> publish
+# -> evaluate. Values are plain (str, int, dict) so that XCom carries them as they are.
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedCandidates:
+    """The candidates of one generation, in silver.feed_candidates ds."""
+
+    ds: str  # the day the feeds are built from (features, index, logs up to its end)
+    generated_at: str  # ISO time of the generation (lastGenerated); as_of is the hour before
+    active_users: int  # users the activity policy selected
+    users: int  # users with at least one candidate
+    candidates: int  # rows
+    by_source: dict[str, int]  # candidates each source proposed (a post may have several)
+    index_ds: str | None  # the retrieval index's day; None: no interest candidates
+
+
+@dataclasses.dataclass(frozen=True)
+class RankedFeeds(FeedCandidates):
+    """... scored by the champion ranker, re-ranked, staged as gold.user_news_feed ds."""
+
+    model_version: str  # the ranker's registry version
+    items: int  # feed rows staged
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishedFeeds(RankedFeeds):
+    """... that passed the feed contract and are published."""
+
+    checks: int  # contract checks run

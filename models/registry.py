@@ -138,6 +138,13 @@ def champion_version(name: str) -> str | None:
         raise
 
 
+def versions(name: str) -> list[str]:
+    """Every version of the registered model, as strings; empty when there is none."""
+    return sorted(
+        (str(v.version) for v in MlflowClient().search_model_versions(f"name='{name}'")), key=int
+    )
+
+
 def set_champion(name: str, version: str) -> None:
     MlflowClient().set_registered_model_alias(name, CHAMPION, version)
 
