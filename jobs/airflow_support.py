@@ -25,6 +25,7 @@ FEATURES = Asset("feedrank://warehouse/silver/impression_features")  # a day of 
 RANKER = Asset("feedrank://mlflow/feedrank-ranker")  # a ranker version was registered and gated
 RETRIEVAL = Asset("feedrank://mlflow/feedrank-retrieval")  # a two-tower version was gated
 RETRIEVAL_INDEX = Asset("feedrank://artifacts/retrieval_index")  # a day's FAISS index published
+FEEDS = Asset("feedrank://warehouse/gold/user_news_feed")  # a day's feeds passed their contract
 
 DEFAULT_ARGS = {
     "owner": "feedrank",
@@ -71,6 +72,26 @@ def training_params() -> dict[str, Param]:
     }
 
 
+def precompute_params() -> dict[str, Param]:
+    """Params of a feed precompute, on top of `params()`: when, and how many candidates."""
+    return {
+        **params(),
+        "generated_at": Param(
+            None,
+            type=["null", "string"],
+            description="Generation time, ISO (e.g. 2026-01-17T15:00:00Z), within the run's "
+            "day; empty: the end of the day. Only what was known then is used.",
+        ),
+        "max_candidates": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=5000,
+            description="Candidates scored per user (empty: settings, 500).",
+        ),
+    }
+
+
 def profile_sizes() -> str:
     """Each profile's size and calendar, for the `profile` Param's description."""
     out = []
@@ -90,6 +111,8 @@ def settings_from(params: dict[str, Any], *days: str | None) -> Settings:
     training = {k: params[k] for k in ("train_days", "negative_rate") if params.get(k) is not None}
     if training:
         overrides["training"] = training
+    if params.get("max_candidates") is not None:
+        overrides["precompute"] = {"max_candidates": int(params["max_candidates"])}
     settings = load_settings(params.get("profile"), overrides)
     try:
         for ds in days:

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, help="override simulator.seed")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="logs and features for every day, then the rankers")
+    sub.add_parser("demo", help="the whole pipeline: logs, features, rankers, retrieval, feeds")
     sub.add_parser("summary", help="rows per table and action rates")
     sub.add_parser("env", help="print export lines for the Airflow and MLflow UIs")
     feeds_cli.add_commands(sub)

@@ -1,7 +1,9 @@
 """`feedrank demo`: the pipeline end to end through Airflow, for every day of a profile.
 
 For each day, `simulate_platform` then `build_features` run with `dag.test()`; then
-`train_rankers` runs once on the last day. The terminal shows one line per day with each
+`train_rankers` and `train_retrieval` run once on the last day; then the retrieval index, the
+precomputed feeds of the day before the last (evaluated on the last day) and their
+publication to the feed store. The terminal shows one line per day with each
 stage's time, then a summary; everything else (Airflow's task logs, Spark's, the jobs' own)
 goes to a log file under the data root, named on the first line. On a failure the end of that
 log is shown.
@@ -24,7 +26,7 @@ from rich.live import Live
 from rich.spinner import Spinner
 
 from jobs.settings import Settings
-from jobs.summary import format_summary, ranker_summary, raw_summary
+from jobs.summary import feeds_summary, format_summary, ranker_summary, raw_summary
 from warehouse.catalog import IMPRESSION_FEATURES, SIMULATED_TABLES
 from warehouse.store import Warehouse
 
@@ -34,6 +36,10 @@ PIPELINE = {
     "build_features": (IMPRESSION_FEATURES,),
 }
 TRAINING_DAG = "train_rankers"  # then once, on every day: training set, rankers, registry
+# Then retrieval on every day, and the feeds of the day before the last (the last day is the
+# one their quality is measured on), published to the feed store.
+RETRIEVAL_DAG = "train_retrieval"
+FEED_DAGS = ("build_retrieval_index", "precompute_feeds", "publish_feeds")
 TAIL_LINES = 40  # lines of the log shown when a step fails
 
 
@@ -89,10 +95,20 @@ def _run(settings: Settings, seed: int | None, console: Console) -> None:
         console.print(line)
     with _status(console, f"{TRAINING_DAG} on the days up to {days[-1]} ..."):
         seconds = _test(bag.get_dag(TRAINING_DAG), days[-1], conf)
-    console.print(f"{TRAINING_DAG} up to {days[-1]}  {seconds:.0f}s\n")
+    console.print(f"{TRAINING_DAG} up to {days[-1]}  {seconds:.0f}s")
+    feeds_day = days[-2] if len(days) > 1 else None
+    steps = [(RETRIEVAL_DAG, days[-1])] + [(d, feeds_day) for d in FEED_DAGS if feeds_day]
+    for dag_id, ds in steps:
+        with _status(console, f"{dag_id} {ds} ..."):
+            seconds = _test(bag.get_dag(dag_id), ds, conf)
+        console.print(f"{dag_id} {ds}  {seconds:.0f}s")
+    console.print()
     console.print(format_summary(raw_summary(settings), time.perf_counter() - started))
     console.print()
     console.print(ranker_summary(settings, days[-1]), markup=False)
+    if feeds_day:
+        console.print()
+        console.print(feeds_summary(settings, feeds_day), markup=False)
     console.print(
         f"\nnext: `make airflow-ui PROFILE={settings.profile}` (http://localhost:8080), "
         f"`make mlflow-ui PROFILE={settings.profile}` (http://localhost:5000)"

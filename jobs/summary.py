@@ -70,3 +70,35 @@ def ranker_summary(settings: Settings, ds: str) -> str:
         f"registered model {name}: champion is version {registry.champion_version(name)}\n"
         f"full report: {folder.file(tracking.REPORT)}"
     )
+
+
+def feeds_summary(settings: Settings, ds: str) -> str:
+    """The feeds generated from ds: sizes and offline quality (from MLflow), and how to read
+    them."""
+    from jobs.common import use_tracking
+    from jobs.precompute_feeds import JOB
+    from models import tracking
+
+    use_tracking(settings)
+    run = tracking.latest_run(settings.mlflow.experiment, ds, stage=tracking.FEEDS_STAGE)
+    folder = settings.root.report_folder(JOB, ds)
+    if run is None:
+        return f"no feed evaluation of ds={ds} in MLflow (see {folder.file(tracking.REPORT)})"
+    m, k = run.data.metrics, settings.precompute.quality_k
+    values = {n.split("/")[-1]: v for n, v in m.items() if n.startswith(f"feeds/value_at_{k}/")}
+    oracle = values.get("oracle") or float("nan")
+    rows = [f"  {name:<20} {v:8.3f}  ({v / oracle:6.1%} of oracle)" for name, v in values.items()]
+    recall = {n.split("/")[-1]: v for n, v in m.items() if n.startswith("feeds/recall_existing/")}
+    return "\n".join(
+        [
+            f"feeds generated at the end of {ds}: {m.get('feeds/users', 0):.0f} users, "
+            f"{m.get('feeds/items', 0):.0f} items, MLflow run {run.info.run_id}",
+            f"mean true value of the top {k} per user (users with sessions the next day):",
+            *rows,
+            "candidate recall of next-day engaged posts (that existed at generation): "
+            + ", ".join(f"{s} {v:.2f}" for s, v in recall.items()),
+            f"full report: {folder.file(tracking.REPORT)}",
+            f"read them: `feedrank --profile {settings.profile} feed <user_id>` or "
+            f"`feedrank --profile {settings.profile} serve`",
+        ]
+    )

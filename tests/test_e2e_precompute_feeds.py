@@ -1,0 +1,184 @@
+"""End to end on the tiny profile: precompute_feeds through dag.test() for the day before the
+last (so that the last day evaluates it), on logs, features, a champion ranker and a
+retrieval index built by the jobs; the skew test; the feed contract on broken feeds."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from pyspark.sql import functions as F
+
+import jobs.precompute_feeds as job
+from features import candidates as fc
+from features.pit import as_of_col, graph_cutoff
+from features.tiles import TILES
+from jobs import build_features, simulate_platform, train_rankers, train_retrieval
+from jobs.build_features import read_raw, read_state
+from jobs.common import use_tracking
+from jobs.settings import load_settings
+from models import registry as reg
+from models.dataset import FEATURES, feature_frame
+from warehouse.catalog import IMPRESSION_FEATURES, IMPRESSIONS, POSTS, USER_NEWS_FEED, C
+from warehouse.contracts import DataContractError, enforce
+from warehouse.contracts.feeds import MODEL_VERSIONS, check_feed_partition
+from warehouse.store import Warehouse
+
+pytestmark = [pytest.mark.e2e, pytest.mark.airflow, pytest.mark.spark]
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FEEDRANK_HOME", str(tmp_path_factory.mktemp("feeds-home")))
+    yield load_settings("tiny")
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def store(settings):
+    return Warehouse(settings.root.warehouse)
+
+
+@pytest.fixture(scope="module")
+def ds(settings, spark):
+    """Logs and features of every tiny day, a champion ranker and two-tower, and the
+    retrieval index of the day before the last: the day the feeds are generated from."""
+    days = settings.dates()
+    for day in days:
+        simulate_platform.run(settings, day)
+        build_features.run(settings, day)
+    train_rankers.run(settings, days[-1])
+    train_retrieval.run(settings, days[-1])
+    train_retrieval.build_index(settings, days[-2])
+    return days[-2]
+
+
+@pytest.fixture(scope="module")
+def dag_run(airflow_db, settings, ds):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(airflow_db.dags_folder())).get_dag("precompute_feeds")
+    logical = dt.datetime.fromisoformat(ds).replace(tzinfo=dt.UTC)
+    return str(dag.test(logical_date=logical, run_conf={"profile": "tiny"}).state)
+
+
+@pytest.fixture(scope="module")
+def feeds(dag_run, store, ds) -> pd.DataFrame:
+    return store.read_pandas(USER_NEWS_FEED, ds)
+
+
+def test_every_active_user_gets_a_validated_feed(dag_run, feeds, store, ds, settings):
+    assert dag_run == "success"
+    assert store.is_committed(USER_NEWS_FEED, ds)
+    served = store.read_pandas(IMPRESSIONS, ds, columns=[C.USER_ID])  # active_days = 1
+    assert set(feeds[C.USER_ID]) == set(served[C.USER_ID])
+    sizes = feeds.groupby(C.USER_ID).size()
+    assert sizes.max() <= settings.precompute.feed_size
+    ranks = feeds.sort_values([C.USER_ID, C.RANK]).groupby(C.USER_ID)[C.RANK]
+    assert all((r.to_numpy() == range(1, len(r) + 1)).all() for _, r in ranks)
+    at = pd.Timestamp(ds, tz="UTC") + pd.Timedelta(days=1)
+    assert (feeds[C.GENERATED_AT] == at).all()
+    use_tracking(settings)
+    assert set(feeds[C.MODEL_VERSION]) == {reg.champion_version(settings.mlflow.registered_model)}
+    assert feeds[C.SOURCES].map(len).min() >= 1
+
+
+def test_no_feed_item_was_seen_or_is_from_the_future(feeds, store, ds):
+    at = pd.Timestamp(ds, tz="UTC") + pd.Timedelta(days=1)
+    days = [job.shift_ds(ds, -k) for k in range(3, -1, -1)]
+    seen = store.read_pandas(IMPRESSIONS, days, columns=[C.USER_ID, C.POST_ID, C.SERVED_AT])
+    seen = seen[seen[C.SERVED_AT] < at]
+    clash = feeds.merge(seen, on=[C.USER_ID, C.POST_ID])
+    assert clash.empty
+    posts = store.read_pandas(POSTS, days, columns=[C.POST_ID, C.CREATED_AT])
+    created = feeds.merge(posts, on=C.POST_ID)
+    assert len(created) == len(feeds) and (created[C.CREATED_AT] < at).all()
+
+
+def test_the_evaluation_is_logged_against_the_oracle(dag_run, settings, ds):
+    use_tracking(settings)
+    runs = mlflow.search_runs(
+        filter_string=f"tags.`{job.DS_TAG}` = '{ds}'", output_format="list", max_results=1
+    )
+    assert runs, "no feed evaluation run"
+    m = runs[0].data.metrics
+    k = settings.precompute.quality_k
+    rankings = ("feed", "value_before_rerank", "reverse_chron", "popularity")
+    for ranking in rankings:  # the oracle's order of the same candidates is the ceiling
+        assert m[f"feeds/value_at_{k}/{ranking}"] <= m[f"feeds/value_at_{k}/oracle"] + 1e-9
+    assert 0 < m["feeds/recall/all"] <= 1
+    artifacts = {a.path for a in MlflowClient().list_artifacts(runs[0].info.run_id, "feeds")}
+    assert "feeds/quality.png" in artifacts
+    assert settings.root.report_folder(job.JOB, ds).file("report.md").exists()
+
+
+def test_serving_features_equal_the_training_features(spark, settings, store, ds, dag_run):
+    """The skew test: a day's logged impressions built again as candidates generated at
+    their request's time (on the request's device) get the same model inputs as the
+    training set. The logged request itself is taken out of the request tile: when a feed is
+    generated, that request has not happened yet."""
+    imps = store.read_spark(spark, IMPRESSIONS, ds).drop(C.DS)
+    start = imps.groupBy(C.REQUEST_ID).agg(F.min(C.SERVED_AT).alias(C.GENERATED_AT))
+    imps = imps.join(start, C.REQUEST_ID)
+    # Items served in another hour than their request began have another as_of and ctx_hour.
+    same_hour = as_of_col(C.SERVED_AT) == as_of_col(C.GENERATED_AT)
+    imps = imps.where(same_hour & (F.hour(C.SERVED_AT) == F.hour(C.GENERATED_AT)))
+    imps = imps.where(F.xxhash64(C.REQUEST_ID) % 4 == 0).cache()  # a quarter of the requests
+    raw = read_raw(spark, store, settings, ds)
+    tiles = {t: read_state(spark, store, settings, t, ds, staged=False) for t in TILES}
+    logged_requests = imps.select(C.REQUEST_ID).distinct()
+    tiles["requests"] = tiles["requests"].join(logged_requests, C.REQUEST_ID, "left_anti")
+    cands = imps.select(C.USER_ID, C.POST_ID, C.AUTHOR_ID, C.GENERATED_AT, C.DEVICE)
+    serving = fc.serving_features(
+        fc.as_impressions(cands, raw.users),
+        tiles,
+        raw.posts,
+        raw.follows,
+        raw.users,
+        raw.authors,
+        graph_cutoff(ds),
+        **settings.features.model_dump(),
+    ).withColumnRenamed(C.SERVED_AT, C.GENERATED_AT)
+    keys = [C.USER_ID, C.POST_ID, C.GENERATED_AT]
+    logged = store.read_spark(spark, IMPRESSION_FEATURES, ds).drop(C.DS, C.SERVED_AT)
+    logged = logged.join(imps.select(C.IMPRESSION_ID, C.GENERATED_AT), C.IMPRESSION_ID)
+    a = serving.toPandas().sort_values(keys, ignore_index=True)
+    b = logged.toPandas().sort_values(keys, ignore_index=True)
+    assert len(a) == len(b) == imps.count() > 100
+    pd.testing.assert_frame_equal(
+        feature_frame(a)[list(FEATURES)], feature_frame(b)[list(FEATURES)], check_exact=True
+    )
+
+
+def test_a_broken_feed_is_refused_naming_table_column_and_check(spark, settings, store, ds, feeds):
+    feed = store.read_spark(spark, USER_NEWS_FEED, ds).drop(C.DS)
+    user = int(feeds[C.USER_ID].iloc[0])
+    seen = store.read_pandas(IMPRESSIONS, ds, columns=[C.USER_ID, C.POST_ID])
+    seen_post = int(seen.loc[seen[C.USER_ID] == user, C.POST_ID].iloc[0])
+    target = (F.col(C.USER_ID) == user) & (F.col(C.RANK) == 1)
+    broken = feed.withColumns(
+        {
+            C.POST_ID: F.when(target, F.lit(seen_post)).otherwise(F.col(C.POST_ID)),
+            "p_click": F.when(target, F.lit(1.5)).otherwise(F.col("p_click")),
+            C.RANK: F.when(target, F.lit(7)).otherwise(F.col(C.RANK)),
+        }
+    )
+    days = [job.shift_ds(ds, -k) for k in range(3, -1, -1)]
+    frames = {
+        USER_NEWS_FEED.name: broken,
+        POSTS.name: store.read_spark(spark, POSTS, days).drop(C.DS),
+        IMPRESSIONS.name: store.read_spark(spark, IMPRESSIONS, days).drop(C.DS),
+        MODEL_VERSIONS: spark.createDataFrame([("999",)], "version string"),
+    }
+    with pytest.raises(DataContractError) as err:
+        enforce(check_feed_partition(ds, frames, settings.precompute.feed_size))
+    text = str(err.value)
+    assert "gold.user_news_feed" in text
+    assert "post not served to the user before generated_at" in text
+    assert "rank runs 1..n within each user" in text
+    assert "0.0 <= p_click <= 1.0" in text
+    assert "model_version is a version of the registered ranker" in text
