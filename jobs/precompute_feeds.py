@@ -13,8 +13,9 @@
 4. evaluate: against the simulator's truth on the next day (models.feed_quality), when it is
    simulated: an MLflow run with the feed-quality table, candidate recall and a plot.
 
-Feeds are generated at the end of ds by default; `--generated-at` moves the generation inside
-the day (an intra-day refresh): features and candidates then use only what was known then.
+Feeds are generated at the end of ds by default; the DAG's `generated_at` Param (the
+`generated_at` of `candidates`) moves the generation inside the day, an intra-day refresh:
+features and candidates then use only what was known then.
 """
 
 from __future__ import annotations

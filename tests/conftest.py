@@ -92,3 +92,32 @@ def redis_url(tmp_path_factory) -> str:
     yield url
     server.terminate()
     server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def tiny_days(tmp_path_factory, spark):
+    """Every tiny day's raw logs and features, built once per test session by the jobs
+    (not via Airflow); call it with a module's data root to start from a copy. No absolute
+    paths are stored in a warehouse, so a copy is a root of its own."""
+    from jobs import build_features, simulate_platform
+    from jobs.settings import load_settings
+
+    root = DataRoot(tmp_path_factory.mktemp("tiny-days"))
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FEEDRANK_HOME", str(root.home))
+    try:
+        settings = load_settings("tiny")
+        for ds in settings.dates():
+            simulate_platform.run(settings, ds)
+            build_features.run(settings, ds)
+    finally:
+        patch.undo()
+
+    def copy_to(home: Path) -> None:
+        import shutil
+
+        target = DataRoot(home)
+        shutil.copytree(root.warehouse, target.warehouse)
+        shutil.copy2(root.owner_file, target.owner_file)
+
+    return copy_to

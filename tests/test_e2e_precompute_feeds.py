@@ -16,18 +16,23 @@ import jobs.precompute_feeds as job
 from features import candidates as fc
 from features.pit import as_of_col, graph_cutoff
 from features.tiles import TILES
-from jobs import build_features, simulate_platform, train_rankers, train_retrieval
+from jobs import train_rankers, train_retrieval
 from jobs.build_features import read_raw, read_state
-from jobs.common import use_tracking
+from jobs.common import days_before, use_tracking
 from jobs.settings import load_settings
 from models import registry as reg
-from models.dataset import FEATURES, feature_frame
+from models.dataset import feature_frame
 from warehouse.catalog import IMPRESSION_FEATURES, IMPRESSIONS, POSTS, USER_NEWS_FEED, C
 from warehouse.contracts import DataContractError, enforce
 from warehouse.contracts.feeds import MODEL_VERSIONS, check_feed_partition
 from warehouse.store import Warehouse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow, pytest.mark.spark]
+
+
+def pool_days(settings, ds: str) -> list[str]:
+    """ds and the simulated days of the 72 h pool before it."""
+    return [*days_before(settings.simulator.start_date, ds, 3), ds]
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +49,12 @@ def store(settings):
 
 
 @pytest.fixture(scope="module")
-def ds(settings, spark):
-    """Logs and features of every tiny day, a champion ranker and two-tower, and the
-    retrieval index of the day before the last: the day the feeds are generated from."""
+def ds(settings, tiny_days):
+    """Logs and features of every tiny day (the session's build, copied), a champion ranker
+    and two-tower, and the retrieval index of the day before the last: the day the feeds are
+    generated from."""
+    tiny_days(settings.home)
     days = settings.dates()
-    for day in days:
-        simulate_platform.run(settings, day)
-        build_features.run(settings, day)
     train_rankers.run(settings, days[-1])
     train_retrieval.run(settings, days[-1])
     train_retrieval.build_index(settings, days[-2])
@@ -87,9 +91,9 @@ def test_every_active_user_gets_a_validated_feed(dag_run, feeds, store, ds, sett
     assert feeds[C.SOURCES].map(len).min() >= 1
 
 
-def test_no_feed_item_was_seen_or_is_from_the_future(feeds, store, ds):
+def test_no_feed_item_was_seen_or_is_from_the_future(feeds, store, ds, settings):
     at = pd.Timestamp(ds, tz="UTC") + pd.Timedelta(days=1)
-    days = [job.shift_ds(ds, -k) for k in range(3, -1, -1)]
+    days = pool_days(settings, ds)
     seen = store.read_pandas(IMPRESSIONS, days, columns=[C.USER_ID, C.POST_ID, C.SERVED_AT])
     seen = seen[seen[C.SERVED_AT] < at]
     clash = feeds.merge(seen, on=[C.USER_ID, C.POST_ID])
@@ -146,12 +150,11 @@ def test_serving_features_equal_the_training_features(spark, settings, store, ds
     keys = [C.USER_ID, C.POST_ID, C.GENERATED_AT]
     logged = store.read_spark(spark, IMPRESSION_FEATURES, ds).drop(C.DS, C.SERVED_AT)
     logged = logged.join(imps.select(C.IMPRESSION_ID, C.GENERATED_AT), C.IMPRESSION_ID)
-    a = serving.toPandas().sort_values(keys, ignore_index=True)
-    b = logged.toPandas().sort_values(keys, ignore_index=True)
-    assert len(a) == len(b) == imps.count() > 100
-    pd.testing.assert_frame_equal(
-        feature_frame(a)[list(FEATURES)], feature_frame(b)[list(FEATURES)], check_exact=True
-    )
+    order = [(k, "ascending") for k in keys]
+    a, b = (df.toArrow().sort_by(order) for df in (serving, logged))
+    assert a.num_rows == b.num_rows == imps.count() > 100
+    assert a.select(keys).equals(b.select(keys))
+    pd.testing.assert_frame_equal(feature_frame(a), feature_frame(b), check_exact=True)
 
 
 def test_a_broken_feed_is_refused_naming_table_column_and_check(spark, settings, store, ds, feeds):
@@ -167,7 +170,7 @@ def test_a_broken_feed_is_refused_naming_table_column_and_check(spark, settings,
             C.RANK: F.when(target, F.lit(7)).otherwise(F.col(C.RANK)),
         }
     )
-    days = [job.shift_ds(ds, -k) for k in range(3, -1, -1)]
+    days = pool_days(settings, ds)
     frames = {
         USER_NEWS_FEED.name: broken,
         POSTS.name: store.read_spark(spark, POSTS, days).drop(C.DS),
@@ -182,3 +185,23 @@ def test_a_broken_feed_is_refused_naming_table_column_and_check(spark, settings,
     assert "rank runs 1..n within each user" in text
     assert "0.0 <= p_click <= 1.0" in text
     assert "model_version is a version of the registered ranker" in text
+
+
+def test_an_intra_day_refresh_sees_only_what_was_known(settings, store, ds, dag_run):
+    """Generated at noon: no candidate created after noon, none served to its user before
+    noon, and users are those active in the day before noon. (Runs last: it replaces the
+    day's candidates.)"""
+    noon = f"{ds}T12:00:00+00:00"
+    at = pd.Timestamp(noon)
+    cands = job.candidates(settings, ds, noon)
+    assert cands.generated_at == noon and cands.users > 0
+    table = store.read_pandas(job.FEED_CANDIDATES, ds)
+    assert (table[C.GENERATED_AT] == at).all() and (table[C.CREATED_AT] < at).all()
+    days = pool_days(settings, ds)
+    served = store.read_pandas(IMPRESSIONS, days, columns=[C.USER_ID, C.POST_ID, C.SERVED_AT])
+    before = served[served[C.SERVED_AT] < at]
+    assert table.merge(before, on=[C.USER_ID, C.POST_ID]).empty
+    recent = before[before[C.SERVED_AT] >= at - pd.Timedelta(days=1)]
+    assert set(table[C.USER_ID]) <= set(recent[C.USER_ID])
+    with pytest.raises(ValueError, match="not within ds"):
+        job.candidates(settings, ds, f"{job.shift_ds(ds, 1)}T12:00:00+00:00")

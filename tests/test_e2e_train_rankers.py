@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 import jobs.build_training_set as build_job
 import jobs.train_rankers as job
-from jobs import build_features, simulate_platform
+from jobs import build_features
 from jobs.common import use_tracking
 from jobs.settings import load_settings
 from models.dataset import FEATURES, Examples, feature_frame, load_examples, signature_frame
@@ -37,11 +37,9 @@ def settings(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def days(settings, spark):
-    """Every tiny day's logs and features, published directly (not via Airflow)."""
-    for ds in settings.dates():
-        simulate_platform.run(settings, ds)
-        build_features.run(settings, ds)
+def days(settings, tiny_days):
+    """Every tiny day's logs and features (the session's build, copied)."""
+    tiny_days(settings.home)
     return settings.dates()
 
 

@@ -9,7 +9,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import jobs.train_retrieval as job
-from jobs import simulate_platform
 from jobs.settings import load_settings
 from models import index as ix
 from models.registry import CHALLENGER, champion_version
@@ -29,10 +28,10 @@ def settings(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def days(settings, spark):
-    """Every tiny day's raw logs (the retrieval model reads only those)."""
-    for ds in settings.dates():
-        simulate_platform.run(settings, ds)
+def days(settings, tiny_days):
+    """Every tiny day's raw logs (the retrieval model reads only those; the session's build,
+    copied)."""
+    tiny_days(settings.home)
     return settings.dates()
 
 
