@@ -78,7 +78,7 @@ from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
 JOB = "precompute_feeds"
-DS_TAG, PROFILE_TAG = "feedrank.feeds_ds", "feedrank.profile"
+PROFILE_TAG = "feedrank.profile"
 
 
 def generation_time(ds: str, generated_at: str | None = None) -> dt.datetime:
@@ -305,8 +305,7 @@ def evaluate(settings: Settings, published: PublishedFeeds) -> dict[str, float] 
     folder = settings.root.report_folder(JOB, ds)
     use_tracking(settings)
     with mlflow.start_run(run_name=f"precompute_feeds {ds}"):
-        # Not reg.DS_TAG: that tag finds a day's ranker training run (tracking.latest_run).
-        mlflow.set_tags({DS_TAG: ds, PROFILE_TAG: settings.profile, STAGE_TAG: FEEDS_STAGE})
+        mlflow.set_tags({reg.DS_TAG: ds, PROFILE_TAG: settings.profile, STAGE_TAG: FEEDS_STAGE})
         mlflow.log_params(
             {C.MODEL_VERSION: published.model_version, C.GENERATED_AT: published.generated_at}
         )

@@ -120,7 +120,7 @@ def metrics(value: pd.DataFrame, recall: pd.DataFrame, k: int) -> dict[str, floa
 
 def quality_figure(value: pd.DataFrame, recall: pd.DataFrame, k: int) -> Figure:
     """Two panels: mean true value@k per ranking, candidate recall per source."""
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    fig = Figure(figsize=(10, 4.0), layout="constrained")
     left, right = fig.subplots(1, 2)
     col = f"value_at_{k}"
     palette = {FEED: "tab:blue", ORACLE: "tab:green"}
@@ -137,7 +137,7 @@ def quality_figure(value: pd.DataFrame, recall: pd.DataFrame, k: int) -> Figure:
     right.set_xlim(0, 1)
     right.set_xlabel("share of next-day engaged posts among the candidates")
     right.set_title("candidate recall by source")
-    right.legend(loc="lower right", fontsize="small")
+    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize="small")
     return fig
 
 

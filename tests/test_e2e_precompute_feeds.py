@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -21,6 +20,7 @@ from jobs.build_features import read_raw, read_state
 from jobs.common import days_before, use_tracking
 from jobs.settings import load_settings
 from models import registry as reg
+from models import tracking
 from models.dataset import feature_frame
 from warehouse.catalog import IMPRESSION_FEATURES, IMPRESSIONS, POSTS, USER_NEWS_FEED, C
 from warehouse.contracts import DataContractError, enforce
@@ -105,17 +105,15 @@ def test_no_feed_item_was_seen_or_is_from_the_future(feeds, store, ds, settings)
 
 def test_the_evaluation_is_logged_against_the_oracle(dag_run, settings, ds):
     use_tracking(settings)
-    runs = mlflow.search_runs(
-        filter_string=f"tags.`{job.DS_TAG}` = '{ds}'", output_format="list", max_results=1
-    )
-    assert runs, "no feed evaluation run"
-    m = runs[0].data.metrics
+    run = tracking.latest_run(settings.mlflow.experiment, ds, stage=tracking.FEEDS_STAGE)
+    assert run is not None, "no feed evaluation run"
+    m = run.data.metrics
     k = settings.precompute.quality_k
     rankings = ("feed", "value_before_rerank", "reverse_chron", "popularity")
     for ranking in rankings:  # the oracle's order of the same candidates is the ceiling
         assert m[f"feeds/value_at_{k}/{ranking}"] <= m[f"feeds/value_at_{k}/oracle"] + 1e-9
     assert 0 < m["feeds/recall/all"] <= 1
-    artifacts = {a.path for a in MlflowClient().list_artifacts(runs[0].info.run_id, "feeds")}
+    artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "feeds")}
     assert "feeds/quality.png" in artifacts
     assert settings.root.report_folder(job.JOB, ds).file("report.md").exists()
 
