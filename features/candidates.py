@@ -114,10 +114,14 @@ def network_candidates(
     )
 
 
-def interest_candidates(neighbours: DataFrame, pool_posts: DataFrame, *, interest: str):
-    """The two-tower neighbours (user_id, post_id, similarity) still in the pool, most
-    similar first (the index holds the pool at the end of its day)."""
-    kept = neighbours.join(pool_posts.select(C.POST_ID), C.POST_ID)
+def interest_candidates(
+    active: DataFrame, neighbours: DataFrame, pool_posts: DataFrame, *, interest: str
+) -> DataFrame:
+    """The two-tower neighbours (user_id, post_id, similarity) of the active users that are
+    still in the pool, most similar first (the index holds the pool at the end of its day,
+    and every user active that day)."""
+    kept = neighbours.join(active.select(C.USER_ID), C.USER_ID)
+    kept = kept.join(pool_posts.select(C.POST_ID), C.POST_ID)
     return _ranked(kept, interest, F.col(SIMILARITY).desc())
 
 

@@ -130,9 +130,10 @@ def candidates(settings: Settings, ds: str, generated_at: str | None = None) -> 
     proposals = [network, resurfaced, trending]
     index_ds = None
     if p.interest_k > 0:
-        index_ds, neighbours = _neighbours(spark, settings, ds, p.interest_k)
+        index_ds, neighbours = _neighbours(spark, settings, index_day(ds, at), p.interest_k)
         if neighbours is not None:
-            proposals.append(fc.interest_candidates(neighbours, pool, interest=cfg.INTEREST))
+            interest = fc.interest_candidates(active, neighbours, pool, interest=cfg.INTEREST)
+            proposals.append(interest)
     seen = fc.seen_posts(impressions, at)
     merged = fc.merge_candidates(proposals, seen, pool, p.shares.as_dict(), p.max_candidates)
     merged = merged.withColumn(C.GENERATED_AT, F.lit(at).cast("timestamp"))
@@ -169,6 +170,12 @@ def _previous_generation(spark, store: Warehouse, ds: str, at: dt.datetime):
     feeds = store.read_spark(spark, USER_NEWS_FEED, days)
     feeds = feeds.where(F.col(C.GENERATED_AT) < F.lit(at))
     return feeds.groupBy(C.USER_ID).agg(F.max(C.GENERATED_AT).alias(fc.SINCE))
+
+
+def index_day(ds: str, at: dt.datetime) -> str:
+    """The retrieval index a generation at `at` may use: ds's at the end of ds; inside the
+    day, the day before's (ds's embeds users as of the end of ds, after `at`)."""
+    return ds if at == generation_time(ds) else shift_ds(ds, -1)
 
 
 def _neighbours(spark, settings: Settings, ds: str, k: int):

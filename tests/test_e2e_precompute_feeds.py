@@ -193,6 +193,7 @@ def test_an_intra_day_refresh_sees_only_what_was_known(settings, store, ds, dag_
     at = pd.Timestamp(noon)
     cands = job.candidates(settings, ds, noon)
     assert cands.generated_at == noon and cands.users > 0
+    assert cands.index_ds in (None, job.shift_ds(ds, -1))  # not ds's: it embeds users at 24:00
     table = store.read_pandas(job.FEED_CANDIDATES, ds)
     assert (table[C.GENERATED_AT] == at).all() and (table[C.CREATED_AT] < at).all()
     days = pool_days(settings, ds)
