@@ -13,7 +13,7 @@ feature rows never sit on the driver or on disk. The re-ranker
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from features import registry as R
-from models.dataset import FEATURES, feature_frame
+from models.dataset import FEATURES, TOPIC_RECENCY, feature_frame
 from models.feed_config import RerankSettings
 from models.gbdt import SCORE, Ranker, prediction_column
 from models.rerank import IN_NETWORK, rerank
@@ -35,6 +35,7 @@ KEPT = (C.USER_ID, C.POST_ID, C.AUTHOR_ID, C.MEDIA_TYPE, R.POST_AGE_H, R.UA_FOLL
 PREDICTIONS = (*(prediction_column(a) for a in ACTIONS), C.E_DWELL_S, C.VALUE)
 # Feature columns the frame is built from: the model's features and the lists they come from.
 _INPUTS = (*(f for f in R.feature_columns() if f != C.HASHTAGS),)
+assert set(FEATURES) - {TOPIC_RECENCY} <= set(_INPUTS)  # topic_recency: from user_last_topics
 
 
 def scored_schema(features: DataFrame) -> T.StructType:
@@ -47,7 +48,7 @@ def _ranker(path: str) -> Ranker:
     return Ranker.load(Folder(Path(path)))
 
 
-def _score_batches(path_of) -> callable:
+def _score_batches(path_of: Callable[[], str]) -> Callable:
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         ranker = _ranker(path_of())
         for batch in batches:
@@ -73,7 +74,6 @@ def score_candidates(features: DataFrame, ranker_file: str) -> DataFrame:
     missing = [c for c in (*KEPT, *_INPUTS) if c not in features.columns]
     if missing:
         raise KeyError(f"candidate features lack columns {missing}")
-    assert set(FEATURES) - {"topic_recency"} <= set(_INPUTS)
     rows = features.select(*dict.fromkeys((*KEPT, *_INPUTS)))
     return rows.mapInArrow(
         _score_batches(lambda: SparkFiles.get(ranker_file)), scored_schema(features)
