@@ -20,11 +20,13 @@ features and candidates then use only what was known then.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
 import sys
 import time
+from collections.abc import Iterator
 
 import faiss
 import mlflow
@@ -201,25 +203,13 @@ def _neighbours(spark, settings: Settings, ds: str, k: int):
     return ds, spark.createDataFrame(frame)
 
 
-def rank(settings: Settings, cands: FeedCandidates) -> RankedFeeds:
-    """Featurize, score and re-rank the candidates; stage gold.user_news_feed ds."""
-    ds, at = cands.ds, dt.datetime.fromisoformat(cands.generated_at)
-    log_settings("precompute_feeds.rank", settings, ds)
-    spark, store = get_spark(settings.spark), Warehouse(settings.root.warehouse)
-    started = time.perf_counter()
-    use_tracking(settings)
-    name = settings.mlflow.registered_model
-    version = reg.champion_version(name)
-    if version is None:
-        raise RuntimeError(f"{name} has no champion yet: train_rankers must promote one first")
-    ranker = reg.load_ranker(f"models:/{name}@{reg.CHAMPION}")
+def serving_frame(spark, store: Warehouse, settings: Settings, ds: str, table, at: dt.datetime):
+    """The serving-time features of ds's candidate rows `table`, generated at `at`, from ds's
+    committed tiles and raw tables."""
     raw = read_raw(spark, store, settings, ds)
     tiles = {t: read_state(spark, store, settings, t, ds, staged=False) for t in TILES}
-    table = store.read_spark(spark, FEED_CANDIDATES, ds).drop(C.DS)
-    table = table.where(F.col(C.GENERATED_AT) == F.lit(at))
-    imps = fc.as_impressions(table, raw.users)
-    features = fc.serving_features(
-        imps,
+    return fc.serving_features(
+        fc.as_impressions(table, raw.users),
         tiles,
         raw.posts,
         raw.follows,
@@ -228,11 +218,37 @@ def rank(settings: Settings, cands: FeedCandidates) -> RankedFeeds:
         serving_cutoff(at),
         **settings.features.model_dump(),
     )
-    p = settings.precompute
-    with settings.root.scratch("ranker") as scratch:
-        folder = ranker.save(scratch.sub(f"ranker-v{version}"))
+
+
+@contextlib.contextmanager
+def shipped_champion(spark, settings: Settings) -> Iterator[tuple[str, str]]:
+    """(version, file name): the champion ranker saved to a scratch folder and added to the
+    Spark workers' files under a name unique to this call (SparkContext.addFile refuses a
+    name it already has with another path); the folder is removed afterwards."""
+    use_tracking(settings)
+    name = settings.mlflow.registered_model
+    version = reg.champion_version(name)
+    if version is None:
+        raise RuntimeError(f"{name} has no champion yet: train_rankers must promote one first")
+    ranker = reg.load_ranker(f"models:/{name}@{reg.CHAMPION}")
+    with settings.root.scratch(f"ranker-v{version}") as scratch:
+        folder = ranker.save(scratch)
         spark.sparkContext.addFile(str(folder), recursive=True)
-        scored = score_candidates(features, folder.path.name)
+        yield version, folder.path.name
+
+
+def rank(settings: Settings, cands: FeedCandidates) -> RankedFeeds:
+    """Featurize, score and re-rank the candidates; stage gold.user_news_feed ds."""
+    ds, at = cands.ds, dt.datetime.fromisoformat(cands.generated_at)
+    log_settings("precompute_feeds.rank", settings, ds)
+    spark, store = get_spark(settings.spark), Warehouse(settings.root.warehouse)
+    started = time.perf_counter()
+    table = store.read_spark(spark, FEED_CANDIDATES, ds).drop(C.DS)
+    table = table.where(F.col(C.GENERATED_AT) == F.lit(at))
+    features = serving_frame(spark, store, settings, ds, table, at)
+    p = settings.precompute
+    with shipped_champion(spark, settings) as (version, ranker_file):
+        scored = score_candidates(features, ranker_file)
         feeds = rerank_feeds(
             scored, table.select(C.USER_ID, C.POST_ID, C.SOURCES), p.rerank, p.feed_size
         )
@@ -245,7 +261,7 @@ def rank(settings: Settings, cands: FeedCandidates) -> RankedFeeds:
     log.info(
         "ranked ds=%s with %s v%s: %d feed rows in %.1fs",
         ds,
-        name,
+        settings.mlflow.registered_model,
         version,
         info.rows,
         time.perf_counter() - started,

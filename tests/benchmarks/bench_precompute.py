@@ -37,10 +37,6 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 import jobs.precompute_feeds as job
-from features import candidates as fc
-from features.pit import serving_cutoff
-from features.tiles import TILES
-from jobs.build_features import read_raw, read_state
 from jobs.common import configure_logging, use_tracking
 from jobs.settings import load_settings
 from jobs.spark import get_spark
@@ -105,27 +101,14 @@ def measure(settings, ds: str, copies: int) -> dict:
         table = table.unionByName(extra)
     table = table.persist(StorageLevel.DISK_ONLY)
     rows = table.count()
-    raw = read_raw(spark, store, settings, ds)
-    tiles = {t: read_state(spark, store, settings, t, ds, staged=False) for t in TILES}
-    feats = fc.serving_features(
-        fc.as_impressions(table, raw.users),
-        tiles,
-        raw.posts,
-        raw.follows,
-        raw.users,
-        raw.authors,
-        serving_cutoff(at),
-        **settings.features.model_dump(),
-    ).persist(StorageLevel.DISK_ONLY)
-    use_tracking(settings)
-    name = settings.mlflow.registered_model
-    ranker = reg.load_ranker(f"models:/{name}@{reg.CHAMPION}")
+    feats = job.serving_frame(spark, store, settings, ds, table, at).persist(StorageLevel.DISK_ONLY)
     p = settings.precompute
-    with settings.root.scratch("bench-ranker") as scratch, settings.root.scratch("bench") as out:
-        folder = ranker.save(scratch)
-        spark.sparkContext.addFile(str(folder), recursive=True)
+    with (
+        job.shipped_champion(spark, settings) as (_, ranker_file),
+        settings.root.scratch("bench") as out,
+    ):
         t_feat = _timed(feats.count)
-        scored = score_candidates(feats, folder.path.name).persist(StorageLevel.DISK_ONLY)
+        scored = score_candidates(feats, ranker_file).persist(StorageLevel.DISK_ONLY)
         t_score = _timed(scored.count)
         sources = table.select(C.USER_ID, C.POST_ID, C.SOURCES)
         feeds = rerank_feeds(scored, sources, p.rerank, p.feed_size)
