@@ -9,23 +9,30 @@ the raw layer's six tables in one commit. A day that fails its contracts is neve
 so nothing downstream sees it. Each step holds the raw layer's lock for ds, so an
 overlapping run of the same day fails at once. Day d needs the committed engagements of the
 `pool_days` days before it (the simulator's social proof); the first day needs nothing.
+
+A closed-loop day (the last `simulator.serving.loop_days` of the calendar) also needs the
+feeds of the day before published to the feed store: its treatment bucket reads them through
+the read path (simulator.closed_loop), and the run refuses to start without them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import logging
 import sys
 import time
+from collections.abc import Iterator
 
 import pandas as pd
 
-from jobs.common import check_day, days_before, log_settings, run_job
+from jobs.common import check_day, days_before, log_settings, run_job, shift_ds
 from jobs.settings import Settings
 from jobs.spark import get_spark
 from simulator import build_world, simulate_day
 from simulator.config import SimulatorSettings
+from simulator.day import is_loop_day
 from warehouse import audit, contracts
 from warehouse.catalog import (
     ENGAGEMENTS,
@@ -35,6 +42,8 @@ from warehouse.catalog import (
     Layer,
     table,
 )
+from warehouse.feed_reader import FeedReader
+from warehouse.feed_store import open_store
 from warehouse.store import Warehouse, WarehouseError
 
 log = logging.getLogger(__name__)
@@ -53,9 +62,12 @@ def simulate(settings: Settings, ds: str) -> dict[str, int]:
     log_settings("simulate", settings, ds)
     cfg, store = settings.simulator, Warehouse(settings.root.warehouse)
     day = day_index(cfg, ds)
-    with store.lock(Layer.RAW, ds, job="simulate_platform.simulate"):
+    with (
+        store.lock(Layer.RAW, ds, job="simulate_platform.simulate"),
+        _read_path(settings, ds) as client,
+    ):
         started = time.perf_counter()
-        logs = simulate_day(world(cfg), cfg, day, _prior_engagements(store, cfg, ds))
+        logs = simulate_day(world(cfg), cfg, day, _prior_engagements(store, cfg, ds), client)
         rows = {}
         for name, frame in logs.tables().items():
             rows[name] = store.write_arrow(table(name), ds, frame, publish=False).rows
@@ -116,6 +128,31 @@ def day_index(cfg: SimulatorSettings, ds: str) -> int:
 def world(cfg: SimulatorSettings):
     """The simulated world of the settings (built once per process for the last two)."""
     return build_world(cfg)
+
+
+@contextlib.contextmanager
+def _read_path(settings: Settings, ds: str) -> Iterator[FeedReader | None]:
+    """The feed store's read path for a closed-loop day (None for any other day); refuses a
+    store whose current version is not the feeds of the day before."""
+    if not is_loop_day(settings.simulator, day_index(settings.simulator, ds)):
+        yield None
+        return
+    want = shift_ds(ds, -1)
+    feed_store = open_store(settings.feeds, settings.root)
+    try:
+        current = feed_store.status().current
+        if current is None or current.ds != want:
+            found = f"version {current.version} of ds={current.ds}" if current else "nothing"
+            raise WarehouseError(
+                f"ds={ds} is a closed-loop day: the feed store must serve the feeds of {want}, "
+                f"but its current version is {found}; run precompute_feeds and publish_feeds "
+                f"for ds={want} first"
+            )
+        log.info("closed loop: treatment reads feed version %s (ds=%s)", current.version, want)
+        # The impressions are the record of what was served: no second log in the store.
+        yield FeedReader(feed_store, settings.feeds.model_copy(update={"log_served": False}))
+    finally:
+        feed_store.close()
 
 
 def _prior_engagements(store: Warehouse, cfg: SimulatorSettings, ds: str) -> pd.DataFrame:

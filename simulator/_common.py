@@ -32,6 +32,7 @@ class Stream(enum.IntEnum):
     HASHTAGS = 11
     SESSIONS = 20
     FEED = 30
+    RANKED_FEED = 31
     ACTIONS = 40
 
 

@@ -44,6 +44,25 @@ class BehaviourSettings(_Strict):
     dwell_sigma: float = Field(0.7, ge=0)  # log-sd of dwell around its median
 
 
+class ServingSettings(_Strict):
+    """The closed loop: which days the ranked feeds serve, to whom, and how (simulator.closed_loop).
+
+    Users are split into buckets by a hash of their id, every day, so the days before the loop
+    are an A/A period. On the last `loop_days` days of the calendar the treatment bucket reads
+    the published feed through the read path; control keeps the chronological policy.
+    """
+
+    loop_days: int = Field(0, ge=0)  # last days of the calendar served by the closed loop
+    control_share: float = Field(0.5, gt=0, lt=1)  # share of users in the control bucket
+    bucket_salt: int = 20260101  # the bucket hash's salt: a new salt, a new split
+    # Fresh network posts (created after the feed was generated and since the session before)
+    # take every `fresh_every`-th slot of a treatment session, newest first; 0 turns it off.
+    fresh_every: int = Field(2, ge=0)
+    # share of the ranked slots that show a uniform draw from the unserved part of the page
+    explore_share: float = Field(0.05, ge=0, lt=1)
+    page_size: int = Field(100, ge=1, le=500)  # items per read-path page the client fetches
+
+
 class SimulatorSettings(_Strict):
     """Size and calendar of the simulated network; every draw derives from `seed`."""
 
@@ -81,6 +100,7 @@ class SimulatorSettings(_Strict):
     max_engagement_delay_s: int = Field(3600, ge=1)
     n_shards: int = Field(4, ge=1)  # user shards per day; each is generated independently
     behaviour: BehaviourSettings = BehaviourSettings()
+    serving: ServingSettings = ServingSettings()
 
     @model_validator(mode="after")
     def _authors_fit(self) -> SimulatorSettings:
@@ -89,7 +109,16 @@ class SimulatorSettings(_Strict):
                 f"n_person_authors ({self.n_person_authors}) must not exceed n_users "
                 f"({self.n_users}) nor n_authors ({self.n_authors})"
             )
+        if self.serving.loop_days >= self.days:
+            raise ValueError(
+                f"serving.loop_days ({self.serving.loop_days}) must leave at least one day "
+                f"before the loop (days = {self.days}): the first feeds are trained on it"
+            )
         return self
+
+    def loop_dates(self) -> list[dt.date]:
+        """The days the closed loop serves: the last `serving.loop_days` of the calendar."""
+        return self.dates()[self.days - self.serving.loop_days :]
 
     def dates(self) -> list[dt.date]:
         return [self.start_date + dt.timedelta(days=i) for i in range(self.days)]

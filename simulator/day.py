@@ -15,6 +15,7 @@ import pandas as pd
 
 from simulator._common import DAY_US, Stream, day_start_us, rng, to_timestamps
 from simulator.behaviour import Actions, Exposure, Truth, draw_actions, true_model
+from simulator.closed_loop import FeedClient, Serving, buckets, is_treatment, serve_ranked
 from simulator.config import SimulatorSettings
 from simulator.feed import Pool, Served, pool_start_day, popular_posts, serve
 from simulator.posts import DayPosts, generate_posts
@@ -136,16 +137,32 @@ class _Day(DayPool):
     prev_us: np.ndarray  # (sessions,) lower bound of "new since the last session"
 
 
+def is_loop_day(cfg: SimulatorSettings, day_index: int) -> bool:
+    """Whether the closed loop serves the day (one of the last `serving.loop_days`)."""
+    return day_index >= cfg.days - cfg.serving.loop_days
+
+
 def simulate_day(
-    world: World, cfg: SimulatorSettings, day_index: int, prior_engagements: pd.DataFrame | None
+    world: World,
+    cfg: SimulatorSettings,
+    day_index: int,
+    prior_engagements: pd.DataFrame | None,
+    client: FeedClient | None = None,
 ) -> DayLogs:
     """All shards of a day. `prior_engagements`: ENGAGEMENTS of the previous `pool_days`
-    days (None or empty on the first day)."""
+    days (None or empty on the first day). A closed-loop day needs `client`, the read path of
+    the feed store (simulator.closed_loop), for its treatment bucket."""
+    if is_loop_day(cfg, day_index) != (client is not None):
+        raise ValueError(
+            f"day {day_index} is {'' if is_loop_day(cfg, day_index) else 'not '}a closed-loop "
+            f"day (serving.loop_days = {cfg.serving.loop_days} of {cfg.days}): "
+            + ("it needs the feed store's read path" if client is None else "no read path")
+        )
     start = day_start_us(cfg, day_index)
     day_start = to_timestamps([start])[0]
     state = social_state(prior_engagements, world.follows_as_of(day_start), before=day_start)
     day = _prepare(world, cfg, day_index, state)
-    shards = [_simulate(world, cfg, day, s) for s in range(cfg.n_shards)]
+    shards = [_simulate(world, cfg, day, s, client) for s in range(cfg.n_shards)]
     end = to_timestamps([start + DAY_US])[0]
     return DayLogs(
         users=world.users,
@@ -159,12 +176,17 @@ def simulate_day(
 
 
 def simulate_shard(
-    world: World, cfg: SimulatorSettings, day_index: int, state: SocialState, shard: int
+    world: World,
+    cfg: SimulatorSettings,
+    day_index: int,
+    state: SocialState,
+    shard: int,
+    client: FeedClient | None = None,
 ) -> ShardLogs:
     """The impressions, engagements and truth of the users with user_id % n_shards == shard."""
     if not 0 <= shard < cfg.n_shards:
         raise ValueError(f"shard {shard} is outside 0..{cfg.n_shards - 1}")
-    return _simulate(world, cfg, _prepare(world, cfg, day_index, state), shard)
+    return _simulate(world, cfg, _prepare(world, cfg, day_index, state), shard, client)
 
 
 def day_pool(world: World, cfg: SimulatorSettings, day_index: int, state: SocialState) -> DayPool:
@@ -185,21 +207,44 @@ def _prepare(world: World, cfg: SimulatorSettings, day_index: int, state: Social
     return _Day(**vars(base), popular=popular, sessions=sessions, prev_us=prev)
 
 
-def _simulate(world: World, cfg: SimulatorSettings, day: _Day, shard: int) -> ShardLogs:
+def _simulate(
+    world: World, cfg: SimulatorSettings, day: _Day, shard: int, client: FeedClient | None
+) -> ShardLogs:
     mask = day.sessions.user % cfg.n_shards == shard
     sessions = day.sessions.take(mask)
-    r_feed = rng(cfg.seed, Stream.FEED, day.index, shard)
-    served = serve(world, cfg, sessions, day.prev_us[mask], day.pool, day.popular, r_feed)
+    serving = _serve(world, cfg, day, sessions, day.prev_us[mask], shard, client)
+    served = serving.served
     x = _exposure(world, day, sessions, served)
     truth = true_model(world, cfg, x)
     actions = draw_actions(cfg, x, truth, rng(cfg.seed, Stream.ACTIONS, day.index, shard))
     base = day.index * ID_DAY_STRIDE + shard * ID_SHARD_STRIDE
     impression_id = base + np.arange(len(served.post), dtype=np.int64)
-    impressions = _impressions(world, day.pool, sessions, served, impression_id, base)
+    impressions = _impressions(world, cfg, day.pool, sessions, serving, impression_id, base)
     return ShardLogs(
         impressions=impressions,
         engagements=_engagements(impressions, actions),
         truth=_truth(impression_id, truth),
+    )
+
+
+def _serve(world, cfg, day: _Day, sessions: Sessions, prev_us, shard, client) -> Serving:
+    """Chronological for everyone, or on a loop day: chronological for control, the ranked
+    feeds for treatment (each from its own random stream)."""
+    r_feed = rng(cfg.seed, Stream.FEED, day.index, shard)
+    if client is None:
+        return Serving.chronological(
+            serve(world, cfg, sessions, prev_us, day.pool, day.popular, r_feed)
+        )
+    treat = is_treatment(sessions.user, cfg.serving)
+    control = Serving.chronological(
+        serve(world, cfg, sessions.take(~treat), prev_us[~treat], day.pool, day.popular, r_feed)
+    )
+    r_rank = rng(cfg.seed, Stream.RANKED_FEED, day.index, shard)
+    ranked = serve_ranked(
+        world, cfg, sessions.take(treat), prev_us[treat], day.pool, client, r_rank
+    )
+    return Serving.merge(
+        [control.remap(np.flatnonzero(~treat)), ranked.remap(np.flatnonzero(treat))]
     )
 
 
@@ -251,7 +296,8 @@ def exposure(
     )
 
 
-def _impressions(world, pool: Pool, sessions: Sessions, served: Served, ids, base) -> pd.DataFrame:
+def _impressions(world, cfg, pool: Pool, sessions: Sessions, serving: Serving, ids, base):
+    served = serving.served
     user = sessions.user[served.session]
     return pd.DataFrame(
         {
@@ -264,6 +310,11 @@ def _impressions(world, pool: Pool, sessions: Sessions, served: Served, ids, bas
             C.POSITION: served.position.astype(np.int32),
             C.DEVICE: np.array(DEVICES, dtype=object)[sessions.device[served.session]],
             C.SOURCE: np.array(SOURCES, dtype=object)[served.source],
+            C.BUCKET: buckets(user, cfg.serving),
+            C.POLICY: serving.policy,
+            C.FEED_VERSION: serving.feed_version,
+            C.MODEL_VERSION: serving.model_version,
+            C.PROPENSITY: served.propensity,
         },
         columns=IMPRESSIONS.columns,
     )

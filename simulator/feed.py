@@ -77,6 +77,8 @@ class Served:
     position: np.ndarray  # 0-based
     served_us: np.ndarray
     source: np.ndarray  # index into SOURCES
+    # P(this post at this position | the session's list) under the policy's randomisation
+    propensity: np.ndarray
 
 
 def pool_start_day(cfg: SimulatorSettings, day_index: int) -> int:
@@ -101,9 +103,9 @@ def serve(
     r: np.random.Generator,
 ) -> Served:
     n = len(sessions.user)
-    depth = np.minimum(r.geometric(min(1.0, 1.0 / cfg.feed_depth), n), cfg.max_depth)
+    depth = session_depths(cfg, n, r)
     need = np.maximum(depth, cfg.explore_top_k)  # the list must cover what the shuffle reaches
-    net_s, net_p = _network(world, cfg, sessions, prev_us, pool, need)
+    net_s, net_p = network_posts(world, cfg, sessions, prev_us, pool, need)
     pop_s, pop_p, pop_j = _popular(world, cfg, sessions, pool, popular, r)
     session = np.concatenate([net_s, pop_s])
     post = np.concatenate([net_p, pop_p])
@@ -118,16 +120,26 @@ def serve(
     order = np.lexsort((shuffle, session))
     session, post, source = session[order], post[order], source[order]
     position = rank_in_group(session)
+    # A uniform shuffle of the list's first min(k, length) posts: each lands on each of those
+    # positions with probability 1 / min(k, length); the later positions are fixed.
+    length = np.bincount(session, minlength=n)[session]
+    shuffled = np.minimum(cfg.explore_top_k, length)
+    propensity = np.where(position < shuffled, 1.0 / np.maximum(shuffled, 1), 1.0)
     keep = position < depth[session]
     session, post, source, position = session[keep], post[keep], source[keep], position[keep]
     gap = (position + r.random(len(position))) * SLOT_GAP_S * US_PER_S
     served = sessions.ts_us[session] + gap.astype(np.int64)
-    return Served(session, post, position, served, source)
+    return Served(session, post, position, served, source, propensity[keep])
 
 
-def _network(world, cfg, sessions: Sessions, prev_us, pool: Pool, need):
-    """(session, pool index) of followees' posts created in [previous session, session),
-    newest first, at most `need` per session."""
+def session_depths(cfg: SimulatorSettings, n: int, r: np.random.Generator) -> np.ndarray:
+    """How many posts each of `n` sessions looks at before it ends: geometric, capped."""
+    return np.minimum(r.geometric(min(1.0, 1.0 / cfg.feed_depth), n), cfg.max_depth)
+
+
+def network_posts(world, cfg, sessions: Sessions, prev_us, pool: Pool, need):
+    """(session, pool index) of followees' posts created in [prev_us, session), newest
+    first, at most `need` per session; sorted by session."""
     g = world.graph
     owner, row = expand_ranges(g.user_start[sessions.user], g.user_start[sessions.user + 1])
     ok = g.created_us[row] < sessions.ts_us[owner]  # followed before the session

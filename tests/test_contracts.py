@@ -40,6 +40,9 @@ def ts(day: int, hour: int, minute: int = 0, second: int = 0) -> dt.datetime:
     return dt.datetime(2026, 1, day, hour, minute, second, tzinfo=dt.UTC)
 
 
+# How the chronological policy served an impression outside the closed loop.
+CHRONO = {C.BUCKET: "control", C.POLICY: "chronological", C.PROPENSITY: 1.0}
+
 # A valid day, 2026-01-05. Users 0 and 1 and authors 0 (a person) and 100 (a page) exist by the
 # end of the day; post 10 is created on the day and post 11 two days earlier, so it is still in
 # the 3-day serving pool. Each impression is served on the day, after its post was created, to
@@ -69,13 +72,14 @@ VALID: dict[str, list[dict]] = {
     ],
     IMPRESSIONS.name: [
         {C.IMPRESSION_ID: 1000, C.REQUEST_ID: 500, C.USER_ID: 1, C.POST_ID: 10, C.AUTHOR_ID: 0,
-         C.SERVED_AT: ts(5, 10), C.POSITION: 0, C.DEVICE: "mobile", C.SOURCE: "network"},
+         C.SERVED_AT: ts(5, 10), C.POSITION: 0, C.DEVICE: "mobile", C.SOURCE: "network",
+         **CHRONO},
         {C.IMPRESSION_ID: 1001, C.REQUEST_ID: 500, C.USER_ID: 1, C.POST_ID: 11,
          C.AUTHOR_ID: 100, C.SERVED_AT: ts(5, 10), C.POSITION: 1, C.DEVICE: "mobile",
-         C.SOURCE: "popular"},
+         C.SOURCE: "popular", **CHRONO},
         {C.IMPRESSION_ID: 1002, C.REQUEST_ID: 501, C.USER_ID: 0, C.POST_ID: 11,
          C.AUTHOR_ID: 100, C.SERVED_AT: ts(5, 23, 59, 59), C.POSITION: 0, C.DEVICE: "desktop",
-         C.SOURCE: "network"},
+         C.SOURCE: "network", **CHRONO},
     ],
     ENGAGEMENTS.name: [
         {C.IMPRESSION_ID: 1000, C.USER_ID: 1, C.POST_ID: 10, C.ACTION: "click",
@@ -194,6 +198,20 @@ CASES = {
         C.DEVICE,
         "expect_column_values_to_be_in_set",
         "[impression_id=1000 device='tablet']",
+    ),
+    "unknown bucket": Case(
+        edit(IMPRESSIONS.name, 1, **{C.BUCKET: "treatment-2"}),
+        IMPRESSIONS.name,
+        C.BUCKET,
+        "expect_column_values_to_be_in_set",
+        "[impression_id=1001 bucket='treatment-2']",
+    ),
+    "propensity above 1": Case(
+        edit(IMPRESSIONS.name, 2, **{C.PROPENSITY: 1.5}),
+        IMPRESSIONS.name,
+        C.PROPENSITY,
+        "expect_column_values_to_be_between",
+        "[impression_id=1002 propensity=1.5]",
     ),
     "negative length": Case(
         edit(POSTS.name, 0, **{C.LENGTH: -1}),

@@ -94,6 +94,9 @@ def random_log(seed: int = 7) -> dict[str, pd.DataFrame]:
             C.POSITION: position.astype("int32"),
             C.DEVICE: "mobile",
             C.SOURCE: "network",
+            C.BUCKET: "control",
+            C.POLICY: "chronological",
+            C.PROPENSITY: 1.0,
         }
     )
     eng = imps.sample(frac=0.5, random_state=seed)[
@@ -178,7 +181,8 @@ def leakage_log() -> dict[str, pd.DataFrame]:
     }
     f = {k: pd.DataFrame(rows[k], columns=cols[k]) for k in cols}
     f["impressions"] = f["impressions"].assign(
-        **{C.POSITION: 0, C.DEVICE: "mobile", C.SOURCE: "network"}
+        **{C.POSITION: 0, C.DEVICE: "mobile", C.SOURCE: "network", C.BUCKET: "control"},
+        **{C.POLICY: "chronological", C.PROPENSITY: 1.0},
     )
     f["engagements"][C.DWELL_S] = np.nan
     f["posts"] = f["posts"].assign(**{C.MEDIA_TYPE: "text", C.LENGTH: 100, C.HAS_URL: False})

@@ -64,6 +64,10 @@ class C:
     MODEL_VERSION = "model_version"
     GENERATED_AT = "generated_at"
     PRIORITY = "priority"
+    BUCKET = "bucket"
+    POLICY = "policy"
+    FEED_VERSION = "feed_version"
+    PROPENSITY = "propensity"
 
 
 CLICK = "click"  # the action that opens a post; dwell belongs to it
@@ -72,7 +76,13 @@ NEGATIVE_ACTIONS = ("hide", "report")  # the viewer pushes the post away
 ACTIONS = (*POSITIVE_ACTIONS, *NEGATIVE_ACTIONS)
 MEDIA_TYPES = ("text", "photo", "video", "link")
 DEVICES = ("mobile", "desktop")
-SOURCES = ("network", "popular")
+# Where an impression's post came from: the chronological policy's network and popular slots;
+# the ranked policy's cached feed, the fresh network posts blended in at read time, and its
+# exploration slots (simulator.closed_loop).
+SOURCES = ("network", "popular", "ranked", "fresh", "explore")
+BUCKETS = ("control", "treatment")  # the A/B split, a hash of the user id (simulator.closed_loop)
+CHRONOLOGICAL, RANKED = "chronological", "ranked"
+POLICIES = (CHRONOLOGICAL, RANKED)  # the serving policy of an impression
 AUTHOR_KINDS = ("person", "page")
 AGE_BUCKETS = ("13-17", "18-24", "25-34", "35-44", "45-54", "55+")
 GENDERS = ("f", "m", "x")
@@ -191,9 +201,17 @@ IMPRESSIONS = _table(
         pa.field(C.POSITION, pa.int32(), nullable=False),
         pa.field(C.DEVICE, pa.string(), nullable=False),
         pa.field(C.SOURCE, pa.string(), nullable=False),
+        pa.field(C.BUCKET, pa.string(), nullable=False),
+        pa.field(C.POLICY, pa.string(), nullable=False),
+        pa.field(C.FEED_VERSION, pa.string()),  # set when the ranked policy served it
+        pa.field(C.MODEL_VERSION, pa.string()),  # likewise: the ranker of that feed
+        pa.field(C.PROPENSITY, pa.float64()),  # where the policy's randomisation is known
     ],
     [C.IMPRESSION_ID],
-    "Feed items served on ds; one row per (request, position).",
+    "Feed items served on ds; one row per (request, position), with the user's experiment "
+    "bucket, the policy that served the item and, for the ranked policy, the feed store "
+    "version and ranker version it came from; propensity is the probability that the policy "
+    "put this post at this position given the session's list (its randomisation only).",
 )
 
 ENGAGEMENTS = _table(
