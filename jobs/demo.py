@@ -1,12 +1,14 @@
 """`feedrank demo`: the pipeline end to end through Airflow, for every day of a profile.
 
-For each day, `simulate_platform` then `build_features` run with `dag.test()`; then
-`train_rankers` and `train_retrieval` run once on the last day; then the retrieval index, the
-precomputed feeds of the day before the last (evaluated on the last day) and their
-publication to the feed store. The terminal shows one line per day with each
-stage's time, then a summary; everything else (Airflow's task logs, Spark's, the jobs' own)
-goes to a log file under the data root, named on the first line. On a failure the end of that
-log is shown.
+For each day before the closed loop, `simulate_platform` then `build_features` run with
+`dag.test()`; then `train_rankers` and `train_retrieval` run once on the last of them. Then,
+with a closed loop (`simulator.serving.loop_days`), for each loop day: the retrieval index,
+the precomputed feeds of the day before and their publication to the feed store, the loop
+day itself (treatment reads those feeds), its features and the A/B report. Without one: the
+index, feeds and publication of the day before the last (evaluated on the last day). The
+terminal shows one line per day with each stage's time, then a summary; everything else
+(Airflow's task logs, Spark's, the jobs' own) goes to a log file under the data root, named on
+the first line. On a failure the end of that log is shown.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ from rich.live import Live
 from rich.spinner import Spinner
 
 from jobs.settings import Settings
-from jobs.summary import feeds_summary, format_summary, ranker_summary, raw_summary
+from jobs.summary import (
+    ab_summary,
+    feeds_summary,
+    first_page,
+    format_summary,
+    ranker_summary,
+    raw_summary,
+)
 from warehouse.catalog import IMPRESSION_FEATURES, SIMULATED_TABLES
 from warehouse.store import Warehouse
 
@@ -40,6 +49,7 @@ TRAINING_DAG = "train_rankers"  # then once, on every day: training set, rankers
 # one their quality is measured on), published to the feed store.
 RETRIEVAL_DAG = "train_retrieval"
 FEED_DAGS = ("build_retrieval_index", "precompute_feeds", "publish_feeds")
+AB_DAG = "ab_report"
 TAIL_LINES = 40  # lines of the log shown when a step fails
 
 
@@ -81,38 +91,62 @@ def _run(settings: Settings, seed: int | None, console: Console) -> None:
     if bag.import_errors:
         raise StepFailed(f"DAG import errors: {json.dumps(bag.import_errors, indent=2)}")
     conf = {"profile": settings.profile, "seed": seed}
-    store = Warehouse(settings.root.warehouse)
     days = settings.dates()
-    for i, ds in enumerate(days, 1):
-        line = f"[{i:>2}/{len(days)}] {ds}"
-        for dag_id, outputs in PIPELINE.items():
-            with _status(console, f"{line}  {dag_id} ..."):
-                seconds = _test(bag.get_dag(dag_id), ds, conf)
-            missing = [t.name for t in outputs if not store.is_committed(t, ds)]
-            if missing:  # a run outside the DAG's calendar succeeds without running a task
-                raise StepFailed(f"{dag_id} ds={ds} published nothing for {missing}")
-            line += f"  {dag_id} {seconds:>3.0f}s"
-        console.print(line)
-    with _status(console, f"{TRAINING_DAG} on the days up to {days[-1]} ..."):
-        seconds = _test(bag.get_dag(TRAINING_DAG), days[-1], conf)
-    console.print(f"{TRAINING_DAG} up to {days[-1]}  {seconds:.0f}s")
-    feeds_day = days[-2] if len(days) > 1 else None
-    steps = [(RETRIEVAL_DAG, days[-1])] + [(d, feeds_day) for d in FEED_DAGS if feeds_day]
-    for dag_id, ds in steps:
-        with _status(console, f"{dag_id} {ds} ..."):
-            seconds = _test(bag.get_dag(dag_id), ds, conf)
-        console.print(f"{dag_id} {ds}  {seconds:.0f}s")
+    loop = [d.isoformat() for d in settings.simulator.loop_dates()]
+    before = days[: len(days) - len(loop)]
+    for i, ds in enumerate(before, 1):
+        _day(console, bag, conf, settings, ds, f"[{i:>2}/{len(days)}] {ds}")
+    trained = before[-1]
+    _step(console, bag, conf, TRAINING_DAG, trained, f"on the days up to {trained}")
+    _step(console, bag, conf, RETRIEVAL_DAG, trained)
+    if loop:
+        for i, ds in enumerate(loop, len(before) + 1):
+            feeds_day = days[i - 2]
+            for dag_id in FEED_DAGS:
+                _step(console, bag, conf, dag_id, feeds_day)
+            _day(console, bag, conf, settings, ds, f"[{i:>2}/{len(days)}] {ds} (closed loop)")
+            _step(console, bag, conf, AB_DAG, ds)
+    else:
+        feeds_day = days[-2] if len(days) > 1 else None
+        for dag_id in FEED_DAGS if feeds_day else ():
+            _step(console, bag, conf, dag_id, feeds_day)
     console.print()
     console.print(format_summary(raw_summary(settings), time.perf_counter() - started))
     console.print()
-    console.print(ranker_summary(settings, days[-1]), markup=False)
+    console.print(ranker_summary(settings, trained), markup=False)
     if feeds_day:
         console.print()
         console.print(feeds_summary(settings, feeds_day), markup=False)
+    if loop:
+        console.print()
+        console.print(ab_summary(settings, loop[-1]), markup=False)
+        console.print("\nthe first page of a user's feed, as the read path returns it:")
+        console.print(first_page(settings), markup=False)
+    p = settings.profile
     console.print(
-        f"\nnext: `make airflow-ui PROFILE={settings.profile}` (http://localhost:8080), "
-        f"`make mlflow-ui PROFILE={settings.profile}` (http://localhost:5000)"
+        f"\nnext: `make airflow-ui PROFILE={p}` (http://localhost:8080), "
+        f"`make mlflow-ui PROFILE={p}` (http://localhost:5000), "
+        f"`feedrank --profile {p} serve` (the feeds over HTTP)"
     )
+
+
+def _day(console, bag, conf, settings: Settings, ds: str, line: str) -> None:
+    """The day's logs and features, each DAG checked to have published its tables."""
+    store = Warehouse(settings.root.warehouse)
+    for dag_id, outputs in PIPELINE.items():
+        with _status(console, f"{line}  {dag_id} ..."):
+            seconds = _test(bag.get_dag(dag_id), ds, conf)
+        missing = [t.name for t in outputs if not store.is_committed(t, ds)]
+        if missing:  # a run outside the DAG's calendar succeeds without running a task
+            raise StepFailed(f"{dag_id} ds={ds} published nothing for {missing}")
+        line += f"  {dag_id} {seconds:>3.0f}s"
+    console.print(line)
+
+
+def _step(console, bag, conf, dag_id: str, ds: str, what: str | None = None) -> None:
+    with _status(console, f"{dag_id} {what or ds} ..."):
+        seconds = _test(bag.get_dag(dag_id), ds, conf)
+    console.print(f"{dag_id} {what or ds}  {seconds:.0f}s")
 
 
 def _test(dag, ds: str, conf: dict) -> float:

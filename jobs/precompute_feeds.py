@@ -80,6 +80,7 @@ from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
 JOB = "precompute_feeds"
+ACTIVE_USERS, INDEX_DS = "active_users", "index_ds"  # what the candidates' partition records
 PROFILE_TAG = "feedrank.profile"
 
 
@@ -139,11 +140,12 @@ def candidates(settings: Settings, ds: str, generated_at: str | None = None) -> 
     seen = fc.seen_posts(impressions, at)
     merged = fc.merge_candidates(proposals, seen, pool, p.shares.as_dict(), p.max_candidates)
     merged = merged.withColumn(C.GENERATED_AT, F.lit(at).cast("timestamp"))
+    n_active = active.count()
+    meta = {"generated_at": at.isoformat(), ACTIVE_USERS: n_active, INDEX_DS: index_ds}
     with store.lock(Layer.SILVER, ds, job="precompute_feeds.candidates"):
-        info = store.write_spark(FEED_CANDIDATES, ds, merged, meta={"generated_at": at.isoformat()})
+        info = store.write_spark(FEED_CANDIDATES, ds, merged, meta=meta)
     written = store.read_spark(spark, FEED_CANDIDATES, ds)
     sources = written.select(F.explode(C.SOURCES).alias("s")).groupBy("s").count().collect()
-    n_active = active.count()
     n_users = written.select(C.USER_ID).distinct().count()
     active.unpersist()
     pool.unpersist()
@@ -343,6 +345,29 @@ def evaluate(settings: Settings, published: PublishedFeeds) -> dict[str, float] 
     folder.writable(REPORT).write_text(report)
     log.info("feed quality ds=%s in %.1fs:\n%s", ds, time.perf_counter() - started, report)
     return metrics
+
+
+def published_feeds(settings: Settings, ds: str) -> PublishedFeeds:
+    """The hand-off of ds's committed feeds, rebuilt from the warehouse (for an evaluation
+    that runs after the DAG run that published them: the closed loop's)."""
+    store = Warehouse(settings.root.warehouse)
+    cands_info, feed_info = store.info(FEED_CANDIDATES, ds), store.info(USER_NEWS_FEED, ds)
+    at = feed_info.meta["generated_at"]
+    cands = store.read_pandas(FEED_CANDIDATES, ds, columns=[C.USER_ID, C.SOURCES, C.GENERATED_AT])
+    cands = cands[cands[C.GENERATED_AT] == pd.Timestamp(at)]
+    by_source = cands[C.SOURCES].explode().value_counts().sort_index()
+    return PublishedFeeds(
+        ds=ds,
+        generated_at=at,
+        active_users=int(cands_info.meta.get(ACTIVE_USERS, cands[C.USER_ID].nunique())),
+        users=int(cands[C.USER_ID].nunique()),
+        candidates=len(cands),
+        by_source={str(k): int(v) for k, v in by_source.items()},
+        index_ds=cands_info.meta.get(INDEX_DS),
+        model_version=str(feed_info.meta[C.MODEL_VERSION]),
+        items=feed_info.rows,
+        checks=0,  # not recorded with the partition
+    )
 
 
 def _popularity(store: Warehouse, settings: Settings, ds: str, at: dt.datetime) -> pd.DataFrame:

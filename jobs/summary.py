@@ -102,3 +102,55 @@ def feeds_summary(settings: Settings, ds: str) -> str:
             f"`feedrank --profile {settings.profile} serve`",
         ]
     )
+
+
+def ab_summary(settings: Settings, ds: str) -> str:
+    """The closed loop's A/B test up to ds (from MLflow): the lifts and their intervals."""
+    from jobs.ab_report import AB_STAGE, JOB
+    from jobs.common import use_tracking
+    from models import tracking
+
+    use_tracking(settings)
+    run = tracking.latest_run(settings.mlflow.experiment, ds, stage=AB_STAGE)
+    folder = settings.root.report_folder(JOB, ds)
+    if run is None:
+        return f"no A/B report of ds={ds} in MLflow (see {folder.file(tracking.REPORT)})"
+    m = run.data.metrics
+    rows = []
+    for metric in ("value_per_user", "ctr", "negative_rate", "dwell_per_session"):
+        if f"ab/{metric}/lift" not in m:
+            continue
+        lift, lo, hi, p = (m[f"ab/{metric}/{s}"] for s in ("lift", "ci_low", "ci_high", "p_value"))
+        aa = m.get(f"aa/{metric}/lift", float("nan"))
+        rows.append(
+            f"  {metric:<18} {lift:+8.1%}  95% CI [{lo:+.1%}, {hi:+.1%}]  p={p:.2g}"
+            f"   (A/A before the loop: {aa:+.1%})"
+        )
+    return "\n".join(
+        [
+            f"A/B test of the closed loop up to {ds}: treatment (ranked feeds) vs control "
+            f"(chronological), MLflow run {run.info.run_id}",
+            *rows,
+            f"full report: {folder.file(tracking.REPORT)}",
+        ]
+    )
+
+
+def first_page(settings: Settings, user_id: int | None = None, limit: int = 10) -> str:
+    """One user's first feed page as the read path returns it (the first user with a feed
+    of their own, unless one is named)."""
+    from jobs.feeds_cli import format_page
+    from warehouse.feed_reader import FeedReader
+    from warehouse.feed_store import open_store
+
+    store = open_store(settings.feeds, settings.root)
+    try:
+        reader = FeedReader(store, settings.feeds.model_copy(update={"log_served": False}))
+        users = [user_id] if user_id is not None else range(settings.simulator.n_users)
+        for uid in users:
+            page = reader.page(uid, limit)
+            if not page.fallback or user_id is not None:
+                return format_page(page)
+        return "no user has a feed of their own"
+    finally:
+        store.close()

@@ -61,6 +61,7 @@ class ServingSettings(_Strict):
     # share of the ranked slots that show a uniform draw from the unserved part of the page
     explore_share: float = Field(0.05, ge=0, lt=1)
     page_size: int = Field(100, ge=1, le=500)  # items per read-path page the client fetches
+    report_boot: int = Field(2000, ge=100)  # bootstrap draws of the A/B report's intervals
 
 
 class SimulatorSettings(_Strict):

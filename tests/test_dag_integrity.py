@@ -66,10 +66,10 @@ def synced(dagbag):
     return dagbag
 
 
-def test_a_raw_event_queues_build_features_without_unpausing_it(synced):
+def test_a_raw_event_queues_features_and_the_ab_report_without_unpausing_them(synced):
     """DAGs start paused (AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION), except those scheduled
     on Assets (jobs.airflow_support.asset_scheduled): the raw event of a triggered
-    simulate_platform run queues build_features."""
+    simulate_platform run queues build_features and ab_report."""
     from airflow.assets.manager import AssetManager
     from airflow.models.asset import AssetDagRunQueue, AssetModel
     from airflow.models.dag import DagModel
@@ -82,7 +82,7 @@ def test_a_raw_event_queues_build_features_without_unpausing_it(synced):
     on_assets = {
         i for i, d in synced.dags.items() if isinstance(d.timetable, AssetTriggeredTimetable)
     }
-    assert {"build_features"} <= on_assets and "simulate_platform" not in on_assets
+    assert {"build_features", "ab_report"} <= on_assets and "simulate_platform" not in on_assets
     with create_session() as session:
         paused = dict(session.execute(select(DagModel.dag_id, DagModel.is_paused)).all())
         assert paused == {dag_id: dag_id not in on_assets for dag_id in synced.dags}
@@ -95,7 +95,7 @@ def test_a_raw_event_queues_build_features_without_unpausing_it(synced):
             select(AssetDagRunQueue.target_dag_id).where(AssetDagRunQueue.asset_id == asset.id)
         ).all()
         session.rollback()  # leave the tests' DB as it was
-    assert queued == ["build_features"]
+    assert sorted(queued) == ["ab_report", "build_features"]
 
 
 def test_the_schedule_is_the_profiles_calendar_without_catch_up(dagbag):
@@ -126,3 +126,31 @@ def test_a_trigger_outside_the_calendar_fails_at_once(dagbag, data_root):
     assert states["simulate"] == ("failed", 1)  # failed on its first try: no retry
     assert states["validate"][0] == states["publish"][0] == "upstream_failed"
     assert "2026-11-23" not in Warehouse(data_root.warehouse).partitions(IMPRESSIONS)
+
+
+def test_the_dags_trigger_each_other_through_assets_in_pipeline_order(dagbag):
+    """Producer -> consumer edges read from the DagBag: each Asset a DAG's tasks update
+    schedules the DAGs that read it, and the chain runs logs -> features -> feeds -> store,
+    with the A/B report on each day of logs."""
+    from airflow.sdk import Asset
+
+    def assets(node) -> set[str]:
+        if isinstance(node, Asset):
+            return {node.uri}
+        return set().union(*(assets(o) for o in getattr(node, "objects", ())))
+
+    produces = {
+        i: {o.uri for t in d.tasks for o in t.outlets if isinstance(o, Asset)}
+        for i, d in dagbag.dags.items()
+    }
+    consumes = {i: assets(d.timetable.asset_condition) for i, d in dagbag.dags.items()
+                if hasattr(d.timetable, "asset_condition")}  # fmt: skip
+    edges = {(p, c) for p, outs in produces.items() for c, ins in consumes.items() if outs & ins}
+    assert edges == {
+        ("simulate_platform", "build_features"),
+        ("simulate_platform", "ab_report"),
+        ("build_features", "precompute_feeds"),
+        ("train_rankers", "precompute_feeds"),
+        ("train_retrieval", "build_retrieval_index"),
+        ("precompute_feeds", "publish_feeds"),
+    }

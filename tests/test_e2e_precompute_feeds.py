@@ -15,17 +15,25 @@ import jobs.precompute_feeds as job
 from features import candidates as fc
 from features.pit import as_of_col, graph_cutoff
 from features.tiles import TILES
-from jobs import train_rankers, train_retrieval
+from jobs import ab_report, publish_feed, simulate_platform, train_rankers, train_retrieval
 from jobs.build_features import read_raw, read_state
 from jobs.common import days_before, use_tracking
 from jobs.settings import load_settings
 from models import registry as reg
 from models import tracking
 from models.dataset import feature_frame
-from warehouse.catalog import IMPRESSION_FEATURES, IMPRESSIONS, POSTS, USER_NEWS_FEED, C
+from warehouse.catalog import (
+    FEED_CANDIDATES,
+    IMPRESSION_FEATURES,
+    IMPRESSIONS,
+    POSTS,
+    SIMULATED_TABLES,
+    USER_NEWS_FEED,
+    C,
+)
 from warehouse.contracts import DataContractError, enforce
 from warehouse.contracts.feeds import MODEL_VERSIONS, check_feed_partition
-from warehouse.store import Warehouse
+from warehouse.store import Warehouse, WarehouseError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow, pytest.mark.spark]
 
@@ -183,6 +191,78 @@ def test_a_broken_feed_is_refused_naming_table_column_and_check(spark, settings,
     assert "rank runs 1..n within each user" in text
     assert "0.0 <= p_click <= 1.0" in text
     assert "model_version is a version of the registered ranker" in text
+
+
+LOOP = {"simulator": {"serving": {"loop_days": 1}}}  # the last tiny day is a closed-loop day
+
+
+@pytest.fixture(scope="module")
+def loop(settings, store, ds, dag_run, tmp_path_factory):
+    """A second data root whose last day is served by the closed loop: the days before it and
+    the feeds of the day before copied from this module's root, those feeds published to its
+    feed store, then the loop day simulated, validated and published by the job, and the A/B
+    report run. Returns (settings, feed version, report metrics)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FEEDRANK_HOME", str(tmp_path_factory.mktemp("loop-home")))
+    try:
+        loop_settings = load_settings("tiny", LOOP)
+        loop_settings.root.claim("tiny")
+        target = Warehouse(loop_settings.root.warehouse)
+        for day in [*days_before(settings.simulator.start_date, ds, 3), ds]:
+            for t in SIMULATED_TABLES:
+                target.write_arrow(t, day, store.read_arrow(t, day), publish=True)
+        for t in (FEED_CANDIDATES, USER_NEWS_FEED):
+            meta = store.info(t, ds).meta
+            target.write_arrow(t, ds, store.read_arrow(t, ds), publish=True, meta=meta)
+        version = publish_feed.run(loop_settings, ds).version
+        loop_day = job.shift_ds(ds, 1)
+        simulate_platform.run(loop_settings, loop_day)
+        metrics = ab_report.run(loop_settings, loop_day)
+        yield loop_settings, version, metrics
+    finally:
+        patch.undo()
+
+
+def test_a_loop_day_refuses_to_start_without_the_feeds_of_the_day_before(settings, ds, dag_run):
+    """This module's root has the feeds in the warehouse but none in its feed store."""
+    looped = settings.model_copy(update={"simulator": load_settings("tiny", LOOP).simulator})
+    with pytest.raises(WarehouseError, match=f"serve the feeds of {ds}.*publish_feeds"):
+        simulate_platform.simulate(looped, job.shift_ds(ds, 1))
+
+
+def test_the_loop_day_serves_treatment_from_the_published_feeds(loop, store, ds):
+    loop_settings, version, _ = loop
+    day = job.shift_ds(ds, 1)
+    imps = Warehouse(loop_settings.root.warehouse).read_pandas(IMPRESSIONS, day)
+    t, c = imps[imps[C.BUCKET] == "treatment"], imps[imps[C.BUCKET] == "control"]
+    assert set(t[C.POLICY]) == {"ranked"} and set(c[C.POLICY]) == {"chronological"}
+    assert (t[C.FEED_VERSION] == version).all() and c[C.FEED_VERSION].isna().all()
+    feeds = store.read_pandas(USER_NEWS_FEED, ds, columns=[C.USER_ID, C.POST_ID, C.MODEL_VERSION])
+    assert set(t[C.MODEL_VERSION]) == set(feeds[C.MODEL_VERSION])
+    from_feed = t[t[C.SOURCE].isin(["ranked", "explore"])]
+    assert len(from_feed) > 0
+    assert len(from_feed.merge(feeds, on=[C.USER_ID, C.POST_ID])) == len(from_feed)
+    assert t[C.PROPENSITY].between(0, 1, inclusive="right").all()
+
+
+def test_the_ab_report_logs_lift_interval_and_p_value(loop):
+    loop_settings, _, metrics = loop
+    for metric in ("value_per_user", "ctr", "sessions_per_user"):
+        lift, lo, hi = (metrics[f"ab/{metric}/{s}"] for s in ("lift", "ci_low", "ci_high"))
+        assert lo <= lift <= hi
+        assert 0 <= metrics[f"ab/{metric}/p_value"] <= 1
+        assert f"aa/{metric}/lift" in metrics
+    assert 0 < metrics["ab/support/treatment_supported"] <= 1
+    day = loop_settings.dates()[-1]
+    report = loop_settings.root.report_folder("ab_report", day)
+    text = report.file("report.md").read_text()
+    assert "Closed loop" in text and "A/A" in text and "Ceiling" in text
+    use_tracking(loop_settings)
+    run = tracking.latest_run(loop_settings.mlflow.experiment, day, stage=ab_report.AB_STAGE)
+    assert (
+        run is not None
+        and run.data.metrics["ab/value_per_user/lift"] == metrics["ab/value_per_user/lift"]
+    )
 
 
 def test_an_intra_day_refresh_sees_only_what_was_known(settings, store, ds, dag_run):

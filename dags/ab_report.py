@@ -1,0 +1,55 @@
+"""
+### ab_report
+
+The closed loop's A/B test: treatment (the ranked feeds, read through the feed store) against
+control (reverse-chronological), for a closed-loop day (`simulator.serving.loop_days`). Runs
+when a day of raw logs is published, or by hand for the run's logical date; a day before
+the loop is skipped.
+
+1. **report**: per bucket, each loop day and pooled: weighted engagement per active user,
+   CTR and action rates, negative-action rate, dwell per session, sessions per user; the lift
+   with a bootstrap interval over users and a p-value; the same on the days before the loop
+   (A/A); the offline ceiling of the feeds that served the loop; the off-policy support. An
+   MLflow run (`ab/<metric>/lift`, `ci_low`, `ci_high`, `p_value`, plots) and a report.
+
+Params: `profile`, `seed`.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from jobs import ab_report as job
+from jobs.airflow_support import (
+    DEFAULT_ARGS,
+    RAW_LOGS,
+    asset_scheduled,
+    days_to_build,
+    params,
+    settings_from,
+)
+
+
+@dag(
+    schedule=[RAW_LOGS],
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params=params(),
+    tags=["feedrank", "experiment"],
+    doc_md=__doc__,
+    **asset_scheduled(),
+)
+def ab_report():
+    @task
+    def report(params=None):
+        ds = days_to_build(get_current_context())[-1]
+        settings = settings_from(params, ds)
+        if ds not in job.loop_days(settings):
+            raise AirflowSkipException(f"ds={ds} is not a closed-loop day: no A/B test")
+        return job.run(settings, ds)
+
+    report()
+
+
+ab_report()
