@@ -14,7 +14,9 @@ For a closed-loop day ds (simulator.serving.loop_days), from the committed raw l
    chronological order's), evaluated now that the day is simulated (jobs.precompute_feeds);
 4. off-policy: how much of what treatment served the chronological policy could have shown
    at all (the support an IPS estimate from its logs needs before a test), and a SNIPS
-   estimate, from treatment's logged propensities, of the ranked policy without exploration.
+   estimate, from treatment's logged propensities, of the ranked policy without exploration;
+5. what each serving rule is worth: treatment's expected value per user (the simulator's
+   truth) as served and re-simulated without fresh blending and without exploration.
 Logged to MLflow (ab/<metric>/lift, ci_low, ci_high, p_value; plots) and written as
 reports/ab_report/<ds>/report.md under the data root.
 """
@@ -29,16 +31,28 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from jobs import precompute_feeds
+from jobs import precompute_feeds, simulate_platform
 from jobs.common import check_day, days_before, log_settings, run_job, shift_ds, use_tracking
 from jobs.settings import Settings
 from jobs.simulate_platform import world
 from models import ab_test as ab
 from models import registry as reg
 from models.tracking import REPORT, STAGE_TAG, log_figure
-from models.value import realised_value
-from warehouse.catalog import ACTIONS, CHRONOLOGICAL, ENGAGEMENTS, IMPRESSIONS, RANKED, C
-from warehouse.store import Warehouse
+from models.value import realised_value, value_score
+from simulator import simulate_day
+from simulator.closed_loop import TREATMENT
+from warehouse.catalog import (
+    ACTIONS,
+    CHRONOLOGICAL,
+    CLICK,
+    ENGAGEMENTS,
+    IMPRESSIONS,
+    RANKED,
+    TRUTH_IMPRESSIONS,
+    C,
+    truth_column,
+)
+from warehouse.store import Warehouse, WarehouseError
 
 log = logging.getLogger(__name__)
 JOB = "ab_report"
@@ -85,10 +99,12 @@ def run(settings: Settings, ds: str) -> dict[str, float]:
     )
     quality = _feed_quality(settings, loop[0])
     support = _support(settings, imps, store, days)
-    report = _markdown(settings, ds, table, aa_table, quality, support, imps)
+    variants = _variants(settings, store, ds)
+    report = _markdown(settings, ds, table, aa_table, quality, support, variants, imps)
     metrics = ab.mlflow_metrics(table)
     metrics |= {f"aa/{k.removeprefix('ab/')}": v for k, v in ab.mlflow_metrics(aa_table).items()}
     metrics |= {f"ab/support/{k}": v for k, v in support.items()}
+    metrics |= {f"ab/expected_value_per_user/{_slug(name)}": v for name, v in variants.items()}
     folder = settings.root.report_folder(JOB, ds)
     use_tracking(settings)
     with mlflow.start_run(run_name=f"{JOB} {ds}"):
@@ -120,6 +136,46 @@ def _logs(store: Warehouse, days: list[str]) -> pd.DataFrame:
 def _engagements(store: Warehouse, days: list[str]) -> pd.DataFrame:
     cols = [C.IMPRESSION_ID, C.ACTION, C.DWELL_S]
     return store.read_pandas(ENGAGEMENTS, days, columns=cols)
+
+
+def _variants(settings: Settings, store: Warehouse, ds: str) -> dict[str, float]:
+    """Expected value per active user of ds (the simulator's truth under the value weights:
+    no noise from the drawn actions): control and treatment as served, then treatment as the
+    same day re-simulated in memory (same seeds, same feeds) without blending fresh posts and
+    without exploration: the effect of each serving rule. Needs the feed store to still serve
+    the feeds of ds-1 (not so once a later loop day's feeds are published): else empty."""
+    sim = settings.simulator
+    imps = store.read_pandas(IMPRESSIONS, ds, columns=[C.IMPRESSION_ID, C.USER_ID, C.BUCKET])
+    truth = store.read_pandas(TRUTH_IMPRESSIONS, ds).drop(columns=C.DS)
+    out = {
+        bucket: _expected_per_user(settings, rows, truth) for bucket, rows in imps.groupby(C.BUCKET)
+    }
+    rules = {"treatment without fresh blending": {"fresh_every": 0}}
+    rules["treatment without exploration"] = {"explore_share": 0.0}
+    day = simulate_platform.day_index(sim, ds)
+    prior = simulate_platform.prior_engagements(store, sim, ds)
+    try:
+        with simulate_platform.read_path(settings, ds) as client:
+            for name, change in rules.items():
+                cfg = sim.model_copy(update={"serving": sim.serving.model_copy(update=change)})
+                logs = simulate_day(world(sim), cfg, day, prior, client)
+                rows = logs.impressions[logs.impressions[C.BUCKET] == TREATMENT]
+                out[name] = _expected_per_user(settings, rows, logs.truth)
+    except WarehouseError as err:
+        log.info("no counterfactual treatment for ds=%s: %s", ds, err)
+    return out
+
+
+def _expected_per_user(settings: Settings, imps: pd.DataFrame, truth: pd.DataFrame) -> float:
+    t = imps[[C.IMPRESSION_ID, C.USER_ID]].merge(truth, on=C.IMPRESSION_ID)
+    probs = {a: t[truth_column(a)].to_numpy() for a in ACTIONS}
+    dwell = t[truth_column(CLICK)].to_numpy() * t[C.E_DWELL_S].to_numpy()
+    value = value_score(probs, dwell, settings.training.value)
+    return float(value.sum() / imps[C.USER_ID].nunique())
+
+
+def _slug(name: str) -> str:
+    return name.replace(" ", "_")
 
 
 def _feed_quality(settings: Settings, first_loop_day: str) -> dict[str, float] | None:
@@ -175,7 +231,7 @@ def _impression_value(settings: Settings, imps: pd.DataFrame, eng: pd.DataFrame)
     return realised_value(labels, settings.training.value)
 
 
-def _markdown(settings, ds, table, aa_table, quality, support, imps) -> str:
+def _markdown(settings, ds, table, aa_table, quality, support, variants, imps) -> str:
     counts = imps.groupby([C.BUCKET, C.POLICY, C.SOURCE]).size().rename("impressions")
     lines = [
         f"# A/B test up to {ds}: ranked feeds (treatment) vs chronological (control)",
@@ -204,6 +260,19 @@ def _markdown(settings, ds, table, aa_table, quality, support, imps) -> str:
             f"## Ceiling: offline feed value@{k} of the feeds served on the loop's first day",
             "",
             frame.to_markdown(index=False, floatfmt=".3f"),
+        ]
+    if variants:
+        lines += [
+            "",
+            f"## Expected value per active user on {ds} (simulator truth, value weights)",
+            "",
+            "Treatment re-simulated without each serving rule (same seeds, same feeds): what "
+            "the rule is worth.",
+            "",
+            pd.Series(variants, name="expected value per user")
+            .rename_axis("bucket")
+            .reset_index()
+            .to_markdown(index=False, floatfmt=".3f"),
         ]
     if support:
         lines += ["", "## Off-policy support", ""]

@@ -64,10 +64,10 @@ def simulate(settings: Settings, ds: str) -> dict[str, int]:
     day = day_index(cfg, ds)
     with (
         store.lock(Layer.RAW, ds, job="simulate_platform.simulate"),
-        _read_path(settings, ds) as client,
+        read_path(settings, ds) as client,
     ):
         started = time.perf_counter()
-        logs = simulate_day(world(cfg), cfg, day, _prior_engagements(store, cfg, ds), client)
+        logs = simulate_day(world(cfg), cfg, day, prior_engagements(store, cfg, ds), client)
         rows = {}
         for name, frame in logs.tables().items():
             rows[name] = store.write_arrow(table(name), ds, frame, publish=False).rows
@@ -131,7 +131,7 @@ def world(cfg: SimulatorSettings):
 
 
 @contextlib.contextmanager
-def _read_path(settings: Settings, ds: str) -> Iterator[FeedReader | None]:
+def read_path(settings: Settings, ds: str) -> Iterator[FeedReader | None]:
     """The feed store's read path for a closed-loop day (None for any other day); refuses a
     store whose current version is not the feeds of the day before."""
     if not is_loop_day(settings.simulator, day_index(settings.simulator, ds)):
@@ -155,7 +155,7 @@ def _read_path(settings: Settings, ds: str) -> Iterator[FeedReader | None]:
         feed_store.close()
 
 
-def _prior_engagements(store: Warehouse, cfg: SimulatorSettings, ds: str) -> pd.DataFrame:
+def prior_engagements(store: Warehouse, cfg: SimulatorSettings, ds: str) -> pd.DataFrame:
     days = days_before(cfg.start_date, ds, cfg.pool_days)
     try:
         return store.read_pandas(ENGAGEMENTS, days).drop(columns="ds")

@@ -160,7 +160,9 @@ def test_serving_features_equal_the_training_features(spark, settings, store, ds
     a, b = (df.toArrow().sort_by(order) for df in (serving, logged))
     assert a.num_rows == b.num_rows == imps.count() > 100
     assert a.select(keys).equals(b.select(keys))
-    pd.testing.assert_frame_equal(feature_frame(a), feature_frame(b), check_exact=True)
+    # Equal up to the order of floating-point sums: Spark does not fix the order in which a
+    # shuffle's blocks reach an aggregation, so a decayed total may differ in its last bit.
+    pd.testing.assert_frame_equal(feature_frame(a), feature_frame(b), rtol=1e-12, atol=1e-12)
 
 
 def test_a_broken_feed_is_refused_naming_table_column_and_check(spark, settings, store, ds, feeds):
