@@ -125,10 +125,11 @@ USERS = _table(
     [
         pa.field(C.USER_ID, pa.int64(), nullable=False),
         pa.field(C.CREATED_AT, _TS, nullable=False),
-        pa.field(C.COUNTRY, pa.string(), nullable=False),
-        pa.field(C.AGE_BUCKET, pa.string(), nullable=False),
+        # A real log may not say (logs.mapping): the simulator always sets these but gender.
+        pa.field(C.COUNTRY, pa.string()),
+        pa.field(C.AGE_BUCKET, pa.string()),
         pa.field(C.GENDER, pa.string()),  # not every user states one,
-        pa.field(C.PRIMARY_DEVICE, pa.string(), nullable=False),
+        pa.field(C.PRIMARY_DEVICE, pa.string()),
         pa.field(C.IS_PERSON_AUTHOR, pa.bool_(), nullable=False),
     ],
     [C.USER_ID],
@@ -189,7 +190,7 @@ IMPRESSIONS = _table(
         pa.field(C.AUTHOR_ID, pa.int64(), nullable=False),
         pa.field(C.SERVED_AT, _TS, nullable=False),
         pa.field(C.POSITION, pa.int32(), nullable=False),
-        pa.field(C.DEVICE, pa.string(), nullable=False),
+        pa.field(C.DEVICE, pa.string()),  # null where a real log does not record it (MIND)
         pa.field(C.SOURCE, pa.string(), nullable=False),
     ],
     [C.IMPRESSION_ID],
