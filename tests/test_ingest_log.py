@@ -1,0 +1,162 @@
+"""Real logs as the raw input: the MIND and EB-NeRD readers, the mapping into the raw tables,
+the ingest job's write -> audit -> publish, and features -> training -> evaluation on a log.
+
+The MIND files are hand-written under tests/data/mind (16 requests over 4 days, 2019-11-09 ..
+11-12): user U5 has no history; N7 is shown in 10 requests and never clicked; request 7 (line
+7) clicks N99, which news.tsv lacks; N50 is in news.tsv but never shown. The EB-NeRD files
+are written below from literal rows (Parquet is binary), with the same kinds of cases.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.settings import load_settings
+from logs import ebnerd, mind
+from logs.common import MAX_IN_VIEW, LogFormatError
+from logs.mapping import IngestError, raw_days
+from warehouse.catalog import ENGAGEMENTS, FOLLOWS, IMPRESSIONS, POSTS, USERS, C
+
+DATA = Path(__file__).resolve().parent / "data"
+MIND_DAYS = [dt.date(2019, 11, 9) + dt.timedelta(days=i) for i in range(4)]
+EB_DAYS = [dt.date(2023, 5, 18) + dt.timedelta(days=i) for i in range(4)]
+
+
+def read_mind(folder: Path = DATA / "mind"):
+    return mind.read(folder / "behaviors.tsv", folder / "news.tsv", block_bytes=1 << 10)
+
+
+def settings_for(fmt: str, home: Path, path: Path, days: list[dt.date], **log):
+    overrides = {
+        "home": str(home),
+        "log": {"path": str(path), "start_date": days[0].isoformat(), "days": len(days), **log},
+        "spark": {"shuffle_partitions": 1},
+        "training": {"gbdt": {"min_child_samples": 5, "early_stopping_rounds": 5}},
+    }
+    return load_settings(fmt, overrides)
+
+
+# --- MIND: reading ---------------------------------------------------------------------------
+
+
+def test_mind_reads_every_request_and_only_the_shown_items():
+    data = read_mind()  # 1 KiB blocks: the 16 lines come in several streamed batches
+    assert data.requests.num_rows == 16
+    # 4 + 3 + 3 + 3 (day 1), 4 + 3 + 3 + 3, 3 + 3 + 3 + 3, 3 + 3 + 3 + 3 items in view
+    assert data.shown.num_rows == 50
+    assert sorted(data.items.column("post_id").to_pylist()) == [1, 2, 3, 4, 5, 6, 7, 8]
+    shown = data.shown.to_pandas()
+    first = shown[shown["request_id"] == 1].sort_values("position")
+    assert first["post_id"].tolist() == [1, 2, 3, 7]  # the list's order is the position
+    assert first["clicked"].tolist() == [True, False, False, False]
+    req = data.requests.to_pandas().set_index("request_id")
+    assert req.loc[3, "served_at"] == pd.Timestamp("2019-11-09 23:15:00", tz="UTC")  # 11:15 PM
+    assert req.loc[3, "user_id"] == 5  # U5: no history, read like anyone else
+    items = data.items.to_pandas().set_index("post_id")
+    # subcategory, then the title's and abstract's entity ids
+    assert items.loc[1, "hashtags"].tolist() == ["newsus", "Q812"]
+    assert items.loc[2, "hashtags"].tolist() == ["football_nfl", "Q1215884"]
+    assert items.loc[4, "media_type"] == "video" and items.loc[3, "media_type"] == "text"
+    assert items.loc[3, "length"] == len("Stocks rise")  # title + (empty) abstract
+    assert items.loc[2, "topic"] == items.loc[8, "topic"]  # both sports
+
+
+def _broken(tmp_path: Path, file: str, line: int, text: str) -> Path:
+    folder = tmp_path / "mind"
+    shutil.copytree(DATA / "mind", folder)
+    lines = (folder / file).read_text().splitlines()
+    lines[line - 1] = text
+    (folder / file).write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("file", "line", "text", "field", "detail"),
+    [
+        # a missing tab: 4 fields, the impressions field is the one that is missing
+        ("behaviors.tsv", 5, "5\tU1\t11/10/2019 7:45:00 AM\tN5-1 N6-0", "impressions", "found 4"),
+        ("behaviors.tsv", 9, "9\tU5\t2019-11-11 06:00\t\tN8-1", "time", "'2019-11-11 06:00'"),
+        (
+            "behaviors.tsv",
+            11,
+            "11\tU4\t11/11/2019 5:30:00 PM\tN2\tN7-0 N8-2",
+            "impressions",
+            "'N8-2'",
+        ),
+        ("behaviors.tsv", 12, "12\tuser2\t11/11/2019 8:45:00 PM\tN3\tN2-0", "user_id", "'user2'"),
+        ("behaviors.tsv", 14, "14\tU1\t11/12/2019 11:30:00 AM\tN1 x\tN6-1", "history", "'x'"),
+        ("behaviors.tsv", 8, "", "impression_id", "''"),  # an empty line
+        ("behaviors.tsv", 10, "9\tU1\t11/11/2019 9:00:00 AM\t\tN6-1", "request_id", "repeats id 9"),
+        ("news.tsv", 3, "N3\tfinance\tmarkets\tStocks\t\tu\t[{oops\t[]", "title_entities", "JSON"),
+        ("news.tsv", 6, "N6\t\tlifestyleroyals\tA royal visit\t\tu\t[]\t[]", "category", "empty"),
+    ],
+)
+def test_mind_malformed_lines_name_file_line_and_field(tmp_path, file, line, text, field, detail):
+    folder = _broken(tmp_path, file, line, text)
+    with pytest.raises(LogFormatError) as err:
+        read_mind(folder)
+    message = str(err.value)
+    assert message.startswith(f"{file}: line {line}, field {field}: "), message
+    assert detail in message
+    assert (err.value.file, err.value.where, err.value.field) == (file, f"line {line}", field)
+
+
+# --- MIND: mapping into the raw tables -------------------------------------------------------
+
+
+def test_mind_maps_into_raw_days():
+    days, dropped = raw_days(read_mind(), MIND_DAYS, max_missing_share=0.05)
+    assert sorted(days) == [d.isoformat() for d in MIND_DAYS]
+    # Handled, not rejected: line 7's click on N99 (no metadata) is dropped with its row.
+    assert (dropped.impressions, dropped.clicks, dropped.items) == (1, 1, (99,))
+    assert dropped.where == ("line 7",)
+    imps = pd.concat([t[IMPRESSIONS.name] for t in days.values()])
+    clicks = pd.concat([t[ENGAGEMENTS.name] for t in days.values()])
+    assert len(imps) == 49 and len(clicks) == 15  # 50 shown, 16 clicked, less N99's
+    assert 99 not in set(imps[C.POST_ID])
+    # N7: shown on every day (lines 1 3 5 8 9 11 13 14 15 16), never clicked: a post all the same
+    assert (imps[C.POST_ID] == 7).sum() == 10 and 7 not in set(clicks[C.POST_ID])
+    # request 2, position 1 -> impression 2 * 10,000 + 1, at the request's time
+    row = imps.set_index(C.IMPRESSION_ID).loc[2 * MAX_IN_VIEW + 0]
+    assert row[C.POST_ID] == 2 and row[C.POSITION] == 0
+    assert row[C.SERVED_AT] == pd.Timestamp("2019-11-09 09:30", tz="UTC")
+    assert set(imps[C.SOURCE]) == {"popular"} and imps[C.DEVICE].isna().all()
+    assert set(clicks[C.ACTION]) == {"click"} and clicks[C.DWELL_S].isna().all()  # no dwell
+    click = clicks.set_index(C.IMPRESSION_ID).loc[1 * MAX_IN_VIEW + 0]
+    assert click[C.EVENT_TS] == pd.Timestamp("2019-11-09 08:00:01", tz="UTC")  # served + 1 s
+    # no publish time: created one second before the first time shown, in that day's part
+    posts = pd.concat([t[POSTS.name].assign(ds=ds) for ds, t in days.items()])
+    n8 = posts.set_index(C.POST_ID).loc[8]
+    assert n8[C.CREATED_AT] == pd.Timestamp("2019-11-10 22:09:59", tz="UTC")
+    assert n8["ds"] == "2019-11-10"
+    assert posts[C.POST_ID].is_unique and sorted(posts[C.POST_ID]) == [1, 2, 3, 4, 5, 6, 7, 8]
+    # first shown at 08:00:00 on the first day: 07:59:59 is still that day
+    assert posts.set_index(C.POST_ID).loc[1, "ds"] == "2019-11-09"
+    assert days["2019-11-09"][FOLLOWS.name].empty
+    # users: a cumulative snapshot; U4 is first served on day 2
+    first_users = days["2019-11-09"][USERS.name]
+    assert sorted(first_users[C.USER_ID]) == [1, 2, 3, 5]
+    last_users = days["2019-11-12"][USERS.name].set_index(C.USER_ID)
+    assert sorted(last_users.index) == [1, 2, 3, 4, 5]
+    assert last_users.loc[4, C.CREATED_AT] == pd.Timestamp("2019-11-10 12:00", tz="UTC")
+    assert last_users[[C.COUNTRY, C.AGE_BUCKET, C.PRIMARY_DEVICE]].isna().all().all()
+    authors = days["2019-11-12"]["authors"]
+    assert len(authors) == 8 and set(authors[C.KIND]) == {"page"}  # 8 sections
+
+
+def test_mind_too_many_items_without_metadata_refuse_the_log():
+    with pytest.raises(IngestError, match=r"1 of 50 impressions \(2.00%, 1 clicked\)") as err:
+        raw_days(read_mind(), MIND_DAYS, max_missing_share=0.01)
+    assert "behaviors.tsv line 7" in str(err.value) and "news.tsv" in str(err.value)
+
+
+def test_a_log_outside_the_calendar_is_refused():
+    with pytest.raises(IngestError, match=r"2019-11-09 .. 2019-11-12.*2019-11-10 .. 2019-11-14"):
+        raw_days(read_mind(), [dt.date(2019, 11, 10 + i) for i in range(5)], max_missing_share=1)
