@@ -9,8 +9,9 @@ calendar. Four steps, the simulator's write -> audit -> publish for a whole file
    one stops here with its file, line and field named, before anything is written;
 2. map: logs.mapping turns the log into each day's raw tables (users, authors, follows
    (empty), posts, impressions, engagements); no truth table;
-3. stage every day, then validate every day (file schemas against the catalog, then the
-   raw contracts, with the relaxations a log needs: warehouse.contracts.LogRules);
+3. stage every day, then validate the days in order (file schemas against the catalog, then
+   the raw contracts, with the relaxations a log needs: warehouse.contracts.LogRules); the
+   first day that fails stops the ingest;
 4. publish the days, oldest first, only once all of them passed.
 The run holds the raw lock of every day of the log throughout.
 """
@@ -106,21 +107,22 @@ def log_rules(ds: str, days: Sequence[str]) -> dict[str, LogRules]:
     day's posts include those published before the log began."""
     rules = {t.name: LogRules(clicks_without_dwell=True) for t in RAW_TABLES}
     rules[FOLLOWS.name] = LogRules(may_be_empty=True)
-    if ds == days[0]:
-        rules[POSTS.name] = LogRules(posts_from=dt.datetime(1970, 1, 1, tzinfo=dt.UTC))
+    # A day may show no item that is new to the log; the first holds the older ones.
+    backlog = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) if ds == days[0] else None
+    rules[POSTS.name] = LogRules(may_be_empty=True, posts_from=backlog)
     return rules
 
 
 def validate(settings: Settings, store: Warehouse, days: Sequence[str]) -> None:
-    """Every staged day's files and contracts; raises listing every failure of every day,
-    else records that each table of each day passed."""
+    """Every staged day's files and contracts, oldest first; the first day that fails
+    raises (listing every failed check of its tables), else each table of each day is
+    recorded as passed."""
     spark = get_spark(settings.spark)
     reports = []
     for ds in days:
-        reports += audit.check_staged_log_day(
-            spark, store, ds, days=days, rules=log_rules(ds, days)
-        )
-    contracts.enforce_all(reports)
+        day = audit.check_staged_log_day(spark, store, ds, days=days, rules=log_rules(ds, days))
+        contracts.enforce_all(day)  # a bad day stops the ingest before the next is checked
+        reports += day
     for report in reports:
         by = f"its contract, for a log ({report.n_checks} checks on {report.n_rows} rows)"
         store.accept(table(report.table), report.ds, by=by)

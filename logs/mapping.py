@@ -35,6 +35,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from logs import common as L
 from warehouse.catalog import (
@@ -72,7 +73,7 @@ class Dropped:
 
 def raw_days(
     data: L.LogData, calendar: Sequence[dt.date], *, max_missing_share: float
-) -> tuple[dict[str, dict[str, pd.DataFrame]], Dropped]:
+) -> tuple[dict[str, dict[str, pd.DataFrame | pa.Table]], Dropped]:
     """The raw tables of each day of the calendar (name -> frame with the catalog's columns,
     no ds), and what was dropped. Raises IngestError if the log's days are not the
     calendar's, or too many impressions lack their item."""
@@ -97,7 +98,7 @@ def raw_days(
         out[ds] = {
             USERS.name: _users(requests[requests["ds"] <= ds]),
             AUTHORS.name: _authors(posts[posts["ds"] <= ds]),
-            FOLLOWS.name: pd.DataFrame({c: [] for c in FOLLOWS.columns}),
+            FOLLOWS.name: FOLLOWS.schema.empty_table(),
             POSTS.name: posts.loc[posts["ds"] == ds, POSTS.columns],
             IMPRESSIONS.name: day[IMPRESSIONS.columns],
             ENGAGEMENTS.name: _engagements(day),

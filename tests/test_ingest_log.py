@@ -139,7 +139,7 @@ def test_mind_maps_into_raw_days():
     assert posts[C.POST_ID].is_unique and sorted(posts[C.POST_ID]) == [1, 2, 3, 4, 5, 6, 7, 8]
     # first shown at 08:00:00 on the first day: 07:59:59 is still that day
     assert posts.set_index(C.POST_ID).loc[1, "ds"] == "2019-11-09"
-    assert days["2019-11-09"][FOLLOWS.name].empty
+    assert days["2019-11-09"][FOLLOWS.name].num_rows == 0
     # users: a cumulative snapshot; U4 is first served on day 2
     first_users = days["2019-11-09"][USERS.name]
     assert sorted(first_users[C.USER_ID]) == [1, 2, 3, 5]
@@ -160,3 +160,74 @@ def test_mind_too_many_items_without_metadata_refuse_the_log():
 def test_a_log_outside_the_calendar_is_refused():
     with pytest.raises(IngestError, match=r"2019-11-09 .. 2019-11-12.*2019-11-10 .. 2019-11-14"):
         raw_days(read_mind(), [dt.date(2019, 11, 10 + i) for i in range(5)], max_missing_share=1)
+
+
+# --- the ingest job: write -> audit -> publish -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mind_root(tmp_path_factory, spark):
+    """The MIND test log ingested into a data root of its own (max_missing_share lets N99's
+    impression be dropped): (settings, what the ingest returned)."""
+    from jobs import ingest_log
+
+    home = tmp_path_factory.mktemp("mind-root")
+    settings = settings_for("mind", home, DATA / "mind", MIND_DAYS, max_missing_share=0.05)
+    return settings, ingest_log.run(settings)
+
+
+@pytest.mark.spark
+def test_ingest_publishes_every_day_of_the_log(mind_root):
+    from warehouse.catalog import RAW_TABLES, TRUTH_IMPRESSIONS
+    from warehouse.store import Warehouse
+
+    settings, ingested = mind_root
+    store = Warehouse(settings.root.warehouse)
+    days = [d.isoformat() for d in MIND_DAYS]
+    assert list(ingested.days) == days
+    for t in RAW_TABLES:
+        assert store.partitions(t) == days, t.name
+    assert store.partitions(TRUTH_IMPRESSIONS) == []  # a log has no truth
+    assert ingested.rows[IMPRESSIONS.name] == 49 and ingested.rows[ENGAGEMENTS.name] == 15
+    assert ingested.rows[FOLLOWS.name] == 0  # empty, and its contract accepted it
+    imps = store.read_pandas(IMPRESSIONS, days)
+    assert len(imps) == 49 and imps[C.IMPRESSION_ID].is_unique
+
+
+@pytest.mark.spark
+def test_a_malformed_file_publishes_nothing(tmp_path, spark):
+    from jobs import ingest_log
+    from warehouse.catalog import RAW_TABLES
+    from warehouse.store import Warehouse
+
+    folder = _broken(tmp_path, "behaviors.tsv", 13, "13\tU3\t11/12/2019 10:00:00 AM\tN1\tN8-1 N5")
+    settings = settings_for("mind", tmp_path / "root", folder, MIND_DAYS, max_missing_share=0.05)
+    with pytest.raises(LogFormatError, match=r"^behaviors.tsv: line 13, field impressions: 'N5'"):
+        ingest_log.run(settings)
+    store = Warehouse(settings.root.warehouse)
+    assert all(store.partitions(t) == [] for t in RAW_TABLES)
+
+
+@pytest.mark.spark
+def test_contracts_still_reject_bad_rows_of_a_log(tmp_path, spark):
+    """A log's day that reads well but breaks a contract (a click with dwell on an impression
+    served after it, here: a negative position) is staged, fails, and is not published."""
+    from jobs import ingest_log
+    from warehouse.catalog import RAW_TABLES
+    from warehouse.contracts import DataContractError
+    from warehouse.store import Warehouse
+
+    settings = settings_for("mind", tmp_path, DATA / "mind", MIND_DAYS, max_missing_share=0.05)
+    days, _ = raw_days(read_mind(), MIND_DAYS, max_missing_share=0.05)
+    day = days["2019-11-09"]
+    imps = day[IMPRESSIONS.name].copy()
+    imps.loc[imps.index[0], C.POSITION] = -1
+    day[IMPRESSIONS.name] = imps
+    store = Warehouse(settings.root.warehouse)
+    ingest_log.stage(store, days)
+    with pytest.raises(DataContractError) as err:
+        ingest_log.validate(settings, store, sorted(days))
+    message = str(err.value)
+    assert "raw.impressions ds=2019-11-09" in message and "column position" in message
+    assert "expect_column_values_to_be_between" in message
+    assert all(store.partitions(t) == [] for t in RAW_TABLES)
