@@ -14,12 +14,10 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from jobs.settings import load_settings
-from logs import ebnerd, mind
+from logs import mind
 from logs.common import MAX_IN_VIEW, LogFormatError
 from logs.mapping import IngestError, raw_days
 from warehouse.catalog import ENGAGEMENTS, FOLLOWS, IMPRESSIONS, POSTS, USERS, C
@@ -231,3 +229,56 @@ def test_contracts_still_reject_bad_rows_of_a_log(tmp_path, spark):
     assert "raw.impressions ds=2019-11-09" in message and "column position" in message
     assert "expect_column_values_to_be_between" in message
     assert all(store.partitions(t) == [] for t in RAW_TABLES)
+
+
+# --- end to end: features -> training -> evaluation on a log ---------------------------------
+
+
+@pytest.mark.spark
+@pytest.mark.e2e
+def test_features_training_and_evaluation_run_on_a_log(mind_root):
+    """The ingested MIND log through the unchanged jobs: features of every day, then the
+    training set, a time split (train 11-09 + 11-10, validation 11-11, test 11-12), the click
+    model (MIND records no other action and no dwell), and an evaluation against the
+    popularity, recency and logged-order baselines with no oracle anywhere."""
+    import mlflow
+
+    from features import registry as R
+    from jobs import build_features, train_rankers
+    from models import registry
+    from warehouse.catalog import IMPRESSION_FEATURES, TRAINING_EXAMPLES
+    from warehouse.store import Warehouse
+
+    settings, _ = mind_root
+    days = settings.dates()
+    build_features.run_days(settings, days)
+    store = Warehouse(settings.root.warehouse)
+    feats = store.read_pandas(IMPRESSION_FEATURES, days)
+    assert len(feats) == 49
+    # No follow graph: the network family is zero, the graph features carry nothing.
+    network = R.feature_columns("network")
+    assert (feats[network] == 0).all().all()
+    assert (feats[R.AUTHOR_FOLLOWERS].fillna(0) == 0).all()
+    assert (feats[R.UA_FOLLOWS].fillna(0) == 0).all()
+    # Clicks only: the other actions' counts are zero, the click counts are not.
+    assert (feats[R.post_count("like", "7d")] == 0).all()
+    assert feats[R.post_count("click", "7d")].sum() > 0
+
+    promotion = train_rankers.run(settings, days[-1])
+    assert store.partitions(TRAINING_EXAMPLES) == days
+    run = mlflow.get_run(promotion.run_id)
+    metrics = run.data.metrics
+    assert "test/model/click/auc" in metrics
+    for baseline in ("popularity", "reverse_chron", "logged"):
+        assert f"test/{baseline}/value/ndcg_at_10" in metrics
+        assert f"val/{baseline}/click/auc" in metrics
+    assert not [m for m in metrics if "oracle" in m]
+    assert not [m for m in metrics if m.startswith("test/model/like/")]  # not in the log
+    assert registry.load_split(promotion.run_id)["test"] == [days[-1]]
+    report = Path(
+        train_rankers.evaluate_run.__module__
+        and settings.root.report_folder(train_rankers.JOB, days[-1]).file("report.md")
+    ).read_text()
+    assert "oracle" not in report and "popularity" in report
+    ranker = registry.load_ranker(promotion.model_uri)
+    assert set(ranker.absent) == {"like", "comment", "share", "hide", "report", "dwell"}
