@@ -275,10 +275,8 @@ def test_features_training_and_evaluation_run_on_a_log(mind_root):
     assert not [m for m in metrics if "oracle" in m]
     assert not [m for m in metrics if m.startswith("test/model/like/")]  # not in the log
     assert registry.load_split(promotion.run_id)["test"] == [days[-1]]
-    report = Path(
-        train_rankers.evaluate_run.__module__
-        and settings.root.report_folder(train_rankers.JOB, days[-1]).file("report.md")
-    ).read_text()
+    report_file = settings.root.report_folder(train_rankers.JOB, days[-1]).file("report.md")
+    report = report_file.read_text()
     assert "oracle" not in report and "popularity" in report
     ranker = registry.load_ranker(promotion.model_uri)
     assert set(ranker.absent) == {"like", "comment", "share", "hide", "report", "dwell"}
