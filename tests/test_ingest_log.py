@@ -13,11 +13,14 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from jobs.settings import load_settings
-from logs import mind
+from logs import ebnerd, mind
 from logs.common import MAX_IN_VIEW, LogFormatError
 from logs.mapping import IngestError, raw_days
 from warehouse.catalog import ENGAGEMENTS, FOLLOWS, IMPRESSIONS, POSTS, USERS, C
@@ -280,3 +283,145 @@ def test_features_training_and_evaluation_run_on_a_log(mind_root):
     assert "oracle" not in report and "popularity" in report
     ranker = registry.load_ranker(promotion.model_uri)
     assert set(ranker.absent) == {"like", "comment", "share", "hide", "report", "dwell"}
+
+
+# --- EB-NeRD ---------------------------------------------------------------------------------
+
+
+def _ts(day: int, hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime(2023, 5, day, hour, minute)  # naive, as in the files
+
+
+# impression_id, user_id, impression_time, in view, clicked, device_type, gender, age,
+# next_read_time. 4 days; user 13 is in no history; 107 is shown 9 times, never clicked;
+# request 5 clicks 999, which articles lacks; request 3 clicks twice (which read is whose is
+# unknown); request 2 read for 5000 s (over the dwell cap); request 6 has no read time.
+EB_BEHAVIORS = [
+    (1, 10, _ts(18, 7), [101, 102, 104], [102], 1, 0, 20, 30.0),
+    (2, 11, _ts(18, 9), [104, 101, 105], [101], 2, 1, 50, 5000.0),
+    (3, 12, _ts(18, 21), [105, 102, 107], [105, 102], 3, None, None, 12.0),
+    (4, 10, _ts(19, 8), [103, 104, 106], [106], 1, 0, 20, 45.0),
+    (5, 13, _ts(19, 10), [999, 103, 107], [999], 0, None, None, 10.0),
+    (6, 11, _ts(19, 18), [106, 107, 101], [106], 2, 1, 50, None),
+    (7, 12, _ts(20, 7, 30), [108, 106, 107], [108], 2, None, None, 20.0),
+    (8, 10, _ts(20, 12), [108, 103, 107], [103], 1, 0, 20, 60.0),
+    (9, 13, _ts(20, 20), [104, 108, 107], [104], 2, None, None, 8.0),
+    (10, 11, _ts(21, 6), [108, 106, 107], [106], 2, 1, 50, 15.0),
+    (11, 12, _ts(21, 9), [103, 108, 107], [108], 3, None, None, 25.0),
+    (12, 10, _ts(21, 23), [101, 106, 107], [101], 1, 0, 20, 40.0),
+]
+# article_id, published_time, category, category_str, subcategory, article_type, topics
+EB_ARTICLES = [
+    (101, _ts(10, 12), 118, "nyheder", [133], "article_default", ["Kriminalitet"]),
+    (102, _ts(18, 6), 142, "sport", [196, 271], "article_video_standalone", ["Sport"]),
+    (103, _ts(19, 12), 118, "nyheder", [], "article_default", []),  # after it was shown
+    (104, _ts(17, 23), 414, "underholdning", [432], "article_default", []),
+    (105, _ts(18, 8, 30), 142, "sport", [196], "article_gallery", []),
+    (106, _ts(19, 7), 118, "nyheder", [133], "article_default", []),
+    (107, _ts(18, 20), 414, "underholdning", [], "article_default", []),
+    (108, _ts(20, 7), 142, "sport", [], "article_default", []),
+    (109, _ts(20, 9), 142, "sport", [], "article_default", []),  # never shown
+]
+
+
+def write_ebnerd(folder: Path, behaviors=EB_BEHAVIORS, drop: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    cols = list(zip(*behaviors, strict=True))
+    table = pa.table(
+        {
+            "impression_id": pa.array(cols[0], pa.uint32()),
+            "article_id": pa.nulls(len(behaviors), pa.int32()),
+            "impression_time": pa.array(cols[2], pa.timestamp("us")),
+            "read_time": pa.array([10.0] * len(behaviors), pa.float32()),
+            "scroll_percentage": pa.nulls(len(behaviors), pa.float32()),
+            "device_type": pa.array(cols[5], pa.int8()),
+            "article_ids_inview": pa.array(cols[3], pa.list_(pa.int32())),
+            "article_ids_clicked": pa.array(cols[4], pa.list_(pa.int32())),
+            "user_id": pa.array(cols[1], pa.uint32()),
+            "gender": pa.array(cols[6], pa.int8()),
+            "age": pa.array(cols[7], pa.int8()),
+            "next_read_time": pa.array(cols[8], pa.float32()),
+        }
+    )
+    if drop:
+        table = table.drop_columns([drop])
+    pq.write_table(table, folder / "behaviors.parquet")
+    arts = list(zip(*EB_ARTICLES, strict=True))
+    pq.write_table(
+        pa.table(
+            {
+                "article_id": pa.array(arts[0], pa.int32()),
+                "title": [f"title {i}" for i in arts[0]],
+                "subtitle": ["sub" for _ in arts[0]],
+                "published_time": pa.array(arts[1], pa.timestamp("us")),
+                "category": pa.array(arts[2], pa.int16()),
+                "category_str": list(arts[3]),
+                "subcategory": pa.array(arts[4], pa.list_(pa.int16())),
+                "article_type": list(arts[5]),
+                "topics": pa.array(arts[6], pa.list_(pa.string())),
+            }
+        ),
+        folder / "articles.parquet",
+    )
+    return folder
+
+
+def read_eb(folder: Path):
+    return ebnerd.read(folder / "behaviors.parquet", folder / "articles.parquet", batch_rows=5)
+
+
+def test_ebnerd_maps_into_raw_days(tmp_path):
+    data = read_eb(write_ebnerd(tmp_path))  # batches of 5 rows: 3 batches
+    assert data.requests.num_rows == 12 and data.shown.num_rows == 36
+    days, dropped = raw_days(data, EB_DAYS, max_missing_share=0.05)
+    assert (dropped.impressions, dropped.clicks, dropped.where) == (1, 1, ("row 5",))
+    clicks = pd.concat([t[ENGAGEMENTS.name] for t in days.values()]).set_index(C.IMPRESSION_ID)
+    dwell = clicks[C.DWELL_S]
+    assert dwell[1 * MAX_IN_VIEW + 1] == 30.0  # request 1 clicked 102 at position 1
+    assert dwell[2 * MAX_IN_VIEW + 1] == 3600.0  # 5000 s, capped
+    assert dwell[[3 * MAX_IN_VIEW + 0, 3 * MAX_IN_VIEW + 1]].isna().all()  # two clicks
+    assert np.isnan(dwell[6 * MAX_IN_VIEW + 0])  # no read time
+    imps = pd.concat([t[IMPRESSIONS.name] for t in days.values()])
+    assert len(imps) == 35 and 107 not in set(clicks[C.POST_ID])
+    assert (imps[C.POST_ID] == 107).sum() == 9
+    posts = pd.concat([t[POSTS.name].assign(ds=ds) for ds, t in days.items()]).set_index(C.POST_ID)
+    # published before the log: kept, in the first day's partition (the backlog)
+    assert posts.loc[101, C.CREATED_AT] == pd.Timestamp("2023-05-10 12:00", tz="UTC")
+    assert posts.loc[101, "ds"] == posts.loc[104, "ds"] == "2023-05-18"
+    # "published" after it was first shown (05-19 08:00): one second before that instead
+    assert posts.loc[103, C.CREATED_AT] == pd.Timestamp("2023-05-19 07:59:59", tz="UTC")
+    assert posts.loc[102, C.MEDIA_TYPE] == "video" and posts.loc[105, C.MEDIA_TYPE] == "photo"
+    assert posts.loc[102, C.HASHTAGS].tolist() == ["sub196", "sub271", "Sport"]
+    assert posts.loc[102, C.TOPIC] == 142 and 109 not in posts.index
+    users = days["2023-05-21"][USERS.name].set_index(C.USER_ID)
+    assert users.loc[10, C.GENDER] == "m" and users.loc[11, C.GENDER] == "f"
+    assert users.loc[10, C.AGE_BUCKET] == "25-34" and users.loc[11, C.AGE_BUCKET] == "55+"
+    assert users.loc[12, C.PRIMARY_DEVICE] == "mobile"  # tablets count as mobile
+    assert users.loc[13, C.PRIMARY_DEVICE] == "mobile"  # device 0 (unknown) is no vote
+    assert users.loc[10, C.PRIMARY_DEVICE] == "desktop"
+    device = imps.set_index(C.IMPRESSION_ID)[C.DEVICE]
+    assert device[5 * MAX_IN_VIEW + 1] is None  # request 5: device_type 0
+
+
+@pytest.mark.parametrize(
+    ("row", "change", "field", "detail"),
+    [
+        (8, {4: [105]}, "article_ids_clicked", "clicks article 105"),
+        (3, {1: None}, "user_id", "is null"),
+        (11, {3: []}, "article_ids_inview", "is empty"),
+        (7, {6: 5}, "gender", "unknown code 5"),
+    ],
+)
+def test_ebnerd_malformed_rows_name_file_row_and_field(tmp_path, row, change, field, detail):
+    rows = [list(r) for r in EB_BEHAVIORS]
+    for index, value in change.items():
+        rows[row - 1][index] = value
+    with pytest.raises(LogFormatError) as err:
+        read_eb(write_ebnerd(tmp_path, [tuple(r) for r in rows]))
+    assert str(err.value).startswith(f"behaviors.parquet: row {row}, field {field}: ")
+    assert detail in str(err.value)
+
+
+def test_ebnerd_missing_column_is_named(tmp_path):
+    with pytest.raises(LogFormatError, match=r"^behaviors.parquet: field next_read_time: column"):
+        read_eb(write_ebnerd(tmp_path, drop="next_read_time"))
