@@ -157,7 +157,9 @@ def _behaviors(batch: pa.RecordBatch, start: int, file: str) -> tuple[pa.Table, 
     read_time = batch.column("next_read_time").cast(pa.float64())
     # One click: the next page read is that article. Several: which one is unknown.
     dwell = pc.if_else(pa.array(n_clicks == 1), read_time, pa.scalar(None, pa.float64()))
-    dwell = pc.min_element_wise(pc.max_element_wise(dwell, 0.0), MAX_DWELL_S)
+    # skip_nulls=False: an unknown read stays unknown (the default would make it 0 s)
+    floor = pc.max_element_wise(dwell, 0.0, skip_nulls=False)
+    dwell = pc.min_element_wise(floor, MAX_DWELL_S, skip_nulls=False)
     offsets = inview.offsets.to_numpy()
     position = np.arange(len(shown_ids)) - (offsets - offsets[0])[parent]
     request = batch.column("impression_id").cast(pa.int64())

@@ -425,3 +425,13 @@ def test_ebnerd_malformed_rows_name_file_row_and_field(tmp_path, row, change, fi
 def test_ebnerd_missing_column_is_named(tmp_path):
     with pytest.raises(LogFormatError, match=r"^behaviors.parquet: field next_read_time: column"):
         read_eb(write_ebnerd(tmp_path, drop="next_read_time"))
+
+
+def test_feedrank_ingest_reports_a_malformed_file(tmp_path, capsys, monkeypatch):
+    from jobs.cli import main as feedrank
+
+    folder = _broken(tmp_path, "news.tsv", 4, "N4\tvideo\tviral\tA dog surfs")
+    monkeypatch.setenv("FEEDRANK_HOME", str(tmp_path / "root"))
+    assert feedrank(["ingest", "--format", "mind", "--path", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "feedrank ingest: news.tsv: line 4, field abstract: expected 8" in err
