@@ -129,7 +129,8 @@ def calendar() -> dict[str, Any]:
     else only the days a user triggers. Without an end_date a run triggered for another
     day gets its tasks, and the first one fails saying which days exist."""
     settings = load_settings()
-    days = [pendulum.datetime(d.year, d.month, d.day, tz="UTC") for d in settings.simulator.dates()]
+    dates = [dt.date.fromisoformat(ds) for ds in settings.dates()]  # simulated, or the log's
+    days = [pendulum.datetime(d.year, d.month, d.day, tz="UTC") for d in dates]
     return {
         "schedule": EventsTimetable(
             days,

@@ -104,7 +104,7 @@ def read_raw(spark, store: Warehouse, settings: Settings, ds: str) -> RawDay:
     def day(tbl: Table):
         return store.read_spark(spark, tbl, ds).drop(C.DS)
 
-    posts_days = [*days_before(settings.simulator.start_date, ds, R.HISTORY_BOUND_D), ds]
+    posts_days = [*days_before(settings.first_day, ds, R.HISTORY_BOUND_D), ds]
     return RawDay(
         impressions=day(IMPRESSIONS),
         engagements=day(ENGAGEMENTS),
@@ -126,7 +126,7 @@ def read_state(
 ):
     """A tile's lookback: ds's staged (or, `staged=False`, committed) state and the committed
     state of the days before."""
-    days = [*days_before(settings.simulator.start_date, ds, lookback_days(name)), ds]
+    days = [*days_before(settings.first_day, ds, lookback_days(name)), ds]
     try:
         today = [ds] if staged else []
         return store.read_spark(spark, state_table(name), days, staged=today).drop(C.DS)

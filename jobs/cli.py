@@ -5,6 +5,9 @@ feedrank demo [--profile demo]   run the pipeline end to end through Airflow: lo
 feedrank summary                 what the warehouse holds
 feedrank env                     export lines for Airflow and MLflow on this data root
 feedrank feed | feeds | serve    the feed store and its read path (jobs/feeds_cli.py)
+feedrank ingest --format mind --path DIR
+                                 load a real log (MIND, EB-NeRD) into the raw tables; the
+                                 profile defaults to the format's (jobs/ingest_log.py)
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from jobs import feeds_cli
 from jobs.common import configure_logging
 from jobs.settings import available_profiles, load_settings
 from jobs.summary import format_summary, raw_summary
+from warehouse.ingest.config import FORMATS
 
 log = logging.getLogger("feedrank")
 
@@ -31,10 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="the whole pipeline: logs, features, rankers, retrieval, feeds")
     sub.add_parser("summary", help="rows per table and action rates")
     sub.add_parser("env", help="print export lines for the Airflow and MLflow UIs")
+    ingest = sub.add_parser("ingest", help="load a real impression log (MIND, EB-NeRD)")
+    ingest.add_argument("--format", choices=FORMATS, help="default: the profile's log.format")
+    ingest.add_argument("--path", help="the log's folder (default: the profile's log.path)")
     feeds_cli.add_commands(sub)
     args = parser.parse_args(argv)
     configure_logging()
     overrides = {"simulator": {"seed": args.seed}} if args.seed is not None else None
+    if args.command == "ingest":
+        return _ingest(args)
     settings = load_settings(args.profile, overrides)
     if args.command in feeds_cli.COMMANDS:
         return feeds_cli.run(args, settings)
@@ -55,6 +64,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     a = settings.airflow
     print(shell_exports(settings.profile, settings.root, a.api_host, settings.tracking_uri))
+    return 0
+
+
+def _ingest(args) -> int:
+    """`feedrank ingest`: the format's profile unless --profile names another."""
+    from jobs import ingest_log
+    from warehouse.contracts import DataContractError
+    from warehouse.ingest.common import LogFormatError
+    from warehouse.ingest.mapping import IngestError
+
+    profile = args.profile or args.format
+    log_section = {k: v for k, v in (("format", args.format), ("path", args.path)) if v}
+    settings = load_settings(profile, {"log": log_section} if log_section else None)
+    try:
+        done = ingest_log.run(settings)
+    except (LogFormatError, IngestError, DataContractError, FileNotFoundError) as err:
+        print(f"feedrank ingest: {err}", file=sys.stderr)
+        return 2
+    print(f"ingested {done.format}: {len(done.days)} days, {done.days[0]} .. {done.days[-1]}")
+    print("rows: " + ", ".join(f"{name} {n:,}" for name, n in done.rows.items()))
+    if done.dropped.impressions:
+        print(f"dropped {done.dropped.impressions:,} impressions of items without metadata")
     return 0
 
 

@@ -164,7 +164,7 @@ def candidates(settings: Settings, ds: str, generated_at: str | None = None) -> 
 
 def _log_days(settings: Settings, ds: str, hours: int) -> list[str]:
     """The days of logs that cover `hours` before the end of ds (posts, impressions, actions)."""
-    return [*days_before(settings.simulator.start_date, ds, math.ceil(hours / 24)), ds]
+    return [*days_before(settings.first_day, ds, math.ceil(hours / 24)), ds]
 
 
 def _previous_generation(spark, store: Warehouse, ds: str, at: dt.datetime):

@@ -15,6 +15,7 @@ or in the environment, raise.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from models.feed_config import PrecomputeSettings
 from models.retrieval_config import RetrievalSettings
 from simulator.config import SimulatorSettings
 from warehouse.config import FeedSettings
+from warehouse.ingest.config import RECORDED, LogSettings
 from warehouse.layout import DEFAULT_HOME, PROFILES_DIR, DataRoot, default_home, profile_file
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class Settings(BaseModel):
     precompute: PrecomputeSettings = PrecomputeSettings()
     feeds: FeedSettings = FeedSettings()
     airflow: AirflowSettings = AirflowSettings()
+    log: LogSettings = LogSettings()  # a real log instead of the simulator (logs/)
 
     @property
     def root(self) -> DataRoot:
@@ -76,8 +79,25 @@ class Settings(BaseModel):
         return self.mlflow.tracking_uri or self.root.mlflow_tracking_uri
 
     def dates(self) -> list[str]:
-        """The simulated days as ds strings."""
-        return [d.isoformat() for d in self.simulator.dates()]
+        """The days of the calendar as ds strings: the simulated days, or the log's."""
+        days = self.log.dates() if self.log.format else self.simulator.dates()
+        return [d.isoformat() for d in days]
+
+    @property
+    def first_day(self) -> dt.date:
+        """The calendar's first day: nothing before it exists in the warehouse."""
+        return self.log.start_date if self.log.format else self.simulator.start_date
+
+    @property
+    def has_truth(self) -> bool:
+        """Whether the raw days come with the simulator's truth (a real log has none)."""
+        return self.log.format is None
+
+    @property
+    def recorded_tasks(self) -> tuple[str, ...] | None:
+        """The ranker tasks the raw input records: a log's (warehouse.ingest.config.RECORDED),
+        or None for the simulator, which records every task."""
+        return RECORDED[self.log.format] if self.log.format else None
 
 
 def available_profiles() -> list[str]:

@@ -7,7 +7,8 @@ The steps are the tasks of dags/train_rankers.py; each returns a models.handoff 
 2. train: a time split of the days up to ds (train < validation < test), each task on its
    positives and sampled negatives, early stopping on validation; one MLflow run
    (models.tracking) -> TrainedRun;
-3. evaluate: validation and test days against the baselines and the oracle (truth layer);
+3. evaluate: validation and test days against the baselines and the oracle (truth layer;
+   a real log has none, and the oracle is left out);
    metrics, tables and plots into the same run, a report under reports/ -> EvaluatedRun;
 4. register: a new version of the registered model, alias `challenger` -> RegisteredVersion;
 5. promote: alias `champion` if it beats the champion (and the baselines) on validation by
@@ -69,7 +70,7 @@ def train(settings: Settings, ds: str) -> TrainedRun:
     started = time.perf_counter()
     train_ex, _ = load_examples(store, split.train, negative_rate=t.negative_rate)
     val_ex, _ = load_examples(store, split.val)
-    ranker, history = fit_ranker(train_ex, val_ex, t)
+    ranker, history = fit_ranker(train_ex, val_ex, t, tasks=settings.recorded_tasks)
     log.info("trained every task in %.0fs", time.perf_counter() - started)
     return log_run(settings, ds, split, ranker, history, train_ex, val_ex)
 
@@ -119,7 +120,13 @@ def evaluate_run(settings: Settings, trained: TrainedRun) -> EvaluatedRun:
     dwell = tracking.dwell_baseline(trained.run_id)
     evaluations = {
         name: evaluate_days(
-            store, ranker, split[name], t.value, k=t.ranking_k, dwell_baseline=dwell
+            store,
+            ranker,
+            split[name],
+            t.value,
+            k=t.ranking_k,
+            dwell_baseline=dwell,
+            oracle=settings.has_truth,  # a real log has no truth: baselines only
         )
         for name in ("val", "test")
     }

@@ -1,4 +1,5 @@
-"""Offline evaluation of a ranker against baselines and the oracle, on one split's days.
+"""Offline evaluation of a ranker against baselines and the oracle, on one split's days
+(a real log has no oracle: `oracle=False` leaves it out of every table and metric).
 
 Scorers, all on the same impressions:
 * model: the ranker's calibrated probabilities, E[dwell | click] and value score;
@@ -95,46 +96,49 @@ def evaluate(
     k: int = 10,
     dwell_baseline: float | None = None,
     n_bins: int = 20,
+    oracle: bool = True,
+    actions: Sequence[str] = ACTIONS,
 ) -> Evaluation:
     """Evaluate on `frame` (labels, request_id, truth p_* and e_dwell_s, baseline inputs).
 
     `predicted` / `uncorrected` are Ranker.predict with and without the correction, row-aligned
     with `frame`. `dwell_baseline`: a constant dwell guess (e.g. the training median) to put
-    the dwell model's MAE in context.
+    the dwell model's MAE in context. `oracle=False`: the raw input has no truth (a real
+    log): no oracle scorer anywhere, `frame` needs no truth columns. `actions`: the tasks
+    reported per task (a real log's recorded ones; the value ranking uses every label).
     """
     if not (len(frame) == len(predicted) == len(uncorrected)):
         raise ValueError("frame and predictions must have one row per impression")
     probs = {
         MODEL: {a: predicted[prediction_column(a)].to_numpy() for a in ACTIONS},
         UNCORRECTED: {a: uncorrected[prediction_column(a)].to_numpy() for a in ACTIONS},
-        ORACLE: {a: frame[truth_column(a)].to_numpy() for a in ACTIONS},
     }
-    scores = {
-        MODEL: predicted[SCORE].to_numpy(),
-        ORACLE: value_score(
-            probs[ORACLE], frame[C.E_DWELL_S].to_numpy(), weights, dwell_given_click=True
-        ),
-        **{name: fn(frame) for name, fn in BASELINES.items()},
-    }
+    scores = {MODEL: predicted[SCORE].to_numpy()}
+    if oracle:
+        probs[ORACLE] = {a: frame[truth_column(a)].to_numpy() for a in ACTIONS}
+        e_dwell = frame[C.E_DWELL_S].to_numpy()
+        scores[ORACLE] = value_score(probs[ORACLE], e_dwell, weights, dwell_given_click=True)
+    scores |= {name: fn(frame) for name, fn in BASELINES.items()}
     labels = {a: frame[label_column(a)].to_numpy() for a in ACTIONS}
     rows = []
-    for a in ACTIONS:
+    for a in actions:
         for scorer, p in probs.items():
             rows.append({"scorer": scorer, "task": a, **M.binary_report(labels[a], p[a], n_bins)})
         for scorer in BASELINES:
             rows.append({"scorer": scorer, "task": a, "auc": M.auc(labels[a], scores[scorer])})
     tasks = pd.DataFrame(rows)
-    oracle_auc = tasks[tasks["scorer"] == ORACLE].set_index("task")["auc"]
-    tasks["auc_gap_to_oracle"] = tasks["task"].map(oracle_auc) - tasks["auc"]
+    if oracle:
+        oracle_auc = tasks[tasks["scorer"] == ORACLE].set_index("task")["auc"]
+        tasks["auc_gap_to_oracle"] = tasks["task"].map(oracle_auc) - tasks["auc"]
 
     ranking = value_ranking(frame, scores, weights, k)
 
-    clicked = labels[CLICK] == 1
+    # Clicks with a dwell: a real log may lack it (MIND always, EB-NeRD on some clicks).
+    clicked = (labels[CLICK] == 1) & frame[C.DWELL_S].notna().to_numpy()
     dwell_true = frame[C.DWELL_S].to_numpy(dtype=float)[clicked]
-    guesses = {
-        MODEL: predicted[C.E_DWELL_S].to_numpy()[clicked],
-        ORACLE: frame[C.E_DWELL_S].to_numpy()[clicked],
-    }
+    guesses = {MODEL: predicted[C.E_DWELL_S].to_numpy()[clicked]}
+    if oracle:
+        guesses[ORACLE] = frame[C.E_DWELL_S].to_numpy()[clicked]
     if dwell_baseline is not None:
         guesses[CONSTANT] = np.full(dwell_true.size, float(dwell_baseline))
     dwell = pd.DataFrame(
@@ -150,7 +154,7 @@ def evaluate(
             scorer: M.calibration_curve(labels[a], probs[scorer][a], 10, strategy="quantile")
             for scorer in probs
         }
-        for a in ACTIONS
+        for a in actions
     }
     return Evaluation(tasks, ranking, dwell, calibration)
 
@@ -163,13 +167,26 @@ def evaluate_days(
     *,
     k: int,
     dwell_baseline: float | None = None,
+    oracle: bool = True,
 ) -> Evaluation:
-    """`evaluate` on the training examples of `days`, with the oracle from the truth layer."""
+    """`evaluate` on the training examples of `days`, with the oracle from the truth layer;
+    `oracle=False` (a real log, no truth layer): the baselines alone, and per task only the
+    actions the ranker has a model for."""
     examples, info = load_examples(store, days)
-    frame = with_truth(store, info, days)
+    frame = with_truth(store, info, days) if oracle else info
     predicted = ranker.predict(examples.X)
     uncorrected = ranker.predict(examples.X, corrected=False)
-    return evaluate(frame, predicted, uncorrected, weights, k=k, dwell_baseline=dwell_baseline)
+    actions = tuple(a for a in ACTIONS if a not in ranker.absent)
+    return evaluate(
+        frame,
+        predicted,
+        uncorrected,
+        weights,
+        k=k,
+        dwell_baseline=dwell_baseline,
+        oracle=oracle,
+        actions=actions,
+    )
 
 
 def value_ranking(
@@ -193,18 +210,24 @@ def _renamed(report: Mapping[str, float]) -> dict[str, float]:
 
 
 def summary_table(evaluation: Evaluation) -> pd.DataFrame:
-    """One row per task with the model's metrics beside the oracle's and the baselines' AUC."""
+    """One row per task with the model's metrics beside the oracle's (when there is one) and
+    the baselines' AUC."""
     t = evaluation.tasks.set_index(["task", "scorer"])
+    oracle = ORACLE in set(evaluation.tasks["scorer"])
     rows = []
-    for a in ACTIONS:
+    for a in (a for a in ACTIONS if a in set(evaluation.tasks["task"])):
         row = {
             "task": a,
             "base_rate": t.loc[(a, MODEL), "base_rate"],
             "auc": t.loc[(a, MODEL), "auc"],
-            "auc_oracle": t.loc[(a, ORACLE), "auc"],
-            "auc_gap": t.loc[(a, MODEL), "auc_gap_to_oracle"],
-            "nce": t.loc[(a, MODEL), "nce"],
-            "nce_oracle": t.loc[(a, ORACLE), "nce"],
+        }
+        if oracle:
+            row["auc_oracle"] = t.loc[(a, ORACLE), "auc"]
+            row["auc_gap"] = t.loc[(a, MODEL), "auc_gap_to_oracle"]
+        row["nce"] = t.loc[(a, MODEL), "nce"]
+        if oracle:
+            row["nce_oracle"] = t.loc[(a, ORACLE), "nce"]
+        row |= {
             "calib_uncorrected": t.loc[(a, UNCORRECTED), "calibration_ratio"],
             "calib": t.loc[(a, MODEL), "calibration_ratio"],
             "ece": t.loc[(a, MODEL), "ece"],

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import lightgbm as lgb
 import numpy as np
@@ -76,7 +76,11 @@ class IncompatibleRanker(ValueError):
 
 
 class Ranker:
-    """The trained models of every task, with what scoring needs to use them."""
+    """The trained models of every task, with what scoring needs to use them.
+
+    A task the raw input does not record (`absent`: a real log's likes, hides, ...; MIND's
+    dwell) has no model: its probability is 0, and E[dwell] is 0 without a dwell model, so
+    the value is made of the recorded tasks alone."""
 
     def __init__(
         self,
@@ -84,14 +88,16 @@ class Ranker:
         negative_rate: float,
         weights: ValueWeights,
         features: tuple[str, ...] = FEATURES,
+        absent: tuple[str, ...] = (),
     ):
-        missing = [t for t in TASKS if t not in boosters]
+        missing = [t for t in TASKS if t not in boosters and t not in absent]
         if missing:
             raise ValueError(f"a ranker needs a model for every task, missing {missing}")
         self.boosters = dict(boosters)
         self.negative_rate = float(negative_rate)
         self.weights = weights
         self.features = tuple(features)
+        self.absent = tuple(t for t in TASKS if t in absent)
 
     def predict(self, X: pd.DataFrame, *, corrected: bool = True) -> pd.DataFrame:
         """p_<action> per action, e_dwell_s (given a click) and the value score, per row.
@@ -109,11 +115,17 @@ class Ranker:
         frame = feature_frame(X)
         out = {}
         for a in ACTIONS:
+            if a in self.absent:
+                out[prediction_column(a)] = np.zeros(len(frame))
+                continue
             q = self.boosters[a].predict(frame)
             if corrected:
                 q = correct_downsampled(q, self.negative_rate)
             out[prediction_column(a)] = q
-        dwell = np.clip(self.boosters[DWELL].predict(frame), 0.0, None)
+        if DWELL in self.absent:
+            dwell = np.zeros(len(frame))
+        else:
+            dwell = np.clip(self.boosters[DWELL].predict(frame), 0.0, None)
         out[C.E_DWELL_S] = dwell
         probs = {a: out[prediction_column(a)] for a in ACTIONS}
         out[SCORE] = value_score(probs, dwell, self.weights, dwell_given_click=True)
@@ -128,7 +140,8 @@ class Ranker:
             "negative_rate": self.negative_rate,
             "weights": self.weights.model_dump(),
             "features": list(self.features),
-            "tasks": list(TASKS),
+            "tasks": list(self.boosters),
+            "absent": list(self.absent),
         }
         folder.writable("ranker.json").write_text(json.dumps(meta, indent=2))
         return folder
@@ -140,7 +153,8 @@ class Ranker:
             raise ValueError(f"{folder}: ranker format {meta.get('format_version')} unknown")
         boosters = {t: lgb.Booster(model_file=str(folder.file(f"{t}.txt"))) for t in meta["tasks"]}
         weights = ValueWeights(**meta["weights"])
-        return cls(boosters, meta["negative_rate"], weights, tuple(meta["features"]))
+        absent = tuple(meta.get("absent", ()))
+        return cls(boosters, meta["negative_rate"], weights, tuple(meta["features"]), absent)
 
 
 def _params(gbdt: GbdtSettings, objective: str, metric: str, seed: int) -> dict:
@@ -216,13 +230,21 @@ def _progress(task: str, period: int):
 
 
 def fit_ranker(
-    train: Examples, val: Examples, settings: TrainingSettings
+    train: Examples,
+    val: Examples,
+    settings: TrainingSettings,
+    tasks: Sequence[str] | None = None,
 ) -> tuple[Ranker, History]:
-    """Fit every task on the training days, stopping early on the validation days."""
+    """Fit every task on the training days, stopping early on the validation days.
+
+    `tasks`: the ones the raw input records (a real log: warehouse.ingest.config.RECORDED),
+    the others left absent from the ranker; None: every task. A recorded action without a positive
+    still raises: that is a broken input, not a missing one."""
     rate, gbdt = settings.negative_rate, settings.gbdt
+    fitted = TASKS if tasks is None else tuple(t for t in TASKS if t in tasks)
     history = History()
     boosters: dict[str, lgb.Booster] = {}
-    for a in ACTIONS:
+    for a in (a for a in ACTIONS if a in fitted):
         y, yv = (s.labels[label_column(a)].to_numpy() for s in (train, val))
         keep = sample_mask(y, train.sample_u, rate)
         keep_v = sample_mask(yv, val.sample_u, rate)
@@ -233,7 +255,14 @@ def fit_ranker(
         boosters[a] = _fit(
             a, params, gbdt, (train.X[keep], y[keep]), (val.X[keep_v], yv[keep_v]), history
         )
-    clicked, clicked_v = (s.labels[label_column(CLICK)].to_numpy() == 1 for s in (train, val))
+    absent = tuple(t for t in TASKS if t not in fitted)
+    if DWELL in absent:
+        return Ranker(boosters, rate, settings.value, absent=absent), history
+    # Clicks with a dwell: a real log may lack it on some (EB-NeRD: a request with 2 clicks).
+    clicked, clicked_v = (
+        (s.labels[label_column(CLICK)].to_numpy() == 1) & s.labels[C.DWELL_S].notna().to_numpy()
+        for s in (train, val)
+    )
     d, dv = (s.labels[C.DWELL_S].to_numpy() for s in (train, val))
     params = _params(gbdt, "huber", "l1", settings.seed) | {"alpha": gbdt.huber_delta}
     history.positives[DWELL] = int(clicked.sum())
@@ -245,4 +274,4 @@ def fit_ranker(
         (val.X[clicked_v], dv[clicked_v]),
         history,
     )
-    return Ranker(boosters, rate, settings.value), history
+    return Ranker(boosters, rate, settings.value, absent=absent), history

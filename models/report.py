@@ -69,8 +69,12 @@ def metrics_summary(metrics: Mapping[str, float], split: str, k: int) -> str:
     def get(scorer: str, task: str, metric: str) -> float:
         return metrics.get(metric_name(split, scorer, task, metric), np.nan)
 
+    oracle = any(name.startswith(metric_name(split, ORACLE, "")) for name in metrics)
+    logged = [
+        t for t in ACTIONS if any(n.startswith(metric_name(split, MODEL, t, "")) for n in metrics)
+    ]
     rows = []
-    for task in ACTIONS:
+    for task in logged:  # a real log's recorded actions; every action for the simulator
         best, best_auc = best_baseline({b: get(b, task, "auc") for b in BASELINES})
         rows.append(
             {
@@ -104,7 +108,10 @@ def metrics_summary(metrics: Mapping[str, float], split: str, k: int) -> str:
             "best baseline": f"{CONSTANT} {get(CONSTANT, DWELL, 'mae'):.1f}",
         }
     )
-    return markdown(pd.DataFrame(rows).rename(columns={"auc": "model"}))
+    table = pd.DataFrame(rows).rename(columns={"auc": "model"})
+    if not oracle:  # a real log: no truth, no oracle columns
+        table = table.drop(columns=["oracle", "gap"])
+    return markdown(table)
 
 
 def markdown(frame: pd.DataFrame) -> str:

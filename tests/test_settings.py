@@ -8,9 +8,14 @@ from jobs.settings import SettingsError, available_profiles, load_settings
 
 
 def test_every_profile_loads_and_sizes_grow():
-    sizes = {p: load_settings(p, environ={}).simulator.n_users for p in available_profiles()}
-    assert set(sizes) == {"tiny", "demo", "large"}
+    assert set(available_profiles()) == {"tiny", "demo", "large", "mind", "ebnerd"}
+    sizes = {p: load_settings(p, environ={}).simulator.n_users for p in ("tiny", "demo", "large")}
     assert sizes["tiny"] < sizes["demo"] < sizes["large"]
+    for fmt in ("mind", "ebnerd"):  # a real log's profile: its calendar is the log's
+        settings = load_settings(fmt, environ={})
+        assert settings.log.format == fmt and not settings.has_truth
+        assert settings.dates()[0] == settings.log.start_date.isoformat()
+        assert len(settings.dates()) == settings.log.days
 
 
 def test_profile_and_seed_from_environment(tmp_path):

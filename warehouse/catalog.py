@@ -81,8 +81,9 @@ DEVICES = ("mobile", "desktop")
 # exploration slots (simulator.closed_loop).
 SOURCES = ("network", "popular", "ranked", "fresh", "explore")
 BUCKETS = ("control", "treatment")  # the A/B split, a hash of the user id (simulator.closed_loop)
-CHRONOLOGICAL, RANKED = "chronological", "ranked"
-POLICIES = (CHRONOLOGICAL, RANKED)  # the serving policy of an impression
+CHRONOLOGICAL, RANKED, LOGGED = "chronological", "ranked", "logged"
+# The serving policy of an impression: the simulator's two, or a real log's own (`logged`).
+POLICIES = (CHRONOLOGICAL, RANKED, LOGGED)
 AUTHOR_KINDS = ("person", "page")
 AGE_BUCKETS = ("13-17", "18-24", "25-34", "35-44", "45-54", "55+")
 GENDERS = ("f", "m", "x")
@@ -135,10 +136,11 @@ USERS = _table(
     [
         pa.field(C.USER_ID, pa.int64(), nullable=False),
         pa.field(C.CREATED_AT, _TS, nullable=False),
-        pa.field(C.COUNTRY, pa.string(), nullable=False),
-        pa.field(C.AGE_BUCKET, pa.string(), nullable=False),
+        # A real log may not say (warehouse.ingest.mapping); the simulator sets all but gender.
+        pa.field(C.COUNTRY, pa.string()),
+        pa.field(C.AGE_BUCKET, pa.string()),
         pa.field(C.GENDER, pa.string()),  # not every user states one,
-        pa.field(C.PRIMARY_DEVICE, pa.string(), nullable=False),
+        pa.field(C.PRIMARY_DEVICE, pa.string()),
         pa.field(C.IS_PERSON_AUTHOR, pa.bool_(), nullable=False),
     ],
     [C.USER_ID],
@@ -199,7 +201,7 @@ IMPRESSIONS = _table(
         pa.field(C.AUTHOR_ID, pa.int64(), nullable=False),
         pa.field(C.SERVED_AT, _TS, nullable=False),
         pa.field(C.POSITION, pa.int32(), nullable=False),
-        pa.field(C.DEVICE, pa.string(), nullable=False),
+        pa.field(C.DEVICE, pa.string()),  # null where a real log does not record it (MIND)
         pa.field(C.SOURCE, pa.string(), nullable=False),
         pa.field(C.BUCKET, pa.string(), nullable=False),
         pa.field(C.POLICY, pa.string(), nullable=False),

@@ -17,7 +17,7 @@ runs any `Contract` (expectations.py has the building blocks); `check_*_partitio
 tables' own: raw (rules.py), truth (truth.py), silver (silver.py) and gold (gold.py).
 """
 
-from warehouse.contracts.expectations import MAX_DWELL_S, Contract
+from warehouse.contracts.expectations import MAX_DWELL_S, Contract, LogRules
 from warehouse.contracts.report import (
     CheckFailure,
     ContractReport,
@@ -35,6 +35,7 @@ __all__ = [
     "Contract",
     "ContractReport",
     "DataContractError",
+    "LogRules",
     "check_raw_partition",
     "enforce",
     "enforce_all",

@@ -24,19 +24,49 @@ MAX_DWELL_S = 3600.0  # a click read for over an hour is a logging bug, not a re
 # Suite parameters: a day's bounds come with each run, and a rule's words name them as
 # $day_start etc., filled in when a failure is described.
 DAY_START, DAY_END, LATE_END = "day_start", "day_end", "late_end"
+# Suite parameters that only a real log changes (warehouse.contracts.LogRules): the fewest
+# rows a table may have, which dwell states are allowed, and the earliest post of the day.
+MIN_ROWS, DWELL_STATES, POSTS_FROM = "min_rows", "dwell_states", "posts_from"
+# The derived dwell state of a row: dwell_s set exactly on a click is "ok"; a log without
+# dwell (or without it on some clicks) allows "click_without_dwell" too; never the third.
+DWELL_OK, CLICK_WITHOUT_DWELL, DWELL_WITHOUT_CLICK = (
+    "ok",
+    "click_without_dwell",
+    "dwell_without_click",
+)
 # Meta keys of an expectation: the columns a failure names, the rule, the columns quoted.
 COLUMNS, RULE, SHOW = "columns", "rule", "show"
-DWELL_IFF_CLICK = "_dwell_iff_click"  # derived: dwell_s is set exactly when it is a click
+DWELL_IFF_CLICK = "_dwell_iff_click"  # derived: the row's dwell state (DWELL_OK, ...)
 NAN_PREFIX = "_nan_"  # derived: `_nan_<col>` is True where a float column holds NaN
 
 
-def window(ds: str, max_engagement_delay_s: int) -> dict[str, dt.datetime]:
+@dataclasses.dataclass(frozen=True)
+class LogRules:
+    """How a real log's raw day may differ from a simulated one; the defaults are the
+    simulator's (none of these)."""
+
+    may_be_empty: bool = False  # the table may have no row (follows: a log has no graph)
+    clicks_without_dwell: bool = False  # a click may lack dwell_s (MIND has none)
+    # posts of this day may be created this early (the log's first day carries the posts
+    # published before the log begins); None: from the day's start
+    posts_from: dt.datetime | None = None
+
+
+def window(ds: str, max_engagement_delay_s: int, rules: LogRules = LogRules()) -> dict[str, Any]:
     """The suite parameters of ds, in UTC. Aware datetimes: Spark reads naive ones in the
     OS time zone, not the session's."""
     start = dt.datetime.combine(dt.date.fromisoformat(ds), dt.time(), tzinfo=dt.UTC)
     end = start + dt.timedelta(days=1)
     late = end + dt.timedelta(seconds=max_engagement_delay_s)
-    return {DAY_START: start, DAY_END: end, LATE_END: late}
+    states = [DWELL_OK, CLICK_WITHOUT_DWELL] if rules.clicks_without_dwell else [DWELL_OK]
+    return {
+        DAY_START: start,
+        DAY_END: end,
+        LATE_END: late,
+        MIN_ROWS: 0 if rules.may_be_empty else 1,
+        DWELL_STATES: states,
+        POSTS_FROM: start if rules.posts_from is None else rules.posts_from,
+    }
 
 
 def expect(kind: str, columns: Sequence[str], rule: str, show=(), **kwargs) -> Any:
@@ -116,7 +146,8 @@ def common(t: Table) -> list[Any]:
     rule alone would let it through or fail it without a row to quote)."""
     fields = t.schema if t.schema is not None else []  # silver: the producer owns the schema
     required = [*t.key, *(f.name for f in fields if not f.nullable and f.name not in t.key)]
-    checks = [expect("ExpectTableRowCountToBeBetween", [], "at least 1 row", min_value=1)]
+    rule = f"at least ${MIN_ROWS} row"
+    checks = [expect("ExpectTableRowCountToBeBetween", [], rule, min_value=param(MIN_ROWS))]
     checks += [not_null(c) for c in required]
     if len(t.key) == 1:
         rule = f"{t.key[0]} unique"
@@ -141,20 +172,28 @@ def flag_nans(df, columns: Sequence[str]):
 
 
 def dwell_iff_click(is_click) -> Any:
-    """The derived column of the dwell-with-clicks rule: dwell_s is set exactly where
-    `is_click` (a Column) holds; null where is_click is null (another rule's failure)."""
-    return F.col(C.DWELL_S).isNotNull() == is_click
+    """The derived column of the dwell-with-clicks rule: the row's dwell state, DWELL_OK
+    where dwell_s is set exactly when `is_click` (a Column) holds; null where is_click is
+    null (another rule's failure)."""
+    has_dwell = F.col(C.DWELL_S).isNotNull()
+    return (
+        F.when(is_click.isNull(), F.lit(None))
+        .when(has_dwell == is_click, F.lit(DWELL_OK))
+        .when(is_click, F.lit(CLICK_WITHOUT_DWELL))
+        .otherwise(F.lit(DWELL_WITHOUT_CLICK))
+    )
 
 
 def dwell_iff_click_rule(click_column: str, click: str) -> Any:
-    """dwell_s is set exactly on clicks, checked on the DWELL_IFF_CLICK column."""
+    """dwell_s is set exactly on clicks (or, for a log without dwell, only on clicks),
+    checked on the DWELL_IFF_CLICK column against the run's allowed states."""
     return expect(
         "ExpectColumnValuesToBeInSet",
         [C.DWELL_S],
-        f"dwell_s set exactly when {click}",
+        f"dwell_s set exactly when {click} (allowed: ${DWELL_STATES})",
         show=[click_column, C.DWELL_S],
         column=DWELL_IFF_CLICK,
-        value_set=[True],
+        value_set=param(DWELL_STATES),
     )
 
 

@@ -18,6 +18,7 @@ from warehouse.contracts.expectations import (
     DWELL_IFF_CLICK,
     MAX_DWELL_S,
     Contract,
+    LogRules,
     between,
     dwell_iff_click,
     dwell_iff_click_rule,
@@ -51,8 +52,9 @@ def _derive(df, frames):
 TRAINING_CONTRACT = Contract((), _rules, _derive)
 
 
-def check_training_partition(ds: str, df) -> ContractReport:
-    """Run the training set's contract on the partition ds (a Spark DataFrame)."""
+def check_training_partition(ds: str, df, *, clicks_without_dwell: bool = False) -> ContractReport:
+    """Run the training set's contract on the partition ds (a Spark DataFrame).
+    `clicks_without_dwell`: the log does not record dwell on every click (real logs)."""
     from warehouse.contracts.validate import run_contract
 
     needed = [C.IMPRESSION_ID, C.SERVED_AT, C.POSITION, C.DWELL_S, C.SAMPLE_U]
@@ -60,4 +62,5 @@ def check_training_partition(ds: str, df) -> ContractReport:
     if missing:
         raise KeyError(f"{TRAINING_EXAMPLES.qualified} ds={ds}: columns {missing} are missing")
     frames = {TRAINING_EXAMPLES.name: df}
-    return run_contract(TRAINING_EXAMPLES, ds, TRAINING_CONTRACT, frames, window(ds, 0))
+    params = window(ds, 0, LogRules(clicks_without_dwell=clicks_without_dwell))
+    return run_contract(TRAINING_EXAMPLES, ds, TRAINING_CONTRACT, frames, params)

@@ -43,6 +43,7 @@ from warehouse.contracts.expectations import (
     DWELL_IFF_CLICK,
     LATE_END,
     MAX_DWELL_S,
+    POSTS_FROM,
     Contract,
     after,
     between,
@@ -98,7 +99,7 @@ def _follows_rules() -> list[Any]:
 
 def _posts_rules() -> list[Any]:
     return [
-        between(C.CREATED_AT, param(DAY_START), param(DAY_END), strict_max=True),
+        between(C.CREATED_AT, param(POSTS_FROM), param(DAY_END), strict_max=True),
         in_set(C.MEDIA_TYPE, MEDIA_TYPES),
         between(C.LENGTH, 0),
         exists(C.AUTHOR_ID, D.IN_AUTHORS, AUTHORS),
