@@ -37,6 +37,7 @@ from jobs.settings import Settings
 from jobs.simulate_platform import world
 from models import ab_test as ab
 from models import registry as reg
+from models.report import markdown as md_table
 from models.tracking import REPORT, STAGE_TAG, log_figure
 from models.value import realised_value, value_score
 from simulator import simulate_day
@@ -246,7 +247,7 @@ def _markdown(settings, ds, table, aa_table, quality, support, variants, imps) -
         "",
         "## Impressions by bucket, policy and source",
         "",
-        counts.reset_index().to_markdown(index=False),
+        md_table(counts.reset_index()),
     ]
     if quality:
         k = settings.precompute.quality_k
@@ -259,7 +260,7 @@ def _markdown(settings, ds, table, aa_table, quality, support, variants, imps) -
             "",
             f"## Ceiling: offline feed value@{k} of the feeds served on the loop's first day",
             "",
-            frame.to_markdown(index=False, floatfmt=".3f"),
+            md_table(frame),
         ]
     if variants:
         lines += [
@@ -269,10 +270,11 @@ def _markdown(settings, ds, table, aa_table, quality, support, variants, imps) -
             "Treatment re-simulated without each serving rule (same seeds, same feeds): what "
             "the rule is worth.",
             "",
-            pd.Series(variants, name="expected value per user")
-            .rename_axis("bucket")
-            .reset_index()
-            .to_markdown(index=False, floatfmt=".3f"),
+            md_table(
+                pd.Series(variants, name="expected value per user")
+                .rename_axis("bucket")
+                .reset_index()
+            ),
         ]
     if support:
         lines += ["", "## Off-policy support", ""]
