@@ -103,7 +103,9 @@ def user_metrics(
     out = imp.groupby(keys).agg(
         **{IMPRESSIONS: (C.IMPRESSION_ID, "size"), SESSIONS: (C.REQUEST_ID, "nunique")}
     )
-    eng = engagements.merge(imp[[C.IMPRESSION_ID, *keys]], on=C.IMPRESSION_ID, how="inner")
+    eng = engagements[[C.IMPRESSION_ID, C.ACTION, C.DWELL_S]].merge(
+        imp[[C.IMPRESSION_ID, *keys]], on=C.IMPRESSION_ID, how="inner"
+    )
     flags = {a: (eng[C.ACTION] == a).to_numpy(np.int64) for a in ACTIONS}
     per_user = (
         eng[keys]

@@ -124,6 +124,10 @@ def test_user_metrics_counts_by_hand():
     assert got.loc[("d1", 1), C.VALUE] == pytest.approx(
         realised_value(per_imp.loc[[101, 102, 103]], weights).sum()
     )
+    # Engagements as the warehouse reads them carry their own ds (and other columns).
+    with_ds = engagements.assign(**{C.DS: "d1", C.USER_ID: 0})
+    again = ab.user_metrics(impressions, with_ds, weights).set_index([C.DS, C.USER_ID])
+    pd.testing.assert_frame_equal(again, got)
 
 
 def test_user_metrics_rejects_a_user_in_two_buckets():
