@@ -36,6 +36,7 @@ from jobs.common import check_day, days_before, log_settings, run_job, shift_ds,
 from jobs.settings import Settings
 from jobs.simulate_platform import world
 from models import ab_test as ab
+from models import feed_quality as fq
 from models import registry as reg
 from models.report import markdown as md_table
 from models.tracking import REPORT, STAGE_TAG, log_figure
@@ -253,7 +254,7 @@ def _markdown(settings, ds, table, aa_table, quality, support, variants, imps) -
         k = settings.precompute.quality_k
         rows = [
             (r, quality.get(f"feeds/value_at_{k}/{r}"), quality.get(f"feeds/share_of_oracle/{r}"))
-            for r in ("oracle", "feed", "before_rerank", "reverse_chron", "popularity")
+            for r in (fq.ORACLE, fq.FEED, fq.BEFORE_RERANK, fq.REVERSE_CHRON, fq.POPULAR)
         ]
         frame = pd.DataFrame(rows, columns=["ranking", f"value@{k}", "share of oracle"])
         lines += [
