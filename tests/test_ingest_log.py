@@ -427,6 +427,31 @@ def test_ebnerd_missing_column_is_named(tmp_path):
         read_eb(write_ebnerd(tmp_path, drop="next_read_time"))
 
 
+@pytest.mark.spark
+def test_ebnerd_ingest_publishes_every_day_with_dwell(tmp_path, spark):
+    from jobs import ingest_log
+    from warehouse.catalog import RAW_TABLES, TRUTH_IMPRESSIONS
+    from warehouse.store import Warehouse
+
+    folder = write_ebnerd(tmp_path / "ebnerd")
+    settings = settings_for(
+        "ebnerd", tmp_path / "root", folder, EB_DAYS, behaviors="behaviors.parquet",
+        max_missing_share=0.05,
+    )  # fmt: skip
+    ingested = ingest_log.run(settings)
+    store = Warehouse(settings.root.warehouse)
+    days = [d.isoformat() for d in EB_DAYS]
+    assert list(ingested.days) == days
+    for t in RAW_TABLES:
+        assert store.partitions(t) == days, t.name
+    assert store.partitions(TRUTH_IMPRESSIONS) == []
+    imps = store.read_pandas(IMPRESSIONS, days)
+    assert len(imps) == 35 and set(imps[C.POLICY]) == {"logged"}
+    clicks = store.read_pandas(ENGAGEMENTS, days).set_index(C.IMPRESSION_ID)
+    assert clicks.loc[1 * MAX_IN_VIEW + 1, C.DWELL_S] == 30.0  # dwell made it through
+    assert clicks[C.DWELL_S].isna().sum() == 3  # two clicks of one request, one without read
+
+
 def test_feedrank_ingest_reports_a_malformed_file(tmp_path, capsys, monkeypatch):
     from jobs.cli import main as feedrank
 
