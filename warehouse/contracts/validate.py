@@ -27,6 +27,7 @@ from pyspark import StorageLevel
 from warehouse.catalog import Layer, Table, table
 from warehouse.contracts.expectations import (
     COLUMNS,
+    MIN_ROWS,
     RULE,
     SHOW,
     Contract,
@@ -88,6 +89,7 @@ def run_contract(
     missing = [name for name in (t.name, *contract.references) if name not in frames]
     if missing:
         raise KeyError(f"the contract of {t.qualified} needs frames {missing}")
+    params = {MIN_ROWS: 1, **params}  # every table has rows unless its caller says otherwise
     started = time.perf_counter()
     validation = _validation(t, contract.expectations(t))
     derived = contract.derive(frames[t.name], frames)
