@@ -14,7 +14,9 @@ a client app would use it (`FeedClient` is what `warehouse.feed_reader.FeedReade
    post created after the feed was generated and since the user's previous session, when
    there is one left, so that treatment sees what a chronological feed would show minutes
    after it was posted (the cached list cannot hold posts newer than its generation);
-4. exploration: any other slot shows the feed's next post, or, with probability
+4. exploration: any other slot shows the feed's next post (source `ranked`, or `fallback`
+   when the user has no feed of their own and the read path returns the version's trending
+   feed), or, with probability
    `explore_share`, a uniform draw from the fetched posts not yet served (the rest of the
    page): so the next training sees outcomes of posts the ranker placed lower.
 
@@ -40,7 +42,9 @@ from simulator.world import World
 from warehouse.catalog import BUCKETS, CHRONOLOGICAL, RANKED, SOURCES, C
 
 CONTROL, TREATMENT = BUCKETS
-RANKED_SOURCE, FRESH, EXPLORE = (SOURCES.index(s) for s in ("ranked", "fresh", "explore"))
+RANKED_SOURCE, FRESH, EXPLORE, FALLBACK = (
+    SOURCES.index(s) for s in ("ranked", "fresh", "explore", "fallback")
+)
 _MASK64 = (1 << 64) - 1
 
 
@@ -49,7 +53,8 @@ class FeedClient(Protocol):
 
     def page(self, user_id: int, limit: int | None = None, cursor: str | None = None) -> Any:
         """A page: .items (dicts with rank and post_id), .next_cursor, .version,
-        .generated_at (ISO 8601), .model_version."""
+        .generated_at (ISO 8601), .model_version, .fallback (the version's trending feed,
+        for a user without a feed of their own)."""
 
 
 def is_treatment(user_id: np.ndarray, serving: ServingSettings) -> np.ndarray:
@@ -148,7 +153,7 @@ def serve_ranked(
                     explore = r.random() < s_cfg.explore_share
                     pick = int(r.integers(len(eligible))) if explore else 0
                     post = eligible[pick]
-                    source = EXPLORE if explore and pick else RANKED_SOURCE
+                    source = EXPLORE if explore and pick else feed.next_source
                     propensity = (1.0 - s_cfg.explore_share) * (pick == 0)
                     propensity += s_cfg.explore_share / len(eligible)
             served_today.add(post)
@@ -188,6 +193,9 @@ class _Feed:
         self.version: str = first.version
         self.model: str | None = first.model_version
         self.generated_us = _epoch_us(first.generated_at)
+        # A user without a feed of their own reads the version's fallback (trending) feed:
+        # its next post is recorded as such, so that no one mistakes it for a ranked one.
+        self.next_source = FALLBACK if first.fallback else RANKED_SOURCE
 
     def eligible(self) -> list[int]:
         """The fetched, unserved posts in feed order; fetches the next page when none is left."""

@@ -29,22 +29,26 @@ class Page:
     version: str
     generated_at: str | None
     model_version: str | None
+    fallback: bool = False
 
 
 class FakeReader:
-    """A feed per user, paged by an offset cursor; records every call."""
+    """A feed per user, paged by an offset cursor; records every call. A user without a feed
+    gets the `fallback` feed, marked as such, as the read path does."""
 
-    def __init__(self, feeds: dict[int, list[int]], generated_at: str):
+    def __init__(self, feeds: dict[int, list[int]], generated_at: str, fallback=()):
         self.feeds, self.generated_at, self.calls = feeds, generated_at, []
+        self.fallback = list(fallback)
 
     def page(self, user_id: int, limit: int | None = None, cursor: str | None = None) -> Page:
         self.calls.append((user_id, limit, cursor))
-        feed = self.feeds.get(user_id, [])
+        own = user_id in self.feeds
+        feed = self.feeds[user_id] if own else self.fallback
         start = int(cursor) if cursor else 0
         chunk = feed[start : start + limit]
         items = [{C.RANK: start + i + 1, C.POST_ID: p} for i, p in enumerate(chunk)]
         more = str(start + limit) if start + limit < len(feed) else None
-        return Page(items, more, VERSION, self.generated_at, MODEL)
+        return Page(items, more, VERSION, self.generated_at, MODEL, fallback=not own)
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +115,21 @@ def test_treatment_reads_its_feed_and_control_stays_chronological(logs, reader):
     assert asked == set(t[C.USER_ID])
     assert {limit for _, limit, _ in reader.calls} == {CFG.serving.page_size}
     assert NOT_IN_POOL not in set(t[C.POST_ID])
+
+
+def test_a_user_without_a_feed_reads_the_fallback_recorded_as_such(world, reader):
+    """Odd users have no feed of their own: the read path gives them the version's fallback
+    (here: user 0's feed), whose next posts are logged as `fallback`, never as `ranked`."""
+    feeds = {u: f for u, f in reader.feeds.items() if u % 2 == 0}
+    partial = FakeReader(feeds, reader.generated_at, fallback=reader.feeds[0])
+    imps = simulate_day(world, CFG, LOOP_DAY, None, partial).impressions
+    t = imps[imps[C.POLICY] == "ranked"]
+    odd = t[C.USER_ID] % 2 == 1
+    assert odd.any() and (~odd).any()
+    assert set(t.loc[odd, C.SOURCE]) == {"fallback", "fresh", "explore"}
+    assert set(t.loc[~odd, C.SOURCE]) == {"ranked", "fresh", "explore"}
+    from_fallback = t[odd & t[C.SOURCE].isin(["fallback", "explore"])]
+    assert from_fallback[C.POST_ID].isin(reader.feeds[0]).all()
 
 
 def test_no_post_is_served_twice_to_a_user_in_a_day(logs):

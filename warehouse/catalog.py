@@ -79,7 +79,7 @@ DEVICES = ("mobile", "desktop")
 # Where an impression's post came from: the chronological policy's network and popular slots;
 # the ranked policy's cached feed, the fresh network posts blended in at read time, and its
 # exploration slots (simulator.closed_loop).
-SOURCES = ("network", "popular", "ranked", "fresh", "explore")
+SOURCES = ("network", "popular", "ranked", "fresh", "explore", "fallback")
 BUCKETS = ("control", "treatment")  # the A/B split, a hash of the user id (simulator.closed_loop)
 CHRONOLOGICAL, RANKED, LOGGED = "chronological", "ranked", "logged"
 # The serving policy of an impression: the simulator's two, or a real log's own (`logged`).
