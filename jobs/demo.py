@@ -4,8 +4,10 @@ For each day before the closed loop, `simulate_platform` then `build_features` r
 `dag.test()`; then `train_rankers` and `train_retrieval` run once on the last of them. Then,
 with a closed loop (`simulator.serving.loop_days`), for each loop day: the retrieval index,
 the precomputed feeds of the day before and their publication to the feed store, the loop
-day itself (treatment reads those feeds), its features and the A/B report. Without one: the
-index, feeds and publication of the day before the last (evaluated on the last day). The
+day itself (treatment reads those feeds), its features and the A/B report; after the last
+loop day, `train_rankers` again: the nightly retrain on logs the ranker helped shape.
+Without one: the index, feeds and publication of the day before the last (evaluated on the
+last day). The
 terminal shows one line per day with each stage's time, then a summary; everything else
 (Airflow's task logs, Spark's, the jobs' own) goes to a log file under the data root, named on
 the first line. On a failure the end of that log is shown.
@@ -106,6 +108,10 @@ def _run(settings: Settings, seed: int | None, console: Console) -> None:
                 _step(console, bag, conf, dag_id, feeds_day)
             _day(console, bag, conf, settings, ds, f"[{i:>2}/{len(days)}] {ds} (closed loop)")
             _step(console, bag, conf, AB_DAG, ds)
+        # The nightly retrain after the loop: it trains on logs the ranker helped shape, and
+        # its gate compares it with the champion on held-out days, as every night.
+        what = f"on the days up to {loop[-1]} (the nightly retrain, on the loop's logs)"
+        _step(console, bag, conf, TRAINING_DAG, loop[-1], what)
     else:
         feeds_day = days[-2] if len(days) > 1 else None
         for dag_id in FEED_DAGS if feeds_day else ():
@@ -120,6 +126,8 @@ def _run(settings: Settings, seed: int | None, console: Console) -> None:
     if loop:
         console.print()
         console.print(ab_summary(settings, loop[-1]), markup=False)
+        console.print("\nthe nightly retrain on the loop's logs:")
+        console.print(ranker_summary(settings, loop[-1]), markup=False)
         console.print("\nthe first page of a user's feed, as the read path returns it:")
         console.print(first_page(settings), markup=False)
     p = settings.profile

@@ -63,10 +63,13 @@ def ranker_summary(settings: Settings, ds: str) -> str:
 
     table = report.metrics_summary(run.data.metrics, "test", settings.training.ranking_k)
     folder = settings.root.report_folder(JOB, ds)
+    outcome = run.data.tags.get(registry.PROMOTION_TAG, "not gated")
+    reason = run.data.tags.get(registry.PROMOTION_REASON_TAG, "")
     return (
         f"test day {run.data.params.get(registry.window_param('test'))}, "
         f"MLflow run {run.info.run_id}:\n"
         f"{table}\n"
+        f"gate: {outcome}{': ' + reason if reason else ''}\n"
         f"registered model {name}: champion is version {registry.champion_version(name)}\n"
         f"full report: {folder.file(tracking.REPORT)}"
     )
