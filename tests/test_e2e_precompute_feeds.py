@@ -15,7 +15,7 @@ import jobs.precompute_feeds as job
 from features import candidates as fc
 from features.pit import as_of_col, graph_cutoff
 from features.tiles import TILES
-from jobs import ab_report, publish_feed, simulate_platform, train_rankers, train_retrieval
+from jobs import ab_report, simulate_platform, train_rankers, train_retrieval
 from jobs.build_features import read_raw, read_state
 from jobs.common import days_before, use_tracking
 from jobs.settings import load_settings
@@ -33,6 +33,8 @@ from warehouse.catalog import (
 )
 from warehouse.contracts import DataContractError, enforce
 from warehouse.contracts.feeds import MODEL_VERSIONS, check_feed_partition
+from warehouse.feed_reader import FeedReader
+from warehouse.feed_store import open_store
 from warehouse.store import Warehouse, WarehouseError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow, pytest.mark.spark]
@@ -199,15 +201,28 @@ LOOP = {"simulator": {"serving": {"loop_days": 1}}}  # the last tiny day is a cl
 
 
 @pytest.fixture(scope="module")
-def loop(settings, store, ds, dag_run, tmp_path_factory):
-    """A second data root whose last day is served by the closed loop: the days before it and
-    the feeds of the day before copied from this module's root, those feeds published to its
-    feed store, then the loop day simulated, validated and published by the job, and the A/B
-    report run. Returns (settings, feed version, report metrics)."""
+def loop(settings, store, ds, dag_run, airflow_db, tmp_path_factory):
+    """A second data root whose last day is served by the closed loop, run through the DAGs
+    as the demo runs it: the days before it and the feeds of the day before copied from this
+    module's root, then `publish_feeds` for those feeds, `simulate_platform` for the loop day
+    (treatment reads them through the read path) and `ab_report`. The DAGs' tasks read the
+    loop setting from the environment, as a user's override would reach them. Returns
+    (settings, feed version, report metrics)."""
+    from airflow.dag_processing.dagbag import DagBag
+
     patch = pytest.MonkeyPatch()
     patch.setenv("FEEDRANK_HOME", str(tmp_path_factory.mktemp("loop-home")))
+    patch.setenv("FEEDRANK__SIMULATOR__SERVING__LOOP_DAYS", "1")
+    bag = DagBag(dag_folder=str(airflow_db.dags_folder()))
+
+    def run_dag(dag_id: str, day: str) -> None:
+        logical = dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC)
+        state = bag.get_dag(dag_id).test(logical_date=logical, run_conf={"profile": "tiny"}).state
+        assert str(state) == "success", f"{dag_id} ds={day} ended {state}"
+
     try:
-        loop_settings = load_settings("tiny", LOOP)
+        loop_settings = load_settings("tiny")
+        assert loop_settings.simulator.serving.loop_days == 1
         loop_settings.root.claim("tiny")
         target = Warehouse(loop_settings.root.warehouse)
         for day in [*days_before(settings.simulator.start_date, ds, 3), ds]:
@@ -216,11 +231,21 @@ def loop(settings, store, ds, dag_run, tmp_path_factory):
         for t in (FEED_CANDIDATES, USER_NEWS_FEED):
             meta = store.info(t, ds).meta
             target.write_arrow(t, ds, store.read_arrow(t, ds), publish=True, meta=meta)
-        version = publish_feed.run(loop_settings, ds).version
+        run_dag("publish_feeds", ds)
+        feed_store = open_store(loop_settings.feeds, loop_settings.root)
+        try:
+            version = feed_store.status().current.version
+        finally:
+            feed_store.close()
         loop_day = job.shift_ds(ds, 1)
-        simulate_platform.run(loop_settings, loop_day)
-        metrics = ab_report.run(loop_settings, loop_day)
-        yield loop_settings, version, metrics
+        run_dag("simulate_platform", loop_day)
+        run_dag("ab_report", loop_day)
+        use_tracking(loop_settings)
+        run = tracking.latest_run(
+            loop_settings.mlflow.experiment, loop_day, stage=ab_report.AB_STAGE
+        )
+        assert run is not None, "ab_report logged no run"
+        yield loop_settings, version, run.data.metrics
     finally:
         patch.undo()
 
@@ -241,9 +266,21 @@ def test_the_loop_day_serves_treatment_from_the_published_feeds(loop, store, ds)
     assert (t[C.FEED_VERSION] == version).all() and c[C.FEED_VERSION].isna().all()
     feeds = store.read_pandas(USER_NEWS_FEED, ds, columns=[C.USER_ID, C.POST_ID, C.MODEL_VERSION])
     assert set(t[C.MODEL_VERSION]) == set(feeds[C.MODEL_VERSION])
-    from_feed = t[t[C.SOURCE].isin(["ranked", "explore"])]
+    # A treatment user with a feed reads it; one without (not active on ds) reads the
+    # version's fallback, logged as `fallback`, never as `ranked`.
+    has_feed = t[C.USER_ID].isin(feeds[C.USER_ID])
+    assert (t.loc[has_feed, C.SOURCE] != "fallback").all()
+    assert (t.loc[~has_feed, C.SOURCE] != "ranked").all()
+    from_feed = t[has_feed & t[C.SOURCE].isin(["ranked", "explore"])]
     assert len(from_feed) > 0
     assert len(from_feed.merge(feeds, on=[C.USER_ID, C.POST_ID])) == len(from_feed)
+    from_fallback = t[~has_feed & t[C.SOURCE].isin(["fallback", "explore"])]
+    assert len(from_fallback) > 0  # tiny: a few treatment users were not active on ds
+    quiet = loop_settings.feeds.model_copy(update={"log_served": False})
+    reader = FeedReader(open_store(quiet, loop_settings.root), quiet)
+    page = reader.page(int(from_fallback[C.USER_ID].iloc[0]), quiet.max_limit)
+    assert page.fallback
+    assert from_fallback[C.POST_ID].isin([item[C.POST_ID] for item in page.items]).all()
     assert t[C.PROPENSITY].between(0, 1, inclusive="right").all()
 
 
@@ -261,10 +298,9 @@ def test_the_ab_report_logs_lift_interval_and_p_value(loop):
     assert "Closed loop" in text and "A/A" in text and "Ceiling" in text
     use_tracking(loop_settings)
     run = tracking.latest_run(loop_settings.mlflow.experiment, day, stage=ab_report.AB_STAGE)
-    assert (
-        run is not None
-        and run.data.metrics["ab/value_per_user/lift"] == metrics["ab/value_per_user/lift"]
-    )
+    assert run is not None and run.data.tags[reg.DS_TAG] == day
+    artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "ab")}
+    assert {"ab/daily_lift.png", "ab/action_lift.png"} <= artifacts
 
 
 def test_an_intra_day_refresh_sees_only_what_was_known(settings, store, ds, dag_run):
