@@ -24,19 +24,26 @@ def ratio(num, den):
     return F.when(den > 0, num / den)
 
 
-def follow_counts(requests: DataFrame, follows: DataFrame, key: str) -> DataFrame:
+def follow_counts(requests: DataFrame, edges: DataFrame, key: str, cutoff) -> DataFrame:
     """Per (key, as_of): followers (follows of key) and followees (follows by key) created
-    before as_of; key is the author id, which is also the user id of a person author."""
-    edges = follow_edges(follows).withColumn(_ONE, F.lit(1))
+    before as_of; key is the author id, which is also the user id of a person author.
+
+    edges: follow_edges. cutoff (a timestamp Column or literal) must be <= every as_of: an
+    edge created before it counts for every snapshot, so those are counted once per key and
+    only the later ones go through the as-of running sum (a sort of the day's new edges, not
+    of the whole graph). A null created_at sorts first there, so it counts as before cutoff.
+    """
     req = requests.select(F.col(key), AS_OF)
     side = {R.AUTHOR_FOLLOWERS: C.FOLLOWEE_ID, R.AUTHOR_FOLLOWEES: C.FOLLOWER_ID}
+    early = F.coalesce(F.col(C.CREATED_AT) < cutoff, F.lit(True))
     out = req.distinct()
     for name, col in side.items():
-        ev = edges.select(F.col(col).alias(key), C.CREATED_AT, _ONE)
-        got = asof_sums(req, ev, [key], C.CREATED_AT, [_ONE])
-        out = out.join(
-            got.select(key, AS_OF, F.col(f"{_ONE}__0").cast("long").alias(name)), [key, AS_OF]
-        )
+        ev = edges.select(F.col(col).alias(key), C.CREATED_AT, F.lit(1).alias(_ONE))
+        before = ev.where(early).groupBy(key).agg(F.count("*").alias("_before"))
+        recent = asof_sums(req, ev.where(~early), [key], C.CREATED_AT, [_ONE])
+        n = F.coalesce(F.col("_before"), F.lit(0)) + F.col(f"{_ONE}__0").cast("long")
+        got = recent.join(before, key, "left").select(key, AS_OF, n.alias(name))
+        out = out.join(got, [key, AS_OF])
     ratio_col = F.col(R.AUTHOR_FOLLOWERS) / (F.col(R.AUTHOR_FOLLOWEES) + 1.0)
     return out.withColumn(R.AUTHOR_FOLLOW_RATIO, ratio_col)
 
@@ -78,18 +85,22 @@ def author_features(
     authors: DataFrame,
     pagerank_cutoff,
     pagerank_iterations: int,
+    *,
+    edges: DataFrame | None = None,
 ) -> DataFrame:
     """Per (author_id, as_of): follow counts and ratio, verified, PageRank, engagement rates
     (tile: the author tile of author_tiles).
 
     PageRank runs once on the follow graph with created_at < pagerank_cutoff (a timestamp
-    Column or literal); pass a time at or before the earliest as_of so that it cannot leak.
+    Column or literal); pass a time at or before the earliest as_of so that it cannot leak
+    (the follow counts rely on that too). edges: follow_edges(follows), if the caller has it.
     """
+    edges = follow_edges(follows) if edges is None else edges
     req = needed(impressions_as_of, [C.AUTHOR_ID])
-    out = follow_counts(req, follows, C.AUTHOR_ID)
+    out = follow_counts(req, edges, C.AUTHOR_ID, pagerank_cutoff)
     rates = engagement_rates(req, tile, [C.AUTHOR_ID], R.author_rate)
-    edges = follow_edges(follows).where(F.col(C.CREATED_AT) < pagerank_cutoff)
-    pr = pagerank(edges, C.FOLLOWER_ID, C.FOLLOWEE_ID, pagerank_iterations).select(
+    known = edges.where(F.col(C.CREATED_AT) < pagerank_cutoff)
+    pr = pagerank(known, C.FOLLOWER_ID, C.FOLLOWEE_ID, pagerank_iterations).select(
         F.col("node").alias(C.AUTHOR_ID), F.col("pagerank").alias(R.AUTHOR_PAGERANK)
     )
     verified = latest_snapshot(authors, [C.AUTHOR_ID]).select(

@@ -77,17 +77,23 @@ def post_interactions(
 
 
 def network_interactions(
-    impressions_as_of: DataFrame, tile: DataFrame, follows: DataFrame
+    impressions_as_of: DataFrame,
+    tile: DataFrame,
+    follows: DataFrame,
+    *,
+    edges: DataFrame | None = None,
 ) -> DataFrame:
     """Per (user_id, post_id, as_of): actions on the post by the viewer's followees (follow
     created before as_of) with event_ts < as_of, in each window; tile: network_tile.
 
     Joins the post's recent engagers to the request first and checks the follow edge second:
-    a post has few engagers in 7 days, a user may follow many accounts.
+    a post has few engagers in 7 days, a user may follow many accounts. edges:
+    follow_edges(follows), if the caller has it.
     """
     need = needed(impressions_as_of, [C.USER_ID, C.POST_ID])
     joined = range_join(need, tile, [C.POST_ID])
-    edges = follow_edges(follows).select(
+    edges = follow_edges(follows) if edges is None else edges
+    edges = edges.select(
         F.col(C.FOLLOWER_ID).alias(C.USER_ID),
         F.col(C.FOLLOWEE_ID).alias(R.T_ENGAGER_ID),
         F.col(C.CREATED_AT).alias("_followed_at"),

@@ -30,7 +30,7 @@ from features import registry as R
 from features.author import author_features, author_tiles, author_topic_features
 from features.content import post_content
 from features.context import context_features
-from features.pit import with_as_of
+from features.pit import follow_edges, with_as_of
 from features.post import network_interactions, network_tile, post_interactions, post_tile
 from features.registry import AS_OF, BUCKET
 from features.similarity import similarity_features, user_hashtag_tile
@@ -162,7 +162,8 @@ def features_from_tiles(
     family), rates are null when nothing was seen (unknown, not zero), hashtag cosine is 0,
     last topics is an empty array, PageRank is null for an author outside the follow graph and
     author flags null for an unknown author. PageRank and the IDF corpus are computed once, on
-    follows and posts created before graph_cutoff (a datetime): it must be <= every as_of.
+    follows and posts created before graph_cutoff (a datetime), and the follow counts count
+    the follows before it once per author: it must be <= every as_of.
     """
     missing = sorted(set(TILES) - set(tiles))
     if missing:
@@ -170,24 +171,36 @@ def features_from_tiles(
     t = {name: merge_tile(name, tiles[name]) for name in TILES}
     imps = with_as_of(impressions.select(*IMPRESSION_KEYS, C.DEVICE))
     cutoff = F.lit(graph_cutoff)
-    families = [
-        (
+    # Five lookups read the follow graph, each with its own columns, so Spark would dedupe
+    # the snapshots (a shuffle of the whole graph) once per lookup: do it once, materialized.
+    edges = follow_edges(follows).localCheckpoint()
+    families = {
+        "post": (
             post_interactions(imps, t["post_hourly"], posts, prior_rate, prior_strength),
             [C.POST_ID, AS_OF],
         ),
-        (network_interactions(imps, t["network_hourly"], follows), [C.USER_ID, C.POST_ID, AS_OF]),
-        (post_content(posts), [C.POST_ID]),
-        (
+        "network": (
+            network_interactions(imps, t["network_hourly"], follows, edges=edges),
+            [C.USER_ID, C.POST_ID, AS_OF],
+        ),
+        "content": (post_content(posts), [C.POST_ID]),
+        "author": (
             author_features(
-                imps, t["author_hourly"], follows, authors, cutoff, pagerank_iterations
+                imps,
+                t["author_hourly"],
+                follows,
+                authors,
+                cutoff,
+                pagerank_iterations,
+                edges=edges,
             ),
             [C.AUTHOR_ID, AS_OF],
         ),
-        (
+        "author_topic": (
             author_topic_features(imps, t["author_topic_hourly"], posts),
             [C.AUTHOR_ID, C.TOPIC, AS_OF],
         ),
-        (
+        "user": (
             user_features(
                 imps,
                 t["user_hourly"],
@@ -198,19 +211,37 @@ def features_from_tiles(
             ),
             [C.USER_ID, AS_OF],
         ),
-        (
-            user_author_features(imps, t["user_author_hourly"], follows),
+        "user_author": (
+            user_author_features(imps, t["user_author_hourly"], follows, edges=edges),
             [C.USER_ID, C.AUTHOR_ID, AS_OF],
         ),
-        (
+        "similarity": (
             similarity_features(
                 imps, t["user_hashtag_hourly"], t["user_topic_hourly"], posts, cutoff
             ),
             [C.USER_ID, C.POST_ID, AS_OF],
         ),
-        (context_features(imps, t["requests"]).drop(C.DEVICE), [C.IMPRESSION_ID]),
-    ]
+        "context": (context_features(imps, t["requests"]).drop(C.DEVICE), [C.IMPRESSION_ID]),
+    }
+    columns = imps.columns  # the order of joining every family to the impressions in turn
+    for feats, keys in families.values():
+        columns = _using_join_columns(columns, feats.columns, keys)
+    # Each join to the impressions shuffles the whole, ever wider frame. A family whose keys
+    # the host family holds, one row per needed key (built from the impressions' own keys),
+    # joins that smaller frame first: one wide shuffle per host, the same rows and values.
+    frames = {name: feats for name, (feats, _) in families.items()}
+    for part, host in _JOINED_INTO.items():
+        frames[host] = frames[host].join(frames.pop(part), families[part][1], "left")
     out = imps
-    for feats, keys in families:
-        out = out.join(feats, keys, "left")
-    return out
+    for name, feats in frames.items():
+        out = out.join(feats, families[name][1], "left")
+    return out.select(*columns)
+
+
+# family -> the family it is joined to before the impressions (see features_from_tiles)
+_JOINED_INTO = {"content": "post", "similarity": "network", "user": "user_author"}
+
+
+def _using_join_columns(left: list[str], right: list[str], keys: list[str]) -> list[str]:
+    """The columns of left.join(right, keys): the keys, then the others of each side."""
+    return [*keys, *(c for c in left if c not in keys), *(c for c in right if c not in keys)]

@@ -53,10 +53,10 @@ def interaction_shares(req: DataFrame, tile: DataFrame):
     return sums.join(user, [C.USER_ID, AS_OF]).select(*pair, AS_OF, *cols)
 
 
-def follow_flags(req: DataFrame, follows: DataFrame) -> DataFrame:
+def follow_flags(req: DataFrame, edges: DataFrame) -> DataFrame:
     """Per (user, author, as_of): the user follows the author, and as a close friend, by a
-    follow created before as_of."""
-    edges = follow_edges(follows).select(
+    follow created before as_of (edges: follow_edges)."""
+    edges = edges.select(
         F.col(C.FOLLOWER_ID).alias(C.USER_ID),
         F.col(C.FOLLOWEE_ID).alias(C.AUTHOR_ID),
         F.col(C.CREATED_AT).alias("_at"),
@@ -73,14 +73,14 @@ def follow_flags(req: DataFrame, follows: DataFrame) -> DataFrame:
     )
 
 
-def common_followees(req: DataFrame, follows: DataFrame) -> DataFrame:
+def common_followees(req: DataFrame, edges: DataFrame) -> DataFrame:
     """Per (user, author, as_of): how many of the user's followees follow the author, both
     follows created before as_of.
 
     Paths user -> m -> author are found once per (user, author) pair, dated by their later
     follow, and counted as of each as_of by a running sum: no join fans out by as_of.
+    edges: follow_edges.
     """
-    edges = follow_edges(follows)
     first = edges.select(
         F.col(C.FOLLOWER_ID).alias(C.USER_ID),
         F.col(C.FOLLOWEE_ID).alias("_m"),
@@ -103,13 +103,19 @@ def common_followees(req: DataFrame, follows: DataFrame) -> DataFrame:
 
 
 def user_author_features(
-    impressions_as_of: DataFrame, tile: DataFrame, follows: DataFrame
+    impressions_as_of: DataFrame,
+    tile: DataFrame,
+    follows: DataFrame,
+    *,
+    edges: DataFrame | None = None,
 ) -> DataFrame:
-    """All viewer-author features per (user_id, author_id, as_of); tile: user_author_tile."""
+    """All viewer-author features per (user_id, author_id, as_of); tile: user_author_tile;
+    edges: follow_edges(follows), if the caller has it."""
+    edges = follow_edges(follows) if edges is None else edges
     keys = [C.USER_ID, C.AUTHOR_ID, AS_OF]
     req = needed(impressions_as_of, [C.USER_ID, C.AUTHOR_ID])
     return (
         interaction_shares(req, tile)
-        .join(follow_flags(req, follows), keys)
-        .join(common_followees(req, follows), keys)
+        .join(follow_flags(req, edges), keys)
+        .join(common_followees(req, edges), keys)
     )

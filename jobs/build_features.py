@@ -18,6 +18,7 @@ Days must be built in order: the state of every earlier day in a lookback must e
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -69,29 +70,52 @@ def run(settings: Settings, ds: str) -> int:
     spark = get_spark(settings.spark)
     store = Warehouse(settings.root.warehouse)
     with store.lock(Layer.SILVER, ds, job="build_features"):
-        raw = read_raw(spark, store, settings, ds)
-        build_state(store, raw, ds)
-        tiles = {name: read_state(spark, store, settings, name, ds) for name in TILES}
-        feats = features_from_tiles(
-            raw.impressions,
-            tiles,
-            raw.posts,
-            raw.follows,
-            raw.users,
-            raw.authors,
-            graph_cutoff(ds),
-            **settings.features.model_dump(),
-        )
-        store.write_spark(IMPRESSION_FEATURES, ds, feats, publish=False)
-        staged = store.read_spark(spark, IMPRESSION_FEATURES, ds, staged=True).drop(C.DS)
-        report = check_feature_partition(ds, staged, R.feature_rules())
-        contracts.enforce(report)
-        outputs = [*(state_table(name) for name in TILES), IMPRESSION_FEATURES]
-        for t in outputs:
-            store.accept(t, ds, by=f"{IMPRESSION_FEATURES.qualified}'s contract")
-        rows = store.publish_day(outputs, ds)[IMPRESSION_FEATURES.name].rows
+        with step(spark, "read_raw", ds):
+            raw = read_raw(spark, store, settings, ds)
+        with step(spark, "state", ds):
+            build_state(store, raw, ds)
+        with step(spark, "features", ds):
+            tiles = {name: read_state(spark, store, settings, name, ds) for name in TILES}
+            feats = features_from_tiles(
+                raw.impressions,
+                tiles,
+                raw.posts,
+                raw.follows,
+                raw.users,
+                raw.authors,
+                graph_cutoff(ds),
+                **settings.features.model_dump(),
+            )
+            store.write_spark(IMPRESSION_FEATURES, ds, feats, publish=False)
+        with step(spark, "contract", ds):
+            staged = store.read_spark(spark, IMPRESSION_FEATURES, ds, staged=True).drop(C.DS)
+            report = check_feature_partition(ds, staged, R.feature_rules())
+            contracts.enforce(report)
+        with step(spark, "publish", ds):
+            outputs = [*(state_table(name) for name in TILES), IMPRESSION_FEATURES]
+            for t in outputs:
+                store.accept(t, ds, by=f"{IMPRESSION_FEATURES.qualified}'s contract")
+            rows = store.publish_day(outputs, ds)[IMPRESSION_FEATURES.name].rows
     log.info("features ds=%s: %d impressions in %.1fs", ds, rows, time.perf_counter() - started)
     return rows
+
+
+STEPS = ("read_raw", "state", "features", "contract", "publish")  # the job groups of a run
+
+
+@contextlib.contextmanager
+def step(spark, name: str, ds: str):
+    """Tag the Spark jobs of one step with the job group `build_features.<name>` (the UI and
+    the event log attribute stages to it) and log its wall time."""
+    sc = spark.sparkContext
+    sc.setJobGroup(f"build_features.{name}", f"build_features ds={ds}: {name}")
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+        sc.setLocalProperty("spark.job.description", None)
+        log.info("features ds=%s step %s: %.1fs", ds, name, time.perf_counter() - started)
 
 
 def run_days(settings: Settings, days: list[str]) -> None:
