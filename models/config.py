@@ -35,6 +35,8 @@ class TrainingSettings(BaseModel):
     test_days: int = Field(1, ge=1)  # the latest days: the reported metrics
     negative_rate: float = Field(0.1, gt=0, le=1)  # share of each task's negatives kept
     seed: int = 7  # the sampling draw and LightGBM's bagging
+    # position and source as training inputs, fixed to their serving values when scoring
+    debias: bool = True
     gbdt: GbdtSettings = GbdtSettings()
     value: ValueWeights = ValueWeights()
     ranking_k: int = Field(10, ge=1)  # NDCG@k and MAP@k per request

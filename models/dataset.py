@@ -29,6 +29,7 @@ from warehouse.catalog import (
     DEVICES,
     GENDERS,
     MEDIA_TYPES,
+    SOURCES,
     TRAINING_EXAMPLES,
     TRUTH_IMPRESSIONS,
     C,
@@ -47,6 +48,7 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "age_bucket": AGE_BUCKETS,
     "gender": GENDERS,
     "primary_device": DEVICES,
+    C.SOURCE: SOURCES,
 }
 INTEGER_CATEGORIES = ("topic",)  # ids, split on by set not by order; stored as float64
 _LISTS = (R.USER_LAST_TOPICS, "hashtags")  # read through TOPIC_RECENCY / the TF-IDF feature
@@ -54,13 +56,26 @@ FEATURES: tuple[str, ...] = (
     *(f for f in R.feature_columns() if f not in _LISTS),
     TOPIC_RECENCY,
 )
+# Where and how the logging policy served an impression. Models see them in training, so they
+# need not explain a slot's effect with relevance features, and scoring fixes them
+# (`serving_bias`): a ranking is of relevance, not of where the logging policy put a post.
+BIAS: tuple[str, ...] = (C.POSITION, C.SOURCE)
+SERVING_POSITION = 0.0  # scoring asks how each post would do in the first slot
+# The source a post would have had under the chronological logging policy: a followee's post
+# is `network`, any other `popular` (the two sources the training days mostly hold).
+SERVING_SOURCE = {True: "network", False: "popular"}
+IDS: tuple[str, ...] = (C.USER_ID, C.AUTHOR_ID, C.POST_ID)  # for hashed id embeddings (DNN)
+# Everything feature_frame builds; each model reads its own subset (models.gbdt: FEATURES and
+# BIAS; the DNN: all of it).
+INPUTS: tuple[str, ...] = (*FEATURES, *BIAS, *IDS)
 CATEGORICAL: tuple[str, ...] = (*CATEGORIES, *INTEGER_CATEGORIES)
 # What evaluation reads besides the features: labels, request grouping.
 LABELS: tuple[str, ...] = (*(label_column(a) for a in ACTIONS), C.DWELL_S)
 EXAMPLE_COLUMNS: tuple[str, ...] = (
     C.IMPRESSION_ID,
     C.REQUEST_ID,
-    C.POSITION,
+    *BIAS,
+    *IDS,
     C.SAMPLE_U,
     *LABELS,
     *(f for f in R.feature_columns() if f != "hashtags"),
@@ -158,31 +173,51 @@ def topic_recency(last_topics: pa.ChunkedArray | pa.Array, topic: np.ndarray) ->
 
 
 def feature_frame(data: pa.Table | pd.DataFrame) -> pd.DataFrame:
-    """The ranker's input: FEATURES in order, typed for LightGBM and the MLflow signature.
+    """The models' input: INPUTS in order, typed for LightGBM, torch and the MLflow signature.
 
     Takes a table of training examples or impression features (with user_last_topics), or an
     already built feature frame (then only the types are set again, so a frame whose strings
-    were not categories, as MLflow hands them over, is accepted).
+    were not categories, as MLflow hands them over, is accepted). Rows without BIAS columns
+    (feature rows of candidates, or of impressions before labels are attached) get the
+    serving values (`serving_bias`).
     """
     if isinstance(data, pa.Table):
-        missing = [c for c in (*FEATURES[:-1], R.USER_LAST_TOPICS) if c not in data.column_names]
+        needed = (*FEATURES[:-1], R.USER_LAST_TOPICS, *IDS)
+        missing = [c for c in needed if c not in data.column_names]
         if missing:
             raise KeyError(f"feature columns missing: {missing}")
         topic = data.column("topic").to_numpy(zero_copy_only=False)
         recency = topic_recency(data.column(R.USER_LAST_TOPICS), topic)
-        frame = data.select(list(FEATURES[:-1])).to_pandas()
+        present = [c for c in (*FEATURES[:-1], *BIAS, *IDS) if c in data.column_names]
+        frame = data.select(present).to_pandas()
         frame[TOPIC_RECENCY] = recency
     else:
-        missing = [c for c in FEATURES if c not in data.columns]
+        missing = [c for c in (*FEATURES, *IDS) if c not in data.columns]
         if missing:
             raise KeyError(f"feature columns missing: {missing}")
-        frame = data.loc[:, list(FEATURES)].copy()
+        frame = data.loc[:, [c for c in INPUTS if c in data.columns]].copy()
+    if any(c not in frame.columns for c in BIAS):
+        frame = serving_bias(frame)
+    frame = frame.loc[:, list(INPUTS)]
     for col in frame.columns:
         if col in CATEGORIES:
             frame[col] = pd.Categorical(frame[col].astype("object"), categories=CATEGORIES[col])
+        elif col in IDS:
+            frame[col] = frame[col].astype("int64")
         else:  # integer categories too: LightGBM casts them to int; MLflow ints allow no NaN
             frame[col] = frame[col].astype("float64")
     return frame
+
+
+def serving_bias(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with BIAS set as scoring sets it: the first slot, and the source the
+    chronological policy would have given the post (SERVING_SOURCE, from ua_follows)."""
+    out = frame.copy()
+    out[C.POSITION] = SERVING_POSITION
+    follows = out[R.UA_FOLLOWS].astype("float64").fillna(0.0).to_numpy() > 0
+    source = np.where(follows, SERVING_SOURCE[True], SERVING_SOURCE[False])
+    out[C.SOURCE] = pd.Categorical(source, categories=CATEGORIES[C.SOURCE])
+    return out
 
 
 def signature_frame(frame: pd.DataFrame) -> pd.DataFrame:

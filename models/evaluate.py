@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from warehouse.store import Warehouse
 
 MODEL, UNCORRECTED, ORACLE = "model", "model_uncorrected", "oracle"
+# The model's value ranking with the logged position and source as inputs, beside MODEL's with
+# the serving ones: what position debiasing changes (models.gbdt.Ranker.predict).
+LOGGED_BIAS = "model_logged_position"
 VALUE = "value"  # the task name of the ranking rows
 CONSTANT = "constant"  # the dwell baseline: one guess (the training median) for every click
 GATE_SPLIT = "val"  # the promotion gate compares models on the validation days
@@ -98,6 +101,7 @@ def evaluate(
     n_bins: int = 20,
     oracle: bool = True,
     actions: Sequence[str] = ACTIONS,
+    served: pd.DataFrame | None = None,
 ) -> Evaluation:
     """Evaluate on `frame` (labels, request_id, truth p_* and e_dwell_s, baseline inputs).
 
@@ -106,6 +110,10 @@ def evaluate(
     the dwell model's MAE in context. `oracle=False`: the raw input has no truth (a real
     log): no oracle scorer anywhere, `frame` needs no truth columns. `actions`: the tasks
     reported per task (a real log's recorded ones; the value ranking uses every label).
+    `served`: the model's predictions with the serving position and source (a debiased
+    ranker): then MODEL's value ranking is of those, as a feed would rank, and LOGGED_BIAS's of
+    `predicted` (scored where the logging policy put each post); per-task metrics always
+    compare `predicted` with what happened where it was shown.
     """
     if not (len(frame) == len(predicted) == len(uncorrected)):
         raise ValueError("frame and predictions must have one row per impression")
@@ -114,6 +122,8 @@ def evaluate(
         UNCORRECTED: {a: uncorrected[prediction_column(a)].to_numpy() for a in ACTIONS},
     }
     scores = {MODEL: predicted[SCORE].to_numpy()}
+    if served is not None:
+        scores = {MODEL: served[SCORE].to_numpy(), LOGGED_BIAS: predicted[SCORE].to_numpy()}
     if oracle:
         probs[ORACLE] = {a: frame[truth_column(a)].to_numpy() for a in ACTIONS}
         e_dwell = frame[C.E_DWELL_S].to_numpy()
@@ -174,8 +184,10 @@ def evaluate_days(
     actions the ranker has a model for."""
     examples, info = load_examples(store, days)
     frame = with_truth(store, info, days) if oracle else info
-    predicted = ranker.predict(examples.X)
-    uncorrected = ranker.predict(examples.X, corrected=False)
+    # Per-task metrics: predictions for where each post was shown (the oracle's are too).
+    predicted = ranker.predict(examples.X, logged_bias=True)
+    uncorrected = ranker.predict(examples.X, corrected=False, logged_bias=True)
+    served = ranker.predict(examples.X) if ranker.debiased else None
     actions = tuple(a for a in ACTIONS if a not in ranker.absent)
     return evaluate(
         frame,
@@ -186,6 +198,7 @@ def evaluate_days(
         dwell_baseline=dwell_baseline,
         oracle=oracle,
         actions=actions,
+        served=served,
     )
 
 

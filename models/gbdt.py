@@ -3,6 +3,11 @@
     ranker, history = fit_ranker(train, val, settings)
     scores = ranker.predict(feature_frame(examples))   # p_<action>, e_dwell_s, score
 
+Position debiasing (`training.debias`): the position and source the logging policy served an
+impression with (models.dataset.BIAS) are features in training, and `predict` sets them to the
+serving values (models.dataset.serving_bias) unless asked for the logged ones, so the
+ranking is of relevance, not of the slot the logging policy chose.
+
 Each action's model trains on that action's positives and a `negative_rate` sample of its
 negatives (models.dataset.sample_mask) and stops early on the validation days, sampled the
 same way. Its raw output is the probability on the sampled scale; `predict` maps it back with
@@ -24,7 +29,15 @@ import pandas as pd
 
 from models.calibration import correct_downsampled
 from models.config import GbdtSettings, TrainingSettings
-from models.dataset import CATEGORICAL, FEATURES, Examples, feature_frame, sample_mask
+from models.dataset import (
+    BIAS,
+    CATEGORICAL,
+    FEATURES,
+    Examples,
+    feature_frame,
+    sample_mask,
+    serving_bias,
+)
 from models.value import ValueWeights, value_score
 from warehouse.catalog import ACTIONS, CLICK, C, label_column, truth_column
 from warehouse.layout import Folder
@@ -35,6 +48,12 @@ DWELL = "dwell"  # the dwell regressor's task name
 TASKS = (*ACTIONS, DWELL)
 SCORE = "score"  # the value model's output column
 FORMAT_VERSION = 1
+KIND = "gbdt"  # the registry's `kind` tag of this model family
+
+
+def model_features(debias: bool) -> tuple[str, ...]:
+    """The columns a GBDT reads: the features, and with debiasing the serving context."""
+    return (*FEATURES, *BIAS) if debias else FEATURES
 
 
 def prediction_column(action: str) -> str:
@@ -87,7 +106,7 @@ class Ranker:
         boosters: Mapping[str, lgb.Booster],
         negative_rate: float,
         weights: ValueWeights,
-        features: tuple[str, ...] = FEATURES,
+        features: tuple[str, ...] = model_features(True),
         absent: tuple[str, ...] = (),
     ):
         missing = [t for t in TASKS if t not in boosters and t not in absent]
@@ -99,20 +118,35 @@ class Ranker:
         self.features = tuple(features)
         self.absent = tuple(t for t in TASKS if t in absent)
 
-    def predict(self, X: pd.DataFrame, *, corrected: bool = True) -> pd.DataFrame:
+    kind = KIND
+
+    @property
+    def debiased(self) -> bool:
+        """Whether position and source were training inputs (fixed when scoring)."""
+        return self.features == model_features(True)
+
+    def predict(
+        self, X: pd.DataFrame, *, corrected: bool = True, logged_bias: bool = False
+    ) -> pd.DataFrame:
         """p_<action> per action, e_dwell_s (given a click) and the value score, per row.
 
+        `logged_bias`: score with the logged position and source instead of the serving ones
+        (to measure what debiasing changes); no effect on a ranker trained without them.
         Raises IncompatibleRanker when the ranker was trained on other feature columns than
         this code's feature frame builds (LightGBM would match them by position, silently).
         """
-        if self.features != FEATURES:
-            added = sorted(set(FEATURES) - set(self.features))
-            dropped = sorted(set(self.features) - set(FEATURES))
+        if self.features not in (model_features(True), model_features(False)):
+            current = model_features(True)
+            added = sorted(set(current) - set(self.features))
+            dropped = sorted(set(self.features) - set(current))
             raise IncompatibleRanker(
                 f"the ranker was trained on other features: new {added}, gone {dropped}"
                 + ("" if added or dropped else ", same names in another order")
             )
         frame = feature_frame(X)
+        if not logged_bias:
+            frame = serving_bias(frame)
+        frame = frame.loc[:, list(self.features)]
         out = {}
         for a in ACTIONS:
             if a in self.absent:
@@ -184,7 +218,8 @@ def _fit(
     val: tuple[pd.DataFrame, np.ndarray],
     history: History,
 ) -> lgb.Booster:
-    dtrain = lgb.Dataset(train[0], train[1], categorical_feature=list(CATEGORICAL))
+    categorical = [c for c in CATEGORICAL if c in train[0].columns]
+    dtrain = lgb.Dataset(train[0], train[1], categorical_feature=categorical)
     dval = lgb.Dataset(val[0], val[1], reference=dtrain)
     record: dict = {}
     period = max(1, gbdt.max_rounds // 10)
@@ -241,6 +276,8 @@ def fit_ranker(
     the others left absent from the ranker; None: every task. A recorded action without a positive
     still raises: that is a broken input, not a missing one."""
     rate, gbdt = settings.negative_rate, settings.gbdt
+    features = model_features(settings.debias)
+    train, val = (_select(s, features) for s in (train, val))
     fitted = TASKS if tasks is None else tuple(t for t in TASKS if t in tasks)
     history = History()
     boosters: dict[str, lgb.Booster] = {}
@@ -257,7 +294,7 @@ def fit_ranker(
         )
     absent = tuple(t for t in TASKS if t not in fitted)
     if DWELL in absent:
-        return Ranker(boosters, rate, settings.value, absent=absent), history
+        return Ranker(boosters, rate, settings.value, features, absent), history
     # Clicks with a dwell: a real log may lack it on some (EB-NeRD: a request with 2 clicks).
     clicked, clicked_v = (
         (s.labels[label_column(CLICK)].to_numpy() == 1) & s.labels[C.DWELL_S].notna().to_numpy()
@@ -274,4 +311,8 @@ def fit_ranker(
         (val.X[clicked_v], dv[clicked_v]),
         history,
     )
-    return Ranker(boosters, rate, settings.value, absent=absent), history
+    return Ranker(boosters, rate, settings.value, features, absent), history
+
+
+def _select(examples: Examples, features: tuple[str, ...]) -> Examples:
+    return dataclasses.replace(examples, X=examples.X.loc[:, list(features)])

@@ -16,7 +16,7 @@ import jobs.train_rankers as job
 from jobs import build_features
 from jobs.common import use_tracking
 from jobs.settings import load_settings
-from models.dataset import FEATURES, Examples, feature_frame, load_examples, signature_frame
+from models.dataset import INPUTS, Examples, feature_frame, load_examples, signature_frame
 from models.gbdt import fit_ranker
 from models.registry import CHALLENGER, CHAMPION, load_ranker
 from warehouse.catalog import TRAINING_EXAMPLES, C, label_column
@@ -121,7 +121,7 @@ def test_run_logs_settings_window_metrics_plots_and_model(first, client):
     ):
         assert path in artifacts, path
     info = mlflow.models.get_model_info(f"models:/{NAME}/1")
-    assert info.signature.inputs.input_names() == list(FEATURES)
+    assert info.signature.inputs.input_names() == list(INPUTS)
 
 
 def test_model_beats_the_baselines_on_test(first):

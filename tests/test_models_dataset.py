@@ -11,13 +11,18 @@ from features import registry as R
 from models.dataset import (
     CATEGORIES,
     FEATURES,
+    IDS,
+    INPUTS,
+    SERVING_POSITION,
     TOPIC_RECENCY,
     feature_frame,
     sample_mask,
+    serving_bias,
     signature_frame,
     time_split,
     topic_recency,
 )
+from warehouse.catalog import C
 
 DAYS = [f"2026-01-{d:02d}" for d in range(5, 19)]  # 14 days
 
@@ -86,13 +91,17 @@ def _example_table(n: int = 50) -> pa.Table:
             cols[name] = pa.array(rng.random(n))
     cols[R.USER_LAST_TOPICS] = pa.array([[int(t)] for t in cols["topic"].to_numpy()])
     cols["hashtags"] = pa.array([["a"]] * n)
+    for name in IDS:
+        cols[name] = pa.array(rng.integers(0, 1 << 40, n), pa.int64())
+    cols[C.POSITION] = pa.array(rng.integers(0, 30, n), pa.int32())
+    cols[C.SOURCE] = pa.array(rng.choice([*CATEGORIES[C.SOURCE], "unseen"], n).tolist())
     return pa.table(cols)
 
 
 def test_feature_frame_types_and_vocabularies():
     table = _example_table()
     frame = feature_frame(table)
-    assert list(frame.columns) == list(FEATURES)
+    assert list(frame.columns) == list(INPUTS)
     for name, vocab in CATEGORIES.items():
         assert isinstance(frame[name].dtype, pd.CategoricalDtype)
         assert list(frame[name].cat.categories) == list(vocab)
@@ -101,6 +110,9 @@ def test_feature_frame_types_and_vocabularies():
     assert frame["topic"].dtype == np.float64  # a category to LightGBM (CATEGORICAL)
     assert (frame[TOPIC_RECENCY] == 1).all()  # each row's last topic is its own
     assert frame["has_url"].dtype == np.float64
+    for name in IDS:  # hashed by the DNN, never a float (2^53 would round them)
+        assert frame[name].to_numpy().tolist() == table.column(name).to_pylist()
+    assert frame[C.POSITION].to_numpy().tolist() == table.column(C.POSITION).to_pylist()
     # What MLflow hands back (strings, not categories) builds the same frame.
     pd.testing.assert_frame_equal(feature_frame(signature_frame(frame)), frame)
 
@@ -108,6 +120,20 @@ def test_feature_frame_types_and_vocabularies():
 def test_feature_frame_names_missing_columns():
     with pytest.raises(KeyError, match="ctx_hour"):
         feature_frame(_example_table().drop_columns(["ctx_hour"]))
+
+
+def test_rows_without_bias_get_the_serving_values():
+    table = _example_table().drop_columns([C.POSITION, C.SOURCE])
+    frame = feature_frame(table)
+    assert (frame[C.POSITION] == SERVING_POSITION).all()
+    # The chronological policy's source: a followee's post is `network`, any other `popular`.
+    follows = np.asarray(table.column(R.UA_FOLLOWS).to_pylist())
+    expected = np.where(follows, "network", "popular")
+    assert frame[C.SOURCE].astype("object").to_numpy().tolist() == expected.tolist()
+    # Logged rows keep theirs: a frame with BIAS is not changed by feature_frame.
+    logged = feature_frame(_example_table())
+    assert not (logged[C.POSITION] == SERVING_POSITION).all()
+    assert serving_bias(logged)[C.SOURCE].tolist() == expected.tolist()
 
 
 def test_topic_recency_of_a_slice():

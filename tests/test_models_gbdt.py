@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from models.config import GbdtSettings, TrainingSettings
-from models.dataset import FEATURES, feature_frame, signature_frame
+from models.dataset import BIAS, FEATURES, IDS, feature_frame, signature_frame
 from models.gbdt import (
     DWELL,
     SCORE,
@@ -42,7 +42,9 @@ def synthetic(n: int, seed: int) -> tuple[Examples, dict[str, np.ndarray]]:
     for name in ("device", "country", "age_bucket", "gender", "primary_device"):
         frame[name] = None  # missing categories are allowed
     frame["media_type"] = rng.choice(["text", "photo", "video", "link"], n)
-    X = feature_frame(frame)
+    for name in IDS:
+        frame[name] = rng.integers(0, 1000, n)
+    X = feature_frame(frame)  # no position or source: the serving values
     video = (frame["media_type"] == "video").to_numpy()
     truth, labels = {}, {}
     for a, base in BASE_LOGIT.items():
@@ -136,6 +138,7 @@ def test_a_task_without_positives_is_refused(data):
 def test_a_ranker_of_other_features_refuses_to_score(data, fitted):
     ranker, _ = fitted
     _, _, (test, _) = data
-    older = Ranker(ranker.boosters, ranker.negative_rate, ranker.weights, FEATURES[:-1])
+    older_features = (*FEATURES[:-1], *BIAS)  # trained before topic_recency existed
+    older = Ranker(ranker.boosters, ranker.negative_rate, ranker.weights, older_features)
     with pytest.raises(IncompatibleRanker, match="new \\['topic_recency'\\]"):
         older.predict(test.X)

@@ -25,7 +25,7 @@ from bench_features import PeakMemory
 from jobs.common import configure_logging
 from jobs.settings import load_settings
 from models.config import TrainingSettings
-from models.dataset import FEATURES, Examples, feature_frame, load_examples
+from models.dataset import FEATURES, IDS, Examples, feature_frame, load_examples
 from models.gbdt import fit_ranker
 from warehouse.catalog import ACTIONS, TRAINING_EXAMPLES, C, label_column
 from warehouse.store import Warehouse
@@ -42,6 +42,8 @@ def synthetic(n: int, seed: int, rate: float) -> Examples:
     for name in ("media_type", "device", "country", "age_bucket", "gender", "primary_device"):
         frame[name] = None
     frame["media_type"] = rng.choice(["text", "photo", "video", "link"], n)
+    for name in IDS:
+        frame[name] = rng.integers(0, 1 << 40, n)
     labels = {}
     for a, base in BASE_RATE.items():
         logit = np.log(base / (1 - base)) + 2.0 * (frame["post_click_1d"] - 0.5)
