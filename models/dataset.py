@@ -65,9 +65,22 @@ SERVING_POSITION = 0.0  # scoring asks how each post would do in the first slot
 # is `network`, any other `popular` (the two sources the training days mostly hold).
 SERVING_SOURCE = {True: "network", False: "popular"}
 IDS: tuple[str, ...] = (C.USER_ID, C.AUTHOR_ID, C.POST_ID)  # for hashed id embeddings (DNN)
+# The viewer's last engaged posts before as_of (DIN-style attention in the DNN), newest first,
+# one flat column per slot and kind: hist_topic_0 .. hist_media_<HISTORY_LEN - 1>, NaN past
+# the end of the history; media as its index in MEDIA_TYPES. Empty until the features hold
+# the history lists (features.registry), then part of INPUTS.
+HISTORY_LEN = 10
+HISTORY_KINDS = ("topic", "author", "media")
+
+
+def history_column(kind: str, slot: int) -> str:
+    return f"hist_{kind}_{slot}"
+
+
+HISTORY: tuple[str, ...] = ()
 # Everything feature_frame builds; each model reads its own subset (models.gbdt: FEATURES and
 # BIAS; the DNN: all of it).
-INPUTS: tuple[str, ...] = (*FEATURES, *BIAS, *IDS)
+INPUTS: tuple[str, ...] = (*FEATURES, *BIAS, *IDS, *HISTORY)
 CATEGORICAL: tuple[str, ...] = (*CATEGORIES, *INTEGER_CATEGORIES)
 # What evaluation reads besides the features: labels, request grouping.
 LABELS: tuple[str, ...] = (*(label_column(a) for a in ACTIONS), C.DWELL_S)
