@@ -51,7 +51,15 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     C.SOURCE: SOURCES,
 }
 INTEGER_CATEGORIES = ("topic",)  # ids, split on by set not by order; stored as float64
-_LISTS = (R.USER_LAST_TOPICS, "hashtags")  # read through TOPIC_RECENCY / the TF-IDF feature
+# Lists are no model input as they are: user_last_topics is read through TOPIC_RECENCY, hashtags
+# through the TF-IDF feature, the history lists through their flat slots (HISTORY).
+_LISTS = (
+    R.USER_LAST_TOPICS,
+    "hashtags",
+    "user_hist_topics",
+    "user_hist_authors",
+    "user_hist_media",
+)
 FEATURES: tuple[str, ...] = (
     *(f for f in R.feature_columns() if f not in _LISTS),
     TOPIC_RECENCY,
@@ -77,7 +85,18 @@ def history_column(kind: str, slot: int) -> str:
     return f"hist_{kind}_{slot}"
 
 
-HISTORY: tuple[str, ...] = ()
+# The feature lists each kind of history slot is read from.
+HISTORY_LISTS = {
+    "topic": "user_hist_topics",
+    "author": "user_hist_authors",
+    "media": "user_hist_media",
+}
+_HAS_HISTORY = set(HISTORY_LISTS.values()) <= set(R.feature_columns())
+HISTORY: tuple[str, ...] = (
+    tuple(history_column(k, i) for k in HISTORY_KINDS for i in range(HISTORY_LEN))
+    if _HAS_HISTORY
+    else ()
+)
 # Everything feature_frame builds; each model reads its own subset (models.gbdt: FEATURES and
 # BIAS; the DNN: all of it).
 INPUTS: tuple[str, ...] = (*FEATURES, *BIAS, *IDS, *HISTORY)
@@ -195,7 +214,8 @@ def feature_frame(data: pa.Table | pd.DataFrame) -> pd.DataFrame:
     serving values (`serving_bias`).
     """
     if isinstance(data, pa.Table):
-        needed = (*FEATURES[:-1], R.USER_LAST_TOPICS, *IDS)
+        lists = tuple(HISTORY_LISTS.values()) if HISTORY else ()
+        needed = (*FEATURES[:-1], R.USER_LAST_TOPICS, *lists, *IDS)
         missing = [c for c in needed if c not in data.column_names]
         if missing:
             raise KeyError(f"feature columns missing: {missing}")
@@ -204,8 +224,10 @@ def feature_frame(data: pa.Table | pd.DataFrame) -> pd.DataFrame:
         present = [c for c in (*FEATURES[:-1], *BIAS, *IDS) if c in data.column_names]
         frame = data.select(present).to_pandas()
         frame[TOPIC_RECENCY] = recency
+        if HISTORY:
+            frame = pd.concat([frame, history_frame(data)], axis=1)
     else:
-        missing = [c for c in (*FEATURES, *IDS) if c not in data.columns]
+        missing = [c for c in (*FEATURES, *IDS, *HISTORY) if c not in data.columns]
         if missing:
             raise KeyError(f"feature columns missing: {missing}")
         frame = data.loc[:, [c for c in INPUTS if c in data.columns]].copy()
@@ -220,6 +242,38 @@ def feature_frame(data: pa.Table | pd.DataFrame) -> pd.DataFrame:
         else:  # integer categories too: LightGBM casts them to int; MLflow ints allow no NaN
             frame[col] = frame[col].astype("float64")
     return frame
+
+
+def history_frame(data: pa.Table) -> pd.DataFrame:
+    """HISTORY's flat slots from the history lists: slot i of kind k is the i-th newest
+    engaged post's k (media as its index in MEDIA_TYPES), NaN past the end of the list."""
+    media = {m: float(i) for i, m in enumerate(MEDIA_TYPES)}
+    cols = {}
+    for kind in HISTORY_KINDS:
+        slots = _slots(data.column(HISTORY_LISTS[kind]), data.num_rows)
+        if kind == "media":
+            slots = np.vectorize(lambda v: media.get(v, np.nan), otypes=[float])(slots)
+        for i in range(HISTORY_LEN):
+            cols[history_column(kind, i)] = slots[:, i].astype("float64")
+    return pd.DataFrame(cols)
+
+
+def _slots(lists: pa.ChunkedArray | pa.Array, n: int) -> np.ndarray:
+    """(n, HISTORY_LEN) object array of each row's first HISTORY_LEN list values, NaN after."""
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    out = np.full((n, HISTORY_LEN), np.nan, dtype=object)
+    if n == 0:
+        return out
+    lists = lists.fill_null([])
+    offsets = lists.offsets.to_numpy()
+    offsets = offsets - offsets[0]
+    values = lists.flatten().to_numpy(zero_copy_only=False)
+    parent = np.repeat(np.arange(n), np.diff(offsets))
+    slot = np.arange(values.size) - offsets[parent]
+    keep = slot < HISTORY_LEN
+    out[parent[keep], slot[keep]] = values[keep]
+    return out
 
 
 def serving_bias(frame: pd.DataFrame) -> pd.DataFrame:

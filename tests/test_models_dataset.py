@@ -11,18 +11,22 @@ from features import registry as R
 from models.dataset import (
     CATEGORIES,
     FEATURES,
+    HISTORY_KINDS,
+    HISTORY_LEN,
     IDS,
     INPUTS,
     SERVING_POSITION,
     TOPIC_RECENCY,
     feature_frame,
+    history_column,
+    history_frame,
     sample_mask,
     serving_bias,
     signature_frame,
     time_split,
     topic_recency,
 )
-from warehouse.catalog import C
+from warehouse.catalog import MEDIA_TYPES, C
 
 DAYS = [f"2026-01-{d:02d}" for d in range(5, 19)]  # 14 days
 
@@ -134,6 +138,31 @@ def test_rows_without_bias_get_the_serving_values():
     logged = feature_frame(_example_table())
     assert not (logged[C.POSITION] == SERVING_POSITION).all()
     assert serving_bias(logged)[C.SOURCE].tolist() == expected.tolist()
+
+
+def test_history_slots_newest_first_padded_and_cut():
+    table = pa.table(
+        {
+            "user_hist_topics": pa.array([[3, 1], [], None, list(range(12))], pa.list_(pa.int32())),
+            "user_hist_authors": pa.array([[30, 10], [], None, list(range(100, 112))]),
+            "user_hist_media": pa.array([["video", "text"], [], None, ["link"] * 12]),
+        }
+    )
+    frame = history_frame(table)
+    assert list(frame.columns) == [
+        history_column(k, i) for k in HISTORY_KINDS for i in range(HISTORY_LEN)
+    ]
+    topic = frame[[history_column("topic", i) for i in range(HISTORY_LEN)]].to_numpy()
+    # Row 0 holds two posts (newest first), rows 1-2 none (an empty and a null list), row 3
+    # twelve, of which the newest HISTORY_LEN are kept.
+    np.testing.assert_array_equal(topic[0, :3], [3, 1, np.nan])
+    assert np.isnan(topic[1:3]).all()
+    np.testing.assert_array_equal(topic[3], np.arange(HISTORY_LEN))
+    assert frame[history_column("author", 1)].tolist()[0] == 10
+    # Media as its index in MEDIA_TYPES: video 2, text 0, link 3.
+    assert frame[history_column("media", 0)].tolist()[0] == MEDIA_TYPES.index("video")
+    assert frame[history_column("media", 1)].tolist()[0] == MEDIA_TYPES.index("text")
+    assert frame[history_column("media", 9)].tolist()[3] == MEDIA_TYPES.index("link")
 
 
 def test_topic_recency_of_a_slice():
