@@ -181,7 +181,7 @@ class DnnNet(nn.Module):
             ]
         out = torch.cat([head(t) for head, t in zip(self.heads, per_task, strict=True)], 1)
         logits = out[:, :N_ACTIONS]  # (B, N_ACTIONS)
-        if wide.shape[1]:
+        if self.cfg.wide_crosses:  # a Python condition: the exported graph keeps it
             logits = logits + self.wide(wide).sum(dim=1)
         if self.debias:
             logits = logits + self.bias_tower(torch.cat([self.position(pos), self.source(src)], -1))
