@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from features import registry as R
 from models.calibration import correct_downsampled
 from models.dataset import BIAS, serving_bias
 from models.dnn_config import DnnSettings
@@ -83,10 +84,10 @@ class DnnRanker:
         missing = [c for c in needed if c not in X.columns]
         if missing:
             raise IncompatibleRanker(f"the frame lacks columns the dnn ranker reads: {missing}")
-        frame = X
-        if not logged_bias or any(c not in X.columns for c in BIAS):
-            frame = serving_bias(X)
-        return self.encoder.encode(frame)
+        if logged_bias and all(c in X.columns for c in BIAS):
+            return self.encoder.encode(X)
+        # The serving values, from the one column they depend on (no copy of X).
+        return self.encoder.encode(X, serving_bias(X.loc[:, [R.UA_FOLLOWS]]))
 
     def outputs(
         self, X: pd.DataFrame, *, logged_bias: bool = False, engine: str = "eager"

@@ -130,7 +130,11 @@ class NormaliserBuilder:
 
 def _codes(values: pd.Series, vocabulary: Sequence[str]) -> np.ndarray:
     """1..len(vocabulary) for known values, 0 for missing or unknown ones."""
-    codes = pd.Categorical(values.astype("object"), categories=list(vocabulary)).codes
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype) and tuple(dtype.categories) == tuple(vocabulary):
+        codes = values.cat.codes.to_numpy()  # feature_frame's categories: no lookup
+    else:
+        codes = pd.Categorical(values.astype("object"), categories=list(vocabulary)).codes
     return codes.astype(np.int64) + 1
 
 
@@ -177,8 +181,11 @@ class Encoder:
         hist = [history_column(k, i) for k in HISTORY_KINDS for i in range(self.history_len)]
         return (*base, *(BIAS if debias else ()), *IDS, *hist)
 
-    def encode(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        """The tensors of TENSORS (history ones only with history) as numpy arrays."""
+    def encode(
+        self, frame: pd.DataFrame, bias: pd.DataFrame | None = None
+    ) -> dict[str, np.ndarray]:
+        """The tensors of TENSORS (history ones only with history) as numpy arrays; position
+        and source from `bias` (rows aligned with frame's) when given, else from frame."""
         cfg, norm = self.cfg, self.norm
         x = _numbers(frame, norm.columns, norm.log1p)
         missing = ~np.isfinite(x)
@@ -199,14 +206,15 @@ class Encoder:
             _cross(raw[a], raw[b], k, cfg.wide_buckets) for k, (a, b) in enumerate(cfg.wide_crosses)
         ]
         n = len(frame)
-        position = frame[C.POSITION].to_numpy(dtype=np.float64, na_value=0.0)
+        bias = frame if bias is None else bias
+        position = bias[C.POSITION].to_numpy(dtype=np.float64, na_value=0.0)
         out = {
             "num": num.astype(np.float32),
             "cat": np.column_stack([codes[c] for c in categorical_sizes(cfg)]).astype(np.int64),
             "ids": np.column_stack([ids[c] for c in IDS]).astype(np.int64),
             "wide": (np.column_stack(wide) if wide else np.zeros((n, 0))).astype(np.int64),
             "pos": np.clip(np.nan_to_num(position), 0, cfg.max_position).astype(np.int64),
-            "src": _codes(frame[C.SOURCE], SOURCES),
+            "src": _codes(bias[C.SOURCE], SOURCES),
         }
         if self.history_len:
             out |= self.encode_history(frame)
