@@ -44,7 +44,7 @@ from models.dataset import LABELS, feature_frame
 from models.dnn import DnnRanker
 from models.dnn_inputs import TENSORS, check_crosses
 from models.dnn_net import DnnNet
-from models.evaluate import value_ranking
+from models.evaluate import VALUE, value_ranking
 from models.gbdt import DWELL, SCORE, TASKS
 from warehouse.catalog import ACTIONS, TRAINING_EXAMPLES, C
 from warehouse.layout import Folder
@@ -63,8 +63,9 @@ class DnnHistory:
     """How the network trained: rows and positives per task, losses and the validation
     metric per epoch, the best epoch, time per epoch."""
 
-    rows: dict[str, int] = dataclasses.field(default_factory=dict)
+    rows: dict[str, int] = dataclasses.field(default_factory=dict)  # rows each loss counts
     positives: dict[str, int] = dataclasses.field(default_factory=dict)
+    rows_read: int = 0  # rows some task trains on (each epoch's stream)
     train_loss: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     val_loss: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     val_metric: list[float] = dataclasses.field(default_factory=list)
@@ -75,18 +76,19 @@ class DnnHistory:
 
     @property
     def curves(self) -> dict[str, dict[str, list[float]]]:
-        """Per task, the train and validation loss per epoch (as models.gbdt.History)."""
-        return {
-            t: {"train": self.train_loss[t], "valid": self.val_loss[t]} for t in self.train_loss
-        }
+        """Per task the train and validation loss per epoch, and the validation value
+        metric as task `value` (the shape of models.gbdt.History.curves, for the plots)."""
+        out = {t: {"train": self.train_loss[t], "valid": self.val_loss[t]} for t in self.train_loss}
+        return out | {VALUE: {"valid": self.val_metric}}
 
     @property
     def best_iteration(self) -> dict[str, int]:
-        return {t: self.best_epoch for t in self.train_loss}
+        return dict.fromkeys(self.curves, self.best_epoch)
 
     @property
     def metric(self) -> dict[str, str]:
-        return {t: "huber" if t == DWELL else "logloss" for t in self.train_loss}
+        names = {t: "huber / delta" if t == DWELL else "logloss" for t in self.train_loss}
+        return names | {VALUE: self.val_metric_name}
 
 
 def seed_everything(seed: int, threads: int) -> None:
@@ -284,6 +286,7 @@ def fit_dnn(
     history = DnnHistory(
         rows=plan.rows,
         positives=plan.positives,
+        rows_read=plan.rows_read,
         train_loss={t: [] for t in fitted},
         val_loss={t: [] for t in fitted},
         val_metric_name=f"ndcg_at_{settings.ranking_k}",

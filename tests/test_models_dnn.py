@@ -31,6 +31,7 @@ from models.dnn_net import DnnNet
 from models.dnn_train import fit_dnn
 from models.gbdt import SCORE, IncompatibleRanker, prediction_column
 from models.metrics import auc, calibration_ratio
+from models.plots import learning_curves_figure
 from warehouse.catalog import ACTIONS, TRAINING_EXAMPLES, C, label_column
 from warehouse.layout import Folder
 from warehouse.store import Warehouse
@@ -148,6 +149,9 @@ def test_it_learns_the_signal_and_the_correction_restores_calibration(fitted, te
     assert len(history.val_metric) == len(history.train_loss["click"]) >= 1
     assert 1 <= history.best_epoch <= DNN.epochs
     assert history.curves["dwell"]["valid"] == history.val_loss["dwell"]
+    assert history.curves["value"]["valid"] == history.val_metric
+    fig = learning_curves_figure(history.curves, history.best_iteration, history.metric)
+    assert len([ax for ax in fig.axes if ax.has_data()]) == len(ACTIONS) + 2  # dwell, value
 
 
 def test_debiasing_fixes_the_position_at_scoring(fitted, test_rows):
