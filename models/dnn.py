@@ -9,14 +9,16 @@ back with models.calibration.correct_downsampled (`corrected=False` leaves them 
 sampled scale). With debiasing the position tower's inputs are the serving position and
 source (models.dataset.serving_bias) unless `logged_bias=True`.
 
-Saved as ranker.json (kind "dnn", the settings, the normalisation statistics) and the weights
-as a plain state dict (dnn.pt, loads with weights_only). `engine="onnx"` scores through the
-exported graph (models.dnn_export) instead of eager torch.
+Saved as ranker.json (kind "dnn", the settings, the normalisation statistics), the weights
+as a plain state dict (dnn.pt, loads with weights_only) and the exported scoring graph
+(dnn.onnx). `engine="onnx"` scores through that graph (models.dnn_export) with onnxruntime
+instead of eager torch.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -66,6 +68,7 @@ class DnnRanker:
         self.weights = weights
         self.absent = tuple(t for t in TASKS if t in absent)
         self._onnx = None  # the exported graph's session, made on first use
+        self._onnx_file: Path | None = None  # the saved graph, if loaded from a folder
 
     @property
     def debiased(self) -> bool:
@@ -113,7 +116,12 @@ class DnnRanker:
             if self._onnx is None:
                 from models.dnn_export import OnnxScorer
 
-                self._onnx = OnnxScorer.from_net(self.net)
+                threads = self.encoder.cfg.num_threads
+                self._onnx = (
+                    OnnxScorer(self._onnx_file, threads)
+                    if self._onnx_file is not None
+                    else OnnxScorer.from_net(self.net, threads)
+                )
             return self._onnx.run(part)
         if engine != "eager":
             raise ValueError(f"engine must be 'eager' or 'onnx', got {engine!r}")
@@ -158,8 +166,12 @@ class DnnRanker:
         return pd.DataFrame(out, index=index)
 
     def save(self, folder: Folder) -> Folder:
-        """ranker.json (kind, settings, statistics) and the weights as a state dict."""
+        """ranker.json (kind, settings, statistics), the weights as a state dict and the
+        exported scoring graph (dnn.onnx)."""
+        from models.dnn_export import ONNX_FILE, export_onnx
+
         torch.save(self.net.state_dict(), folder.writable(WEIGHTS))
+        export_onnx(self.net, folder)  # for scorers without torch (engine="onnx")
         meta = {
             "kind": KIND,
             "format_version": FORMAT_VERSION,
@@ -171,6 +183,7 @@ class DnnRanker:
             "dnn": self.encoder.cfg.model_dump(mode="json"),
             "encoder": self.encoder.as_dict(),
             "n_numeric": self.encoder.n_numeric,
+            "onnx": ONNX_FILE,
         }
         folder.writable("ranker.json").write_text(json.dumps(meta, indent=2))
         return folder
@@ -189,4 +202,7 @@ class DnnRanker:
         net = DnnNet(cfg, meta["n_numeric"], encoder.history_len, meta["debias"])
         net.load_state_dict(torch.load(folder.file(WEIGHTS), weights_only=True))
         weights = ValueWeights(**meta["weights"])
-        return cls(net, encoder, meta["negative_rate"], weights, tuple(meta["absent"]))
+        ranker = cls(net, encoder, meta["negative_rate"], weights, tuple(meta["absent"]))
+        if meta.get("onnx") and folder.file(meta["onnx"]).exists():
+            ranker._onnx_file = folder.file(meta["onnx"])
+        return ranker

@@ -204,6 +204,8 @@ def test_save_and_load_give_the_same_scores(fitted, test_rows, tmp_path):
     # Strings instead of categories (as MLflow hands them over) score the same.
     pd.testing.assert_frame_equal(loaded.predict(signature_frame(X)), before)
     assert loaded.features == ranker.features and loaded.kind == "dnn"
+    # The saved graph scores like the weights.
+    pd.testing.assert_frame_equal(loaded.predict(X, engine="onnx"), before, rtol=1e-5, atol=1e-6)
 
 
 def test_a_frame_without_a_column_is_refused_naming_it(fitted, test_rows):
@@ -301,18 +303,18 @@ def test_history_attention_learns_and_masks_padding():
 
 
 @pytest.mark.parametrize(
-    ("interaction", "bottom", "history"),
+    ("interaction", "bottom", "history", "debias"),
     [
-        ("mlp", "shared", 0),
-        ("dcn", "mmoe", 0),
-        ("attention", "shared", 0),
-        ("attention", "mmoe", 3),
+        ("mlp", "shared", 0, False),  # no position tower: its inputs leave the graph
+        ("dcn", "mmoe", 0, True),
+        ("attention", "shared", 0, True),
+        ("attention", "mmoe", 3, True),
     ],
 )
-def test_each_layer_trains_and_exports(interaction, bottom, history):
+def test_each_layer_trains_and_exports(interaction, bottom, history, debias):
     torch.manual_seed(0)
     cfg = DNN.model_copy(update={"interaction": interaction, "bottom": bottom, "experts": 3})
-    net = DnnNet(cfg, 7, history, debias=True)
+    net = DnnNet(cfg, 7, history, debias=debias)
     inputs = example_inputs(net, rows=16)
     inputs["num"] = torch.randn(16, 7)
     inputs["cat"] = torch.randint(0, 3, inputs["cat"].shape)
