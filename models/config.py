@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.dnn_config import DnnSettings
 from models.value import ValueWeights
 
 
@@ -38,6 +39,7 @@ class TrainingSettings(BaseModel):
     # position and source as training inputs, fixed to their serving values when scoring
     debias: bool = True
     gbdt: GbdtSettings = GbdtSettings()
+    dnn: DnnSettings = DnnSettings()  # the multi-task deep ranker (models.dnn)
     value: ValueWeights = ValueWeights()
     ranking_k: int = Field(10, ge=1)  # NDCG@k and MAP@k per request
     promotion_margin: float = Field(0.002, ge=0)  # validation NDCG a challenger must gain

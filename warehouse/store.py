@@ -398,6 +398,26 @@ class Warehouse:
             return schema.empty_table()
         return pa.concat_tables(parts)
 
+    def iter_batches(
+        self,
+        table: Table,
+        ds: str | Sequence[str],
+        *,
+        columns: Sequence[str] | None = None,
+        batch_rows: int = 65_536,
+    ) -> Iterator[pa.Table]:
+        """Committed partitions as Arrow tables of at most `batch_rows` rows, day by day and
+        file by file in name order (the same order on every pass), without the ds column:
+        a reader streams days it could not hold in memory. A column a day lacks raises."""
+        for day in self._existing(table, _as_list(ds), False):
+            for f in _data_files(self._checked_dir(table, day, False)):
+                parquet = pq.ParquetFile(f)
+                missing = [c for c in columns or () if c not in parquet.schema_arrow.names]
+                if missing:
+                    raise WarehouseError(f"{table.qualified} ds={day} has no columns {missing}")
+                for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+                    yield pa.Table.from_batches([batch])
+
     def read_pandas(self, table: Table, ds: str | Sequence[str], **kwargs) -> pd.DataFrame:
         return self.read_arrow(table, ds, **kwargs).to_pandas()
 
