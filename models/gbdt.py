@@ -27,6 +27,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features import registry as R
 from models.calibration import correct_downsampled
 from models.config import GbdtSettings, TrainingSettings
 from models.dataset import (
@@ -117,6 +118,10 @@ class Ranker:
         self.weights = weights
         self.features = tuple(features)
         self.absent = tuple(t for t in TASKS if t in absent)
+        # The categories each string feature had in training, in column order (LightGBM's
+        # pandas_categorical); the same for every task, all trained on one frame.
+        first = next(iter(self.boosters.values()), None)
+        self._categories = None if first is None else first.pandas_categorical
 
     kind = KIND
 
@@ -143,27 +148,54 @@ class Ranker:
                 f"the ranker was trained on other features: new {added}, gone {dropped}"
                 + ("" if added or dropped else ", same names in another order")
             )
-        frame = feature_frame(X)
-        if not logged_bias:
-            frame = serving_bias(frame)
-        frame = frame.loc[:, list(self.features)]
+        matrix = self.model_matrix(feature_frame(X), logged_bias=logged_bias)
+        return self.scores(self.task_outputs(matrix), corrected=corrected, index=X.index)
+
+    def model_matrix(self, frame: pd.DataFrame, *, logged_bias: bool = False) -> np.ndarray:
+        """(n, len(features)) float64: what LightGBM makes of the feature frame's columns.
+
+        The same numbers as LightGBM's own pandas conversion (categories as their codes in
+        the training categories, missing as NaN), built once for all tasks instead of once
+        per booster; BIAS columns hold the serving values unless `logged_bias`."""
+        bias = serving_bias(frame.loc[:, [R.UA_FOLLOWS]]) if not logged_bias else frame
+        out = np.empty((len(frame), len(self.features)), dtype=np.float64)
+        categories = iter(self._categories or ())
+        for i, name in enumerate(self.features):
+            column = bias[name] if name in BIAS else frame[name]
+            if not isinstance(column.dtype, pd.CategoricalDtype):
+                out[:, i] = column.to_numpy(dtype=np.float64)
+                continue
+            trained = next(categories, None)
+            if trained is not None and list(column.cat.categories) != trained:
+                column = column.cat.set_categories(trained)
+            codes = column.cat.codes.to_numpy()
+            out[:, i] = np.where(codes < 0, np.nan, codes)
+        return out
+
+    def task_outputs(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
+        """Each present task's model output on model_matrix rows: the probability on the
+        sampled scale for an action, E[dwell | click] unclipped for dwell."""
+        return {task: booster.predict(matrix) for task, booster in self.boosters.items()}
+
+    def scores(
+        self, outputs: Mapping[str, np.ndarray], *, corrected: bool, index: pd.Index
+    ) -> pd.DataFrame:
+        """task_outputs as predict's columns: calibrated probabilities, E[dwell], value."""
+        n = len(index)
         out = {}
         for a in ACTIONS:
             if a in self.absent:
-                out[prediction_column(a)] = np.zeros(len(frame))
+                out[prediction_column(a)] = np.zeros(n)
                 continue
-            q = self.boosters[a].predict(frame)
+            q = outputs[a]
             if corrected:
                 q = correct_downsampled(q, self.negative_rate)
             out[prediction_column(a)] = q
-        if DWELL in self.absent:
-            dwell = np.zeros(len(frame))
-        else:
-            dwell = np.clip(self.boosters[DWELL].predict(frame), 0.0, None)
+        dwell = np.zeros(n) if DWELL in self.absent else np.clip(outputs[DWELL], 0.0, None)
         out[C.E_DWELL_S] = dwell
         probs = {a: out[prediction_column(a)] for a in ACTIONS}
         out[SCORE] = value_score(probs, dwell, self.weights, dwell_given_click=True)
-        return pd.DataFrame(out, index=X.index)
+        return pd.DataFrame(out, index=index)
 
     def save(self, folder: Folder) -> Folder:
         """Write each booster as LightGBM text and the rest as ranker.json into `folder`."""

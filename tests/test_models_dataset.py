@@ -168,3 +168,13 @@ def test_history_slots_newest_first_padded_and_cut():
 def test_topic_recency_of_a_slice():
     lists = pa.array([[1, 2], [3, 4, 5], [5, 6]])
     assert topic_recency(lists.slice(1), np.array([5, 6])).tolist() == [3, 2]
+
+
+def test_a_feature_frame_comes_back_equal_and_as_a_copy():
+    # Scoring hands predict frames feature_frame already built (the precompute does): their
+    # columns are kept as they are, and the result is still the caller's to change.
+    frame = feature_frame(_example_table())
+    again = feature_frame(frame)
+    pd.testing.assert_frame_equal(again, frame, check_exact=True)
+    again.loc[again.index[0], "length"] = -1.0
+    assert frame["length"].iloc[0] != -1.0

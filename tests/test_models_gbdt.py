@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from models.config import GbdtSettings, TrainingSettings
-from models.dataset import BIAS, FEATURES, IDS, feature_frame, signature_frame
+from models.dataset import BIAS, FEATURES, IDS, feature_frame, serving_bias, signature_frame
 from models.gbdt import (
     DWELL,
     SCORE,
@@ -142,3 +142,36 @@ def test_a_ranker_of_other_features_refuses_to_score(data, fitted):
     older = Ranker(ranker.boosters, ranker.negative_rate, ranker.weights, older_features)
     with pytest.raises(IncompatibleRanker, match="new \\['topic_recency'\\]"):
         older.predict(test.X)
+
+
+def _booster_by_booster(ranker: Ranker, X: pd.DataFrame, corrected: bool, logged_bias: bool):
+    """Ranker.predict as it scored before model_matrix: every booster on the pandas frame,
+    through LightGBM's own conversion of its categories."""
+    frame = feature_frame(X)
+    if not logged_bias:
+        frame = serving_bias(frame)
+    frame = frame.loc[:, list(ranker.features)]
+    outputs = {task: booster.predict(frame) for task, booster in ranker.boosters.items()}
+    return ranker.scores(outputs, corrected=corrected, index=X.index)
+
+
+@pytest.mark.parametrize("corrected", [True, False])
+@pytest.mark.parametrize("logged_bias", [False, True])
+def test_one_matrix_for_all_tasks_scores_exactly_as_lightgbm_on_the_frame(
+    data, fitted, corrected, logged_bias
+):
+    ranker, _ = fitted
+    _, _, (test, _) = data
+    rng = np.random.default_rng(4)
+    X = test.X.iloc[:2_000].copy()
+    X.index = X.index + 10  # predict keeps the caller's index
+    X[C.POSITION] = rng.integers(0, 30, len(X)).astype(float)  # logged slots and sources
+    X[C.SOURCE] = pd.Categorical(
+        rng.choice(["ranked", "fresh", None], len(X)), X[C.SOURCE].cat.categories
+    )
+    expected = _booster_by_booster(ranker, X, corrected, logged_bias)
+    got = ranker.predict(X, corrected=corrected, logged_bias=logged_bias)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    # Strings in place of categories (MLflow's frames) go through the same matrix.
+    got = ranker.predict(signature_frame(X), corrected=corrected, logged_bias=logged_bias)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
