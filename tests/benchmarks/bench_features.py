@@ -8,12 +8,13 @@ and a DuckDB reference, at growing sizes; one table for several labels (before /
       .venv/bin/python <this checkout>/tests/benchmarks/bench_features.py --label before \\
       --results <this checkout>/tests/benchmarks/results/bench_features.json
 
-For each size: simulates `days` days into a temporary data root (published without the raw
-contracts, which bench_contracts.py times), builds the features of every day in order with a
-Spark event log, and reports the last day: wall time (state + features + contract + publish),
-impressions per second, Spark's busy seconds per step (tests/benchmarks/spark_profile.py on
-the bench's own event log), the peak resident memory of this process and its children (the
-Spark JVM, sampled every 0.2 s) and the load average (the machine may be shared). Then:
+For each size: simulates `days` days into a temporary data root (simulate_platform.run,
+with its raw contracts, untimed here; bench_contracts.py times them), builds the features of
+every day in order with a Spark event log, and reports the last day: wall time (state +
+features + contract + publish), impressions per second, Spark's busy seconds per step
+(tests/benchmarks/spark_profile.py on the bench's own event log), the peak resident memory
+of this process and its children (the Spark JVM, sampled every 0.2 s) and the load average
+(the machine may be shared). Then:
   - candidates: N users x `--posts` posts at the end of the last day, featurized by the
     feeds job's serving_frame (features.candidates) into Spark's no-op sink: rows/s;
   - DuckDB: a subset of the same features (post window counts and decayed totals, the
