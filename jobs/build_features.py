@@ -24,8 +24,6 @@ import logging
 import sys
 import time
 
-from pyspark import StorageLevel
-
 from features import registry as R
 from features.pit import graph_cutoff
 from features.tiles import TILES, build_tiles, features_from_tiles, lookback_days
@@ -74,27 +72,21 @@ def run(settings: Settings, ds: str) -> int:
     with store.lock(Layer.SILVER, ds, job="build_features"):
         with step(spark, "read_raw", ds):
             raw = read_raw(spark, store, settings, ds)
-        with cached(raw.impressions, raw.engagements, raw.posts) as (impressions, eng, posts):
-            with step(spark, "state", ds):
-                day = dataclasses.replace(
-                    raw, impressions=impressions, engagements=eng, posts=posts
-                )
-                build_state(store, day, ds)
-            with step(spark, "features", ds):
-                names = list(TILES)
-                read = [read_state(spark, store, settings, name, ds) for name in names]
-                with cached(*read) as kept:
-                    feats = features_from_tiles(
-                        impressions,
-                        dict(zip(names, kept, strict=True)),
-                        posts,
-                        raw.follows,
-                        raw.users,
-                        raw.authors,
-                        graph_cutoff(ds),
-                        **settings.features.model_dump(),
-                    )
-                    store.write_spark(IMPRESSION_FEATURES, ds, feats, publish=False)
+        with step(spark, "state", ds):
+            build_state(store, raw, ds)
+        with step(spark, "features", ds):
+            tiles = {name: read_state(spark, store, settings, name, ds) for name in TILES}
+            feats = features_from_tiles(
+                raw.impressions,
+                tiles,
+                raw.posts,
+                raw.follows,
+                raw.users,
+                raw.authors,
+                graph_cutoff(ds),
+                **settings.features.model_dump(),
+            )
+            store.write_spark(IMPRESSION_FEATURES, ds, feats, publish=False)
         with step(spark, "contract", ds):
             staged = store.read_spark(spark, IMPRESSION_FEATURES, ds, staged=True).drop(C.DS)
             report = check_feature_partition(ds, staged, R.feature_rules())
@@ -124,21 +116,6 @@ def step(spark, name: str, ds: str):
         sc.setLocalProperty("spark.jobGroup.id", None)
         sc.setLocalProperty("spark.job.description", None)
         log.info("features ds=%s step %s: %.1fs", ds, name, time.perf_counter() - started)
-
-
-@contextlib.contextmanager
-def cached(*frames):
-    """The frames persisted for the block, released after it. The day's impressions,
-    engagements and posts feed several tiles each (impressions and posts every family too),
-    and each tile's lookback feeds one to three families: without this each use scans and
-    decodes the Parquet again (a demo day's event log showed 40 scan stages in the features
-    step). A frame is materialized by the first job that reads it: no job of its own."""
-    kept = [f.persist(StorageLevel.MEMORY_AND_DISK) for f in frames]
-    try:
-        yield kept
-    finally:
-        for f in kept:
-            f.unpersist()
 
 
 def run_days(settings: Settings, days: list[str]) -> None:
