@@ -2,7 +2,7 @@
 
     active = active_users(impressions, generated_at, active_days=1)
     cands = merge_candidates([network, resurfaced, interest, trending], seen, ...)
-    feats = serving_features(as_impressions(cands, users), tiles, ...)
+    feats = featurize_candidates(cands, tiles, posts, follows, users, authors, at, ...)
 
 Each source proposes (user_id, post_id, source, source_rank), best first; `merge_candidates`
 drops what the user was already served and their own posts, merges a post proposed by several
@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from features.pit import follow_edges, latest_snapshot
+from features.pit import follow_edges, latest_snapshot, serving_cutoff
 from features.tiles import IMPRESSION_KEYS, features_from_tiles
 from features.user import request_times
 from warehouse.catalog import POSITIVE_ACTIONS, C
@@ -209,4 +209,36 @@ def serving_features(
     with_requests = {**tiles, "requests": tiles["requests"].unionByName(requests)}
     return features_from_tiles(
         impressions, with_requests, posts, follows, users, authors, graph_cutoff, **knobs
+    )
+
+
+def featurize_candidates(
+    candidates: DataFrame,
+    tiles: Mapping[str, DataFrame],
+    posts: DataFrame,
+    follows: DataFrame,
+    users: DataFrame,
+    authors: DataFrame,
+    generated_at: dt.datetime,
+    **knobs,
+) -> DataFrame:
+    """The serving-time features of candidate rows (user_id, post_id, author_id,
+    generated_at = `generated_at`, optionally device) that are not impressions: one row per
+    candidate, keyed by as_impressions' ids, with the training set's definitions.
+
+    Every family is computed on the distinct (keys, as_of) its rows need, and all rows share
+    one as_of: user-side families (user, context) run once per user, post-side ones (post,
+    content, author, author x topic) once per post or author, and only the pairwise ones
+    (network, user x author, similarity) once per pair. graph_cutoff is that of the
+    generation time (features.pit.serving_cutoff). knobs: features.config.FeatureSettings.
+    """
+    return serving_features(
+        as_impressions(candidates, users),
+        tiles,
+        posts,
+        follows,
+        users,
+        authors,
+        serving_cutoff(generated_at),
+        **knobs,
     )

@@ -35,7 +35,6 @@ import pandas as pd
 from pyspark.sql import functions as F
 
 from features import candidates as fc
-from features.pit import serving_cutoff
 from features.tiles import TILES
 from jobs.build_features import read_raw, read_state
 from jobs.common import (
@@ -210,14 +209,14 @@ def serving_frame(spark, store: Warehouse, settings: Settings, ds: str, table, a
     committed tiles and raw tables."""
     raw = read_raw(spark, store, settings, ds)
     tiles = {t: read_state(spark, store, settings, t, ds, staged=False) for t in TILES}
-    return fc.serving_features(
-        fc.as_impressions(table, raw.users),
+    return fc.featurize_candidates(
+        table,
         tiles,
         raw.posts,
         raw.follows,
         raw.users,
         raw.authors,
-        serving_cutoff(at),
+        at,
         **settings.features.model_dump(),
     )
 

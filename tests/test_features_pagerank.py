@@ -6,7 +6,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from features.pagerank import pagerank
+from features.pagerank import DRIVER_MAX_EDGES, pagerank
 
 pytestmark = pytest.mark.spark
 
@@ -32,9 +32,12 @@ def _power_iteration(edges, iterations, d=0.85):
     return dict(zip(nodes, r / r.sum(), strict=True))
 
 
-def test_pagerank_matches_networkx(spark):
-    df = spark.createDataFrame(EDGES, ["src", "dst"])
-    got = {r["node"]: r["pagerank"] for r in pagerank(df, "src", "dst", iterations=20).collect()}
+@pytest.mark.parametrize("driver_max_edges", [DRIVER_MAX_EDGES, 0], ids=["numpy", "spark"])
+def test_pagerank_matches_networkx(spark, driver_max_edges):
+    # A duplicated edge counts once (the graph is a set of edges), on either path.
+    df = spark.createDataFrame([*EDGES, EDGES[0]], ["src", "dst"])
+    ranks = pagerank(df, "src", "dst", iterations=20, driver_max_edges=driver_max_edges)
+    got = {r["node"]: r["pagerank"] for r in ranks.collect()}
     # Same number of steps: equal up to float rounding.
     ref = _power_iteration(EDGES, 20)
     assert got == pytest.approx(ref, abs=1e-12)

@@ -1,32 +1,56 @@
-"""Benchmark: the incremental features job (jobs/build_features.py) at growing sizes.
+"""Benchmark: the incremental features job (jobs/build_features.py), candidate featurization,
+and a DuckDB reference, at growing sizes; one table for several labels (before / after).
 
-    .venv/bin/python tests/benchmarks/bench_features.py [--sizes tiny demo demo2x] [--days 2]
+    .venv/bin/python tests/benchmarks/bench_features.py               # tiny: a minute or two
+    .venv/bin/python tests/benchmarks/bench_features.py --sizes demo --candidates 1000 5000 10000
+    # "before": the same script on a checkout of the base commit, into the same results file
+    git worktree add /tmp/base <commit> && cd /tmp/base && PYTHONPATH=/tmp/base \\
+      .venv/bin/python <this checkout>/tests/benchmarks/bench_features.py --label before \\
+      --results <this checkout>/tests/benchmarks/results/bench_features.json
 
-For each size: simulates `days` days into a temporary data root (published without the raw
-contracts, which bench_contracts.py times), builds the features of every day in order, and
-reports the last day: wall time (state + features + contract + publish), impressions per
-second, and the peak resident memory of this process and its children (the Spark JVM),
-sampled every 0.2 s. `demo2x` is the demo profile with twice the users, authors and posts:
-a sampled step towards `large`. Prints a table; writes results/bench_features.json.
+For each size: simulates `days` days into a temporary data root (simulate_platform.run,
+with its raw contracts, untimed here; bench_contracts.py times them), builds the features of
+every day in order with a Spark event log, and reports the last day: wall time (state +
+features + contract + publish), impressions per second, Spark's busy seconds per step
+(tests/benchmarks/spark_profile.py on the bench's own event log), the peak resident memory
+of this process and its children (the Spark JVM, sampled every 0.2 s) and the load average
+(the machine may be shared). Then:
+  - candidates: N users x `--posts` posts at the end of the last day, featurized by the
+    feeds job's serving_frame (features.candidates) into Spark's no-op sink: rows/s;
+  - DuckDB: a subset of the same features (post window counts and decayed totals, the
+    user's 7d impressions) for the last day's impressions from the raw Parquet, against the
+    same subset in Spark from the tiles (features.post / features.user), both timed here, and
+    their agreement.
+`demo2x` is the demo profile with twice the users, authors and posts: a step towards `large`.
+Prints the tables of every label in the results file; writes results/bench_features.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import json
+import os
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import duckdb
+import numpy as np
 import psutil
+from spark_profile import event_log_conf, step_breakdown
 
+from features import registry as R
 from jobs import build_features, simulate_platform
-from jobs.common import configure_logging
+from jobs.common import configure_logging, days_before
 from jobs.settings import load_settings
+from jobs.spark import get_spark
+from warehouse.catalog import ENGAGEMENTS, IMPRESSIONS, POSTS, USERS, C
+from warehouse.store import Warehouse
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "bench_features.json"
 SIZES = {
     "tiny": ("tiny", {}),
     "demo": ("demo", {}),
@@ -40,6 +64,7 @@ SIZES = {
         },
     ),
 }
+STEPS = ("state", "features", "contract", "publish")
 
 
 class PeakMemory:
@@ -69,46 +94,243 @@ class PeakMemory:
             time.sleep(self.every_s)
 
 
-def bench(size: str, days: int) -> dict:
+def _load() -> float:
+    return round(os.getloadavg()[0], 1)
+
+
+def bench(size: str, days: int, label: str, candidates: list[int], posts: int, duck: bool):
     profile, sim = SIZES[size]
     with tempfile.TemporaryDirectory(prefix="feedrank-bench-") as home:
-        settings = load_settings(profile, {"home": home, "simulator": sim})
+        events = Path(home) / "spark-events"
+        overrides = {"home": home, "simulator": sim, "spark": {"conf": event_log_conf(events)}}
+        settings = load_settings(profile, overrides)
         dates = settings.dates()[:days]
         for ds in dates:
             simulate_platform.run(settings, ds)  # publish refuses a day not validated
-        per_day = []
+        per_day, loads = [], [_load()]
         with PeakMemory() as mem:
             for ds in dates:
                 started = time.perf_counter()
                 rows = build_features.run(settings, ds)
                 per_day.append((time.perf_counter() - started, rows))
-    seconds, rows = per_day[-1]
+        loads.append(_load())
+        last = dates[-1]
+        steps = {
+            name: row["job_s"]
+            for desc, row in step_breakdown(events).items()
+            for name in STEPS
+            if desc == f"build_features ds={last}: {name}"
+        }
+        seconds, rows = per_day[-1]
+        out = {
+            "label": label,
+            "size": size,
+            "days_built": len(dates),
+            "impressions_last_day": rows,
+            "seconds_last_day": round(seconds, 1),
+            "impressions_per_s": round(rows / seconds),
+            "seconds_per_day": [round(s, 1) for s, _ in per_day],
+            "busy_s_per_step": {k: round(v, 1) for k, v in steps.items()},
+            "peak_rss_mib": round(mem.peak / 2**20),
+            "load_avg_1m": loads,
+        }
+        out["candidates"] = [bench_candidates(settings, last, n, posts) for n in candidates]
+        if duck:
+            out["duckdb"] = bench_duckdb(settings, last)
+    return out
+
+
+def bench_candidates(settings, ds: str, n_users: int, n_posts: int) -> dict:
+    """Featurize n_users x n_posts (user, post) rows at the end of ds (no impressions)."""
+    from pyspark.sql import functions as F
+
+    from jobs.precompute_feeds import generation_time, serving_frame
+
+    spark, store = get_spark(settings.spark), Warehouse(settings.root.warehouse)
+    at = generation_time(ds)
+    users = store.read_pandas(USERS, ds, columns=[C.USER_ID])[C.USER_ID].drop_duplicates()
+    users = sorted(users)[:n_users]
+    days = [*days_before(settings.first_day, ds, 2), ds]
+    pool = store.read_pandas(POSTS, days, columns=[C.POST_ID, C.AUTHOR_ID, C.CREATED_AT])
+    pool = pool[pool[C.CREATED_AT] < at].nlargest(n_posts, [C.CREATED_AT, C.POST_ID])
+    pairs = spark.createDataFrame([(int(u),) for u in users], f"{C.USER_ID} long").crossJoin(
+        spark.createDataFrame(pool[[C.POST_ID, C.AUTHOR_ID]])
+    )
+    table = pairs.withColumn(C.GENERATED_AT, F.lit(at).cast("timestamp"))
+    load = _load()
+    started = time.perf_counter()
+    serving_frame(spark, store, settings, ds, table, at).write.format("noop").mode(
+        "overwrite"
+    ).save()
+    seconds = time.perf_counter() - started
+    rows = len(users) * len(pool)
     return {
-        "size": size,
-        "days_built": len(dates),
-        "impressions_last_day": rows,
-        "seconds_last_day": round(seconds, 1),
-        "impressions_per_s": round(rows / seconds),
-        "seconds_per_day": [round(s, 1) for s, _ in per_day],
-        "peak_rss_mib": round(mem.peak / 2**20),
+        "users": len(users),
+        "posts": len(pool),
+        "rows": rows,
+        "seconds": round(seconds, 1),
+        "rows_per_s": round(rows / seconds),
+        "load_avg_1m": [load, _load()],
     }
+
+
+# The subset: post window counts of every kind and decayed totals (exact 1/(t+1) here; the
+# Spark side's 4-term series is <= 2.6e-6 under it), and the user's impressions in 7d.
+_DUCK_SQL = """
+WITH t AS (SELECT impression_id, user_id, post_id,
+                  date_trunc('hour', served_at - INTERVAL 1 MICROSECOND) AS as_of
+           FROM imps_day),
+ev AS (SELECT post_id, action AS kind, event_ts AS ts FROM eng WHERE action IN ({counted})
+       UNION ALL SELECT post_id, 'impression', served_at FROM imps),
+need AS (SELECT DISTINCT post_id, as_of FROM t),
+j AS (SELECT n.post_id, n.as_of, e.kind, epoch(n.as_of - e.ts) / 3600.0 AS age_h
+      FROM need n JOIN ev e ON e.post_id = n.post_id
+      AND e.ts < n.as_of AND e.ts >= n.as_of - INTERVAL 7 DAY),
+p AS (SELECT post_id, as_of, {post_cols} FROM j GROUP BY ALL),
+un AS (SELECT DISTINCT user_id, as_of FROM t),
+u AS (SELECT n.user_id, n.as_of, count(i.user_id) AS user_imp_7d FROM un n
+      LEFT JOIN imps i ON i.user_id = n.user_id
+      AND i.served_at < n.as_of AND i.served_at >= n.as_of - INTERVAL 7 DAY GROUP BY ALL)
+SELECT t.impression_id, p.* EXCLUDE (post_id, as_of), u.user_imp_7d
+FROM t LEFT JOIN p USING (post_id, as_of) LEFT JOIN u USING (user_id, as_of)
+ORDER BY t.impression_id
+"""
+
+
+def _duck_sql() -> str:
+    cols = []
+    for k in R.POST_KINDS:
+        for w, h in R.WINDOWS_H.items():
+            cols.append(f"count(*) FILTER (WHERE kind = '{k}' AND age_h <= {h}) AS \"{w}_{k}\"")
+        cols.append(f"sum(1 / (1 + age_h / 24)) FILTER (WHERE kind = '{k}') AS \"decay_{k}\"")
+    counted = ", ".join(f"'{a}'" for a in R.COUNTED_ACTIONS)
+    return _DUCK_SQL.format(counted=counted, post_cols=",\n  ".join(cols))
+
+
+def bench_duckdb(settings, ds: str) -> dict:
+    """The subset in DuckDB from the raw Parquet and in Spark from the tiles, timed, and
+    how many impressions agree on every column of it."""
+    store = Warehouse(settings.root.warehouse)
+    days = [*days_before(settings.first_day, ds, R.LOOKBACK_H // 24 + 1), ds]
+    load = _load()
+    started = time.perf_counter()
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    imp_cols = [C.IMPRESSION_ID, C.USER_ID, C.POST_ID, C.SERVED_AT]
+    con.register("imps", store.read_arrow(IMPRESSIONS, days, columns=imp_cols))
+    con.register("imps_day", store.read_arrow(IMPRESSIONS, ds, columns=imp_cols))
+    eng_cols = [C.POST_ID, C.ACTION, C.EVENT_TS]
+    con.register("eng", store.read_arrow(ENGAGEMENTS, days, columns=eng_cols))
+    ref = con.execute(_duck_sql()).df()
+    duck_s = time.perf_counter() - started
+    spark_s, got = _spark_subset(settings, ds)
+    got = got.sort_values(C.IMPRESSION_ID).reset_index(drop=True)
+    same = got[C.IMPRESSION_ID].to_numpy() == ref[C.IMPRESSION_ID].to_numpy()
+    for k in R.POST_KINDS:
+        for w in R.WINDOWS_H:
+            same &= got[R.post_count(k, w)].to_numpy() == ref[f"{w}_{k}"].fillna(0).to_numpy()
+        exact = ref[f"decay_{k}"].fillna(0.0).to_numpy()
+        same &= np.isclose(got[R.post_decayed(k)].to_numpy(), exact, rtol=3e-6, atol=0)
+    same &= got[R.USER_IMPRESSIONS_7D].to_numpy() == ref.user_imp_7d.to_numpy()
+    return {
+        "impressions": len(ref),
+        "duckdb_s": round(duck_s, 2),
+        "spark_s": round(spark_s, 2),
+        "spark_over_duckdb": round(spark_s / duck_s, 1),
+        "agree": int(same.sum()),
+        "load_avg_1m": [load, _load()],
+    }
+
+
+def _spark_subset(settings, ds: str):
+    """The same subset in Spark (post_interactions, user_activity on ds's merged tiles)."""
+    from features.pit import with_as_of
+    from features.post import post_interactions
+    from features.tiles import merge_tile
+    from features.user import user_activity
+
+    spark, store = get_spark(settings.spark), Warehouse(settings.root.warehouse)
+    started = time.perf_counter()
+    imps = with_as_of(store.read_spark(spark, IMPRESSIONS, ds).drop(C.DS))
+    posts_days = [*days_before(settings.first_day, ds, R.HISTORY_BOUND_D), ds]
+    posts = store.read_spark(spark, POSTS, posts_days).drop(C.DS)
+
+    def tile(name):
+        state = build_features.read_state(spark, store, settings, name, ds, staged=False)
+        return merge_tile(name, state)
+
+    f = settings.features
+    post = post_interactions(imps, tile("post_hourly"), posts, f.prior_rate, f.prior_strength)
+    user_req = imps.select(C.USER_ID, R.AS_OF).distinct()
+    user = user_activity(user_req, tile("user_hourly"), tile("requests"))
+    keep = [C.IMPRESSION_ID, C.USER_ID, C.POST_ID, R.AS_OF]
+    out = (
+        imps.select(*keep)
+        .join(post, [C.POST_ID, R.AS_OF], "left")
+        .join(user.select(C.USER_ID, R.AS_OF, R.USER_IMPRESSIONS_7D), [C.USER_ID, R.AS_OF], "left")
+    )
+    pdf = out.toPandas()
+    return time.perf_counter() - started, pdf
+
+
+def _table(results: list[dict]) -> str:
+    head = f"{'label':<8} {'size':<7} {'impr/day':>9} {'s/day':>6} {'impr/s':>7} "
+    head += " ".join(f"{s[:8]:>8}" for s in STEPS) + f" {'peak MiB':>9} {'load 1m':>12}"
+    lines = ["build_features, last day (step: Spark busy s from the event log)", head]
+    for r in results:
+        steps = " ".join(f"{r['busy_s_per_step'].get(s, 0.0):>8}" for s in STEPS)
+        lines.append(
+            f"{r['label']:<8} {r['size']:<7} {r['impressions_last_day']:>9,} "
+            f"{r['seconds_last_day']:>6} {r['impressions_per_s']:>7,} {steps} "
+            f"{r['peak_rss_mib']:>9} {r['load_avg_1m']!s:>12}"
+        )
+    lines += ["", "candidates at one as_of (users x posts)"]
+    lines.append(f"{'label':<8} {'size':<7} {'users':>6} {'posts':>6} {'rows':>10} {'s':>7} ")
+    lines[-1] += f"{'rows/s':>8} {'load 1m':>12}"
+    for r in results:
+        for c in r.get("candidates", []):
+            lines.append(
+                f"{r['label']:<8} {r['size']:<7} {c['users']:>6} {c['posts']:>6} "
+                f"{c['rows']:>10,} {c['seconds']:>7} {c['rows_per_s']:>8,} "
+                f"{c['load_avg_1m']!s:>12}"
+            )
+    lines += ["", "subset (post windows + decay, user 7d impressions): DuckDB raw vs Spark tiles"]
+    lines.append(f"{'label':<8} {'size':<7} {'impr':>7} {'duckdb s':>9} {'spark s':>8} ")
+    lines[-1] += f"{'ratio':>6} {'agree':>7} {'load 1m':>12}"
+    for r in results:
+        d = r.get("duckdb")
+        if d:
+            lines.append(
+                f"{r['label']:<8} {r['size']:<7} {d['impressions']:>7,} {d['duckdb_s']:>9} "
+                f"{d['spark_s']:>8} {d['spark_over_duckdb']:>6} {d['agree']:>7,} "
+                f"{d['load_avg_1m']!s:>12}"
+            )
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", default=["tiny"], choices=list(SIZES))
     parser.add_argument("--days", type=int, default=2)
+    parser.add_argument("--label", default="after", help="names this run's rows in the table")
+    parser.add_argument("--candidates", nargs="*", type=int, default=[200], help="users")
+    parser.add_argument("--posts", type=int, default=500, help="candidate posts per user")
+    parser.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB reference")
+    parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     configure_logging()
-    results = [bench(size, args.days) for size in args.sizes]
-    print(f"{'size':<8} {'impr/day':>9} {'s (last day)':>13} {'impr/s':>8} {'peak MiB':>9}")
-    for r in results:
-        print(
-            f"{r['size']:<8} {r['impressions_last_day']:>9,} {r['seconds_last_day']:>13} "
-            f"{r['impressions_per_s']:>8,} {r['peak_rss_mib']:>9}"
-        )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_features.json").write_text(json.dumps(results, indent=2))
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    new = [
+        bench(size, args.days, args.label, args.candidates, args.posts, not args.no_duckdb)
+        | {"at": started}
+        for size in args.sizes
+    ]
+    old = json.loads(args.results.read_text()) if args.results.exists() else []
+    ran = {(r["label"], r["size"]) for r in new}
+    results = [r for r in old if (r["label"], r["size"]) not in ran] + new
+    print(_table(results))
+    args.results.parent.mkdir(exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 
 _WRITE = "internal.metrics.shuffle.write.bytesWritten"
 _RUN = "internal.metrics.executorRunTime"
+_CPU = "internal.metrics.executorCpuTime"  # ns; unlike run time, not inflated by waiting
 
 
 def event_log_conf(folder: Path) -> dict[str, str]:
@@ -44,7 +45,8 @@ def step_breakdown(folder: Path) -> dict[str, dict]:
     """Per job description: jobs, stages run and skipped, tasks, busy time (s, the union of
     the jobs' submission-to-end spans: AQE runs independent stages as concurrent jobs, so
     their sum would count time twice), executor run time (s, summed over tasks: CPU-side work)
-    and shuffle bytes written (MiB). Jobs without a description are under ''."""
+    executor CPU time (s, summed over tasks: what a loaded machine inflates least) and
+    shuffle bytes written (MiB). Jobs without a description are under ''."""
     job_desc, job_stages, job_start, job_end = {}, {}, {}, {}
     stage_done: dict[int, dict] = {}
     for ev in _events(folder):
@@ -62,10 +64,13 @@ def step_breakdown(folder: Path) -> dict[str, dict]:
             stage_done[info["Stage ID"]] = {
                 "tasks": info.get("Number of Tasks", 0),
                 "run_ms": int(acc.get(_RUN) or 0),
+                "cpu_ns": int(acc.get(_CPU) or 0),
                 "write_b": int(acc.get(_WRITE) or 0),
             }
     out: dict[str, dict] = collections.defaultdict(
-        lambda: dict(jobs=0, stages=0, skipped=0, tasks=0, job_s=0.0, run_s=0.0, shuffle_mib=0.0)
+        lambda: dict(
+            jobs=0, stages=0, skipped=0, tasks=0, job_s=0.0, run_s=0.0, cpu_s=0.0, shuffle_mib=0.0
+        )
     )
     for jid, desc in job_desc.items():
         row = out[desc]
@@ -79,6 +84,7 @@ def step_breakdown(folder: Path) -> dict[str, dict]:
             row["stages"] += 1
             row["tasks"] += done["tasks"]
             row["run_s"] += done["run_ms"] / 1000
+            row["cpu_s"] += done["cpu_ns"] / 1e9
             row["shuffle_mib"] += done["write_b"] / 2**20
     for row in out.values():
         row["job_s"] = _covered(row.pop("_spans", [])) / 1000
@@ -99,12 +105,13 @@ def _covered(spans: list[tuple[int, int]]) -> int:
 def format_breakdown(rows: dict[str, dict], only: str = "") -> str:
     """A text table of step_breakdown's rows whose description contains `only`."""
     head = f"{'step':<42} {'jobs':>5} {'stages':>7} {'skip':>5} {'tasks':>6} "
-    head += f"{'busy s':>7} {'exec s':>7} {'shuf MiB':>9}"
+    head += f"{'busy s':>7} {'exec s':>7} {'cpu s':>6} {'shuf MiB':>9}"
     lines = [head]
     for desc, r in sorted(rows.items()):
         if only in desc:
             lines.append(
                 f"{desc or '(untagged)':<42} {r['jobs']:>5} {r['stages']:>7} {r['skipped']:>5} "
-                f"{r['tasks']:>6} {r['job_s']:>7.1f} {r['run_s']:>7.1f} {r['shuffle_mib']:>9.1f}"
+                f"{r['tasks']:>6} {r['job_s']:>7.1f} {r['run_s']:>7.1f} {r['cpu_s']:>6.1f} "
+                f"{r['shuffle_mib']:>9.1f}"
             )
     return "\n".join(lines)
