@@ -24,9 +24,13 @@ OTHER = SETTINGS.model_copy(
     update={
         "seed": 11,
         "gbdt": GbdtSettings(
-            num_leaves=15, min_child_samples=80, max_rounds=100, early_stopping_rounds=10,
-            num_threads=2, feature_fraction=0.6,
-        ),  # fmt: skip
+            num_leaves=15,
+            min_child_samples=80,
+            max_rounds=100,
+            early_stopping_rounds=10,
+            num_threads=2,
+            feature_fraction=0.6,
+        ),
     }
 )
 
@@ -43,7 +47,7 @@ def members(data):
 
 
 def test_average_is_the_mean_logit_of_the_members(data, members):
-    _, _, (test, truth) = data
+    _, _, (test, _) = data
     ensemble, history = fit_ensemble(members, data[1][0], SETTINGS)
     assert ensemble.combine == "average" and not history.metrics()
     assert isinstance(ensemble, RankerLike) and ensemble.kind == ENSEMBLE
