@@ -114,6 +114,44 @@ def metrics_summary(metrics: Mapping[str, float], split: str, k: int) -> str:
     return markdown(table)
 
 
+def kinds_summary(metrics: Mapping[str, Mapping[str, float]], split: str, k: int) -> str:
+    """Markdown: the logged metrics of several ranker kinds' runs (`metrics[kind]`) side by
+    side on one split: per task AUC and NCE, the value ranking's NDCG@k and MAP@k, dwell
+    MAE; with the oracle's and the best baseline's where they exist."""
+    first = next(iter(metrics.values()))
+
+    def get(m: Mapping[str, float], scorer: str, task: str, metric: str) -> float:
+        return m.get(metric_name(split, scorer, task, metric), np.nan)
+
+    logged = [
+        t
+        for t in ACTIONS
+        if any(n.startswith(metric_name(split, MODEL, t, "")) for m in metrics.values() for n in m)
+    ]
+    rows = [(t, metric) for t in logged for metric in ("auc", "nce")]
+    rows += [(VALUE, f"ndcg_at_{k}"), (VALUE, f"map_at_{k}"), (DWELL, "mae")]
+    table = []
+    for task, metric in rows:
+        row = {"task": task, "metric": metric}
+        row |= {kind: get(m, MODEL, task, metric) for kind, m in metrics.items()}
+        row["oracle"] = get(first, ORACLE, task, metric)
+        if metric != "nce":
+            scorers = (CONSTANT,) if task == DWELL else tuple(BASELINES)
+            named = {b: get(first, b, task, metric) for b in scorers}
+            if task == DWELL:  # lower is better: the constant guess is the only one
+                name, value = CONSTANT, named[CONSTANT]
+            else:
+                name, value = best_baseline(named)
+            row["best baseline"] = "" if np.isnan(value) else f"{name} {value:.4g}"
+        else:
+            row["best baseline"] = ""
+        table.append(row)
+    frame = pd.DataFrame(table)
+    if frame["oracle"].isna().all():  # a real log: no truth, no oracle column
+        frame = frame.drop(columns=["oracle"])
+    return markdown(frame)
+
+
 def markdown(frame: pd.DataFrame) -> str:
     """A Markdown table; floats to 4 significant digits, NaN as an empty cell."""
 
