@@ -216,7 +216,8 @@ def evaluate_run(settings: Settings, trained: TrainedRun) -> EvaluatedRun:
         for name in ("val", "test")
     }
     title = f"Rankers ({ranker.kind}), profile {settings.profile}, up to {trained.ds}"
-    text = format_report(title, trained.run_id, split, t.negative_rate, evaluations)
+    figures = tracking.logged_files(trained.run_id)
+    text = format_report(title, trained.run_id, split, t.negative_rate, evaluations, figures)
     folder = report_folder(settings, trained.ds, ranker.kind)
     metrics = tracking.log_evaluations(trained.run_id, evaluations, text, folder)
     report = folder.file(tracking.REPORT)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import mlflow
@@ -154,6 +154,12 @@ def log_curves(run_id: str, history: TrainingHistory, folder: Folder) -> None:
     best |= dict(getattr(history, "best_iteration", {}))
     metric = {t: "loss" for t in history.curves} | dict(getattr(history, "metric", {}))
     log_figure(plots.learning_curves_figure(history.curves, best, metric), CURVES, folder)
+
+
+def logged_files(run_id: str, folders: Sequence[str] = ("", "importance")) -> set[str]:
+    """The run's artifact names in `folders` (e.g. to link only the figures it has)."""
+    client = MlflowClient()
+    return {f.path for folder in folders for f in client.list_artifacts(run_id, folder or None)}
 
 
 def dwell_baseline(run_id: str) -> float:
