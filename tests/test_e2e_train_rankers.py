@@ -211,7 +211,7 @@ def monkeypatch_module():
 
 def test_every_kind_is_registered_and_one_gate_decides(kinds, client, settings):
     versions = [client.get_model_version(NAME, p.version) for p in kinds.promotions]
-    assert [v.version for v in versions] == ["4", "5", "6"]
+    assert [str(v.version) for v in versions] == ["4", "5", "6"]
     assert [v.tags[KIND_TAG] for v in versions][-1] == "ensemble"
     runs = [client.get_run(p.run_id) for p in kinds.promotions]
     for run, version in zip(runs, versions, strict=True):
@@ -269,14 +269,16 @@ def test_the_harm_guard_refuses_a_ranker_blind_to_negative_feedback(blind, clien
     ndcg = "val/model/value/ndcg_at_10"
     # It wins on NDCG (hides and reports weigh little in the value ranking) ...
     assert m["blind"][ndcg] >= m["no_click"][ndcg] + 0.002
-    assert m["blind"]["val/model/hide/auc"] == pytest.approx(0.5)  # a constant ranks nothing
-    assert m["no_click"]["val/model/hide/auc"] > 0.5 + 0.01
+    for task in ("hide", "report"):  # a constant ranks nothing
+        assert m["blind"][f"val/model/{task}/auc"] == pytest.approx(0.5)
+    # On tiny, version 1 learns little of hides (val AUC about 0.49) but ranks reports.
+    assert m["no_click"]["val/model/report/auc"] > 0.5 + 0.01
     # ... and is refused by the guard, which names the task, the metric and the numbers.
     gate = blind["gate"]
     (promotion,) = gate.promotions
     assert not promotion.promoted and gate.champion == blind["no_click"].version
     assert "beats champion" in promotion.reason and "harm guard refuses it" in promotion.reason
-    assert "hide AUC 0.5000 against the champion's" in promotion.reason
+    assert "report AUC 0.5000 against the champion's" in promotion.reason
     tags = client.get_model_version(NAME, promotion.version).tags
     assert tags["feedrank.promotion"] == "not promoted"
 
