@@ -1,22 +1,31 @@
 """
 ### train_rankers
 
-Nightly retraining of the LightGBM rankers on the latest days, as a time split: **train** on
-the earliest days, stop early on the **validation** days, report on the **test** days.
+Nightly retraining of every ranker kind on the latest days, as a time split: **train** on
+the earliest days, stop early on the **validation** days, report on the **test** days; the
+best kind becomes champion.
 
 1. **build_training_set**: `gold.training_examples` for every day with features that lacks
    it (labels within the attribution window, dwell, the seeded sampling draw), gated by its
    Great Expectations contract.
-2. **train**: one LightGBM model per action (click, like, comment, share, hide, report) on
-   its positives and a sample of its negatives, and a Huber dwell regressor; an MLflow run
-   in the `feedrank` experiment with settings, window, counts, learning curves, importance
-   and the model.
-3. **evaluate**: validation and test metrics against reverse-chronological, popularity
-   (smoothed engagement rate) and logged-order baselines and the oracle (the simulator's
-   true probabilities).
-4. **register**: a new version of `feedrank-ranker`, alias `challenger`.
-5. **promote**: alias `champion` only if it beats the champion (and every baseline) on the
-   validation NDCG of the value score by the configured margin; the version's tags say why.
+2. **kinds**: the member kinds of `training.kinds` (gbdt, dnn), one **train** task each,
+   in parallel (dynamic task mapping): gbdt is one LightGBM model per action (click, like,
+   comment, share, hide, report) and a Huber dwell regressor, dnn the multi-task network;
+   an MLflow run per kind in the `feedrank` experiment, tagged `feedrank.kind`, with
+   settings, window, counts, learning curves and the model.
+3. **ensemble**: with `ensemble` in `training.kinds`, the trained members combined per
+   action (averaged logits by default, `training.ensemble`), in its own run; passes every
+   kind's run on.
+4. **evaluate** (per kind): validation and test metrics under the same names for every kind,
+   against reverse-chronological, popularity (smoothed engagement rate) and logged-order
+   baselines and the oracle (the simulator's true probabilities).
+5. **register** (per kind): a new version of `feedrank-ranker`, alias `challenger`, tag
+   `feedrank.kind`.
+6. **promote** (once): the kinds' versions and the champion compared on the same
+   validation days; alias `champion` moves to the best validation NDCG of the value score
+   only if it beats the champion (re-scored on those days) and every baseline by the
+   configured margin, and its hide and report AUC and NCE are not worse than the
+   champion's beyond `training.harm_margin`; every version's tags say why.
 
 Params: `profile`, `seed`, `train_days` (the training window, empty for every day before
 validation) and `negative_rate` (share of negatives kept). The run's logical date is the last
@@ -34,7 +43,7 @@ from jobs.airflow_support import (
     DEFAULT_ARGS,
     RANKER,
     calendar,
-    mark_promotion,
+    mark_gate,
     settings_from,
     training_params,
 )
@@ -55,10 +64,19 @@ def train_rankers():
     def build_training_set(params=None, ds=None):
         return job.build_training_set(settings_from(params), ds)
 
+    @task
+    def kinds(params=None):
+        return job.member_kinds(settings_from(params))
+
     # Each step hands the next a models.handoff dataclass, through XCom as a dict.
     @task
-    def train(params=None, ds=None):
-        return asdict(job.train(settings_from(params), ds))
+    def train(kind, params=None, ds=None):
+        return asdict(job.train(settings_from(params), ds, kind))
+
+    @task
+    def ensemble(trained, params=None, ds=None):
+        members = [job.TrainedRun(**t) for t in trained]
+        return [asdict(t) for t in job.with_ensemble(settings_from(params), ds, members)]
 
     @task
     def evaluate(trained, params=None):
@@ -70,13 +88,15 @@ def train_rankers():
 
     @task(outlets=[RANKER])
     def promote(registered, params=None, outlet_events=None):
-        outcome = job.promote(settings_from(params), job.RegisteredVersion(**registered))
-        mark_promotion(outlet_events, RANKER, outcome)
+        versions = [job.RegisteredVersion(**r) for r in registered]
+        outcome = job.promote(settings_from(params), versions)
+        mark_gate(outlet_events, RANKER, outcome)
         return asdict(outcome)
 
-    trained = train()
-    build_training_set() >> trained
-    promote(register(evaluate(trained)))
+    member_kinds = kinds()
+    build_training_set() >> member_kinds
+    trained = ensemble(train.expand(kind=member_kinds))
+    promote(register.expand(evaluated=evaluate.expand(trained=trained)))
 
 
 train_rankers()

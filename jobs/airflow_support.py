@@ -166,6 +166,19 @@ def mark_promotion(outlet_events, asset: Asset, outcome) -> None:
     }
 
 
+def mark_gate(outlet_events, asset: Asset, gate) -> None:
+    """Tag the asset event with a gate over several versions (a models.handoff.Gate): the
+    day the models trained up to, the version promoted (None if none) and the champion."""
+    winner = gate.winner
+    outlet_events[asset].extra = {
+        "days": [gate.ds],
+        "version": winner.version if winner else None,
+        "promoted": winner is not None,
+        "champion": gate.champion,
+        "versions": [p.version for p in gate.promotions],
+    }
+
+
 def days_to_build(context: dict[str, Any]) -> list[str]:
     """The days an asset-triggered run builds: those its triggering events published.
 

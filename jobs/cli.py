@@ -2,7 +2,8 @@
 
 feedrank demo [--profile demo]   run the pipeline end to end through Airflow: logs and
                                  features day by day, then the nightly training once
-feedrank summary                 what the warehouse holds
+feedrank summary [--ds DS]       what the warehouse holds; with --ds, the rankers trained up
+                                 to DS: each kind's test metrics, the gate, the champion
 feedrank env                     export lines for Airflow and MLflow on this data root
 feedrank feed | feeds | serve    the feed store and its read path (jobs/feeds_cli.py)
 feedrank ingest --format mind --path DIR
@@ -19,7 +20,7 @@ import sys
 from jobs import feeds_cli
 from jobs.common import configure_logging
 from jobs.settings import available_profiles, load_settings
-from jobs.summary import format_summary, raw_summary
+from jobs.summary import format_summary, ranker_summary, raw_summary
 from warehouse.ingest.config import FORMATS
 
 log = logging.getLogger("feedrank")
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="override simulator.seed")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="the whole pipeline: logs, features, rankers, retrieval, feeds")
-    sub.add_parser("summary", help="rows per table and action rates")
+    summary = sub.add_parser("summary", help="rows per table and action rates")
+    summary.add_argument("--ds", help="also the rankers trained up to this day (MLflow)")
     sub.add_parser("env", help="print export lines for the Airflow and MLflow UIs")
     ingest = sub.add_parser("ingest", help="load a real impression log (MIND, EB-NeRD)")
     ingest.add_argument("--format", choices=FORMATS, help="default: the profile's log.format")
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo(settings, seed=args.seed)
     if args.command == "summary":
         print(format_summary(raw_summary(settings)))
+        if args.ds:
+            print(f"\n{ranker_summary(settings, args.ds)}")
         return 0
     from jobs.airflow_env import shell_exports
     from warehouse.layout import DataRootError

@@ -50,29 +50,38 @@ def format_summary(summary: dict, seconds: float | None = None) -> str:
 
 
 def ranker_summary(settings: Settings, ds: str) -> str:
-    """The test metrics of the newest training run up to ds (from MLflow) and the champion."""
+    """Each ranker kind's test metrics side by side (the newest run of each kind trained up
+    to ds, from MLflow), each version's gate outcome and why, and the champion."""
     from jobs.common import use_tracking
+    from jobs.train_rankers import report_folder
     from models import registry, report, tracking
 
     use_tracking(settings)
-    run = tracking.latest_run(settings.mlflow.experiment, ds)
-    if run is None:
+    runs = tracking.latest_runs_by_kind(settings.mlflow.experiment, ds)
+    if not runs:
         return f"no training run up to {ds} in MLflow experiment {settings.mlflow.experiment}"
     name = settings.mlflow.registered_model
-    from jobs.train_rankers import JOB
-
-    table = report.metrics_summary(run.data.metrics, "test", settings.training.ranking_k)
-    folder = settings.root.report_folder(JOB, ds)
-    outcome = run.data.tags.get(registry.PROMOTION_TAG, "not gated")
-    reason = run.data.tags.get(registry.PROMOTION_REASON_TAG, "")
-    return (
-        f"test day {run.data.params.get(registry.window_param('test'))}, "
-        f"MLflow run {run.info.run_id}:\n"
-        f"{table}\n"
-        f"gate: {outcome}{': ' + reason if reason else ''}\n"
-        f"registered model {name}: champion is version {registry.champion_version(name)}\n"
-        f"full report: {folder.file(tracking.REPORT)}"
+    k = settings.training.ranking_k
+    table = report.kinds_summary({kind: r.data.metrics for kind, r in runs.items()}, "test", k)
+    first = next(iter(runs.values()))
+    lines = [
+        f"test day {first.data.params.get(registry.window_param('test'))}, kinds "
+        + ", ".join(f"{kind} (MLflow run {r.info.run_id})" for kind, r in runs.items())
+        + ":",
+        table,
+    ]
+    for kind, r in runs.items():
+        outcome = r.data.tags.get(registry.PROMOTION_TAG, "not gated")
+        reason = r.data.tags.get(registry.PROMOTION_REASON_TAG, "")
+        lines.append(f"gate, {kind}: {outcome}{': ' + reason if reason else ''}")
+    champion = registry.champion_version(name)
+    kind = registry.version_kind(name, champion) if champion is not None else None
+    lines.append(
+        f"registered model {name}: champion is version {champion}" + (f" ({kind})" if kind else "")
     )
+    reports = [str(report_folder(settings, ds, kind).file(tracking.REPORT)) for kind in runs]
+    lines.append(f"full reports: {', '.join(reports)}")
+    return "\n".join(lines)
 
 
 def feeds_summary(settings: Settings, ds: str) -> str:

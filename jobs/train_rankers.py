@@ -1,18 +1,26 @@
-"""Train, evaluate, register and gate the LightGBM rankers on the days up to ds.
+"""Train, evaluate, register and gate every ranker kind on the days up to ds.
 
     python jobs/train_rankers.py --ds 2026-01-18 --profile demo      # every step, in order
 
 The steps are the tasks of dags/train_rankers.py; each returns a models.handoff value:
 1. build_training_set: gold.training_examples for each day with features that has none yet;
-2. train: a time split of the days up to ds (train < validation < test), each task on its
-   positives and sampled negatives, early stopping on validation; one MLflow run
-   (models.tracking) -> TrainedRun;
-3. evaluate: validation and test days against the baselines and the oracle (truth layer;
-   a real log has none, and the oracle is left out);
-   metrics, tables and plots into the same run, a report under reports/ -> EvaluatedRun;
-4. register: a new version of the registered model, alias `challenger` -> RegisteredVersion;
-5. promote: alias `champion` if it beats the champion (and the baselines) on validation by
-   the margin (models.registry.promote); the run and the version say why -> Promotion.
+2. train, once per member kind of `training.kinds` (gbdt: LightGBM, dnn: the deep ranker):
+   a time split of the days up to ds (train < validation < test), early stopping on
+   validation; one MLflow run per kind (models.tracking), tagged `feedrank.kind`
+   -> TrainedRun;
+3. train_ensemble, if `ensemble` is a kind: the trained members combined (models.ensemble),
+   its own run -> TrainedRun;
+4. evaluate, per kind: validation and test days against the baselines and the oracle (truth
+   layer; a real log has none, and the oracle is left out), with the same metric names for
+   every kind; metrics, tables and plots into the kind's run, a report under
+   reports/train_rankers/<ds>/<kind>/ -> EvaluatedRun;
+5. register, per kind: a new version of the registered model, alias `challenger`, tag
+   `feedrank.kind` -> RegisteredVersion;
+6. promote, once for all kinds: the best on validation NDCG that beats the champion (re-scored
+   on the same days) and the baselines by the margin, and passes the harm guard on hide and
+   report, becomes champion (models.registry.promote); every version and run say why -> Gate.
+
+
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from jobs import build_training_set as build_job
 from jobs.common import log_settings, run_job, use_tracking
@@ -29,11 +37,15 @@ from jobs.settings import Settings
 from models import registry as reg
 from models import tracking
 from models.dataset import Examples, Split, load_examples, time_split
+from models.ensemble import fit_ensemble
 from models.evaluate import evaluate_days, gate_metric
-from models.gbdt import History, Ranker, fit_ranker
-from models.handoff import EvaluatedRun, Promotion, RegisteredVersion, TrainedRun, extend
+from models.gate import HarmGuard
+from models.gbdt import fit_ranker
+from models.handoff import EvaluatedRun, Gate, RegisteredVersion, TrainedRun, extend
+from models.rankers import DNN, ENSEMBLE, GBDT, KIND_TAG, RankerLike
 from models.report import format_report
-from warehouse.catalog import IMPRESSION_FEATURES, TRAINING_EXAMPLES
+from warehouse.catalog import IMPRESSION_FEATURES, TRAINING_EXAMPLES, C
+from warehouse.layout import Folder
 from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
@@ -52,6 +64,16 @@ def split_days(settings: Settings, ds: str) -> Split:
     return time_split(days, train_days=t.train_days, val_days=t.val_days, test_days=t.test_days)
 
 
+def member_kinds(settings: Settings) -> list[str]:
+    """The kinds the train step fits, one task each (the ensemble is made of them)."""
+    return list(settings.training.member_kinds())
+
+
+def report_folder(settings: Settings, ds: str, kind: str) -> Folder:
+    """Each kind's report and figures: reports/train_rankers/<ds>/<kind>/."""
+    return settings.root.report_folder(JOB, ds).sub(kind)
+
+
 def build_training_set(settings: Settings, ds: str) -> list[str]:
     """Build the missing days of training examples up to ds; the days now available."""
     store = Warehouse(settings.root.warehouse)
@@ -61,34 +83,97 @@ def build_training_set(settings: Settings, ds: str) -> list[str]:
     return training_days(store, ds)
 
 
-def train(settings: Settings, ds: str) -> TrainedRun:
-    """Fit the ranker on the split of the days up to ds and log it in an MLflow run."""
-    log_settings(JOB, settings, ds)
+def train(settings: Settings, ds: str, kind: str = GBDT) -> TrainedRun:
+    """Fit one member kind on the split of the days up to ds and log it in an MLflow run."""
+    if kind not in settings.training.member_kinds():
+        raise ValueError(f"kind {kind!r} is not a member kind of training.kinds")
+    log_settings(f"{JOB}.train[{kind}]", settings, ds)
     t, store = settings.training, Warehouse(settings.root.warehouse)
     split = split_days(settings, ds)
     log.info("time split up to %s: %s", ds, json.dumps(split.as_dict()))
     started = time.perf_counter()
-    train_ex, _ = load_examples(store, split.train, negative_rate=t.negative_rate)
     val_ex, _ = load_examples(store, split.val)
-    ranker, history = fit_ranker(train_ex, val_ex, t, tasks=settings.recorded_tasks)
-    log.info("trained every task in %.0fs", time.perf_counter() - started)
-    return log_run(settings, ds, split, ranker, history, train_ex, val_ex)
+    if kind == DNN:  # streams its training days itself
+        ranker, history = _fit_dnn(settings, store, split, ds)
+        train_ex = None
+    else:
+        train_ex, _ = load_examples(store, split.train, negative_rate=t.negative_rate)
+        ranker, history = fit_ranker(train_ex, val_ex, t, tasks=settings.recorded_tasks)
+    log.info("trained %s on every task in %.0fs", kind, time.perf_counter() - started)
+    median = None if train_ex is not None else dwell_median(store, split.train)
+    return log_run(settings, ds, split, ranker, history, train_ex, val_ex, dwell=median)
+
+
+def _fit_dnn(settings: Settings, store: Warehouse, split: Split, ds: str):
+    try:
+        from models.dnn_train import fit_dnn
+    except ModuleNotFoundError as err:
+        raise RuntimeError(
+            f"training.kinds lists {DNN!r} but its module cannot be imported ({err}); "
+            "install it or set training.kinds (FEEDRANK__TRAINING__KINDS) without dnn"
+        ) from err
+    # Checkpoints of this day's run: a retried or killed task resumes from them.
+    checkpoints = Folder(settings.root.artifacts).sub(f"checkpoints/{JOB}/{ds}/{DNN}")
+    t = settings.training
+    return fit_dnn(store, split.train, split.val, t, checkpoints, settings.recorded_tasks)
+
+
+def dwell_median(store: Warehouse, days: Sequence[str]) -> float:
+    """The median dwell of a click on `days`: evaluation's constant dwell guess."""
+    dwell = store.read_pandas(TRAINING_EXAMPLES, list(days), columns=[C.DWELL_S])[C.DWELL_S]
+    dwell = dwell.dropna()
+    return float(dwell.median()) if len(dwell) else 0.0
+
+
+def train_ensemble(settings: Settings, ds: str, members: Sequence[TrainedRun]) -> TrainedRun:
+    """Combine the trained members (models.ensemble) and log the ensemble in its own run."""
+    log_settings(f"{JOB}.train_ensemble", settings, ds)
+    use_tracking(settings)
+    store = Warehouse(settings.root.warehouse)
+    split = Split(**{k: tuple(v) for k, v in reg.load_split(members[0].run_id).items()})
+    if any(reg.load_split(m.run_id) != split.as_dict() for m in members[1:]):
+        raise ValueError("an ensemble's members must share their time split")
+    rankers = [reg.load_ranker(m.model_uri) for m in members]
+    val_ex, _ = load_examples(store, split.val)
+    ranker, history = fit_ensemble(rankers, val_ex, settings.training)
+    median = tracking.dwell_baseline(members[0].run_id)
+    runs = {"feedrank.members": ",".join(m.run_id for m in members)}
+    return log_run(settings, ds, split, ranker, history, None, val_ex, runs, dwell=median)
+
+
+def train_all(settings: Settings, ds: str) -> list[TrainedRun]:
+    """Every kind of `training.kinds`: the members, then the ensemble of them."""
+    trained = [train(settings, ds, kind) for kind in member_kinds(settings)]
+    return with_ensemble(settings, ds, trained)
+
+
+def with_ensemble(settings: Settings, ds: str, members: Sequence[TrainedRun]) -> list[TrainedRun]:
+    """The members' runs, and the ensemble's after them when `ensemble` is a kind."""
+    members = list(members)
+    if ENSEMBLE not in settings.training.kinds:
+        return members
+    return [*members, train_ensemble(settings, ds, members)]
 
 
 def log_run(
     settings: Settings,
     ds: str,
     split: Split,
-    ranker: Ranker,
-    history: History,
-    train_ex: Examples,
+    ranker: RankerLike,
+    history: tracking.TrainingHistory,
+    train_ex: Examples | None,
     val_ex: Examples,
     tags: Mapping[str, str] | None = None,
+    *,
+    dwell: float | None = None,
 ) -> TrainedRun:
-    """The MLflow run of a trained ranker, described by the settings it was trained with."""
+    """The MLflow run of a trained ranker, described by the settings it was trained with.
+
+    `train_ex` None (an ensemble; a DNN, which streams its days): `dwell` is the training
+    days' median dwell of a click."""
     use_tracking(settings)
     info = tracking.RunInfo(
-        name=f"rankers {settings.profile} {ds}",
+        name=f"rankers {ranker.kind} {settings.profile} {ds}",
         ds=ds,
         tags={
             "feedrank.profile": settings.profile,
@@ -102,12 +187,12 @@ def log_run(
         },
         settings=settings.model_dump(mode="json"),
     )
-    folder = settings.root.report_folder(JOB, ds)
+    folder = report_folder(settings, ds, ranker.kind)
     with settings.root.scratch("ranker") as scratch:
         trained = tracking.log_training_run(
-            info, split, ranker, history, train_ex, val_ex, folder, scratch
+            info, split, ranker, history, train_ex, val_ex, folder, scratch, dwell_median=dwell
         )
-    log.info("MLflow run %s logged model %s", trained.run_id, trained.model_uri)
+    log.info("MLflow run %s logged %s model %s", trained.run_id, ranker.kind, trained.model_uri)
     return trained
 
 
@@ -130,9 +215,10 @@ def evaluate_run(settings: Settings, trained: TrainedRun) -> EvaluatedRun:
         )
         for name in ("val", "test")
     }
-    title = f"Rankers, profile {settings.profile}, up to {trained.ds}"
-    text = format_report(title, trained.run_id, split, t.negative_rate, evaluations)
-    folder = settings.root.report_folder(JOB, trained.ds)
+    title = f"Rankers ({ranker.kind}), profile {settings.profile}, up to {trained.ds}"
+    figures = tracking.logged_files(trained.run_id)
+    text = format_report(title, trained.run_id, split, t.negative_rate, evaluations, figures)
+    folder = report_folder(settings, trained.ds, ranker.kind)
     metrics = tracking.log_evaluations(trained.run_id, evaluations, text, folder)
     report = folder.file(tracking.REPORT)
     log.info("evaluation report: %s\n%s", report, text)
@@ -141,11 +227,13 @@ def evaluate_run(settings: Settings, trained: TrainedRun) -> EvaluatedRun:
 
 
 def register(settings: Settings, evaluated: EvaluatedRun) -> RegisteredVersion:
-    """A new version of the registered model with the alias challenger."""
+    """A new version of the registered model with the alias challenger and its kind's tag."""
     use_tracking(settings)
+    kind = reg.run_kind(evaluated.run_id)
     tags = {
         "run_id": evaluated.run_id,
         "ds": evaluated.ds,
+        KIND_TAG: kind,
         gate_metric(settings.training.ranking_k): (
             "undefined" if evaluated.gate_metric is None else f"{evaluated.gate_metric:.6f}"
         ),
@@ -154,19 +242,30 @@ def register(settings: Settings, evaluated: EvaluatedRun) -> RegisteredVersion:
     return extend(evaluated, RegisteredVersion, version=version)
 
 
-def promote(settings: Settings, registered: RegisteredVersion) -> Promotion:
-    """Make the challenger champion if it wins on the validation days; say why either way."""
+def promote(settings: Settings, registered: Sequence[RegisteredVersion]) -> Gate:
+    """Make the best of the night's versions champion if it wins on the validation days and
+    passes the harm guard (models.registry.promote); say why for each version either way."""
     t = settings.training
     use_tracking(settings)
     store = Warehouse(settings.root.warehouse)
     name = settings.mlflow.registered_model
-    return reg.promote(registered, name, store, t.value, k=t.ranking_k, margin=t.promotion_margin)
+    guard = HarmGuard(t.harm_tasks, t.harm_margin)
+    return reg.promote(
+        list(registered),
+        name,
+        store,
+        t.value,
+        k=t.ranking_k,
+        margin=t.promotion_margin,
+        guard=guard,
+    )
 
 
-def run(settings: Settings, ds: str) -> Promotion:
+def run(settings: Settings, ds: str) -> Gate:
     """Every step, in order (what the DAG runs as separate tasks)."""
     build_training_set(settings, ds)
-    return promote(settings, register(settings, evaluate_run(settings, train(settings, ds))))
+    evaluated = [evaluate_run(settings, trained) for trained in train_all(settings, ds)]
+    return promote(settings, [register(settings, e) for e in evaluated])
 
 
 def main(argv: list[str] | None = None) -> int:

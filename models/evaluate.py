@@ -26,7 +26,8 @@ import pandas as pd
 from features import registry as R
 from models import metrics as M
 from models.dataset import load_examples, with_truth
-from models.gbdt import DWELL, SCORE, Ranker, prediction_column
+from models.gbdt import DWELL, SCORE, prediction_column
+from models.rankers import RankerLike
 from models.value import ValueWeights, realised_value, value_score
 from warehouse.catalog import ACTIONS, CLICK, C, label_column, truth_column
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 MODEL, UNCORRECTED, ORACLE = "model", "model_uncorrected", "oracle"
 # The model's value ranking with the logged position and source as inputs, beside MODEL's with
-# the serving ones: what position debiasing changes (models.gbdt.Ranker.predict).
+# the serving ones: what position debiasing changes (RankerLike.predict).
 LOGGED_BIAS = "model_logged_position"
 VALUE = "value"  # the task name of the ranking rows
 CONSTANT = "constant"  # the dwell baseline: one guess (the training median) for every click
@@ -171,7 +172,7 @@ def evaluate(
 
 def evaluate_days(
     store: Warehouse,
-    ranker: Ranker,
+    ranker: RankerLike,
     days: Sequence[str],
     weights: ValueWeights,
     *,

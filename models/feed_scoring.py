@@ -25,7 +25,8 @@ from pyspark.sql import types as T
 from features import registry as R
 from models.dataset import FEATURES, TOPIC_RECENCY, feature_frame
 from models.feed_config import RerankSettings
-from models.gbdt import SCORE, Ranker, prediction_column
+from models.gbdt import SCORE, prediction_column
+from models.rankers import RankerLike, load_ranker_folder
 from models.rerank import IN_NETWORK, rerank
 from warehouse.catalog import ACTIONS, C
 from warehouse.layout import Folder
@@ -44,8 +45,8 @@ def scored_schema(features: DataFrame) -> T.StructType:
 
 
 @functools.lru_cache(maxsize=2)
-def _ranker(path: str) -> Ranker:
-    return Ranker.load(Folder(Path(path)))
+def _ranker(path: str) -> RankerLike:
+    return load_ranker_folder(Folder(Path(path)))
 
 
 def _score_batches(path_of: Callable[[], str]) -> Callable:

@@ -202,6 +202,7 @@ class Ranker:
         for task, booster in self.boosters.items():
             booster.save_model(str(folder.writable(f"{task}.txt")))
         meta = {
+            "kind": KIND,
             "format_version": FORMAT_VERSION,
             "negative_rate": self.negative_rate,
             "weights": self.weights.model_dump(),
@@ -215,6 +216,8 @@ class Ranker:
     @classmethod
     def load(cls, folder: Folder) -> Ranker:
         meta = json.loads(folder.file("ranker.json").read_text())
+        if meta.get("kind", KIND) != KIND:
+            raise ValueError(f"{folder}: a {meta['kind']} ranker, not a {KIND} one")
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{folder}: ranker format {meta.get('format_version')} unknown")
         boosters = {t: lgb.Booster(model_file=str(folder.file(f"{t}.txt"))) for t in meta["tasks"]}

@@ -46,6 +46,25 @@ class Promotion(RegisteredVersion):
     champion: str | None  # the champion version after the decision
 
 
+@dataclasses.dataclass(frozen=True)
+class Gate:
+    """One night's gate over every kind's new version, against the champion: each version's
+    Promotion, in training order (at most one promoted), and the champion after it."""
+
+    ds: str  # the last day the training could use
+    promotions: list[Promotion]  # dicts (from XCom) become Promotions
+    champion: str | None  # the champion version after the gate
+
+    def __post_init__(self):
+        rebuilt = [p if isinstance(p, Promotion) else Promotion(**p) for p in self.promotions]
+        object.__setattr__(self, "promotions", rebuilt)
+
+    @property
+    def winner(self) -> Promotion | None:
+        """The version the gate promoted, or None."""
+        return next((p for p in self.promotions if p.promoted), None)
+
+
 def extend(value: TrainedRun, cls: type[T], **fields) -> T:
     """`value` as the next step's type, with that step's fields added."""
     return cls(**dataclasses.asdict(value), **fields)

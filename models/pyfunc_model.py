@@ -1,7 +1,8 @@
 """The ranker's MLflow pyfunc model, logged as code (MLflow's models-from-code).
 
 MLflow copies this file into the logged model and runs it at load time; `set_model` names
-the model object. Loading needs the feedrank package importable (models.gbdt).
+the model object. Loading needs the feedrank package importable (models.rankers, and the
+module of the ranker's kind).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from models.gbdt import Ranker
+from models.rankers import load_ranker_folder
 from models.registry import RANKER_ARTIFACT
 from warehouse.layout import Folder
 
@@ -20,7 +21,7 @@ class RankerModel(mlflow.pyfunc.PythonModel):
     """Feature frame in (models.dataset.feature_frame), p_<action>, e_dwell_s, score out."""
 
     def load_context(self, context) -> None:
-        self.ranker = Ranker.load(Folder(Path(context.artifacts[RANKER_ARTIFACT])))
+        self.ranker = load_ranker_folder(Folder(Path(context.artifacts[RANKER_ARTIFACT])))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return self.ranker.predict(model_input)

@@ -1,14 +1,21 @@
 """MLflow: the ranker as a pyfunc model, the registry's aliases and the promotion gate.
 
-Each trained ranker is logged as one pyfunc model (every booster, the sampling rate and the
-value weights), with a signature over the feature frame, and registered as a new version of
-`feedrank-ranker` with the alias `challenger`. `decide` is the gate: the challenger becomes
-`champion` only when its validation value metric (NDCG of the value score, per request) beats
-the current champion's on the same days by the margin, and beats the best non-learned
-baseline by the margin too, so a useless model (one fitted to shuffled labels, say) is never
-promoted even when there is no champion yet. `promote` runs the gate for a registered version:
-it re-scores the champion on the challenger's validation days, decides, moves the alias, and
-tags the version and its run with the decision and the reason.
+Each trained ranker, of any kind (models.rankers: gbdt, dnn, ensemble), is logged as one
+pyfunc model (its saved folder), with a signature over the feature frame, and registered as
+a new version of `feedrank-ranker` with the alias `challenger` and the tag `feedrank.kind`.
+
+`decide` is the gate for one challenger: it becomes `champion` only when its validation
+value metric (NDCG of the value score, per request) beats the current champion's on the same
+days by the margin, and beats the best non-learned baseline by the margin too, so a useless
+model (one fitted to shuffled labels, say) is never promoted even when there is no champion
+yet; and the harm guard (`HarmGuard`) refuses a challenger whose negative-feedback tasks
+(hide, report) have a validation AUC or NCE worse than the champion's beyond
+`training.harm_margin`, however well it ranks: those tasks weigh little in NDCG, so a model
+blind to them could otherwise win. `promote` runs the gate over one night's versions (every
+kind): it re-scores the champion on their validation days (its NDCG and its hide and report
+AUC and NCE there, not its old run's numbers), decides for each version from the best NDCG
+down, promotes the first that passes (at most one), moves the alias, and tags every version
+and its run with its outcome and the reason.
 """
 
 from __future__ import annotations
@@ -28,10 +35,20 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from models.dataset import load_examples, signature_frame
-from models.evaluate import BASELINES, GATE_SPLIT, best_baseline, gate_metric, value_ranking
-from models.gbdt import SCORE, IncompatibleRanker, Ranker
-from models.handoff import Promotion, RegisteredVersion, extend
+from models.dataset import signature_frame
+from models.evaluate import (
+    BASELINES,
+    GATE_SPLIT,
+    MODEL,
+    evaluate_days,
+    gate_metric,
+    metric_name,
+)
+from models.gate import AUC, NCE, NO_GUARD, Candidate, Decision, HarmGuard, choose, quality_key
+from models.gate import decide as decide  # the gate's rule, re-exported beside promote
+from models.gbdt import IncompatibleRanker
+from models.handoff import Gate, Promotion, RegisteredVersion, extend
+from models.rankers import DNN, GBDT, KIND_TAG, RankerLike, member_kinds
 from models.value import ValueWeights
 from warehouse.layout import Folder
 
@@ -51,6 +68,7 @@ PROMOTION_TAG, PROMOTION_REASON_TAG = "feedrank.promotion", "feedrank.promotion_
 # opens it on the model-training runs.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 _REQUIREMENTS = ("lightgbm", "numpy", "pandas", "pyarrow", "pydantic", "mlflow")
+_KIND_REQUIREMENTS = {DNN: ("torch",)}  # what a kind's model needs beyond those
 
 
 def use_tracking(tracking_uri: str, experiment: str, artifact_root: Path | None = None) -> str:
@@ -79,7 +97,7 @@ def use_tracking(tracking_uri: str, experiment: str, artifact_root: Path | None 
 
 
 def log_ranker(
-    ranker: Ranker, example: pd.DataFrame, scratch: Folder
+    ranker: RankerLike, example: pd.DataFrame, scratch: Folder
 ) -> mlflow.models.model.ModelInfo:
     """Log the ranker into the active run as a pyfunc model with signature and input example.
 
@@ -93,8 +111,14 @@ def log_ranker(
         artifacts={RANKER_ARTIFACT: str(folder)},
         signature=signature,
         input_example=signature_frame(sample.head(5)),
-        pip_requirements=[f"{p}=={importlib.metadata.version(p)}" for p in _REQUIREMENTS],
+        pip_requirements=[f"{p}=={importlib.metadata.version(p)}" for p in requirements(ranker)],
     )
+
+
+def requirements(ranker: RankerLike) -> tuple[str, ...]:
+    """The packages a ranker's pyfunc model needs: the common ones and its kinds' own."""
+    extra = (p for k in member_kinds(ranker) for p in _KIND_REQUIREMENTS.get(k, ()))
+    return tuple(dict.fromkeys((*_REQUIREMENTS, *extra)))
 
 
 def window_param(part: str) -> str:
@@ -108,8 +132,19 @@ def load_split(run_id: str) -> dict[str, list[str]]:
     return mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{SPLIT_ARTIFACT}")
 
 
-def load_ranker(model_uri: str) -> Ranker:
-    """The Ranker behind a logged or registered model (models:/feedrank-ranker@champion)."""
+def run_kind(run_id: str) -> str:
+    """The ranker kind a run logged (its `feedrank.kind` tag; a run from before kinds: gbdt)."""
+    return MlflowClient().get_run(run_id).data.tags.get(KIND_TAG, GBDT)
+
+
+def version_kind(name: str, version: str) -> str:
+    """The ranker kind of a registered version (its `feedrank.kind` tag; before kinds: gbdt)."""
+    return MlflowClient().get_model_version(name, version).tags.get(KIND_TAG, GBDT)
+
+
+def load_ranker(model_uri: str) -> RankerLike:
+    """The ranker, of any kind, behind a logged or registered model
+    (models:/feedrank-ranker@champion)."""
     return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().ranker
 
 
@@ -150,110 +185,107 @@ def set_champion(name: str, version: str) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class Decision:
-    promote: bool
-    reason: str
+class ChampionOnDays:
+    """The champion re-scored on a challenger's validation days."""
+
+    score: float | None  # the gate metric; None when the champion cannot score these days
+    quality: dict[str, float]  # hide/auc, hide/nce, ... (models.gate.quality_key)
+    unusable: str | None = None  # why it cannot score (trained on other feature columns)
 
 
-def decide(
-    challenger: float,
-    champion: float | None,
-    baselines: Mapping[str, float],
-    margin: float,
-    no_champion: str = "no champion yet",
-    *,
-    metric: str = "the gate metric",
-    days: str = "the validation days",
-) -> Decision:
-    """The whole promotion gate, on one metric of the same days for every model.
-
-    Promote when the challenger beats the best baseline and the champion (if any) by the
-    margin. `champion` None: there is none to compare with, and `no_champion` says why (none
-    yet, or one that cannot score these features). An undefined challenger metric (NaN: no
-    request on `days` had a positive realised value) never promotes. The reason names the
-    numbers, the best baseline and the metric (`metric`, e.g. "validation NDCG@10").
-    """
-    name, baseline = best_baseline(baselines)
-    if math.isnan(challenger):
-        reason = f"{metric} is undefined on {days}: no request there has a positive realised value"
-        verdict = Decision(False, reason)
-    elif not challenger >= baseline + margin:
-        verdict = Decision(
-            False,
-            f"challenger {challenger:.4f} does not beat the best baseline {baseline:.4f} "
-            f"by the margin {margin}",
-        )
-    elif champion is None:
-        verdict = Decision(
-            True,
-            f"{no_champion}; challenger {challenger:.4f} beats the best baseline "
-            f"{baseline:.4f} by at least {margin}",
-        )
-    elif challenger >= champion + margin:
-        verdict = Decision(
-            True, f"challenger {challenger:.4f} beats champion {champion:.4f} by at least {margin}"
-        )
-    else:
-        verdict = Decision(
-            False,
-            f"challenger {challenger:.4f} does not beat champion {champion:.4f} "
-            f"by the margin {margin}",
-        )
-    return Decision(verdict.promote, f"{verdict.reason} (baseline: {name}; {metric})")
+def run_quality(metrics: Mapping[str, float], tasks: Sequence[str]) -> dict[str, float]:
+    """A run's validation AUC and NCE of `tasks` (as evaluation logged them)."""
+    return {
+        quality_key(t, m): metrics.get(metric_name(GATE_SPLIT, MODEL, t, m), math.nan)
+        for t in tasks
+        for m in (AUC, NCE)
+    }
 
 
 def champion_score(
-    store: Warehouse, name: str, days: Sequence[str], weights: ValueWeights, k: int
-) -> tuple[float | None, str | None]:
-    """The current champion's gate metric on `days`, or (None, why) when it was trained on
-    other feature columns: then it cannot stay. Any other failure (the registry or its
-    artifacts unreachable) raises, so the task fails and is retried rather than promote a
-    challenger unchecked."""
-    examples, info = load_examples(store, days)
+    store: Warehouse,
+    name: str,
+    days: Sequence[str],
+    weights: ValueWeights,
+    k: int,
+    tasks: Sequence[str] = (),
+) -> ChampionOnDays:
+    """The current champion's gate metric and its `tasks`' AUC and NCE on `days`, computed
+    by the same evaluation as a challenger's (models.evaluate.evaluate_days), so the gate
+    compares both on the same rows. A champion trained on other feature columns cannot stay
+    (`unusable` says why). Any other failure (the registry or its artifacts unreachable)
+    raises, so the task fails and is retried rather than promote a challenger unchecked."""
     champion = load_ranker(f"models:/{name}@{CHAMPION}")
     try:
-        score = champion.predict(examples.X)[SCORE].to_numpy()
+        evaluation = evaluate_days(store, champion, days, weights, k=k, oracle=False)
     except IncompatibleRanker as err:  # an outdated champion must not block a new challenger
         log.warning("the champion cannot score the validation days: %s", err)
-        return None, str(err)
-    ranking = value_ranking(info, {CHAMPION: score}, weights, k)
-    return float(ranking[f"ndcg_at_{k}"].iloc[0]), None
+        return ChampionOnDays(None, {}, str(err))
+    metrics = evaluation.metrics(GATE_SPLIT)
+    return ChampionOnDays(metrics.get(gate_metric(k), math.nan), run_quality(metrics, tasks))
+
+
+def candidate(registered: RegisteredVersion, k: int, tasks: Sequence[str]) -> Candidate:
+    """A registered version's numbers on its validation days, from its run."""
+    run = MlflowClient().get_run(registered.run_id)
+    metrics = run.data.metrics
+    return Candidate(
+        version=registered.version,
+        kind=run.data.tags.get(KIND_TAG, GBDT),
+        score=metrics.get(gate_metric(k), math.nan),  # absent when undefined
+        baselines={b: metrics.get(gate_metric(k, b), math.nan) for b in BASELINES},
+        quality=run_quality(metrics, tasks),
+    )
 
 
 def promote(
-    registered: RegisteredVersion,
+    registered: Sequence[RegisteredVersion],
     name: str,
     store: Warehouse,
     weights: ValueWeights,
     *,
     k: int,
     margin: float,
-) -> Promotion:
-    """Make the registered version champion if it wins on its validation days (`decide`);
-    the version and its run are tagged with the outcome and the reason either way."""
-    client = MlflowClient()
-    version = registered.version
-    run = client.get_run(registered.run_id)
-    metrics = run.data.metrics
-    challenger = metrics.get(gate_metric(k), math.nan)  # absent when undefined
-    baselines = {b: metrics.get(gate_metric(k, b), math.nan) for b in BASELINES}
+    guard: HarmGuard = NO_GUARD,
+) -> Gate:
+    """Gate one night's registered versions (one per kind, trained on the same split): the
+    best that wins against the champion on their validation days (models.gate.choose)
+    becomes champion; every version and its run are tagged with its outcome and reason."""
+    if not registered:
+        raise ValueError("no registered version to gate")
+    candidates = [candidate(r, k, guard.tasks) for r in registered]
+    days = load_split(registered[0].run_id)[GATE_SPLIT]
+    if any(load_split(r.run_id)[GATE_SPLIT] != days for r in registered[1:]):
+        raise ValueError("the versions gated together must share their validation days")
     current = champion_version(name)
-    champion, no_champion = None, "no champion yet"
-    if current is not None and current != version and not math.isnan(challenger):
-        days = load_split(registered.run_id)[GATE_SPLIT]
-        champion, unusable = champion_score(store, name, days, weights, k)
-        if unusable is not None:
-            no_champion = f"champion version {current} cannot score these features ({unusable})"
-    decision = decide(
-        challenger,
-        champion,
-        baselines,
+    champion, no_champion = ChampionOnDays(None, {}), "no champion yet"
+    if current in {r.version for r in registered}:  # a retried gate that already promoted it
+        no_champion = f"version {current} is already champion (the gate ran before)"
+    elif current is not None and any(not math.isnan(c.score) for c in candidates):
+        champion = champion_score(store, name, days, weights, k, guard.tasks)
+        if champion.unusable is not None:
+            no_champion = (
+                f"champion version {current} cannot score these features ({champion.unusable})"
+            )
+    window = MlflowClient().get_run(registered[0].run_id).data.params
+    decisions = choose(
+        candidates,
+        champion.score,
+        champion.quality,
         margin,
+        guard,
         no_champion,
         metric=f"validation NDCG@{k}",
-        days=run.data.params.get(window_param(GATE_SPLIT), "the validation days"),
+        days=window.get(window_param(GATE_SPLIT), "the validation days"),
     )
-    return apply_decision(registered, name, decision)
+    # The winner first, so every version's Promotion names the champion after the gate.
+    order = sorted(registered, key=lambda r: not decisions[r.version].promote)
+    outcomes = {r.version: apply_decision(r, name, decisions[r.version]) for r in order}
+    return Gate(
+        ds=registered[0].ds,
+        promotions=[outcomes[r.version] for r in registered],
+        champion=champion_version(name),
+    )
 
 
 def apply_decision(registered: RegisteredVersion, name: str, decision: Decision) -> Promotion:

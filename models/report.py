@@ -1,14 +1,15 @@
 """The rankers' evaluation as Markdown: the report of a training run, and a compact summary.
 
-`format_report` renders the tables of each split's Evaluation (test first); `metrics_summary`
-reads the logged metrics back (`<split>/<scorer>/<task>/<metric>`, models.evaluate) into one
-small table per task, for a terminal. Figures are linked by their run-artifact names, which
-are also their names beside the report (models.tracking saves them both ways).
+`format_report` renders the tables of each split's Evaluation (test first); `kinds_summary`
+reads several ranker kinds' logged metrics back (`<split>/<scorer>/<task>/<metric>`,
+models.evaluate) into one table, the kinds side by side, for a terminal. Figures are linked
+by their run-artifact names, which are also their names beside the report (models.tracking
+saves them both ways).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,9 +29,12 @@ from models.evaluate import (
 from models.gbdt import DWELL
 from warehouse.catalog import ACTIONS
 
+# (alt text, run-artifact name) of the figures a report links; a run without one (an averaged
+# ensemble has no learning curves, only a GBDT has gain importance) links the others.
 FIGURES = (
-    "![calibration, test](calibration/test.png) ![importance](importance/gain.png)",
-    "![learning curves](learning_curves.png)",
+    ("calibration, test", "calibration/test.png"),
+    ("importance", "importance/gain.png"),
+    ("learning curves", "learning_curves.png"),
 )
 
 
@@ -40,9 +44,16 @@ def format_report(
     split: Mapping[str, Sequence[str]],
     negative_rate: float,
     evaluations: Mapping[str, Evaluation],
+    figures: Collection[str] | None = None,
 ) -> str:
     """Markdown: per task on test, model against oracle and baselines; ranking and dwell;
-    then the same for validation."""
+    then the same for validation. `figures`: the artifact names the run holds (None: every
+    one of FIGURES); the calibration plot is logged with the report, so always there."""
+    shown = [
+        f"![{alt}]({name})"
+        for alt, name in FIGURES
+        if figures is None or name in figures or name.startswith("calibration/")
+    ]
     train = split["train"]
     lines = [
         f"# {title}",
@@ -51,7 +62,7 @@ def format_report(
         f"validation {', '.join(split['val'])}, test {', '.join(split['test'])}. "
         f"Negatives kept at {negative_rate}.",
         "",
-        *FIGURES,
+        " ".join(shown),
     ]
     for name in ("test", "val"):
         ev = evaluations[name]
@@ -61,57 +72,42 @@ def format_report(
     return "\n".join(lines) + "\n"
 
 
-def metrics_summary(metrics: Mapping[str, float], split: str, k: int) -> str:
-    """A compact Markdown summary of a run's logged metrics on one split: per task the
-    model's AUC and NCE against the oracle and the best baseline, then the value ranking and
-    dwell rows."""
+def kinds_summary(metrics: Mapping[str, Mapping[str, float]], split: str, k: int) -> str:
+    """Markdown: the logged metrics of several ranker kinds' runs (`metrics[kind]`) side by
+    side on one split: per task AUC and NCE, the value ranking's NDCG@k and MAP@k, dwell
+    MAE; with the oracle's and the best baseline's where they exist."""
+    first = next(iter(metrics.values()))
 
-    def get(scorer: str, task: str, metric: str) -> float:
-        return metrics.get(metric_name(split, scorer, task, metric), np.nan)
+    def get(m: Mapping[str, float], scorer: str, task: str, metric: str) -> float:
+        return m.get(metric_name(split, scorer, task, metric), np.nan)
 
-    oracle = any(name.startswith(metric_name(split, ORACLE, "")) for name in metrics)
     logged = [
-        t for t in ACTIONS if any(n.startswith(metric_name(split, MODEL, t, "")) for n in metrics)
+        t
+        for t in ACTIONS
+        if any(n.startswith(metric_name(split, MODEL, t, "")) for m in metrics.values() for n in m)
     ]
-    rows = []
-    for task in logged:  # a real log's recorded actions; every action for the simulator
-        best, best_auc = best_baseline({b: get(b, task, "auc") for b in BASELINES})
-        rows.append(
-            {
-                "task": task,
-                "auc": get(MODEL, task, "auc"),
-                "oracle": get(ORACLE, task, "auc"),
-                "gap": get(MODEL, task, "auc_gap_to_oracle"),
-                "nce": get(MODEL, task, "nce"),
-                "best baseline": f"{best} {best_auc:.3f}",
-            }
-        )
-    ndcg = f"ndcg_at_{k}"
-    best, best_ndcg = best_baseline({b: get(b, VALUE, ndcg) for b in BASELINES})
-    rows.append(
-        {
-            "task": f"value NDCG@{k}",
-            "auc": get(MODEL, VALUE, ndcg),
-            "oracle": get(ORACLE, VALUE, ndcg),
-            "gap": get(ORACLE, VALUE, ndcg) - get(MODEL, VALUE, ndcg),
-            "nce": np.nan,
-            "best baseline": f"{best} {best_ndcg:.3f}",
-        }
-    )
-    rows.append(
-        {
-            "task": "dwell MAE (s)",
-            "auc": get(MODEL, DWELL, "mae"),
-            "oracle": get(ORACLE, DWELL, "mae"),
-            "gap": get(MODEL, DWELL, "mae") - get(ORACLE, DWELL, "mae"),
-            "nce": np.nan,
-            "best baseline": f"{CONSTANT} {get(CONSTANT, DWELL, 'mae'):.1f}",
-        }
-    )
-    table = pd.DataFrame(rows).rename(columns={"auc": "model"})
-    if not oracle:  # a real log: no truth, no oracle columns
-        table = table.drop(columns=["oracle", "gap"])
-    return markdown(table)
+    rows = [(t, metric) for t in logged for metric in ("auc", "nce")]
+    rows += [(VALUE, f"ndcg_at_{k}"), (VALUE, f"map_at_{k}"), (DWELL, "mae")]
+    table = []
+    for task, metric in rows:
+        row = {"task": task, "metric": metric}
+        row |= {kind: get(m, MODEL, task, metric) for kind, m in metrics.items()}
+        row["oracle"] = get(first, ORACLE, task, metric)
+        if metric != "nce":
+            scorers = (CONSTANT,) if task == DWELL else tuple(BASELINES)
+            named = {b: get(first, b, task, metric) for b in scorers}
+            if task == DWELL:  # lower is better: the constant guess is the only one
+                name, value = CONSTANT, named[CONSTANT]
+            else:
+                name, value = best_baseline(named)
+            row["best baseline"] = "" if np.isnan(value) else f"{name} {value:.4g}"
+        else:
+            row["best baseline"] = ""
+        table.append(row)
+    frame = pd.DataFrame(table)
+    if frame["oracle"].isna().all():  # a real log: no truth, no oracle column
+        frame = frame.drop(columns=["oracle"])
+    return markdown(frame)
 
 
 def markdown(frame: pd.DataFrame) -> str:

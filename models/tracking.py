@@ -4,9 +4,11 @@
                                scratch)
     metrics = log_evaluations(trained.run_id, {"val": ev_val, "test": ev_test}, report, folder)
 
-A run holds the resolved settings (`settings.json`, and the training settings as params), the
-data window (`split.json`, `window.*` params), row and positive counts per task, learning
-curves (per-step metrics and a plot), gain importance (table and plot), the model (a pyfunc,
+A run of any ranker kind (models.rankers) holds the tag `feedrank.kind`, the resolved
+settings (`settings.json`, and the training settings as params), the data window
+(`split.json`, `window.*` params), row and positive counts per task, learning curves
+(per-step metrics and a plot), gain importance (table and plot, for a history that has it:
+the GBDT's), the history's own metrics (an ensemble's stacker), the model (a pyfunc,
 models.registry.log_ranker), then the evaluation: metrics named by models.evaluate.metric_name,
 tables, calibration plots and `report.md`. Every figure is saved twice: as a run artifact and
 under the same relative name in the report folder the caller hands in, so the report's image
@@ -17,8 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import mlflow
 from matplotlib.figure import Figure
@@ -29,16 +31,28 @@ from models import plots
 from models import registry as reg
 from models.dataset import Examples, Split
 from models.evaluate import Evaluation, summary_table
-from models.gbdt import History, Ranker
 from models.handoff import TrainedRun
+from models.rankers import GBDT, KIND_TAG, RankerLike
 from warehouse.catalog import C
 from warehouse.layout import Folder
 
 REPORT = "report.md"  # the evaluation report, in the run and in the report folder
+CURVES = "learning_curves.png"  # the learning curves' plot
 # Runs of several stages share the experiment; this tag says which (summaries find by it).
 STAGE_TAG = "feedrank.stage"
 RANKER_STAGE, RETRIEVAL_STAGE, FEEDS_STAGE = "ranker", "retrieval", "feeds"
 DWELL_MEDIAN_PARAM = "dwell_median_train_s"  # the constant dwell guess evaluation compares to
+
+
+class TrainingHistory(Protocol):
+    """What a run logs of any kind's fit (models.gbdt.History, the DNN's, the ensemble's):
+    per task the rows and positives it trained on, and learning curves per dataset. Optional
+    attributes: best_iteration and metric per task (for the curves' plot), importance(ranker)
+    (a table of task, feature, gain, gain_share) and metrics() (more numbers to log)."""
+
+    rows: Mapping[str, int]
+    positives: Mapping[str, int]
+    curves: Mapping[str, Mapping[str, list[float]]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,53 +88,78 @@ def log_figure(fig: Figure, artifact_file: str, folder: Folder) -> None:
 def log_training_run(
     info: RunInfo,
     split: Split,
-    ranker: Ranker,
-    history: History,
-    train_ex: Examples,
+    ranker: RankerLike,
+    history: TrainingHistory,
+    train_ex: Examples | None,
     val_ex: Examples,
     folder: Folder,
     scratch: Folder,
+    *,
+    dwell_median: float | None = None,
 ) -> TrainedRun:
     """One MLflow run for a trained ranker: settings, data window, counts, plots, the model.
 
     `folder`: the report folder (figures land there too); `scratch`: an empty folder the
-    model is written to on its way into the run."""
-    dwell = train_ex.labels[C.DWELL_S].dropna()
+    model is written to on its way into the run. `train_ex` None (an ensemble, made of
+    trained models): `dwell_median` is the training days' median dwell of a click, which
+    evaluation's constant dwell guess uses (its members' runs logged it)."""
+    if train_ex is not None:
+        dwell = train_ex.labels[C.DWELL_S].dropna()
+        dwell_median = float(dwell.median()) if len(dwell) else 0.0
     parts = (("train", split.train), ("val", split.val), ("test", split.test))
     with mlflow.start_run(run_name=info.name) as run:
-        mlflow.set_tags({**info.tags, reg.DS_TAG: info.ds})
+        mlflow.set_tags({**info.tags, reg.DS_TAG: info.ds, KIND_TAG: ranker.kind})
         mlflow.log_params(dict(info.params))
         mlflow.log_params(
             {
                 **{reg.window_param(part): f"{days[0]}..{days[-1]}" for part, days in parts},
                 reg.window_param("train_days"): len(split.train),
-                DWELL_MEDIAN_PARAM: float(dwell.median()) if len(dwell) else 0.0,
+                DWELL_MEDIAN_PARAM: dwell_median or 0.0,
             }
         )
         mlflow.log_dict(dict(info.settings), "settings.json")
         mlflow.log_dict(split.as_dict(), reg.SPLIT_ARTIFACT)
-        counts = {"rows/train_read": len(train_ex), "rows/val": len(val_ex)}
+        counts = {"rows/val": len(val_ex)}
+        counts |= {"rows/train_read": len(train_ex)} if train_ex is not None else {}
         counts |= {f"rows/train/{task}": n for task, n in history.rows.items()}
         counts |= {f"positives/train/{task}": n for task, n in history.positives.items()}
-        counts |= {f"best_iteration/{task}": n for task, n in history.best_iteration.items()}
+        best = dict(getattr(history, "best_iteration", {}))
+        counts |= {f"best_iteration/{task}": n for task, n in best.items()}
+        counts |= dict(history.metrics()) if hasattr(history, "metrics") else {}
         mlflow.log_metrics({k: float(v) for k, v in counts.items()})
-        now = int(time.time() * 1000)
-        curves = [  # learning curves, browsable per step; one batch, not one call per point
-            Metric(f"curve/{task}/{name}", float(value), now, step + 1)
-            for task, per_task in history.curves.items()
-            for name, values in per_task.items()
-            for step, value in enumerate(values)
-        ]
-        MlflowClient().log_batch(run.info.run_id, metrics=curves)
-        importance = history.importance(ranker)
-        mlflow.log_table(importance, "importance/gain.json")
-        log_figure(plots.importance_figure(importance), "importance/gain.png", folder)
-        curves_fig = plots.learning_curves_figure(
-            history.curves, history.best_iteration, history.metric
-        )
-        log_figure(curves_fig, "learning_curves.png", folder)
+        log_curves(run.info.run_id, history, folder)
+        if hasattr(history, "importance"):
+            importance = history.importance(ranker)
+            mlflow.log_table(importance, "importance/gain.json")
+            log_figure(plots.importance_figure(importance), "importance/gain.png", folder)
         model = reg.log_ranker(ranker, val_ex.X, scratch)
     return TrainedRun(run.info.run_id, model.model_uri, info.ds)
+
+
+def log_curves(run_id: str, history: TrainingHistory, folder: Folder) -> None:
+    """Learning curves as per-step metrics (`curve/<task>/<dataset>`) and a plot; nothing
+    for a history without curves (an averaged ensemble fits nothing)."""
+    if not history.curves:
+        return
+    now = int(time.time() * 1000)
+    curves = [  # browsable per step; one batch, not one call per point
+        Metric(f"curve/{task}/{name}", float(value), now, step + 1)
+        for task, per_task in history.curves.items()
+        for name, values in per_task.items()
+        for step, value in enumerate(values)
+    ]
+    MlflowClient().log_batch(run_id, metrics=curves)
+    # A history without a best step per task marks the last one.
+    best = {t: len(next(iter(c.values()), [])) for t, c in history.curves.items()}
+    best |= dict(getattr(history, "best_iteration", {}))
+    metric = {t: "loss" for t in history.curves} | dict(getattr(history, "metric", {}))
+    log_figure(plots.learning_curves_figure(history.curves, best, metric), CURVES, folder)
+
+
+def logged_files(run_id: str, folders: Sequence[str] = ("", "importance")) -> set[str]:
+    """The run's artifact names in `folders` (e.g. to link only the figures it has)."""
+    client = MlflowClient()
+    return {f.path for folder in folders for f in client.list_artifacts(run_id, folder or None)}
 
 
 def dwell_baseline(run_id: str) -> float:
@@ -146,6 +185,21 @@ def log_evaluations(
         mlflow.log_text(report, REPORT)
     folder.writable(REPORT).write_text(report)
     return metrics
+
+
+def latest_runs_by_kind(experiment: str, ds: str) -> dict[str, mlflow.entities.Run]:
+    """The newest ranker run of each kind (models.rankers) trained up to ds, oldest kind
+    first (the order a night trains them); a run from before kinds counts as gbdt."""
+    found = MlflowClient().search_runs(
+        [e.experiment_id for e in [mlflow.get_experiment_by_name(experiment)] if e is not None],
+        filter_string=f"tags.`{reg.DS_TAG}` = '{ds}' and tags.`{STAGE_TAG}` = '{RANKER_STAGE}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=200,
+    )
+    newest: dict[str, mlflow.entities.Run] = {}
+    for run in found:
+        newest.setdefault(run.data.tags.get(KIND_TAG, GBDT), run)
+    return dict(sorted(newest.items(), key=lambda kv: kv[1].info.start_time))
 
 
 def latest_run(experiment: str, ds: str, stage: str = RANKER_STAGE) -> mlflow.entities.Run | None:

@@ -1,10 +1,16 @@
 """End to end on the tiny profile: the train_rankers DAG through dag.test() on four days of
-logs and features, the MLflow run and registry it leaves, and the promotion gate."""
+logs and features, the MLflow run and registry it leaves, and the promotion gate: over
+several kinds and an ensemble, and its harm guard against a GBDT blind to hides and reports.
+
+This branch has no models.dnn_train: the DAG runs with `training.kinds = ["gbdt"]`, and the
+several-kinds run stands a second GBDT (another seed and shape) in for the DNN. Once the DNN
+is merged, run the DAG on the default kinds and drop the stand-in."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+import lightgbm as lgb
 import mlflow
 import numpy as np
 import pandas as pd
@@ -16,9 +22,12 @@ import jobs.train_rankers as job
 from jobs import build_features
 from jobs.common import use_tracking
 from jobs.settings import load_settings
+from jobs.summary import ranker_summary
 from models.dataset import INPUTS, Examples, feature_frame, load_examples, signature_frame
-from models.gbdt import fit_ranker
-from models.registry import CHALLENGER, CHAMPION, load_ranker
+from models.ensemble import EnsembleRanker
+from models.gbdt import History, Ranker, fit_ranker
+from models.rankers import KIND_TAG
+from models.registry import CHALLENGER, CHAMPION, load_ranker, set_champion
 from warehouse.catalog import TRAINING_EXAMPLES, C, label_column
 from warehouse.contracts import DataContractError
 from warehouse.store import Warehouse
@@ -32,6 +41,7 @@ NAME = "feedrank-ranker"
 def settings(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setenv("FEEDRANK_HOME", str(tmp_path_factory.mktemp("train-home")))
+    patch.setenv("FEEDRANK__TRAINING__KINDS", '["gbdt"]')  # what this branch has (see above)
     yield load_settings("tiny")
     patch.undo()
 
@@ -77,7 +87,7 @@ def shuffled(first, settings):
         settings, split.test[-1], split, ranker, history, bad, val, {"labels": "shuffled"}
     )
     evaluated = job.evaluate_run(settings, trained)
-    return job.promote(settings, job.register(settings, evaluated))
+    return job.promote(settings, [job.register(settings, evaluated)])
 
 
 @pytest.fixture(scope="module")
@@ -148,9 +158,10 @@ def test_champion_loads_from_the_registry_and_scores(first, settings):
 
 
 def test_shuffled_labels_are_never_promoted(shuffled, client):
-    assert not shuffled.promoted
-    assert shuffled.version == "2"
-    assert shuffled.champion == "1"
+    (promotion,) = shuffled.promotions
+    assert not promotion.promoted and shuffled.winner is None
+    assert promotion.version == "2"
+    assert promotion.champion == shuffled.champion == "1"
     assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == "1"
     tags = client.get_model_version(NAME, "2").tags
     assert tags["feedrank.promotion"] == "not promoted"
@@ -158,13 +169,118 @@ def test_shuffled_labels_are_never_promoted(shuffled, client):
 
 
 def test_same_settings_give_the_same_model_and_no_promotion(first, rerun, client):
-    again = client.get_run(rerun.run_id).data.metrics
+    (again,) = rerun.promotions
+    metrics = client.get_run(again.run_id).data.metrics
     before = first["run"].data.metrics
     for name in ("val/model/value/ndcg_at_10", "test/model/click/auc", "test/model/dwell/mae"):
-        assert again[name] == before[name], name
-    assert not rerun.promoted  # equal is not better by the margin
-    assert "does not beat champion" in rerun.reason
+        assert metrics[name] == before[name], name
+    assert not again.promoted  # equal is not better by the margin
+    assert "does not beat champion" in again.reason
     assert rerun.champion == "1"
+
+
+def stand_in_dnn(settings, store, split, ds):
+    """For job._fit_dnn: a GBDT of another seed and shape, trained like the GBDT kind."""
+    t = settings.training
+    other = t.model_copy(
+        update={"seed": t.seed + 1, "gbdt": t.gbdt.model_copy(update={"num_leaves": 15})}
+    )
+    train, _ = load_examples(store, split.train, negative_rate=t.negative_rate)
+    val, _ = load_examples(store, split.val)
+    return fit_ranker(train, val, other)
+
+
+@pytest.fixture(scope="module")
+def kinds(rerun, settings, monkeypatch_module):
+    """The whole job with every kind: GBDT, the stand-in for the DNN and their ensemble."""
+    monkeypatch_module.setattr(job, "_fit_dnn", stand_in_dnn)
+    every = settings.model_copy(
+        update={
+            "training": settings.training.model_copy(update={"kinds": ("gbdt", "dnn", "ensemble")})
+        }
+    )
+    return job.run(every, settings.dates()[-1])
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    patch = pytest.MonkeyPatch()
+    yield patch
+    patch.undo()
+
+
+def test_every_kind_is_registered_and_one_gate_decides(kinds, client, settings):
+    versions = [client.get_model_version(NAME, p.version) for p in kinds.promotions]
+    assert [str(v.version) for v in versions] == ["4", "5", "6"]
+    assert [v.tags[KIND_TAG] for v in versions][-1] == "ensemble"
+    runs = [client.get_run(p.run_id) for p in kinds.promotions]
+    for run, version in zip(runs, versions, strict=True):
+        assert run.data.tags[KIND_TAG] == version.tags[KIND_TAG]
+        assert np.isfinite(run.data.metrics["test/model/click/auc"])  # the same metric names
+        assert np.isfinite(run.data.metrics["val/model/hide/nce"])
+        assert version.tags["feedrank.promotion_reason"]  # every version says why
+    assert sum(p.promoted for p in kinds.promotions) <= 1
+    champion = client.get_model_version_by_alias(NAME, CHAMPION).version
+    assert str(champion) == kinds.champion
+    assert kinds.champion == (kinds.winner.version if kinds.winner else "1")
+    ensemble = load_ranker(kinds.promotions[-1].model_uri)
+    assert isinstance(ensemble, EnsembleRanker) and len(ensemble.members) == 2
+    text = ranker_summary(settings, settings.dates()[-1])
+    assert "| task | metric | gbdt |" in text and "ensemble |" in text
+    assert "gate, ensemble: " in text and f"champion is version {kinds.champion}" in text
+
+
+def constant(task: str, train: Examples, rate: float, features: tuple[str, ...]) -> lgb.Booster:
+    """A booster with no split: the task's base rate on its sampled training rows, whatever
+    the features (a model blind to that task)."""
+    y = train.labels[label_column(task)].to_numpy()
+    keep = (y == 1) | (train.sample_u < rate)
+    params = {"objective": "binary", "min_data_in_leaf": int(keep.sum()) + 1, "verbosity": -1}
+    data = lgb.Dataset(train.X.loc[keep, list(features)], y[keep])
+    return lgb.train(params, data, num_boost_round=1)
+
+
+@pytest.fixture(scope="module")
+def blind(kinds, settings):
+    """Two GBDTs made of version 1's boosters: `no_click` (clicks at their base rate: a weaker
+    ranking, real hide and report models) is made champion; `blind` (hides and reports at
+    their base rate, the rest version 1's) challenges it."""
+    split = job.split_days(settings, settings.dates()[-1])
+    store = Warehouse(settings.root.warehouse)
+    train, _ = load_examples(store, split.train, negative_rate=settings.training.negative_rate)
+    val, _ = load_examples(store, split.val)
+    v1 = load_ranker(f"models:/{NAME}/1")
+
+    def variant(blind_to: tuple[str, ...], label: str):
+        made = {t: constant(t, train, v1.negative_rate, v1.features) for t in blind_to}
+        ranker = Ranker({**v1.boosters, **made}, v1.negative_rate, v1.weights, v1.features)
+        tags = {"variant": label}
+        trained = job.log_run(settings, split.test[-1], split, ranker, History(), train, val, tags)
+        return job.register(settings, job.evaluate_run(settings, trained))
+
+    no_click = variant(("click",), "blind to clicks")
+    set_champion(NAME, no_click.version)
+    challenger = variant(("hide", "report"), "blind to hides and reports")
+    return {"no_click": no_click, "blind": challenger, "gate": job.promote(settings, [challenger])}
+
+
+def test_the_harm_guard_refuses_a_ranker_blind_to_negative_feedback(blind, client):
+    m = {k: client.get_run(blind[k].run_id).data.metrics for k in ("no_click", "blind")}
+    ndcg = "val/model/value/ndcg_at_10"
+    # It wins on NDCG (hides and reports weigh little in the value ranking) ...
+    assert m["blind"][ndcg] >= m["no_click"][ndcg] + 0.002
+    for task in ("hide", "report"):  # a constant ranks nothing
+        assert m["blind"][f"val/model/{task}/auc"] == pytest.approx(0.5)
+    # On tiny, version 1 learns little of hides (val AUC about 0.49) but ranks reports.
+    assert m["no_click"]["val/model/report/auc"] > 0.5 + 0.01
+    # ... and is refused by the guard, which names the task, the metric and the numbers.
+    gate = blind["gate"]
+    (promotion,) = gate.promotions
+    assert not promotion.promoted and gate.champion == blind["no_click"].version
+    assert "beats champion" in promotion.reason and "harm guard refuses it" in promotion.reason
+    assert "report AUC 0.5000 against the champion's" in promotion.reason
+    tags = client.get_model_version(NAME, promotion.version).tags
+    assert tags["feedrank.promotion"] == "not promoted"
 
 
 def test_a_bad_label_publishes_nothing(days, first, settings, monkeypatch):
