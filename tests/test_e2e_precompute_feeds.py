@@ -49,7 +49,7 @@ def pool_days(settings, ds: str) -> list[str]:
 def settings(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setenv("FEEDRANK_HOME", str(tmp_path_factory.mktemp("feeds-home")))
-    # The kinds this branch trains (no models.dnn_train yet): the champion is a GBDT.
+    # The GBDT kind alone, so the champion whose feeds these tests check is a GBDT.
     patch.setenv("FEEDRANK__TRAINING__KINDS", '["gbdt"]')
     yield load_settings("tiny")
     patch.undo()
