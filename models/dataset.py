@@ -50,6 +50,7 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
 }
 INTEGER_CATEGORIES = ("topic",)  # ids, split on by set not by order; stored as float64
 _LISTS = (R.USER_LAST_TOPICS, "hashtags")  # read through TOPIC_RECENCY / the TF-IDF feature
+_LISTS += (R.USER_HIST_TOPICS, R.USER_HIST_AUTHORS, R.USER_HIST_MEDIA)  # DNN inputs, not GBDT's
 FEATURES: tuple[str, ...] = (
     *(f for f in R.feature_columns() if f not in _LISTS),
     TOPIC_RECENCY,
