@@ -25,8 +25,6 @@ T_LAST_EVENT_TS = "last_event_ts"  # the latest positive's event_ts in the bucke
 T_HASHTAG = "hashtag"
 T_TAG_COUNT = "tag_count"  # positives on posts carrying the hashtag (once per post)
 T_ENGAGER_ID = "engager_id"  # the user who acted on the post
-T_HIDES = "hides"  # hides with event_ts in the bucket
-T_REPORTS = "reports"  # reports with event_ts in the bucket
 
 # Windows are whole hours so that hourly buckets count them exactly (see features.pit).
 WINDOWS_H: dict[str, int] = {"1h": 1, "1d": 24, "3d": 72, "7d": 168}
@@ -47,7 +45,8 @@ AUTHOR_NEGATIVE_D = 30
 USER_NEGATIVE_D = 30
 USER_HIST_D = LAST_TOPICS_D  # the engagement history reads this far back, like last topics
 
-COUNTED_ACTIONS = (*POSITIVE_ACTIONS, "hide")  # report is too rare to count per window
+# report is too rare to count per window (features.negative smooths it with a prior)
+COUNTED_ACTIONS = (*POSITIVE_ACTIONS, "hide")
 IMPRESSION = "impression"  # the pseudo-action of a served impression in post event streams
 POST_KINDS = (*COUNTED_ACTIONS, IMPRESSION)
 assert set(COUNTED_ACTIONS) <= set(ACTIONS)
