@@ -27,6 +27,11 @@ def point_in_time_features(
     prior_strength: float,
     pagerank_iterations: int,
     last_k_topics: int,
+    hide_prior_rate: float,
+    hide_prior_strength: float,
+    report_prior_rate: float,
+    report_prior_strength: float,
+    history_len: int,
 ) -> DataFrame:
     """One row per impression_id: its keys, as_of and every family's features.
 
@@ -48,4 +53,9 @@ def point_in_time_features(
         prior_strength=prior_strength,
         pagerank_iterations=pagerank_iterations,
         last_k_topics=last_k_topics,
+        hide_prior_rate=hide_prior_rate,
+        hide_prior_strength=hide_prior_strength,
+        report_prior_rate=report_prior_rate,
+        report_prior_strength=report_prior_strength,
+        history_len=history_len,
     )

@@ -38,8 +38,15 @@ LAST_TOPICS_D = 30  # last topics read the viewer's positives this far back
 # persisted tiles (features.tiles) reads a bounded number of days and equals the raw build.
 HISTORY_BOUND_D = 365
 REQUEST_GAP_BOUND_D = 30
+# Negative feedback: the post's rates over the post window of its smoothed engagement rate;
+# the author's and the viewer's over the rate window of the author and user families.
+POST_NEGATIVE_WINDOW_H = WINDOWS_H["7d"]
+AUTHOR_NEGATIVE_D = 30
+USER_NEGATIVE_D = 30
+USER_HIST_D = LAST_TOPICS_D  # the engagement history reads this far back, like last topics
 
-COUNTED_ACTIONS = (*POSITIVE_ACTIONS, "hide")  # report is too rare to count per window
+# report is too rare to count per window (features.negative smooths it with a prior)
+COUNTED_ACTIONS = (*POSITIVE_ACTIONS, "hide")
 IMPRESSION = "impression"  # the pseudo-action of a served impression in post event streams
 POST_KINDS = (*COUNTED_ACTIONS, IMPRESSION)
 assert set(COUNTED_ACTIONS) <= set(ACTIONS)
@@ -64,6 +71,14 @@ def post_decayed(kind: str) -> str:
 
 def net_count(kind: str, window: str) -> str:
     return f"net_{kind}_{window}"
+
+
+def post_smoothed(action: str) -> str:
+    return f"post_smoothed_{action}_rate"
+
+
+def author_smoothed(action: str) -> str:
+    return f"author_smoothed_{action}_rate_{AUTHOR_NEGATIVE_D}d"
 
 
 def author_rate(days: int) -> str:
@@ -105,6 +120,14 @@ SIM_TOPIC_SHARE = "sim_topic_share"
 CTX_HOUR = "ctx_hour"
 CTX_DOW = "ctx_dow"
 CTX_HOURS_SINCE_PREV_REQUEST = "ctx_hours_since_prev_request"
+POST_SMOOTHED_HIDE_RATE = post_smoothed("hide")
+POST_SMOOTHED_REPORT_RATE = post_smoothed("report")
+AUTHOR_SMOOTHED_HIDE_RATE = author_smoothed("hide")
+AUTHOR_SMOOTHED_REPORT_RATE = author_smoothed("report")
+USER_HIDE_RATE = f"user_hide_rate_{USER_NEGATIVE_D}d"
+USER_HIST_TOPICS = "user_hist_topics"
+USER_HIST_AUTHORS = "user_hist_authors"
+USER_HIST_MEDIA = "user_hist_media"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +235,42 @@ FAMILIES: dict[str, list[Feature]] = {
             f"hours since the viewer's previous request (null if none in {REQUEST_GAP_BOUND_D}d)",
         ),
     ],
+    "negative_feedback": [
+        Feature(
+            POST_SMOOTHED_HIDE_RATE,
+            "(7d hides + hide_prior_rate*hide_prior_strength) / (7d impressions"
+            " + hide_prior_strength), on the post",
+        ),
+        Feature(
+            POST_SMOOTHED_REPORT_RATE,
+            "(7d reports + report_prior_rate*report_prior_strength) / (7d impressions"
+            " + report_prior_strength), on the post",
+        ),
+        Feature(
+            AUTHOR_SMOOTHED_HIDE_RATE,
+            f"the same hide rate over the author's posts, {AUTHOR_NEGATIVE_D}d"
+            " (hides by event_ts, impressions by served_at)",
+        ),
+        Feature(
+            AUTHOR_SMOOTHED_REPORT_RATE,
+            f"the same report rate over the author's posts, {AUTHOR_NEGATIVE_D}d",
+        ),
+        Feature(
+            USER_HIDE_RATE,
+            f"viewer's hides / impressions served to the viewer, {USER_NEGATIVE_D}d"
+            " (null before any impression)",
+        ),
+    ],
+    "history": [
+        Feature(
+            USER_HIST_TOPICS,
+            f"topics of the viewer's last history_len distinct posts with a positive in the"
+            f" {USER_HIST_D}d before as_of, newest first (a post at its latest positive; ties"
+            " by post_id; empty array if none)",
+        ),
+        Feature(USER_HIST_AUTHORS, f"author ids of the posts of {USER_HIST_TOPICS}, aligned"),
+        Feature(USER_HIST_MEDIA, f"media types of the posts of {USER_HIST_TOPICS}, aligned"),
+    ],
 }
 
 
@@ -242,8 +301,27 @@ def feature_rules() -> FeatureRules:
     rates += [user_rate(d) for d in USER_RATE_WINDOWS_D]
     rates += [ua_share(d) for d in USER_AUTHOR_WINDOWS_D]
     rates += [ua_norm(d) for d in USER_AUTHOR_WINDOWS_D]
+    # Smoothed rates are never null (the prior stands in for no impression). No negative
+    # rate is bounded by 1: a window counts hides by event_ts and impressions by served_at,
+    # so a hide in the window of an impression served just before it has no impression.
+    smoothed = (
+        POST_SMOOTHED_HIDE_RATE,
+        POST_SMOOTHED_REPORT_RATE,
+        AUTHOR_SMOOTHED_HIDE_RATE,
+        AUTHOR_SMOOTHED_REPORT_RATE,
+    )
+    history = (USER_HIST_TOPICS, USER_HIST_AUTHORS, USER_HIST_MEDIA)
     return FeatureRules(
-        not_null=(C.IMPRESSION_ID, *windows, *decayed, POST_AGE_H, CTX_HOUR, CTX_DOW),
+        not_null=(
+            C.IMPRESSION_ID,
+            *windows,
+            *decayed,
+            POST_AGE_H,
+            CTX_HOUR,
+            CTX_DOW,
+            *smoothed,
+            *history,
+        ),
         nonnegative=(
             *windows,
             *decayed,
@@ -253,6 +331,8 @@ def feature_rules() -> FeatureRules:
             POST_SMOOTHED_RATE,
             AUTHOR_FOLLOW_RATIO,
             CTX_HOURS_SINCE_PREV_REQUEST,
+            *smoothed,
+            USER_HIDE_RATE,
         ),
         unit_interval=(SIM_TOPIC_SHARE, AUTHOR_PAGERANK),
         ranges={CTX_HOUR: (0, 23), CTX_DOW: (1, 7), SIM_HASHTAG_TFIDF: (0.0, 1.0 + 1e-9)},

@@ -30,6 +30,15 @@ from features import registry as R
 from features.author import author_features, author_tiles, author_topic_features
 from features.content import post_content
 from features.context import context_features
+from features.history import history_features, history_tile
+from features.negative import (
+    Priors,
+    author_negative_features,
+    post_negative_features,
+    post_negative_tile,
+    user_hide_rate,
+    user_negative_tile,
+)
 from features.pit import follow_edges, with_as_of
 from features.post import network_interactions, network_tile, post_interactions, post_tile
 from features.registry import AS_OF, BUCKET
@@ -100,6 +109,23 @@ TILES: dict[str, TileSpec] = {
         R.HISTORY_BOUND_D + 1,
         f"the user's positives on posts with the hashtag (TF-IDF over {R.HISTORY_BOUND_D}d)",
     ),
+    "post_negative_hourly": TileSpec(
+        (C.POST_ID, C.AUTHOR_ID, BUCKET),
+        max(R.POST_NEGATIVE_WINDOW_H // 24, R.AUTHOR_NEGATIVE_D) + 1,
+        "impressions of the post and hides and reports on it: n_impression, n_hide, n_report "
+        "(post and author negative feedback)",
+    ),
+    "user_negative_hourly": TileSpec(
+        (C.USER_ID, BUCKET),
+        R.USER_NEGATIVE_D + 1,
+        "impressions served to the user and the user's hides: n_impression, n_hide",
+    ),
+    "user_history_hourly": TileSpec(
+        (C.USER_ID, C.POST_ID, BUCKET),
+        R.USER_HIST_D + 1,
+        "the latest event_ts of the user's positives on the post (engagement history)",
+        maxes=(R.T_LAST_EVENT_TS,),
+    ),
 }
 
 
@@ -124,6 +150,9 @@ def build_tiles(
         "user_author_hourly": user_author_tile(impressions, engagements),
         "user_topic_hourly": user_topic_tile(engagements, posts),
         "user_hashtag_hourly": user_hashtag_tile(engagements, posts),
+        "post_negative_hourly": post_negative_tile(impressions, engagements, posts),
+        "user_negative_hourly": user_negative_tile(impressions, engagements),
+        "user_history_hourly": history_tile(engagements),
     }
 
 
@@ -151,6 +180,11 @@ def features_from_tiles(
     prior_strength: float,
     pagerank_iterations: int,
     last_k_topics: int,
+    hide_prior_rate: float,
+    hide_prior_strength: float,
+    report_prior_rate: float,
+    report_prior_strength: float,
+    history_len: int,
 ) -> DataFrame:
     """One row per impression_id: its keys, as_of and every family's features.
 
@@ -161,7 +195,9 @@ def features_from_tiles(
     Families are left-joined on their keys; null fills: window counts are 0 (filled in their
     family), rates are null when nothing was seen (unknown, not zero), hashtag cosine is 0,
     last topics is an empty array, PageRank is null for an author outside the follow graph and
-    author flags null for an unknown author. PageRank and the IDF corpus are computed once, on
+    author flags null for an unknown author; smoothed rates (the hide and report rates of
+    features.negative: priors in the keywords) are the prior, and the history lists empty
+    (history_len: their length at most). PageRank and the IDF corpus are computed once, on
     follows and posts created before graph_cutoff (a datetime), and the follow counts count
     the follows before it once per author: it must be <= every as_of.
     """
@@ -223,6 +259,8 @@ def features_from_tiles(
         ),
         "context": (context_features(imps, t["requests"]).drop(C.DEVICE), [C.IMPRESSION_ID]),
     }
+    priors = Priors(hide_prior_rate, hide_prior_strength, report_prior_rate, report_prior_strength)
+    families |= _negative_and_history(imps, t, posts, priors, history_len)
     columns = imps.columns  # the order of joining every family to the impressions in turn
     for feats, keys in families.values():
         columns = _using_join_columns(columns, feats.columns, keys)
@@ -239,7 +277,32 @@ def features_from_tiles(
 
 
 # family -> the family it is joined to before the impressions (see features_from_tiles)
-_JOINED_INTO = {"content": "post", "similarity": "network", "user": "user_author"}
+_JOINED_INTO = {
+    "content": "post",
+    "similarity": "network",
+    "user": "user_author",
+    "post_negative": "post",
+    "author_negative": "author",
+    "user_negative": "user_author",
+}
+
+
+def _negative_and_history(imps, t, posts, priors: Priors, history_len: int) -> dict:
+    """The negative-feedback and history families (registry: negative_feedback, history),
+    each joined to a host family with its keys (_JOINED_INTO)."""
+    hist = history_features(imps, t["user_history_hourly"], posts, history_len)
+    user = user_hide_rate(imps, t["user_negative_hourly"]).join(hist, [C.USER_ID, AS_OF])
+    return {
+        "post_negative": (
+            post_negative_features(imps, t["post_negative_hourly"], priors),
+            [C.POST_ID, AS_OF],
+        ),
+        "author_negative": (
+            author_negative_features(imps, t["post_negative_hourly"], priors),
+            [C.AUTHOR_ID, AS_OF],
+        ),
+        "user_negative": (user, [C.USER_ID, AS_OF]),
+    }
 
 
 def _using_join_columns(left: list[str], right: list[str], keys: list[str]) -> list[str]:

@@ -56,9 +56,9 @@ INTEGER_CATEGORIES = ("topic",)  # ids, split on by set not by order; stored as 
 _LISTS = (
     R.USER_LAST_TOPICS,
     "hashtags",
-    "user_hist_topics",
-    "user_hist_authors",
-    "user_hist_media",
+    R.USER_HIST_TOPICS,
+    R.USER_HIST_AUTHORS,
+    R.USER_HIST_MEDIA,
 )
 FEATURES: tuple[str, ...] = (
     *(f for f in R.feature_columns() if f not in _LISTS),
@@ -75,8 +75,8 @@ SERVING_SOURCE = {True: "network", False: "popular"}
 IDS: tuple[str, ...] = (C.USER_ID, C.AUTHOR_ID, C.POST_ID)  # for hashed id embeddings (DNN)
 # The viewer's last engaged posts before as_of (DIN-style attention in the DNN), newest first,
 # one flat column per slot and kind: hist_topic_0 .. hist_media_<HISTORY_LEN - 1>, NaN past
-# the end of the history; media as its index in MEDIA_TYPES. Empty until the features hold
-# the history lists (features.registry), then part of INPUTS.
+# the end of the history; media as its index in MEDIA_TYPES. Slots past HISTORY_LEN are
+# dropped when features.history_len is larger.
 HISTORY_LEN = 10
 HISTORY_KINDS = ("topic", "author", "media")
 
@@ -87,15 +87,12 @@ def history_column(kind: str, slot: int) -> str:
 
 # The feature lists each kind of history slot is read from.
 HISTORY_LISTS = {
-    "topic": "user_hist_topics",
-    "author": "user_hist_authors",
-    "media": "user_hist_media",
+    "topic": R.USER_HIST_TOPICS,
+    "author": R.USER_HIST_AUTHORS,
+    "media": R.USER_HIST_MEDIA,
 }
-_HAS_HISTORY = set(HISTORY_LISTS.values()) <= set(R.feature_columns())
-HISTORY: tuple[str, ...] = (
-    tuple(history_column(k, i) for k in HISTORY_KINDS for i in range(HISTORY_LEN))
-    if _HAS_HISTORY
-    else ()
+HISTORY: tuple[str, ...] = tuple(
+    history_column(k, i) for k in HISTORY_KINDS for i in range(HISTORY_LEN)
 )
 # Everything feature_frame builds; each model reads its own subset (models.gbdt: FEATURES and
 # BIAS; the DNN: all of it).
@@ -214,8 +211,7 @@ def feature_frame(data: pa.Table | pd.DataFrame) -> pd.DataFrame:
     serving values (`serving_bias`).
     """
     if isinstance(data, pa.Table):
-        lists = tuple(HISTORY_LISTS.values()) if HISTORY else ()
-        needed = (*FEATURES[:-1], R.USER_LAST_TOPICS, *lists, *IDS)
+        needed = (*FEATURES[:-1], R.USER_LAST_TOPICS, *HISTORY_LISTS.values(), *IDS)
         missing = [c for c in needed if c not in data.column_names]
         if missing:
             raise KeyError(f"feature columns missing: {missing}")
@@ -224,13 +220,21 @@ def feature_frame(data: pa.Table | pd.DataFrame) -> pd.DataFrame:
         present = [c for c in (*FEATURES[:-1], *BIAS, *IDS) if c in data.column_names]
         frame = data.select(present).to_pandas()
         frame[TOPIC_RECENCY] = recency
-        if HISTORY:
-            frame = pd.concat([frame, history_frame(data)], axis=1)
+        frame = pd.concat([frame, history_frame(data)], axis=1)
     else:
-        missing = [c for c in (*FEATURES, *IDS, *HISTORY) if c not in data.columns]
+        missing = [c for c in (*FEATURES, *IDS) if c not in data.columns]
         if missing:
             raise KeyError(f"feature columns missing: {missing}")
         frame = data
+        if not set(HISTORY) <= set(frame.columns):
+            # A frame made by hand without the history slots (every pipeline path reads the
+            # lists from Arrow above): its viewers have no history, as a new user has none.
+            if set(HISTORY) & set(frame.columns):
+                raise KeyError(
+                    f"history slots missing: {sorted(set(HISTORY) - set(frame.columns))}"
+                )
+            empty = pd.DataFrame(np.nan, index=frame.index, columns=list(HISTORY))
+            frame = pd.concat([frame, empty], axis=1)
     if any(c not in frame.columns for c in BIAS):
         frame = serving_bias(frame.loc[:, [c for c in INPUTS if c in frame.columns]])
     # One new frame from typed columns (a column already of its type is taken as it is):

@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 
 import jobs.precompute_feeds as job
 from features import candidates as fc
+from features import registry as R
 from features.pit import as_of_col, graph_cutoff
 from features.tiles import TILES
 from jobs import ab_report, simulate_platform, train_rankers, train_retrieval
@@ -167,6 +168,9 @@ def test_serving_features_equal_the_training_features(spark, settings, store, ds
     # Equal up to the order of floating-point sums: Spark does not fix the order in which a
     # shuffle's blocks reach an aggregation, so a decayed total may differ in its last bit.
     pd.testing.assert_frame_equal(feature_frame(a), feature_frame(b), rtol=1e-12, atol=1e-12)
+    # The history lists are no ranker input here (models.dataset._LISTS): compared as lists.
+    for col in (R.USER_HIST_TOPICS, R.USER_HIST_AUTHORS, R.USER_HIST_MEDIA):
+        assert a.column(col).to_pylist() == b.column(col).to_pylist(), col
 
 
 def test_a_broken_feed_is_refused_naming_table_column_and_check(spark, settings, store, ds, feeds):

@@ -13,7 +13,7 @@ import pandas as pd
 
 from features.assemble import point_in_time_features
 from features.config import FeatureSettings
-from warehouse.catalog import C
+from warehouse.catalog import MEDIA_TYPES, C
 
 START = datetime(2026, 3, 1)
 N_USERS, N_PAGES, N_POSTS, N_IMPS = 20, 5, 60, 400
@@ -105,6 +105,7 @@ def random_log(seed: int = 7) -> dict[str, pd.DataFrame]:
     eng[C.ACTION] = rng.choice(["click", "like", "comment", "share", "hide"], len(eng))
     eng[C.EVENT_TS] = eng[C.SERVED_AT] + pd.to_timedelta(rng.integers(1, 7200, len(eng)), "s")
     eng = eng.drop(columns=C.SERVED_AT)
+    eng, posts[C.MEDIA_TYPE] = _reports_and_media(seed, imps, eng)
     return {
         "users": users,
         "authors": authors,
@@ -113,6 +114,20 @@ def random_log(seed: int = 7) -> dict[str, pd.DataFrame]:
         "impressions": imps,
         "engagements": eng,
     }
+
+
+def _reports_and_media(seed, imps, eng) -> tuple[pd.DataFrame, list[str]]:
+    """Engagements with reports on ~5% of the impressions added, and a media type per post,
+    from a generator of their own: the draws above, and every feature that reads neither
+    reports nor media, stay as they were."""
+    rng = np.random.default_rng(seed + 1)
+    media = list(rng.choice(MEDIA_TYPES, N_POSTS))
+    rep = imps.sample(frac=0.05, random_state=seed + 1)[
+        [C.IMPRESSION_ID, C.USER_ID, C.POST_ID, C.SERVED_AT]
+    ]
+    rep[C.ACTION] = "report"
+    rep[C.EVENT_TS] = rep[C.SERVED_AT] + pd.to_timedelta(rng.integers(1, 7200, len(rep)), "s")
+    return pd.concat([eng, rep.drop(columns=C.SERVED_AT)], ignore_index=True), media
 
 
 LEAK_BASE = 1_000_000  # leakage universes' ids start here, apart from the random log's
@@ -149,6 +164,9 @@ def _world(u: int, x: datetime | None) -> dict[str, list[tuple]]:
         eng.append((2 + o, F_ + o, P1 + o, "comment", x))  # the friend comments on P1
         follows.append((G + o, A + o, x, False))  # a second followee follows the author
         follows.append((V + o, A + o, x, True))  # the viewer follows the author
+        eng.append((2 + o, F_ + o, P1 + o, "hide", x))  # the friend hides P1 ...
+        eng.append((2 + o, F_ + o, P1 + o, "report", x))  # ... and reports it
+        eng.append((1 + o, V + o, P2 + o, "hide", x))  # the viewer hides P2
     posts = [
         (P1 + o, A + o, T - timedelta(days=2), 1, ["x", "y"]),
         (P2 + o, A + o, T - timedelta(days=3), 2, ["x"]),

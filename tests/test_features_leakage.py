@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_features_data import LEAK_BASE, UNIVERSES, featurized
+from test_features_data import LEAK_BASE, UNIVERSES, A, featurized
 
 from features import registry as R
+from features.config import FeatureSettings
 from warehouse.catalog import C
 
 pytestmark = pytest.mark.spark
@@ -27,10 +28,15 @@ def features(spark) -> dict[int, dict]:
     feats = R.feature_columns()
     assert set(feats) <= set(out.columns) and len(out) == len(UNIVERSES)
     assert not [c for c in out.columns if c.startswith("_")]  # no helper column escapes
-    return {
-        (int(r[C.IMPRESSION_ID]) - LEAK_BASE) // 100: {c: r[c] for c in feats}
-        for _, r in out.iterrows()
-    }
+    universes = {(int(r[C.IMPRESSION_ID]) - LEAK_BASE) // 100: r for _, r in out.iterrows()}
+    return {u: {c: _local(c, r[c], u) for c in feats} for u, r in universes.items()}
+
+
+def _local(col: str, value, universe: int):
+    """Ids are offset per universe: an id-valued feature is compared as its id within it."""
+    if col == R.USER_HIST_AUTHORS:
+        return [int(a) - LEAK_BASE - 100 * universe for a in value]
+    return value
 
 
 def _same(a, b) -> bool:
@@ -67,6 +73,28 @@ CHANGES = {
     # against the post's {x, y}: cos((i, 0), (i, i)) = 1/sqrt(2); then {x: 2, y: 1}:
     # cos((2i, i), (i, i)) = 3 / sqrt(10).
     R.SIM_HASHTAG_TFIDF: (1 / 2**0.5, 3 / 10**0.5),
+    R.USER_HIDE_RATE: (0.0, 0.5),  # no hide of 1 impression; then the hide of P2 of 2
+    R.USER_HIST_TOPICS: ([2], [1, 2]),  # the like on P2 (topic 2), then the newer one on P1
+    R.USER_HIST_AUTHORS: ([A], [A, A]),  # both posts are A's
+    R.USER_HIST_MEDIA: (["text"], ["text", "text"]),
+}
+
+
+def _smoothed(n: int, impressions: int, rate: float, strength: float) -> float:
+    return (n + rate * strength) / (impressions + strength)
+
+
+_P = FeatureSettings()
+_HIDE = (_P.hide_prior_rate, _P.hide_prior_strength)
+_REPORT = (_P.report_prior_rate, _P.report_prior_strength)
+# P1 in 7d: the friend's impression, then also the viewer's, with the friend's hide and report.
+# Author A in 30d: the viewer's impression of P2 and the friend's of P1, then also the viewer's
+# of P1, with the friend's hide and report of P1 and the viewer's hide of P2.
+CHANGES |= {
+    R.POST_SMOOTHED_HIDE_RATE: (_smoothed(0, 1, *_HIDE), _smoothed(1, 2, *_HIDE)),
+    R.POST_SMOOTHED_REPORT_RATE: (_smoothed(0, 1, *_REPORT), _smoothed(1, 2, *_REPORT)),
+    R.AUTHOR_SMOOTHED_HIDE_RATE: (_smoothed(0, 2, *_HIDE), _smoothed(2, 3, *_HIDE)),
+    R.AUTHOR_SMOOTHED_REPORT_RATE: (_smoothed(0, 2, *_REPORT), _smoothed(1, 3, *_REPORT)),
 }
 
 

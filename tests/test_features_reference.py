@@ -10,6 +10,7 @@ import pytest
 from test_features_data import GRAPH_CUTOFF, LEAK_BASE, REFERENCE_FROM, featurized, random_log
 
 from features import registry as R
+from features.config import FeatureSettings
 from warehouse.catalog import C
 
 pytestmark = pytest.mark.spark
@@ -184,3 +185,74 @@ def test_rates_topics_and_context(log, spark_features):
         got[R.CTX_HOURS_SINCE_PREV_REQUEST].astype(float), ref.since.astype(float)
     )
     np.testing.assert_allclose(got[R.POST_AGE_H], ref.age)
+
+
+def test_negative_feedback_and_history(log, spark_features):
+    prior = FeatureSettings()
+    ref = _duck(
+        log,
+        _T
+        + """
+        , ip AS (SELECT i.*, po.author_id AS a FROM impressions i JOIN posts po USING (post_id)),
+        ep AS (SELECT e.*, po.author_id AS a FROM engagements e JOIN posts po USING (post_id)),
+        pos AS (SELECT e.user_id, e.post_id, max(e.event_ts) AS last, t.impression_id
+                FROM t JOIN engagements e ON e.user_id = t.user_id
+                WHERE e.action IN ('click', 'like', 'comment', 'share') AND e.event_ts < t.as_of
+                  AND e.event_ts >= t.as_of - INTERVAL 30 DAY
+                GROUP BY e.user_id, e.post_id, t.impression_id),
+        hist AS (SELECT impression_id,
+                   list(po.topic ORDER BY last DESC, post_id) AS topics,
+                   list(po.author_id ORDER BY last DESC, post_id) AS authors,
+                   list(po.media_type ORDER BY last DESC, post_id) AS media
+                 FROM (SELECT *, row_number() OVER (PARTITION BY impression_id
+                                                    ORDER BY last DESC, post_id) AS r FROM pos)
+                 JOIN posts po USING (post_id) WHERE r <= 10 GROUP BY impression_id)
+        SELECT t.impression_id,
+          (SELECT count(*) FROM engagements e WHERE e.post_id = t.post_id AND e.action = 'hide'
+             AND e.event_ts < t.as_of AND e.event_ts >= t.as_of - INTERVAL 7 DAY) AS p_hide,
+          (SELECT count(*) FROM engagements e WHERE e.post_id = t.post_id AND e.action = 'report'
+             AND e.event_ts < t.as_of AND e.event_ts >= t.as_of - INTERVAL 7 DAY) AS p_report,
+          (SELECT count(*) FROM impressions i WHERE i.post_id = t.post_id
+             AND i.served_at < t.as_of AND i.served_at >= t.as_of - INTERVAL 7 DAY) AS p_imp,
+          (SELECT count(*) FROM ep WHERE ep.a = t.author_id AND ep.action = 'hide'
+             AND ep.event_ts < t.as_of AND ep.event_ts >= t.as_of - INTERVAL 30 DAY) AS a_hide,
+          (SELECT count(*) FROM ep WHERE ep.a = t.author_id AND ep.action = 'report'
+             AND ep.event_ts < t.as_of AND ep.event_ts >= t.as_of - INTERVAL 30 DAY) AS a_report,
+          (SELECT count(*) FROM ip WHERE ip.a = t.author_id
+             AND ip.served_at < t.as_of AND ip.served_at >= t.as_of - INTERVAL 30 DAY) AS a_imp,
+          (SELECT count(*) FROM engagements e WHERE e.user_id = t.user_id AND e.action = 'hide'
+             AND e.event_ts < t.as_of AND e.event_ts >= t.as_of - INTERVAL 30 DAY) AS u_hide,
+          (SELECT count(*) FROM impressions i WHERE i.user_id = t.user_id
+             AND i.served_at < t.as_of AND i.served_at >= t.as_of - INTERVAL 30 DAY) AS u_imp,
+          hist.topics, hist.authors, hist.media
+        FROM t LEFT JOIN hist USING (impression_id)""",
+    )
+    got = spark_features
+
+    def smoothed(n, imp, rate, strength):
+        return (n + rate * strength) / (imp + strength)
+
+    hide = (prior.hide_prior_rate, prior.hide_prior_strength)
+    report = (prior.report_prior_rate, prior.report_prior_strength)
+    expect = {
+        R.POST_SMOOTHED_HIDE_RATE: smoothed(ref.p_hide, ref.p_imp, *hide),
+        R.POST_SMOOTHED_REPORT_RATE: smoothed(ref.p_report, ref.p_imp, *report),
+        R.AUTHOR_SMOOTHED_HIDE_RATE: smoothed(ref.a_hide, ref.a_imp, *hide),
+        R.AUTHOR_SMOOTHED_REPORT_RATE: smoothed(ref.a_report, ref.a_imp, *report),
+        R.USER_HIDE_RATE: (ref.u_hide / ref.u_imp).where(ref.u_imp > 0),  # null: no impression
+    }
+    for col, want in expect.items():
+        np.testing.assert_allclose(got[col].astype(float), want, rtol=1e-12, err_msg=col)
+    # the log really has hides and reports in every window, and viewers with none
+    assert min(ref.p_hide.sum(), ref.p_report.sum(), ref.a_report.sum(), ref.u_hide.sum()) > 0
+    assert ref.u_hide.eq(0).sum() > 0
+
+    def lists(col):  # no engaged post: SQL's null, the features' empty list
+        return [list(x) if isinstance(x, list | np.ndarray) else [] for x in ref[col]]
+
+    assert [list(x) for x in got[R.USER_HIST_TOPICS]] == lists("topics")
+    assert [list(x) for x in got[R.USER_HIST_AUTHORS]] == lists("authors")
+    assert [list(x) for x in got[R.USER_HIST_MEDIA]] == lists("media")
+    lengths = [len(x) for x in lists("topics")]
+    assert max(lengths) == FeatureSettings().history_len and 0 in lengths  # cut, and empty
+    assert sum(1 < n < 10 for n in lengths) > 20  # orders are really compared

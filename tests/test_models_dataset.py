@@ -95,6 +95,9 @@ def _example_table(n: int = 50) -> pa.Table:
             cols[name] = pa.array(rng.random(n))
     cols[R.USER_LAST_TOPICS] = pa.array([[int(t)] for t in cols["topic"].to_numpy()])
     cols["hashtags"] = pa.array([["a"]] * n)
+    cols[R.USER_HIST_TOPICS] = pa.array([[int(t)] for t in cols["topic"].to_numpy()])
+    cols[R.USER_HIST_AUTHORS] = pa.array([[7]] * n, pa.list_(pa.int64()))
+    cols[R.USER_HIST_MEDIA] = pa.array([["photo"]] * n)
     for name in IDS:
         cols[name] = pa.array(rng.integers(0, 1 << 40, n), pa.int64())
     cols[C.POSITION] = pa.array(rng.integers(0, 30, n), pa.int32())

@@ -104,7 +104,11 @@ def examples(n: int, seed: int) -> pa.Table:
     frame[C.DWELL_S] = np.where(clicked, dwell, np.nan)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     last = pa.array([[int(t)] for t in rng.integers(0, 20, n)], pa.list_(pa.int64()))
-    return table.append_column(R.USER_LAST_TOPICS, last)
+    table = table.append_column(R.USER_LAST_TOPICS, last)
+    # No engagement history (history_frame below gives one where a test needs it).
+    for name, kind in ((R.USER_HIST_TOPICS, pa.int32()), (R.USER_HIST_AUTHORS, pa.int64())):
+        table = table.append_column(name, pa.array([[]] * n, pa.list_(kind)))
+    return table.append_column(R.USER_HIST_MEDIA, pa.array([[]] * n, pa.list_(pa.string())))
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +258,7 @@ def history_frame(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
         slots[history_column("topic", i)] = np.where(pad, np.nan, topics[:, i])
         slots[history_column("author", i)] = np.where(pad, np.nan, rng.integers(0, 100, n))
         slots[history_column("media", i)] = np.where(pad, np.nan, rng.integers(0, 4, n))
-    X = pd.concat([X, pd.DataFrame(slots, index=X.index)], axis=1)
+    X = X.assign(**slots)
     seen = (topics == X["topic"].to_numpy()[:, None]) & (np.arange(HISTORY_LEN) < length[:, None])
     y = (rng.random(n) < np.where(seen.any(1), 0.9, 0.05)).astype(np.float32)
     return X, y

@@ -58,8 +58,11 @@ def test_average_is_the_mean_logit_of_the_members(data, members):
         mean = np.mean([logit(p[col].to_numpy()) for p in each], axis=0)
         np.testing.assert_allclose(logit(pred[col].to_numpy()), mean, atol=1e-9)
         y = test.labels[label_column(a)].to_numpy()
-        # Averaging two models of the same truth ranks about as well as the better one.
-        assert auc(y, pred[col]) > max(auc(y, p[col]) for p in each) - 0.01, a
+        # Averaging two models of the same truth ranks about as well as the better one, and
+        # better than the worse; on 10K rows a rare action's AUC moves by ~0.02 between models.
+        aucs = [auc(y, p[col]) for p in each]
+        assert max(aucs) - 0.02 < auc(y, pred[col]), a
+        assert auc(y, pred[col]) > min(aucs) - 0.005, a
     dwell = np.mean([p[C.E_DWELL_S].to_numpy() for p in each], axis=0)
     np.testing.assert_allclose(pred[C.E_DWELL_S].to_numpy(), dwell)
     probs = {a: pred[prediction_column(a)].to_numpy() for a in ACTIONS}
