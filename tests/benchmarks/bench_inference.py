@@ -100,20 +100,17 @@ def compiled_scorers(args: argparse.Namespace, ranker: Ranker, threads: int) -> 
 
 
 def dnn_scorers(args: argparse.Namespace, ranker: Ranker, threads: int) -> list[Scorer] | str:
-    """DnnRanker has Ranker's interface (load, predict); its exported scorer, `exported()`,
-    a `predict` of the same frame."""
-    if importlib.util.find_spec("models.dnn") is None:
-        return "dnn eager, dnn exported: models.dnn absent"
+    """DnnRanker has Ranker's interface (load, predict); `engine="onnx"` scores through the
+    exported graph it saved (dnn.onnx) with onnxruntime."""
     if not args.dnn_folder:
         return "dnn eager, dnn exported: no --dnn-folder (a saved DnnRanker)"
     from models.dnn import DnnRanker
 
     dnn = DnnRanker.load(Folder(Path(args.dnn_folder)))
-    rows = [Scorer("dnn eager", lambda t: dnn.predict(feature_frame(t)))]
-    if hasattr(dnn, "exported"):
-        exported = dnn.exported()
-        rows.append(Scorer("dnn exported", lambda t: exported.predict(feature_frame(t))))
-    return rows
+    return [
+        Scorer("dnn eager", lambda t: dnn.predict(feature_frame(t))),
+        Scorer("dnn exported", lambda t: dnn.predict(feature_frame(t), engine="onnx")),
+    ]
 
 
 SCORERS: list[Factory] = [gbdt_scorers, compiled_scorers, dnn_scorers]
