@@ -39,7 +39,9 @@ USER_COLUMNS = (
     R.CTX_DOW,
     "device",
     R.CTX_HOURS_SINCE_PREV_REQUEST,
+    R.USER_HIDE_RATE,
 )
+HISTORY_TOPICS = 10  # the viewer's last engaged posts (features.history_len)
 
 
 def _category(rng: np.random.Generator, name: str, n: int, missing: float) -> np.ndarray:
@@ -66,6 +68,7 @@ def _viewers(rng: np.random.Generator, n: int) -> pd.DataFrame:
             R.CTX_DOW: rng.integers(1, 8, n).astype(float),
             "device": _category(rng, "device", n, 0.0),
             R.CTX_HOURS_SINCE_PREV_REQUEST: prev,
+            R.USER_HIDE_RATE: np.where(rng.random(n) < 0.1, np.nan, rng.beta(1, 300, n)),
         }
     )
 
@@ -82,6 +85,14 @@ def _posts(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
             cols[R.post_count(a, w)] = rng.binomial(impressions, np.clip(ctr * rate / 0.06, 0, 1))
     for k in R.POST_KINDS:
         cols[R.post_decayed(k)] = cols[R.post_count(k, "7d")] * rng.uniform(0.2, 1.0, n)
+    for rate, (prior, weight) in {
+        R.POST_SMOOTHED_HIDE_RATE: (0.002, 500),
+        R.POST_SMOOTHED_REPORT_RATE: (0.001, 1000),
+    }.items():  # features.negative: (events + prior x weight) / (impressions + weight)
+        events = rng.binomial(cols[R.post_count(R.IMPRESSION, "7d")], prior)
+        cols[rate] = (events + prior * weight) / (cols[R.post_count(R.IMPRESSION, "7d")] + weight)
+    cols[R.AUTHOR_SMOOTHED_HIDE_RATE] = rng.beta(2, 1000, n)
+    cols[R.AUTHOR_SMOOTHED_REPORT_RATE] = rng.beta(1, 1000, n)
     cols[R.POST_AGE_H] = rng.exponential(30.0, n)
     cols[R.POST_SMOOTHED_RATE] = (cols[R.post_count("click", "7d")] + 2) / (
         cols[R.post_count(R.IMPRESSION, "7d")] + 40
@@ -125,10 +136,20 @@ def _frame(rng: np.random.Generator, n_requests: int, size: int) -> pd.DataFrame
         frame[col] = viewers[col].to_numpy()[request]
     last = [rng.choice(TOPICS, rng.integers(0, 6), replace=False) for _ in range(n_requests)]
     frame[R.USER_LAST_TOPICS] = [last[r] for r in request]
+    history = [_history(rng) for _ in range(n_requests)]  # the viewer's last engaged posts
+    for i, col in enumerate((R.USER_HIST_TOPICS, R.USER_HIST_AUTHORS, R.USER_HIST_MEDIA)):
+        frame[col] = [history[r][i] for r in request]
     frame[C.USER_ID] = request.astype(np.int64)
     frame[C.AUTHOR_ID] = rng.integers(0, 1 << 20, n)
     frame[C.POST_ID] = rng.integers(0, 1 << 30, n)
     return frame
+
+
+def _history(rng: np.random.Generator) -> tuple[list, list, list]:
+    """Topics, author ids and media types of up to HISTORY_TOPICS engaged posts, newest first."""
+    n = int(rng.integers(0, HISTORY_TOPICS + 1))
+    media = list(_category(rng, "media_type", n, 0.0))
+    return list(rng.integers(0, TOPICS, n)), list(rng.integers(0, 1 << 20, n)), media
 
 
 def requests(rng: np.random.Generator, n_requests: int, size: int) -> list[pa.Table]:
