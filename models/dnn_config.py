@@ -57,6 +57,9 @@ class DnnSettings(BaseModel):
     topic_buckets: int = Field(64, ge=1)  # topic ids modulo this (the history's too)
     cat_dim: int = Field(8, ge=1, le=128)  # every categorical embedding, and attention fields
     log1p: tuple[str, ...] = COUNT_PATTERNS  # numeric columns (fnmatch) that get log1p first
+    # standardised numbers are clipped to +-clip (None: not clipped); a rare count's z of
+    # 250 through the DCN's products gave logits of +-5000
+    clip: float | None = Field(None, gt=0)
     history_attention: bool = True  # DIN pooling of hist_* columns when the frame holds them
     wide_crosses: tuple[tuple[str, str], ...] = (("user_id", "topic"), ("user_id", "author_id"))
     wide_buckets: int = Field(200_000, ge=1)  # hashed cross buckets of the wide part

@@ -190,6 +190,8 @@ class Encoder:
         x = _numbers(frame, norm.columns, norm.log1p)
         missing = ~np.isfinite(x)
         x = (x - np.asarray(norm.mean)) / np.asarray(norm.std)
+        if cfg.clip is not None:
+            np.clip(x, -cfg.clip, cfg.clip, out=x)
         x[missing] = 0.0
         flags = [missing[:, norm.columns.index(c)] for c in norm.flagged]
         num = np.column_stack([x, *flags]) if flags else x  # (B, n_numeric)
