@@ -18,7 +18,9 @@ The steps are the tasks of dags/train_rankers.py; each returns a models.handoff 
    `feedrank.kind` -> RegisteredVersion;
 6. promote, once for all kinds: the best on validation NDCG that beats the champion (re-scored
    on the same days) and the baselines by the margin, and passes the harm guard on hide and
-   report, becomes champion (models.registry.promote); every version and run say why -> Gate.
+   report (against the champion, and against any lower-ranked version of the night that
+   passes too), becomes champion (models.registry.promote); every version and run say why
+   -> Gate.
 
 
 """
