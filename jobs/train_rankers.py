@@ -115,7 +115,7 @@ def _fit_dnn(settings: Settings, store: Warehouse, split: Split, ds: str):
             "install it or set training.kinds (FEEDRANK__TRAINING__KINDS) without dnn"
         ) from err
     # Checkpoints of this day's run: a retried or killed task resumes from them.
-    checkpoints = Folder(settings.root.artifacts).sub(f"checkpoints/{JOB}/{ds}/{DNN}")
+    checkpoints = settings.root.checkpoint_folder(JOB, ds, DNN)
     t = settings.training
     return fit_dnn(store, split.train, split.val, t, checkpoints, settings.recorded_tasks)
 
