@@ -18,7 +18,9 @@ The steps are the tasks of dags/train_rankers.py; each returns a models.handoff 
    `feedrank.kind` -> RegisteredVersion;
 6. promote, once for all kinds: the best on validation NDCG that beats the champion (re-scored
    on the same days) and the baselines by the margin, and passes the harm guard on hide and
-   report, becomes champion (models.registry.promote); every version and run say why -> Gate.
+   report (against the champion, and against any lower-ranked version of the night that
+   passes too), becomes champion (models.registry.promote); every version and run say why
+   -> Gate.
 
 
 """
@@ -113,7 +115,7 @@ def _fit_dnn(settings: Settings, store: Warehouse, split: Split, ds: str):
             "install it or set training.kinds (FEEDRANK__TRAINING__KINDS) without dnn"
         ) from err
     # Checkpoints of this day's run: a retried or killed task resumes from them.
-    checkpoints = Folder(settings.root.artifacts).sub(f"checkpoints/{JOB}/{ds}/{DNN}")
+    checkpoints = settings.root.checkpoint_folder(JOB, ds, DNN)
     t = settings.training
     return fit_dnn(store, split.train, split.val, t, checkpoints, settings.recorded_tasks)
 

@@ -17,7 +17,6 @@ instead of eager torch.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +31,7 @@ from models.dnn_config import DnnSettings
 from models.dnn_inputs import TENSORS, Encoder, Normaliser
 from models.dnn_net import DnnNet
 from models.gbdt import DWELL, SCORE, TASKS, IncompatibleRanker, prediction_column
+from models.rankers import read_meta, write_meta
 from models.value import ValueWeights, value_score
 from warehouse.catalog import ACTIONS, C
 from warehouse.layout import Folder
@@ -185,12 +185,12 @@ class DnnRanker:
             "n_numeric": self.encoder.n_numeric,
             "onnx": ONNX_FILE,
         }
-        folder.writable("ranker.json").write_text(json.dumps(meta, indent=2))
+        write_meta(folder, meta)
         return folder
 
     @classmethod
     def load(cls, folder: Folder) -> DnnRanker:
-        meta = json.loads(folder.file("ranker.json").read_text())
+        meta = read_meta(folder)
         if meta.get("kind") != KIND or meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(
                 f"{folder}: not a dnn ranker of format {FORMAT_VERSION} "

@@ -20,7 +20,6 @@ combined probabilities, as for any ranker. A task is absent only if every member
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Mapping, Sequence
 
@@ -31,7 +30,7 @@ from models.config import TrainingSettings
 from models.dataset import INPUTS, Examples
 from models.gbdt import DWELL, SCORE, TASKS, prediction_column
 from models.metrics import log_loss
-from models.rankers import ENSEMBLE, RankerLike, load_ranker_folder
+from models.rankers import ENSEMBLE, RankerLike, load_ranker_folder, read_meta, write_meta
 from models.value import ValueWeights, value_score
 from warehouse.catalog import ACTIONS, C, label_column
 from warehouse.layout import Folder
@@ -144,12 +143,12 @@ class EnsembleRanker:
             "members": names,
             "stackers": {t: dataclasses.asdict(s) for t, s in self.stackers.items()},
         }
-        folder.writable("ranker.json").write_text(json.dumps(meta, indent=2))
+        write_meta(folder, meta)
         return folder
 
     @classmethod
     def load(cls, folder: Folder) -> EnsembleRanker:
-        meta = json.loads(folder.file("ranker.json").read_text())
+        meta = read_meta(folder)
         if meta.get("kind") != ENSEMBLE or meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{folder}: not an ensemble of format {FORMAT_VERSION}")
         members = [load_ranker_folder(folder.sub(name)) for name in meta["members"]]

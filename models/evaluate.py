@@ -187,6 +187,8 @@ def evaluate_days(
     frame = with_truth(store, info, days) if oracle else info
     # Per-task metrics: predictions for where each post was shown (the oracle's are too).
     predicted = ranker.predict(examples.X, logged_bias=True)
+    # Its own call, not `predicted` with the correction undone: the inverse is off in the last
+    # bit (calibration ratio, ECE), and an ensemble corrects on the logit scale of its mean.
     uncorrected = ranker.predict(examples.X, corrected=False, logged_bias=True)
     served = ranker.predict(examples.X) if ranker.debiased else None
     actions = tuple(a for a in ACTIONS if a not in ranker.absent)

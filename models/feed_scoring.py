@@ -53,7 +53,8 @@ def _score_batches(path_of: Callable[[], str]) -> Callable:
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         ranker = _ranker(path_of())
         for batch in batches:
-            # The training set's conversion exactly: Arrow rows -> feature_frame.
+            # The training set's conversion exactly: Arrow rows -> feature_frame (built here
+            # once; a GBDT's predict only re-types a built frame, which keeps its columns).
             table = pa.Table.from_batches([batch])
             pred = ranker.predict(feature_frame(table))
             out = {c: table.column(c) for c in KEPT}

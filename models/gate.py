@@ -4,9 +4,13 @@ moves the aliases).
 * `decide`: one challenger against the best baseline and the champion on the validation
   value metric (NDCG@k), by a margin, and the harm guard against the champion;
 * `HarmGuard`: the negative-feedback tasks (hide, report) must not be worse than the
-  champion's on validation, in AUC (lower is worse) or NCE (higher is worse), beyond a margin;
-* `choose`: one night's challengers (one per kind), from the best NDCG down: the first that
-  `decide` promotes wins, the others say why not. At most one is promoted.
+  champion's (or a peer's) on validation, in AUC (lower is worse) or NCE (higher is worse),
+  beyond a margin;
+* `choose`: one night's challengers (one per kind), from the best NDCG down. One that `decide`
+  promotes is still refused when the harm guard finds it worse than a lower-ranked candidate
+  of the same night that `decide` also promotes (a tie on NDCG must not hand the night to
+  the kind blind to hides); the first left wins, the others say why not. The last candidate
+  that passes has no peer below it, so when any passes, exactly one is promoted.
 """
 
 from __future__ import annotations
@@ -38,10 +42,16 @@ class HarmGuard:
     tasks: tuple[str, ...]  # e.g. hide, report
     margin: float  # in AUC and in NCE
 
-    def harms(self, challenger: Mapping[str, float], champion: Mapping[str, float]) -> list[str]:
-        """Each guarded task and metric on which the challenger is worse beyond the margin,
-        in words with the numbers. A metric missing or undefined on either side (a task the
-        log does not record, a day without a positive) is not compared."""
+    def harms(
+        self,
+        challenger: Mapping[str, float],
+        champion: Mapping[str, float],
+        theirs: str = "the champion's",
+    ) -> list[str]:
+        """Each guarded task and metric on which the challenger is worse beyond the margin than
+        `champion` (whose numbers the words call `theirs`), in words with the numbers. A metric
+        missing or undefined on either side (a task the log does not record, a day without a
+        positive) is not compared."""
         out = []
         for task in self.tasks:
             for metric, sign in ((AUC, 1.0), (NCE, -1.0)):  # AUC: higher is better; NCE: lower
@@ -52,7 +62,7 @@ class HarmGuard:
                 worse = sign * (old - new)
                 if worse > self.margin:
                     out.append(
-                        f"{task} {metric.upper()} {new:.4f} against the champion's {old:.4f} "
+                        f"{task} {metric.upper()} {new:.4f} against {theirs} {old:.4f} "
                         f"(worse by {worse:.4f} > harm margin {self.margin})"
                     )
         return out
@@ -139,13 +149,13 @@ def choose(
     days: str = "the validation days",
 ) -> dict[str, Decision]:
     """A Decision per candidate's version: from the best `score` down, each through `decide`
-    against the champion; the first promoted wins, any later one that would also pass is
-    refused in favour of it. The winner's reason lists every candidate's score."""
+    against the champion. Of those that pass, the first that the harm guard finds no worse
+    than any lower-ranked one that passes too wins (`peer_harms`); those above it are refused
+    in favour of the peer, any later one in favour of the winner. The winner's reason lists
+    every candidate's score."""
     ranked = sorted(candidates, key=lambda c: -math.inf if math.isnan(c.score) else -c.score)
-    decisions: dict[str, Decision] = {}
-    winner: Candidate | None = None
-    for c in ranked:
-        d = decide(
+    gated = {
+        c.version: decide(
             c.score,
             champion,
             c.baselines,
@@ -157,12 +167,22 @@ def choose(
             quality=c.quality,
             champion_quality=champion_quality,
         )
+        for c in ranked
+    }
+    passing = [c for c in ranked if gated[c.version].promote]
+    below = {c.version: passing[i + 1 :] for i, c in enumerate(passing)}  # the lower peers
+    decisions: dict[str, Decision] = {}
+    winner: Candidate | None = None
+    for c in ranked:
+        d = gated[c.version]
         if d.promote and winner is not None:
             d = Decision(
                 False,
                 f"version {winner.version} ({winner.kind}) won with {winner.score:.4f} "
                 f"against this one's {c.score:.4f} ({metric})",
             )
+        elif d.promote and (refusal := peer_harms(c, below[c.version], guard)):
+            d = Decision(False, f"{d.reason}, but {refusal}")
         elif d.promote:
             winner = c
             if len(candidates) > 1:
@@ -170,3 +190,17 @@ def choose(
                 d = Decision(True, f"{d.reason}; the best of this night's kinds ({scores})")
         decisions[c.version] = d
     return decisions
+
+
+def peer_harms(candidate: Candidate, below: Sequence[Candidate], guard: HarmGuard) -> str | None:
+    """Why the harm guard prefers the first of `below` (lower-ranked candidates of the same
+    night that pass the gate too) to `candidate`, in words with the numbers; None when it
+    finds the candidate worse beyond its margin than none of them."""
+    for peer in below:
+        harms = guard.harms(candidate.quality, peer.quality, theirs="its")
+        if harms:
+            return (
+                f"the harm guard prefers {peer.kind} v{peer.version} of this night: "
+                f"{'; '.join(harms)}"
+            )
+    return None

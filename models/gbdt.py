@@ -19,7 +19,6 @@ impressions: E[dwell | click], which the value model multiplies by P(click).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Mapping, Sequence
 
@@ -39,6 +38,7 @@ from models.dataset import (
     sample_mask,
     serving_bias,
 )
+from models.rankers import read_meta, write_meta
 from models.value import ValueWeights, value_score
 from warehouse.catalog import ACTIONS, CLICK, C, label_column, truth_column
 from warehouse.layout import Folder
@@ -210,12 +210,12 @@ class Ranker:
             "tasks": list(self.boosters),
             "absent": list(self.absent),
         }
-        folder.writable("ranker.json").write_text(json.dumps(meta, indent=2))
+        write_meta(folder, meta)
         return folder
 
     @classmethod
     def load(cls, folder: Folder) -> Ranker:
-        meta = json.loads(folder.file("ranker.json").read_text())
+        meta = read_meta(folder)
         if meta.get("kind", KIND) != KIND:
             raise ValueError(f"{folder}: a {meta['kind']} ranker, not a {KIND} one")
         if meta.get("format_version") != FORMAT_VERSION:

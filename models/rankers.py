@@ -51,9 +51,19 @@ class RankerLike(Protocol):
         ...
 
 
+def write_meta(folder: Folder, meta: dict) -> None:
+    """Write a ranker's description (with "kind") as META into `folder`."""
+    folder.writable(META).write_text(json.dumps(meta, indent=2))
+
+
+def read_meta(folder: Folder) -> dict:
+    """The description a saved ranker folder holds in META."""
+    return json.loads(folder.file(META).read_text())
+
+
 def ranker_kind(folder: Folder) -> str:
     """The kind a saved ranker folder names (no "kind": a GBDT saved before kinds)."""
-    return json.loads(folder.file(META).read_text()).get("kind", GBDT)
+    return read_meta(folder).get("kind", GBDT)
 
 
 def load_ranker_folder(folder: Folder) -> RankerLike:

@@ -67,6 +67,14 @@ def test_a_root_is_claimed_once(tmp_path):
     assert root.owner() == "tiny"
 
 
+def test_checkpoints_keep_one_place_per_job_day_and_model(tmp_path):
+    # A retried or killed training task resumes only if every try gets the same folder; the
+    # folder is made by the first checkpoint written into it, not by asking for it.
+    folder = DataRoot(tmp_path).checkpoint_folder("train_rankers", "2026-01-18", "dnn")
+    assert folder.path == tmp_path / "artifacts/checkpoints/train_rankers/2026-01-18/dnn"
+    assert not folder.path.exists()
+
+
 @pytest.mark.parametrize("job", [simulate_platform.simulate, build_features.run])
 def test_a_job_refuses_another_profiles_root_before_writing(job, tmp_path):
     DataRoot(tmp_path).claim("demo")

@@ -99,3 +99,79 @@ def test_choose_promotes_one_version_only():
         [candidate("7", "dnn", math.nan), candidate("8", "gbdt", 0.7)], None, None, 0.0, GUARD
     )
     assert out["8"].promote and not out["7"].promote
+
+
+def test_the_harm_guard_prefers_a_safer_peer_of_the_same_night():
+    # The demo night: no champion, the ensemble wins validation NDCG@10 by 0.00008 but its
+    # hide AUC is 0.053 below the GBDT's, far beyond the 0.01 harm margin.
+    night = [
+        candidate("1", "gbdt", 0.74776, **{"hide/auc": 0.673}),
+        candidate("2", "ensemble", 0.74784, **{"hide/auc": 0.620}),
+    ]
+    out = choose(night, None, None, 0.002, GUARD, metric="validation NDCG@10")
+    assert out["1"].promote and not out["2"].promote
+    assert "the harm guard prefers gbdt v1 of this night" in out["2"].reason
+    assert "hide AUC 0.6200 against its 0.6730 (worse by 0.0530 > harm margin 0.01)" in (
+        out["2"].reason
+    )
+    assert out["1"].reason.startswith("no champion yet")
+    assert "ensemble v2 0.7478, gbdt v1 0.7478" in out["1"].reason
+
+
+def test_a_peer_that_fails_the_gate_does_not_block():
+    # The DNN is safer on hides but under the best baseline (0.65 + 0.002): it is no
+    # alternative, so the ensemble above it is promoted despite its lower hide AUC.
+    night = [
+        candidate("2", "ensemble", 0.75, **{"hide/auc": 0.60}),
+        candidate("3", "dnn", 0.651, **{"hide/auc": 0.70}),
+    ]
+    out = choose(night, None, None, 0.002, GUARD)
+    assert out["2"].promote and not out["3"].promote
+    assert "does not beat the best baseline" in out["3"].reason
+
+
+def test_the_peer_guard_walks_down_a_chain_of_three():
+    # The ensemble is no worse than the DNN right below it (hide AUC 0.60 vs 0.605, within
+    # 0.01) but worse than the GBDT further down (0.60 vs 0.70): every lower peer counts. The
+    # DNN is worse than the GBDT on hide AUC and report NCE (1.00 vs 0.97); the GBDT, last,
+    # has no peer below and is promoted.
+    night = [
+        candidate("1", "gbdt", 0.72, **{"hide/auc": 0.70}),
+        candidate("2", "ensemble", 0.74, **{"hide/auc": 0.60}),
+        candidate("3", "dnn", 0.73, **{"hide/auc": 0.605, "report/nce": 1.00}),
+    ]
+    out = choose(night, None, None, 0.002, GUARD)
+    assert [v for v, d in out.items() if d.promote] == ["1"]
+    assert "prefers gbdt v1" in out["2"].reason and "hide AUC 0.6000 against its 0.7000" in (
+        out["2"].reason
+    )
+    assert "prefers gbdt v1" in out["3"].reason and "report NCE 1.0000 against its 0.9700" in (
+        out["3"].reason
+    )
+
+
+def test_a_refused_top_candidate_leaves_the_next_safe_one_the_winner():
+    # The ensemble harms hide against the GBDT only; the DNN, next, is no worse than the
+    # GBDT and wins; the GBDT is then refused in favour of the DNN.
+    night = [
+        candidate("1", "gbdt", 0.72, **{"hide/auc": 0.70}),
+        candidate("2", "ensemble", 0.74, **{"hide/auc": 0.685}),
+        candidate("3", "dnn", 0.73, **{"hide/auc": 0.695}),
+    ]
+    out = choose(night, None, None, 0.002, GUARD)
+    assert [v for v, d in out.items() if d.promote] == ["3"]
+    assert "prefers gbdt v1" in out["2"].reason
+    assert out["1"].reason.startswith("version 3 (dnn) won with 0.7300")
+
+
+def test_the_peer_guard_also_applies_against_a_champion():
+    # Both beat the champion (0.70) and pass its guard; the ensemble is worse than the
+    # GBDT on hide NCE (0.959 vs 0.945: +0.014) though each is within 0.01 of the champion.
+    night = [
+        candidate("1", "gbdt", 0.72, **{"hide/nce": 0.945}),
+        candidate("2", "ensemble", 0.73, **{"hide/nce": 0.959}),
+    ]
+    out = choose(night, 0.70, CHAMPION_Q, 0.002, GUARD)
+    assert out["1"].promote and not out["2"].promote
+    assert "beats champion 0.7000" in out["2"].reason
+    assert "hide NCE 0.9590 against its 0.9450 (worse by 0.0140" in out["2"].reason

@@ -97,7 +97,8 @@ class DataRoot:
 
     @property
     def artifacts(self) -> Path:
-        """Versioned model artifacts by ds (warehouse.artifacts), e.g. the retrieval index."""
+        """Versioned model artifacts by ds (warehouse.artifacts), e.g. the retrieval index,
+        and training checkpoints (`checkpoint_folder`)."""
         return self.home / "artifacts"
 
     @property
@@ -111,6 +112,11 @@ class DataRoot:
     def report_folder(self, job: str, ds: str) -> Folder:
         """Where a job's report for ds goes, its figures beside it: reports/<job>/<ds>/."""
         return Folder(self.reports / job / ds)
+
+    def checkpoint_folder(self, job: str, ds: str, name: str) -> Folder:
+        """Where a job's training of `name` for ds keeps its checkpoints, so that a retried or
+        killed task resumes from them: artifacts/checkpoints/<job>/<ds>/<name>/."""
+        return Folder(self.artifacts / "checkpoints" / job / ds / name)
 
     def log_file(self, name: str) -> Path:
         """A log file under logs/, its folder created."""

@@ -273,6 +273,38 @@ def _spark_subset(settings, ds: str):
     return time.perf_counter() - started, pdf
 
 
+# The columns of a sub-table between each result's label and size and its load average:
+# (heading, key in the record, format spec; a ',' groups thousands and is not the heading's).
+CANDIDATE_COLUMNS = (
+    ("users", "users", ">6"),
+    ("posts", "posts", ">6"),
+    ("rows", "rows", ">10,"),
+    ("s", "seconds", ">7"),
+    ("rows/s", "rows_per_s", ">8,"),
+)
+DUCKDB_COLUMNS = (
+    ("impr", "impressions", ">7,"),
+    ("duckdb s", "duckdb_s", ">9"),
+    ("spark s", "spark_s", ">8"),
+    ("ratio", "spark_over_duckdb", ">6"),
+    ("agree", "agree", ">7,"),
+)
+
+
+def _section(
+    title: str, columns: tuple[tuple[str, str, str], ...], rows: list[tuple[dict, dict]]
+) -> list[str]:
+    """A sub-table after a blank line: `title`, a header, and a line per (result, record):
+    the result's label and size, the record's `columns`, the record's load average."""
+    head = [f"{h:{spec.rstrip(',')}}" for h, _, spec in columns]
+    lines = ["", title, " ".join([f"{'label':<8}", f"{'size':<7}", *head, f"{'load 1m':>12}"])]
+    for r, record in rows:
+        cells = [f"{record[key]:{spec}}" for _, key, spec in columns]
+        load = f"{record['load_avg_1m']!s:>12}"
+        lines.append(" ".join([f"{r['label']:<8}", f"{r['size']:<7}", *cells, load]))
+    return lines
+
+
 def _table(results: list[dict]) -> str:
     head = f"{'label':<8} {'size':<7} {'impr/day':>9} {'s/day':>6} {'impr/s':>7} "
     head += " ".join(f"{s[:8]:>8}" for s in STEPS) + f" {'peak MiB':>9} {'load 1m':>12}"
@@ -284,27 +316,14 @@ def _table(results: list[dict]) -> str:
             f"{r['seconds_last_day']:>6} {r['impressions_per_s']:>7,} {steps} "
             f"{r['peak_rss_mib']:>9} {r['load_avg_1m']!s:>12}"
         )
-    lines += ["", "candidates at one as_of (users x posts)"]
-    lines.append(f"{'label':<8} {'size':<7} {'users':>6} {'posts':>6} {'rows':>10} {'s':>7} ")
-    lines[-1] += f"{'rows/s':>8} {'load 1m':>12}"
-    for r in results:
-        for c in r.get("candidates", []):
-            lines.append(
-                f"{r['label']:<8} {r['size']:<7} {c['users']:>6} {c['posts']:>6} "
-                f"{c['rows']:>10,} {c['seconds']:>7} {c['rows_per_s']:>8,} "
-                f"{c['load_avg_1m']!s:>12}"
-            )
-    lines += ["", "subset (post windows + decay, user 7d impressions): DuckDB raw vs Spark tiles"]
-    lines.append(f"{'label':<8} {'size':<7} {'impr':>7} {'duckdb s':>9} {'spark s':>8} ")
-    lines[-1] += f"{'ratio':>6} {'agree':>7} {'load 1m':>12}"
-    for r in results:
-        d = r.get("duckdb")
-        if d:
-            lines.append(
-                f"{r['label']:<8} {r['size']:<7} {d['impressions']:>7,} {d['duckdb_s']:>9} "
-                f"{d['spark_s']:>8} {d['spark_over_duckdb']:>6} {d['agree']:>7,} "
-                f"{d['load_avg_1m']!s:>12}"
-            )
+    candidates = [(r, c) for r in results for c in r.get("candidates", [])]
+    compared = [(r, r["duckdb"]) for r in results if r.get("duckdb")]
+    lines += _section("candidates at one as_of (users x posts)", CANDIDATE_COLUMNS, candidates)
+    lines += _section(
+        "subset (post windows + decay, user 7d impressions): DuckDB raw vs Spark tiles",
+        DUCKDB_COLUMNS,
+        compared,
+    )
     return "\n".join(lines)
 
 

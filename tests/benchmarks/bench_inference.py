@@ -67,15 +67,21 @@ class Scorer:
 Factory = Callable[[argparse.Namespace, Ranker, int], "list[Scorer] | str"]
 
 
-def gbdt_scorers(args: argparse.Namespace, ranker: Ranker, threads: int) -> list[Scorer]:
+def predict_and_boosters(name: str, ranker: Ranker) -> list[Scorer]:
+    """`<name> predict`, the precompute's call, and `<name> boosters`, the trees alone on the
+    model matrix (no pandas), of a Ranker or a CompiledRanker."""
     return [
-        Scorer("gbdt predict", lambda t: ranker.predict(feature_frame(t))),
+        Scorer(f"{name} predict", lambda t: ranker.predict(feature_frame(t))),
         Scorer(
-            "gbdt boosters",
+            f"{name} boosters",
             ranker.task_outputs,
             prepare=lambda t: ranker.model_matrix(feature_frame(t)),
         ),
     ]
+
+
+def gbdt_scorers(args: argparse.Namespace, ranker: Ranker, threads: int) -> list[Scorer]:
+    return predict_and_boosters("gbdt", ranker)
 
 
 def compiled_scorers(args: argparse.Namespace, ranker: Ranker, threads: int) -> list[Scorer] | str:
@@ -89,14 +95,7 @@ def compiled_scorers(args: argparse.Namespace, ranker: Ranker, threads: int) -> 
     folder = Folder(Path(args.ranker_folder) / "compiled")  # reused by the next run
     compiled = CompiledRanker.compile(ranker, folder, threads=threads)
     print(f"gbdt compiled: ready in {time.perf_counter() - started:.0f} s")
-    return [
-        Scorer("gbdt compiled predict", lambda t: compiled.predict(feature_frame(t))),
-        Scorer(
-            "gbdt compiled boosters",
-            compiled.task_outputs,
-            prepare=lambda t: compiled.model_matrix(feature_frame(t)),
-        ),
-    ]
+    return predict_and_boosters("gbdt compiled", compiled)
 
 
 def dnn_scorers(args: argparse.Namespace, ranker: Ranker, threads: int) -> list[Scorer] | str:
