@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import expit
 
 from features import registry as R
 from models.calibration import correct_downsampled
@@ -40,10 +41,6 @@ FORMAT_VERSION = 1
 KIND = "dnn"  # the registry's `kind` tag of this model family
 WEIGHTS = "dnn.pt"
 SCORING_BATCH = 65_536  # rows per forward pass when scoring
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
 
 
 class DnnRanker:
@@ -155,7 +152,7 @@ class DnnRanker:
             if a in self.absent:
                 out[prediction_column(a)] = np.zeros(len(index))
                 continue
-            q = sigmoid(logits[:, i])
+            q = expit(np.asarray(logits[:, i], dtype=np.float64))  # no overflow at |z| > 709
             out[prediction_column(a)] = (
                 correct_downsampled(q, self.negative_rate) if corrected else q
             )
