@@ -12,10 +12,12 @@ are replaced by what is known without them:
 * `clickbait`: the post's flag is unknown; each probability is the mixture over its prior,
   (1 - q) p(not bait) + q p(bait), with q the share of bait among all posts (`bait_share`);
 * `post_clickbait`: only the post's own draw is unknown, q is its author's bait rate (what an
-  author's history reveals in the limit), so it is no stricter than `clickbait`.
+  author's history reveals in the limit), so it is no stricter than `clickbait` (hiding both
+  is hiding `clickbait`).
 
-Hiding nothing gives the oracle exactly. Expected dwell given a click, under a mixture, is
-the click-weighted mean of the two dwells.
+Hiding nothing gives the oracle exactly. Expected dwell given a click, under a mixture, is the
+click-weighted mean of the two dwells. `with_latents` puts other values in (an estimate of a
+trait from the logs, to ask what that estimate is worth).
 """
 
 from __future__ import annotations
@@ -56,13 +58,39 @@ def ablated_truth(
 def blind_world(world: World, hidden: Collection[str]) -> World:
     """A copy of `world` whose hidden user and author traits are their population means."""
     users, authors = world.users_latent, world.authors_latent
+    means = {}
     if INTERESTS in hidden:
         mean = users.interests.mean(axis=0, keepdims=True)  # (1, T), still sums to 1
-        users = dataclasses.replace(users, interests=np.broadcast_to(mean, users.interests.shape))
+        means["interests"] = np.broadcast_to(mean, users.interests.shape)
     if USER_BIAS in hidden:
-        users = dataclasses.replace(users, bias=np.full_like(users.bias, users.bias.mean()))
+        means["bias"] = np.full_like(users.bias, users.bias.mean())
     if QUALITY in hidden:
-        quality = np.full_like(authors.quality, authors.quality.mean())
+        means["quality"] = np.full_like(authors.quality, authors.quality.mean())
+    return with_latents(world, **means)
+
+
+def with_latents(
+    world: World,
+    *,
+    interests: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    quality: np.ndarray | None = None,
+) -> World:
+    """A copy of `world` with the given traits in place of its own (an estimate of them, say):
+    interests (n_users, n_topics), bias (n_users,), quality (n_authors,)."""
+    users, authors = world.users_latent, world.authors_latent
+    for name, value, like in (
+        ("interests", interests, users.interests),
+        ("bias", bias, users.bias),
+        ("quality", quality, authors.quality),
+    ):
+        if value is not None and np.shape(value) != like.shape:
+            raise ValueError(f"{name} must have shape {like.shape}, got {np.shape(value)}")
+    if interests is not None:
+        users = dataclasses.replace(users, interests=interests)
+    if bias is not None:
+        users = dataclasses.replace(users, bias=bias)
+    if quality is not None:
         authors = dataclasses.replace(authors, quality=quality)
     return dataclasses.replace(world, users_latent=users, authors_latent=authors)
 

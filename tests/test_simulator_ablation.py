@@ -22,6 +22,7 @@ from simulator.ablation import (
     USER_BIAS,
     ablated_truth,
     bait_share,
+    with_latents,
 )
 from simulator.behaviour import true_model
 from simulator.oracle import oracle_exposure, truth_frame
@@ -136,3 +137,22 @@ def test_unknown_latents_raise(sim):
     with pytest.raises(ValueError, match="unknown latents"):
         ablated_truth(world, CFG, x, ["mood"])
     assert set(ALL_HIDDEN) < set(LATENTS)
+
+
+def test_with_latents_puts_estimates_in(sim):
+    world, _, x = sim
+    u = world.users_latent
+    same = with_latents(world, interests=u.interests, bias=u.bias)
+    np.testing.assert_array_equal(
+        _probs(true_model(same, CFG, x)), _probs(true_model(world, CFG, x))
+    )
+    # The population's mean interest, put in as an estimate, is what hiding interests does.
+    mean = np.broadcast_to(u.interests.mean(axis=0), u.interests.shape)
+    np.testing.assert_allclose(
+        _probs(true_model(with_latents(world, interests=mean), CFG, x)),
+        _probs(ablated_truth(world, CFG, x, [INTERESTS])),
+        rtol=1e-12,
+    )
+    assert world.users_latent is u  # the world itself is left as it was
+    with pytest.raises(ValueError, match="quality must have shape"):
+        with_latents(world, quality=np.zeros(3))
