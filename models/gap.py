@@ -6,6 +6,8 @@ scorer is a frame with one p_<action> column per task, row-aligned with the labe
 
 * `auc_table`: the AUC of several scorers per task (the oracle, the oracle with latents hidden
   by simulator.ablation, a ranker) and each one's shortfall from the first scorer's;
+* `history_interests`: each viewer's topic interests estimated from the topics of the posts
+  they engaged with, to ask the oracle what such an estimate is worth (simulator.ablation);
 * `cohort_table`: per cohort of impressions (e.g. `history_bucket` of the viewer's earlier
   impressions), its share of the day, its positives, each scorer's AUC and the ranker's gap
   to the oracle, with a percentile bootstrap interval over users: a user's impressions are
@@ -26,7 +28,12 @@ from warehouse.catalog import CLICK, label_column, truth_column
 GAP_TASKS = (CLICK, "hide", "report")  # the actions the issue's targets name
 HISTORY_EDGES = (0, 20, 100)  # cohorts 0, 1-20, 21-100, >100 earlier impressions
 ALL = "all"  # the cohort of every impression
+LEVEL = 0.9  # coverage of the gap's bootstrap interval
 MODEL, ORACLE = "model", "oracle"  # the two scorers a cohort table's gap compares
+# Pseudo-engagements of the population's topic mix added to each viewer's own: the prior's
+# weight in history_interests (the simulator's interests are Dirichlet with about this
+# concentration; 1 and 20 rank a little worse on the demo).
+HISTORY_CONCENTRATION = 5.0
 
 
 def history_bucket(counts: np.ndarray, edges: Sequence[int] = HISTORY_EDGES) -> pd.Categorical:
@@ -41,6 +48,33 @@ def history_bucket(counts: np.ndarray, edges: Sequence[int] = HISTORY_EDGES) -> 
     names = [_span(lo, hi) for lo, hi in zip(lows, edges, strict=False)] + [f">{edges[-1]}"]
     index = np.searchsorted(np.asarray(edges), counts, side="left")  # count <= edge: that bucket
     return pd.Categorical.from_codes(index, categories=names, ordered=True)
+
+
+def history_interests(
+    user: np.ndarray,
+    topic: np.ndarray,
+    n_users: int,
+    n_topics: int,
+    concentration: float = HISTORY_CONCENTRATION,
+) -> np.ndarray:
+    """(n_users, n_topics) estimate of each user's interest in each topic, rows summing to 1,
+    from one (user, topic) row per post the user engaged with: the posterior mean of a
+    Dirichlet whose prior is `concentration` pseudo-engagements spread like everyone's."""
+    user, topic = np.asarray(user, dtype=np.int64), np.asarray(topic, dtype=np.int64)
+    if len(user) != len(topic):
+        raise ValueError("user and topic must have one entry per engagement")
+    if len(user) and (user.min() < 0 or user.max() >= n_users):
+        raise ValueError(f"user ids must be in 0..{n_users - 1}")
+    if len(topic) and (topic.min() < 0 or topic.max() >= n_topics):
+        raise ValueError(f"topics must be in 0..{n_topics - 1}")
+    if concentration <= 0:
+        raise ValueError(f"concentration must be positive, got {concentration}")
+    counts = np.zeros((n_users, n_topics))
+    np.add.at(counts, (user, topic), 1.0)
+    total = counts.sum(axis=0)
+    prior = total / total.sum() if total.sum() else np.full(n_topics, 1.0 / n_topics)
+    est = counts + concentration * prior
+    return est / est.sum(axis=1, keepdims=True)
 
 
 def _span(lo: int, hi: int) -> str:
@@ -75,7 +109,7 @@ def cohort_table(
     tasks: Sequence[str] = GAP_TASKS,
     *,
     n_boot: int = 200,
-    level: float = 0.9,
+    level: float = LEVEL,
     seed: int = 0,
 ) -> pd.DataFrame:
     """One row per (cohort, task), the whole day (`ALL`) first: share of impressions, n,
@@ -134,3 +168,46 @@ def _interval(y, p_model, p_oracle, draws, level: float) -> tuple[float, float]:
     tail = 100 * (1 - level) / 2
     lo, hi = np.percentile(gaps, [tail, 100 - tail])
     return float(lo), float(hi)
+
+
+def format_report(
+    title: str,
+    ablation: pd.DataFrame,
+    cohorts: Mapping[str, pd.DataFrame],
+    figures: Mapping[str, str],
+    n_boot: int,
+) -> str:
+    """Markdown: the ablation table, then each cohort table (rows grouped by task) under its
+    figure (`figures`: cohort name -> file name beside the report)."""
+    from models.report import markdown  # models.report imports the evaluation stack
+
+    lines = [
+        f"# {title}",
+        "",
+        "AUC against the logged labels of the day's impressions (gold.training_examples), "
+        "every scorer at the logged position. `oracle`: the simulator's true probabilities; "
+        "`oracle - X`: the true model with latent X replaced by what is known without it "
+        "(simulator.ablation: interests, user bias and author quality by their population "
+        "means, clickbait by the mixture over its prior); `loss_<task>`: the oracle's AUC "
+        "minus the row's.",
+        "",
+        "## Oracle ablation",
+        "",
+        markdown(ablation),
+    ]
+    for name, table in cohorts.items():
+        tasks = list(pd.unique(table["task"]))
+        by_task = table.sort_values(
+            "task", key=lambda s: s.map(tasks.index), kind="stable", ignore_index=True
+        )
+        lines += ["", f"## Cohorts: {name}", ""]
+        if name in figures:
+            lines += [f"![{name}]({figures[name]})", ""]
+        lines.append(markdown(by_task))
+    lines += [
+        "",
+        f"`gap`: the oracle's AUC minus the model's; [gap_lo, gap_hi]: its {LEVEL:.0%} percentile "
+        f"interval over {n_boot} bootstrap resamples of the cohort's users. `share`: the "
+        "cohort's share of the day's impressions.",
+    ]
+    return "\n".join(lines)

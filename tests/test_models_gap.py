@@ -8,7 +8,15 @@ import pandas as pd
 import pytest
 
 from models import gap
-from models.gap import ALL, MODEL, ORACLE, auc_table, cohort_table, history_bucket
+from models.gap import (
+    ALL,
+    MODEL,
+    ORACLE,
+    auc_table,
+    cohort_table,
+    history_bucket,
+    history_interests,
+)
 from models.metrics import auc
 
 
@@ -115,3 +123,27 @@ def test_cohort_table_needs_both_scorers():
     labels, scorers, users = _day(n=100)
     with pytest.raises(ValueError, match="model"):
         cohort_table(labels, {ORACLE: scorers[ORACLE]}, history_bucket(users), users)
+
+
+def test_history_interests_shrink_each_viewer_towards_everyone():
+    # Users 0 and 1 engaged with topics 0 and 2; user 2 with nothing.
+    user = np.array([0, 0, 0, 1])
+    topic = np.array([0, 0, 2, 2])
+    est = history_interests(user, topic, n_users=3, n_topics=3, concentration=4.0)
+    np.testing.assert_allclose(est.sum(axis=1), 1.0)
+    everyone = np.array([2, 0, 2]) / 4  # the population's engaged topics
+    np.testing.assert_allclose(est[2], everyone)  # no history: the prior
+    # User 0: (counts + 4 * prior) / (3 + 4) = ([2, 0, 1] + [2, 0, 2]) / 7.
+    np.testing.assert_allclose(est[0], np.array([4, 0, 3]) / 7)
+    # More engagements, less prior: a long history is mostly the user's own mix.
+    long = history_interests(np.zeros(400, int), np.r_[np.zeros(300, int), np.full(100, 1)], 1, 3)
+    assert long[0, 0] == pytest.approx(0.75, abs=0.01)
+
+
+def test_history_interests_reject_bad_ids():
+    with pytest.raises(ValueError, match="user ids"):
+        history_interests(np.array([5]), np.array([0]), n_users=3, n_topics=2)
+    with pytest.raises(ValueError, match="topics"):
+        history_interests(np.array([0]), np.array([2]), n_users=3, n_topics=2)
+    # Nobody engaged at all: every user gets the uniform mix.
+    np.testing.assert_allclose(history_interests(np.array([]), np.array([]), 2, 4), 0.25)
