@@ -29,6 +29,8 @@ GAP_TASKS = (CLICK, "hide", "report")  # the actions the issue's targets name
 HISTORY_EDGES = (0, 20, 100)  # cohorts 0, 1-20, 21-100, >100 earlier impressions
 ALL = "all"  # the cohort of every impression
 LEVEL = 0.9  # coverage of the gap's bootstrap interval
+# Fewer positives than this in a cohort and its AUCs say nothing: they are left empty (NaN).
+MIN_POSITIVES = 10
 MODEL, ORACLE = "model", "oracle"  # the two scorers a cohort table's gap compares
 # Pseudo-engagements of the population's topic mix added to each viewer's own: the prior's
 # weight in history_interests (the simulator's interests are Dirichlet with about this
@@ -111,10 +113,12 @@ def cohort_table(
     n_boot: int = 200,
     level: float = LEVEL,
     seed: int = 0,
+    min_positives: int = MIN_POSITIVES,
 ) -> pd.DataFrame:
     """One row per (cohort, task), the whole day (`ALL`) first: share of impressions, n,
     positives, auc_<scorer> of each scorer, gap (the oracle's AUC minus the model's; `scorers`
-    must hold MODEL and ORACLE) and its `level` bootstrap interval over `users`."""
+    must hold MODEL and ORACLE) and its `level` bootstrap interval over `users`; AUCs, gap
+    and interval are NaN where the cohort has fewer than `min_positives` positives."""
     missing = {MODEL, ORACLE} - set(scorers)
     if missing:
         raise ValueError(f"scorers lack {sorted(missing)}")
@@ -133,9 +137,11 @@ def cohort_table(
             p = {s: f[truth_column(t)].to_numpy()[rows_in] for s, f in scorers.items()}
             row = {"cohort": name, "task": t, "share": len(rows_in) / n, "n": len(rows_in)}
             row["positives"] = int(y.sum())
-            row |= {f"auc_{s}": M.auc(y, p[s]) if len(y) else np.nan for s in scorers}
+            enough = row["positives"] >= min_positives
+            row |= {f"auc_{s}": M.auc(y, p[s]) if enough else np.nan for s in scorers}
             row["gap"] = row[f"auc_{ORACLE}"] - row[f"auc_{MODEL}"]
-            row["gap_lo"], row["gap_hi"] = _interval(y, p[MODEL], p[ORACLE], draws, level)
+            interval = _interval(y, p[MODEL], p[ORACLE], draws, level) if enough else None
+            row["gap_lo"], row["gap_hi"] = interval or (np.nan, np.nan)
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -176,9 +182,10 @@ def format_report(
     cohorts: Mapping[str, pd.DataFrame],
     figures: Mapping[str, str],
     n_boot: int,
+    notes: Sequence[str] = (),
 ) -> str:
     """Markdown: the ablation table, then each cohort table (rows grouped by task) under its
-    figure (`figures`: cohort name -> file name beside the report)."""
+    figure (`figures`: cohort name -> file name beside the report), then `notes`."""
     from models.report import markdown  # models.report imports the evaluation stack
 
     lines = [
@@ -208,6 +215,9 @@ def format_report(
         "",
         f"`gap`: the oracle's AUC minus the model's; [gap_lo, gap_hi]: its {LEVEL:.0%} percentile "
         f"interval over {n_boot} bootstrap resamples of the cohort's users. `share`: the "
-        "cohort's share of the day's impressions.",
+        f"cohort's share of the day's impressions. AUCs of a cohort with fewer than "
+        f"{MIN_POSITIVES} positives are left empty.",
     ]
+    for note in notes:
+        lines += ["", note]
     return "\n".join(lines)

@@ -100,6 +100,14 @@ def test_a_model_equal_to_the_oracle_has_no_gap():
     )
 
 
+def test_a_cohort_with_too_few_positives_has_no_auc():
+    labels, scorers, users = _day()
+    cohort = history_bucket(np.arange(len(labels)) % 2, (0,))
+    table = cohort_table(labels, scorers, cohort, users, ("hide",), n_boot=10, min_positives=10**6)
+    assert table["positives"].sum() > 0
+    assert table[["auc_model", "auc_oracle", "gap", "gap_lo", "gap_hi"]].isna().all().all()
+
+
 def test_an_empty_cohort_or_one_without_positives_is_nan():
     labels, scorers, users = _day(n=400)
     cohort = history_bucket(np.zeros(len(labels)), (0, 5))  # nobody in "1-5" nor ">5"
