@@ -9,6 +9,10 @@ feedrank feed | feeds | serve    the feed store and its read path (jobs/feeds_cl
 feedrank ingest --format mind --path DIR
                                  load a real log (MIND, EB-NeRD) into the raw tables; the
                                  profile defaults to the format's (jobs/ingest_log.py)
+feedrank gap --ds DS --ranker-folder DIR
+                                 where a saved ranker's AUC gap to the oracle comes from on
+                                 DS: the oracle with latents hidden, and the gap by cohorts
+                                 of history (jobs/gap.py); a report under reports/gap/DS/
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import logging
 import sys
 
 from jobs import feeds_cli
-from jobs.common import configure_logging
+from jobs.common import configure_logging, parse_ds
 from jobs.settings import available_profiles, load_settings
 from jobs.summary import format_summary, ranker_summary, raw_summary
 from warehouse.ingest.config import FORMATS
@@ -40,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     ingest = sub.add_parser("ingest", help="load a real impression log (MIND, EB-NeRD)")
     ingest.add_argument("--format", choices=FORMATS, help="default: the profile's log.format")
     ingest.add_argument("--path", help="the log's folder (default: the profile's log.path)")
+    gap = sub.add_parser("gap", help="a ranker's AUC gap to the oracle: latents and cohorts")
+    gap.add_argument("--ds", required=True, type=parse_ds, help="the day, YYYY-MM-DD")
+    gap.add_argument("--ranker-folder", required=True, help="a saved ranker (ranker.json)")
+    gap.add_argument("--boot", type=int, default=200, help="bootstrap resamples of users")
     feeds_cli.add_commands(sub)
     args = parser.parse_args(argv)
     configure_logging()
@@ -53,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         from jobs.demo import demo
 
         return demo(settings, seed=args.seed)
+    if args.command == "gap":
+        return _gap(args, settings)
     if args.command == "summary":
         print(format_summary(raw_summary(settings)))
         if args.ds:
@@ -68,6 +78,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     a = settings.airflow
     print(shell_exports(settings.profile, settings.root, a.api_host, settings.tracking_uri))
+    return 0
+
+
+def _gap(args, settings) -> int:
+    """`feedrank gap`: the report's tables on stdout, its path on stderr."""
+    from pathlib import Path
+
+    from jobs import gap
+    from warehouse.layout import Folder
+
+    folder = Folder(Path(args.ranker_folder).expanduser().resolve())
+    try:
+        done = gap.run(settings, args.ds, folder, n_boot=args.boot)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"feedrank gap: {err}", file=sys.stderr)
+        return 2
+    print(done.report.read_text())
+    print(f"report: {done.report}", file=sys.stderr)
     return 0
 
 

@@ -174,3 +174,32 @@ def save_figure(fig: Figure, path: Path) -> Path:
     """Write `fig` as a PNG at DPI to `path` (its folder must exist); returns `path`."""
     fig.savefig(path, dpi=DPI, format="png")
     return path
+
+
+def cohort_figure(table: pd.DataFrame, title: str) -> Figure:
+    """AUC per cohort, one panel per task, a bar per scorer; each cohort's share of the
+    impressions under its name. `table` is a models.gap.cohort_table (auc_<scorer> columns)."""
+    missing = [c for c in ("cohort", "task", "share") if c not in table.columns]
+    if missing:
+        raise ValueError(f"cohort table lacks columns {missing}")
+    scorers = [c.removeprefix("auc_") for c in table.columns if c.startswith("auc_")]
+    if not scorers:
+        raise ValueError("cohort table has no auc_<scorer> column")
+    tasks = list(pd.unique(table["task"]))
+    fig, axes = _grid(len(tasks))
+    width = 0.8 / len(scorers)
+    for ax, task in zip(axes, tasks, strict=True):
+        rows = table[table["task"] == task]
+        x = np.arange(len(rows))
+        for i, scorer in enumerate(scorers):
+            auc = rows[f"auc_{scorer}"].to_numpy(dtype=np.float64)
+            ax.bar(x + (i - (len(scorers) - 1) / 2) * width, auc, width, label=scorer)
+        names = [f"{c}\n{s:.0%}" for c, s in zip(rows["cohort"], rows["share"], strict=True)]
+        ax.set_xticks(x, labels=names, fontsize="small")
+        low = np.nanmin(rows[[f"auc_{s}" for s in scorers]].to_numpy(dtype=np.float64))
+        ax.set_ylim(min(0.4, low - 0.05) if np.isfinite(low) else 0.4, 1.0)
+        ax.axhline(0.5, linestyle=":", color="0.5", linewidth=1)
+        ax.set_title(f"{task}: {title}", fontsize="small")
+        ax.set_ylabel("AUC")
+    axes[0].legend(fontsize="small", loc="upper left")
+    return fig

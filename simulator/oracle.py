@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from simulator._common import DAY_US, day_start_us, to_timestamps
-from simulator.behaviour import true_model
+from simulator.behaviour import Exposure, Truth, true_model
 from simulator.config import SimulatorSettings
 from simulator.day import DayPool, day_pool, exposure, social_state
 from simulator.world import World
@@ -39,15 +39,26 @@ def oracle_truth(
     of the `pool_days` days before it (None or empty on the first day), exactly what
     `simulate_day` is given. Posts must be servable then: created in the day's pool window
     and before served_at. Returns a frame aligned with `pairs` (same index)."""
-    missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
-    if missing:
-        raise ValueError(f"pairs lack columns {missing}")
-    n = len(pairs)
-    pos = np.broadcast_to(np.asarray(position, dtype=np.int64), (n,))
-    if (pos < 0).any():
-        raise ValueError("position must be >= 0")
-    if n == 0:
+    if len(pairs) == 0:
+        _check_pairs(pairs, position)
         return pd.DataFrame({c: np.zeros(0) for c in ORACLE_COLUMNS}, index=pairs.index)
+    x = oracle_exposure(world, cfg, pairs, prior_engagements, position=position)
+    return truth_frame(true_model(world, cfg, x), pairs.index)
+
+
+def oracle_exposure(
+    world: World,
+    cfg: SimulatorSettings,
+    pairs: pd.DataFrame,
+    prior_engagements: pd.DataFrame | None,
+    *,
+    position: int | np.ndarray = 0,
+) -> Exposure:
+    """What the true model reads about each row of `pairs` (non-empty; the same arguments and
+    checks as `oracle_truth`), for callers that score it more than once (simulator.ablation)."""
+    pos = _check_pairs(pairs, position)
+    if len(pairs) == 0:
+        raise ValueError("no pairs")
     served_us = _epoch_us(pairs[C.SERVED_AT])
     day = _day_of(cfg, served_us)
     day_start = to_timestamps([day_start_us(cfg, day)])[0]
@@ -55,11 +66,25 @@ def oracle_truth(
     pool = day_pool(world, cfg, day, state)
     user = _users(world, pairs[C.USER_ID])
     post = _pool_index(pool, pairs[C.POST_ID].to_numpy(dtype=np.int64), served_us)
-    x = exposure(world, pool, user, post, served_us, _devices(pairs[C.DEVICE]), pos)
-    truth = true_model(world, cfg, x)
+    return exposure(world, pool, user, post, served_us, _devices(pairs[C.DEVICE]), pos)
+
+
+def truth_frame(truth: Truth, index: pd.Index) -> pd.DataFrame:
+    """ORACLE_COLUMNS of a Truth: each action's probability and the expected dwell."""
     columns = {truth_column(a): truth.p[a] for a in ACTIONS}
     columns[C.E_DWELL_S] = truth.e_dwell_s
-    return pd.DataFrame(columns, columns=list(ORACLE_COLUMNS), index=pairs.index)
+    return pd.DataFrame(columns, columns=list(ORACLE_COLUMNS), index=index)
+
+
+def _check_pairs(pairs: pd.DataFrame, position: int | np.ndarray) -> np.ndarray:
+    """The position of every pair; raises for missing columns or a negative position."""
+    missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
+    if missing:
+        raise ValueError(f"pairs lack columns {missing}")
+    pos = np.broadcast_to(np.asarray(position, dtype=np.int64), (len(pairs),))
+    if (pos < 0).any():
+        raise ValueError("position must be >= 0")
+    return pos
 
 
 def _epoch_us(served_at: pd.Series) -> np.ndarray:

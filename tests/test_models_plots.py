@@ -177,3 +177,28 @@ def test_learning_curves_figure_needs_every_task():
             {"click": 1},
             {"click": "binary_logloss", "dwell": "huber"},
         )
+
+
+def test_cohort_figure(tmp_path):
+    table = pd.DataFrame(
+        {
+            "cohort": ["all", "0", ">0"] * 2,
+            "task": ["click"] * 3 + ["hide"] * 3,
+            "share": [1.0, 0.25, 0.75] * 2,
+            "auc_model": [0.78, 0.70, 0.80, 0.70, 0.65, 0.71],
+            "auc_oracle": [0.84, 0.83, 0.84, 0.79, 0.78, 0.80],
+        }
+    )
+    fig = plots.cohort_figure(table, "by history")
+    assert len(fig.axes) == 2
+    for ax, task in zip(fig.axes, ("click", "hide"), strict=True):
+        assert ax.get_title() == f"{task}: by history"
+        assert len(ax.patches) == 3 * 2  # a bar per cohort and scorer
+        heights = sorted(round(b.get_height(), 2) for b in ax.patches)
+        want = table[table["task"] == task][["auc_model", "auc_oracle"]].to_numpy().ravel()
+        assert heights == sorted(want.round(2))
+        # Each cohort's tick names its share of the impressions.
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["all\n100%", "0\n25%", ">0\n75%"]
+    _assert_png(fig, Folder(tmp_path).writable("cohorts.png"))
+    with pytest.raises(ValueError, match="auc_"):
+        plots.cohort_figure(table.drop(columns=["auc_model", "auc_oracle"]), "x")
