@@ -2,6 +2,7 @@
 
     table = requests(rng, n_requests=10, size=500)      # Arrow, as the precompute scores it
     train = examples(rng, n_requests=4_000, size=50)    # models.dataset.Examples with labels
+    days = example_table(rng, n_requests=100, size=50)  # the same, as training_examples rows
 
 Counts are heavy-tailed (log-normal post reach, binomial engagement out of it, mostly-zero
 network counts), rates are Beta draws, flags Bernoulli, categoricals from the catalog's
@@ -18,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features import registry as R
-from models.dataset import CATEGORIES, Examples, feature_frame
+from models.dataset import CATEGORIES, LABELS, Examples, feature_frame
 from warehouse.catalog import ACTIONS, SOURCES, C, label_column
 
 WINDOW_SHARE = {"1h": 0.03, "1d": 0.3, "3d": 0.65, "7d": 1.0}  # of the 7-day count
@@ -159,13 +160,31 @@ def requests(rng: np.random.Generator, n_requests: int, size: int) -> list[pa.Ta
     return [table.slice(i * size, size) for i in range(n_requests)]
 
 
+def example_table(rng: np.random.Generator, n_requests: int, size: int) -> pa.Table:
+    """`examples`' rows as gold.training_examples holds them: ids, position, source, the
+    feature rows, labels and sample_u (for trainers that read the warehouse: the DNN)."""
+    return _labelled(rng, n_requests, size)[0]
+
+
 def examples(rng: np.random.Generator, n_requests: int, size: int) -> Examples:
     """Logged impressions with labels: positions 0..size-1, sources of the logging policy."""
+    table, X = _labelled(rng, n_requests, size)
+    labels = table.select(list(LABELS)).to_pandas()
+    return Examples(X, labels, table.column(C.SAMPLE_U).to_numpy())
+
+
+def _labelled(
+    rng: np.random.Generator, n_requests: int, size: int
+) -> tuple[pa.Table, pd.DataFrame]:
+    """(training examples table, its feature frame): labels drawn from a dozen features."""
     frame = _frame(rng, n_requests, size)
     n = len(frame)
+    frame[C.IMPRESSION_ID] = np.arange(n, dtype=np.int64)
+    frame[C.REQUEST_ID] = frame[C.USER_ID]  # one request per viewer
     frame[C.POSITION] = np.tile(np.arange(size), n_requests).astype(float)
     frame[C.SOURCE] = np.asarray(SOURCES, dtype=object)[rng.integers(0, len(SOURCES), n)]
-    X = feature_frame(pa.Table.from_pandas(frame, preserve_index=False))
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    X = feature_frame(table)
     relevance = (
         1.5 * np.log1p(X[R.POST_SMOOTHED_RATE] * 40).to_numpy()
         + 0.8 * X[R.UA_FOLLOWS].to_numpy()
@@ -185,4 +204,7 @@ def examples(rng: np.random.Generator, n_requests: int, size: int) -> Examples:
     clicked = labels[label_column("click")] == 1
     dwell = 5 + 0.2 * X["length"].to_numpy() + rng.exponential(20, n)
     labels[C.DWELL_S] = np.where(clicked, dwell, np.nan)
-    return Examples(X, pd.DataFrame(labels), rng.random(n))
+    labels[C.SAMPLE_U] = rng.random(n)
+    for name, values in labels.items():
+        table = table.append_column(name, pa.array(values))
+    return table, X
