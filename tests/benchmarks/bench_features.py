@@ -94,6 +94,14 @@ class PeakMemory:
             time.sleep(self.every_s)
 
 
+def _stop_spark() -> None:
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.stop()
+
+
 def _load() -> float:
     return round(os.getloadavg()[0], 1)
 
@@ -101,42 +109,47 @@ def _load() -> float:
 def bench(size: str, days: int, label: str, candidates: list[int], posts: int, duck: bool):
     profile, sim = SIZES[size]
     with tempfile.TemporaryDirectory(prefix="feedrank-bench-") as home:
-        events = Path(home) / "spark-events"
-        overrides = {"home": home, "simulator": sim, "spark": {"conf": event_log_conf(events)}}
-        settings = load_settings(profile, overrides)
-        dates = settings.dates()[:days]
-        for ds in dates:
-            simulate_platform.run(settings, ds)  # publish refuses a day not validated
-        per_day, loads = [], [_load()]
-        with PeakMemory() as mem:
+        try:
+            events = Path(home) / "spark-events"
+            overrides = {"home": home, "simulator": sim, "spark": {"conf": event_log_conf(events)}}
+            settings = load_settings(profile, overrides)
+            dates = settings.dates()[:days]
             for ds in dates:
-                started = time.perf_counter()
-                rows = build_features.run(settings, ds)
-                per_day.append((time.perf_counter() - started, rows))
-        loads.append(_load())
-        last = dates[-1]
-        steps = {
-            name: row["job_s"]
-            for desc, row in step_breakdown(events).items()
-            for name in STEPS
-            if desc == f"build_features ds={last}: {name}"
-        }
-        seconds, rows = per_day[-1]
-        out = {
-            "label": label,
-            "size": size,
-            "days_built": len(dates),
-            "impressions_last_day": rows,
-            "seconds_last_day": round(seconds, 1),
-            "impressions_per_s": round(rows / seconds),
-            "seconds_per_day": [round(s, 1) for s, _ in per_day],
-            "busy_s_per_step": {k: round(v, 1) for k, v in steps.items()},
-            "peak_rss_mib": round(mem.peak / 2**20),
-            "load_avg_1m": loads,
-        }
-        out["candidates"] = [bench_candidates(settings, last, n, posts) for n in candidates]
-        if duck:
-            out["duckdb"] = bench_duckdb(settings, last)
+                simulate_platform.run(settings, ds)  # publish refuses a day not validated
+            per_day, loads = [], [_load()]
+            with PeakMemory() as mem:
+                for ds in dates:
+                    started = time.perf_counter()
+                    rows = build_features.run(settings, ds)
+                    per_day.append((time.perf_counter() - started, rows))
+            loads.append(_load())
+            last = dates[-1]
+            steps = {
+                name: row["job_s"]
+                for desc, row in step_breakdown(events).items()
+                for name in STEPS
+                if desc == f"build_features ds={last}: {name}"
+            }
+            seconds, rows = per_day[-1]
+            out = {
+                "label": label,
+                "size": size,
+                "days_built": len(dates),
+                "impressions_last_day": rows,
+                "seconds_last_day": round(seconds, 1),
+                "impressions_per_s": round(rows / seconds),
+                "seconds_per_day": [round(s, 1) for s, _ in per_day],
+                "busy_s_per_step": {k: round(v, 1) for k, v in steps.items()},
+                "peak_rss_mib": round(mem.peak / 2**20),
+                "load_avg_1m": loads,
+            }
+            out["candidates"] = [bench_candidates(settings, last, n, posts) for n in candidates]
+            if duck:
+                out["duckdb"] = bench_duckdb(settings, last)
+        finally:
+            # Stopped inside the folder's lifetime: Spark closes its event log there on stop,
+            # and the next size gets a session of its own with its own event log.
+            _stop_spark()
     return out
 
 
