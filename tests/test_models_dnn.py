@@ -335,3 +335,13 @@ def test_each_layer_trains_and_exports(interaction, bottom, history, debias):
     exported = OnnxScorer.from_net(net).run({k: v.numpy() for k, v in inputs.items()})
     for e, o in zip(eager, exported, strict=True):
         np.testing.assert_allclose(o, e, rtol=1e-5, atol=1e-5)
+
+
+def test_standardised_numbers_are_clipped():
+    X = feature_frame(examples(400, 3))
+    far = X.assign(**{DRIVER: X[DRIVER].max() * 1000.0})  # far outside the training range
+    clipped = encoder_for(X, DNN.model_copy(update={"clip": 2.0}), 0)
+    column = clipped.norm.columns.index(DRIVER)
+    assert clipped.encode(far)["num"][:, column].max() == 2.0
+    unclipped = encoder_for(X, DNN.model_copy(update={"clip": None}), 0)
+    assert unclipped.encode(far)["num"][:, column].min() > 2.0
