@@ -18,8 +18,8 @@ The steps are the tasks of dags/train_rankers.py; each returns a models.handoff 
    `feedrank.kind` -> RegisteredVersion;
 6. promote, once for all kinds: the best on validation NDCG that beats the champion (re-scored
    on the same days) and the baselines by the margin, and passes the harm guard on hide and
-   report (against the champion, and against any lower-ranked version of the night that
-   passes too), becomes champion (models.registry.promote); every version and run say why
+   report (against the champion, and no lower-ranked version of the night that passes too
+   is safer), becomes champion (models.registry.promote); every version and run say why
    -> Gate.
 
 

@@ -67,7 +67,7 @@ class TrainingSettings(BaseModel):
     kinds: tuple[Literal["gbdt", "dnn", "ensemble"], ...] = KINDS
     ensemble: EnsembleSettings = EnsembleSettings()
     # harm guard: a challenger whose validation AUC on one of `harm_tasks` is lower than the
-    # champion's (or a lower-ranked passing peer's of the same night) by more than this, or
+    # champion's (or a safer lower-ranked passing peer's of the same night) by more than this, or
     # whose NCE is higher by more, is not promoted even if its NDCG wins. 0.01 AUC is about
     # the noise between seeds on a demo validation day, and hide/report weigh little in NDCG,
     # so a model blind to them could otherwise win

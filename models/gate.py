@@ -7,9 +7,10 @@ moves the aliases).
   champion's (or a peer's) on validation, in AUC (lower is worse) or NCE (higher is worse),
   beyond a margin;
 * `choose`: one night's challengers (one per kind), from the best NDCG down. One that `decide`
-  promotes is still refused when the harm guard finds it worse than a lower-ranked candidate
-  of the same night that `decide` also promotes (a tie on NDCG must not hand the night to
-  the kind blind to hides); the first left wins, the others say why not. The last candidate
+  promotes is still refused when a lower-ranked candidate of the same night that `decide`
+  also promotes is safer: the harm guard finds the first worse than it, and it no worse than
+  the first (a tie on NDCG must not hand the night to the kind blind to hides; two that each
+  harm the other on some task are left to the ranking); the first left wins, the others say why not. The last candidate
   that passes has no peer below it, so when any passes, exactly one is promoted.
 """
 
@@ -149,8 +150,8 @@ def choose(
     days: str = "the validation days",
 ) -> dict[str, Decision]:
     """A Decision per candidate's version: from the best `score` down, each through `decide`
-    against the champion. Of those that pass, the first that the harm guard finds no worse
-    than any lower-ranked one that passes too wins (`peer_harms`); those above it are refused
+    against the champion. Of those that pass, the first with no safer lower-ranked one that
+    passes too wins (`peer_harms`); those above it are refused
     in favour of the peer, any later one in favour of the winner. The winner's reason lists
     every candidate's score."""
     ranked = sorted(candidates, key=lambda c: -math.inf if math.isnan(c.score) else -c.score)
@@ -194,13 +195,16 @@ def choose(
 
 def peer_harms(candidate: Candidate, below: Sequence[Candidate], guard: HarmGuard) -> str | None:
     """Why the harm guard prefers the first of `below` (lower-ranked candidates of the same
-    night that pass the gate too) to `candidate`, in words with the numbers; None when it
-    finds the candidate worse beyond its margin than none of them."""
+    night that pass the gate too) to `candidate`, in words with the numbers; None when none
+    of them is safer. A peer is safer when the candidate is worse than it beyond the margin
+    and it is worse than the candidate on no guarded metric beyond the margin: two versions
+    that each harm the other on some task (say one on hide, the other on report) trade one
+    risk for another, and the ranking decides between them."""
     for peer in below:
         harms = guard.harms(candidate.quality, peer.quality, theirs="its")
-        if harms:
+        if harms and not guard.harms(peer.quality, candidate.quality):
             return (
                 f"the harm guard prefers {peer.kind} v{peer.version} of this night: "
-                f"{'; '.join(harms)}"
+                f"{'; '.join(harms)}; it is worse on no guarded metric"
             )
     return None

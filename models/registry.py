@@ -14,8 +14,8 @@ yet; and the harm guard (`HarmGuard`) refuses a challenger whose negative-feedba
 blind to them could otherwise win. `promote` runs the gate over one night's versions (every
 kind): it re-scores the champion on their validation days (its NDCG and its hide and report
 AUC and NCE there, not its old run's numbers), decides for each version from the best NDCG
-down, and promotes the first that passes unless the harm guard finds it worse than a
-lower-ranked version of the same night that passes too (models.gate.choose; at most one, and
+down, and promotes the first that passes unless a lower-ranked version of the same night
+that passes too is safer on hide and report (models.gate.choose; at most one, and
 one whenever any passes), moves the alias, and tags every version and its run with its
 outcome and the reason.
 """

@@ -175,3 +175,26 @@ def test_the_peer_guard_also_applies_against_a_champion():
     assert out["1"].promote and not out["2"].promote
     assert "beats champion 0.7000" in out["2"].reason
     assert "hide NCE 0.9590 against its 0.9450 (worse by 0.0140" in out["2"].reason
+
+
+def test_versions_that_each_harm_the_other_are_left_to_the_ranking():
+    # This stop's demo night: the GBDT leads validation NDCG@10 and hide AUC, the ensemble and
+    # the DNN lead report AUC. Each trades one risk for another, so none is safer than the
+    # GBDT, which wins on NDCG.
+    night = [
+        candidate("1", "gbdt", 0.74776, **{"hide/auc": 0.6730, "report/auc": 0.6121}),
+        candidate("2", "dnn", 0.73838, **{"hide/auc": 0.6195, "report/auc": 0.6423}),
+        candidate("3", "ensemble", 0.74729, **{"hide/auc": 0.6566, "report/auc": 0.6392}),
+    ]
+    out = choose(night, None, None, 0.002, GUARD, metric="validation NDCG@10")
+    assert [v for v, d in out.items() if d.promote] == ["1"]
+    assert "won with 0.7478" in out["3"].reason and "won with 0.7478" in out["2"].reason
+
+
+def test_a_safer_peer_is_named_as_worse_on_no_guarded_metric():
+    night = [
+        candidate("1", "gbdt", 0.72, **{"hide/auc": 0.70, "report/auc": 0.69}),
+        candidate("2", "ensemble", 0.74, **{"hide/auc": 0.60, "report/auc": 0.695}),
+    ]
+    out = choose(night, None, None, 0.002, GUARD)
+    assert out["1"].promote and "it is worse on no guarded metric" in out["2"].reason
