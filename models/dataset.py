@@ -211,13 +211,14 @@ def feature_frame(data: pa.Table | pd.DataFrame) -> pd.DataFrame:
     serving values (`serving_bias`).
     """
     if isinstance(data, pa.Table):
+        names = set(data.column_names)  # a new list per access: once, not once per column
         needed = (*FEATURES[:-1], R.USER_LAST_TOPICS, *HISTORY_LISTS.values(), *IDS)
-        missing = [c for c in needed if c not in data.column_names]
+        missing = [c for c in needed if c not in names]
         if missing:
             raise KeyError(f"feature columns missing: {missing}")
         topic = data.column("topic").to_numpy(zero_copy_only=False)
         recency = topic_recency(data.column(R.USER_LAST_TOPICS), topic)
-        present = [c for c in (*FEATURES[:-1], *BIAS, *IDS) if c in data.column_names]
+        present = [c for c in (*FEATURES[:-1], *BIAS, *IDS) if c in names]
         frame = data.select(present).to_pandas()
         frame[TOPIC_RECENCY] = recency
         frame = pd.concat([frame, history_frame(data)], axis=1)
