@@ -52,8 +52,8 @@ class DnnSettings(BaseModel):
     # inputs
     # Hashed ids. One bucket: every id shares one embedding row, so the id is not used. On
     # demo (12 training days) id embeddings overfit within two epochs: with 20K/20K/50K
-    # buckets the test day's click AUC was 0.761 and hide 0.623, with one bucket each 0.771
-    # and 0.681. Raise them for a log long enough to learn its users, authors and posts.
+    # buckets the test day's click AUC was 0.761 and hide 0.623, with one bucket each 0.772
+    # and 0.678. Raise them for a log long enough to learn its users, authors and posts.
     user_buckets: int = Field(1, ge=1)  # hashed user ids
     user_dim: int = Field(16, ge=1, le=256)  # user id embedding size
     author_buckets: int = Field(1, ge=1)  # hashed author ids (also the history's)
