@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import importlib.util
 import json
 import os
@@ -201,7 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for n in args.threads:
         with thread_limit(n):
-            for scorer in _scorers(args, ranker, n):
+            scorers = _scorers(args, ranker, n)
+            # As a serving process does once its models are loaded: what exists now is never
+            # garbage, and a full collection walking it made 1% of GBDT requests 2-3x slower.
+            gc.collect()
+            gc.freeze()
+            for scorer in scorers:
                 row = {"scorer": scorer.name, "threads": n, "requests": args.requests}
                 row |= latency(scorer, pool, args.requests)
                 row["bulk_rows_per_s"] = bulk(scorer, table)
