@@ -10,8 +10,9 @@ moves the aliases).
   promotes is still refused when a lower-ranked candidate of the same night that `decide`
   also promotes is safer: the harm guard finds the first worse than it, and it no worse than
   the first (a tie on NDCG must not hand the night to the kind blind to hides; two that each
-  harm the other on some task are left to the ranking); the first left wins, the others say why not. The last candidate
-  that passes has no peer below it, so when any passes, exactly one is promoted.
+  harm the other on some task are left to the ranking); the first left wins, the others say
+  why not. The last candidate that passes has no peer below it, so when any passes, exactly
+  one is promoted.
 """
 
 from __future__ import annotations
