@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from models.config import TrainingSettings
 from models.dataset import INPUTS, Examples
@@ -44,10 +45,6 @@ EPS = 1e-7  # probabilities are clipped to [EPS, 1 - EPS] before taking logits
 def logit(p: np.ndarray) -> np.ndarray:
     q = np.clip(np.asarray(p, dtype=np.float64), EPS, 1.0 - EPS)
     return np.log(q) - np.log1p(-q)
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +115,7 @@ class EnsembleRanker:
             combined = self.stackers[a].apply(z) if a in self.stackers else z.mean(axis=1)
             if not corrected:  # back to the sampled scale: the correction adds log(rate)
                 combined = combined - np.log(self.negative_rate)
-            out[prediction_column(a)] = sigmoid(combined)
+            out[prediction_column(a)] = expit(combined)
         having = self._having(DWELL)
         dwell = (
             np.mean([preds[i][C.E_DWELL_S].to_numpy() for i in having], axis=0)
@@ -210,7 +207,7 @@ def fit_ensemble(
         model = LogisticRegression(C=cfg.stacker_c).fit(z[fit], y[fit])
         stackers[a] = Stacker(tuple(float(c) for c in model.coef_[0]), float(model.intercept_[0]))
         history.rows[a], history.positives[a] = int(fit.sum()), int(y[fit].sum())
-        stacked, averaged = sigmoid(stackers[a].apply(z)), sigmoid(z.mean(axis=1))
+        stacked, averaged = expit(stackers[a].apply(z)), expit(z.mean(axis=1))
         for side, rows in (("fit", fit), ("held_out", ~fit)):
             history.extra[f"ensemble/{a}/logloss_{side}"] = log_loss(y[rows], stacked[rows])
             history.extra[f"ensemble/{a}/logloss_{side}_average"] = log_loss(
