@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features import registry as R
+from features.config import FeatureSettings
 from models.dataset import CATEGORIES, LABELS, Examples, feature_frame
 from warehouse.catalog import ACTIONS, SOURCES, C, label_column
 
@@ -27,6 +28,7 @@ ACTION_SHARE = {"click": 0.06, "like": 0.02, "comment": 0.005, "share": 0.004, "
 BASE_LOGIT = {"click": -3.0, "like": -4.1, "comment": -5.5, "share": -5.8, "hide": -4.5}
 BASE_LOGIT["report"] = -5.0
 TOPICS = 50
+PRIORS = FeatureSettings()  # the smoothed rates' priors, as the features job has them
 USER_COLUMNS = (
     "country",
     "age_bucket",
@@ -87,8 +89,8 @@ def _posts(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     for k in R.POST_KINDS:
         cols[R.post_decayed(k)] = cols[R.post_count(k, "7d")] * rng.uniform(0.2, 1.0, n)
     for rate, (prior, weight) in {
-        R.POST_SMOOTHED_HIDE_RATE: (0.002, 500),
-        R.POST_SMOOTHED_REPORT_RATE: (0.001, 1000),
+        R.POST_SMOOTHED_HIDE_RATE: (PRIORS.hide_prior_rate, PRIORS.hide_prior_strength),
+        R.POST_SMOOTHED_REPORT_RATE: (PRIORS.report_prior_rate, PRIORS.report_prior_strength),
     }.items():  # features.negative: (events + prior x weight) / (impressions + weight)
         events = rng.binomial(cols[R.post_count(R.IMPRESSION, "7d")], prior)
         cols[rate] = (events + prior * weight) / (cols[R.post_count(R.IMPRESSION, "7d")] + weight)
