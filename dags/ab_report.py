@@ -6,7 +6,9 @@ control (reverse-chronological), for a closed-loop day (`simulator.serving.loop_
 when a day of raw logs is published, or by hand for the run's logical date; a day before
 the loop is skipped.
 
-1. **report**: per bucket, each loop day and pooled: weighted engagement per active user,
+1. **feed_quality**: the offline evaluation of the feeds that served the loop's first day
+   (jobs/evaluate_feeds.py), on that day.
+2. **report**: per bucket, each loop day and pooled: weighted engagement per active user,
    CTR and action rates, negative-action rate, dwell per session, sessions per user; the lift
    with a bootstrap interval over users and a p-value; the same on the days before the loop
    (A/A); the offline ceiling of the feeds that served the loop; the off-policy support. An
@@ -21,6 +23,7 @@ from airflow.sdk import dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from jobs import ab_report as job
+from jobs import evaluate_feeds
 from jobs.airflow_support import (
     DEFAULT_ARGS,
     RAW_LOGS,
@@ -42,14 +45,19 @@ from jobs.airflow_support import (
 )
 def ab_report():
     @task
-    def report(params=None):
+    def feed_quality(params=None):
         ds = days_to_build(get_current_context())[-1]
         settings = settings_from(params, ds)
         if ds not in job.loop_days(settings):
             raise AirflowSkipException(f"ds={ds} is not a closed-loop day: no A/B test")
-        return job.run(settings, ds)
+        return evaluate_feeds.run(settings, job.feeds_day(settings))
 
-    report()
+    @task
+    def report(quality, params=None):
+        ds = days_to_build(get_current_context())[-1]
+        return job.run(settings_from(params, ds), ds, quality)
+
+    report(feed_quality())
 
 
 ab_report()

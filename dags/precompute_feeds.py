@@ -17,9 +17,9 @@ run's logical date.
 3. **publish**: the feed's Great Expectations contract (ranks 1..n, the cap, nothing seen,
    nothing from the future, probabilities in [0, 1], a registered model version); a failing
    partition is not published. Marks the `user_news_feed` Asset (the feed store publishes it).
-4. **evaluate**: when the next day is simulated, the top-10 true value of the feeds against
-   reverse-chronological, popularity and the oracle, and candidate recall by source, in an
-   MLflow run with a plot and a report.
+4. **evaluate** (jobs/evaluate_feeds.py): when the next day is simulated, the top-10 true
+   value of the feeds against reverse-chronological, popularity and the oracle, and candidate
+   recall by source, in an MLflow run with a plot and a report.
 
 Params: `profile`, `seed`, `generated_at` (an intra-day refresh), `max_candidates`.
 """
@@ -30,6 +30,7 @@ from dataclasses import asdict
 
 from airflow.sdk import dag, get_current_context, task
 
+from jobs import evaluate_feeds
 from jobs import precompute_feeds as job
 from jobs.airflow_support import (
     DEFAULT_ARGS,
@@ -54,7 +55,7 @@ from jobs.airflow_support import (
     **asset_scheduled(),
 )
 def precompute_feeds():
-    # Each step hands the next a models.handoff dataclass, through XCom as a dict.
+    # Each step hands the next a models.registry.handoff dataclass, through XCom as a dict.
     @task
     def candidates(params=None):
         ds = days_to_build(get_current_context())[-1]  # feeds are current state: the latest
@@ -73,7 +74,7 @@ def precompute_feeds():
 
     @task
     def evaluate(published, params=None):
-        return job.evaluate(settings_from(params), job.PublishedFeeds(**published))
+        return evaluate_feeds.evaluate(settings_from(params), job.PublishedFeeds(**published))
 
     evaluate(publish(rank(candidates())))
 

@@ -38,6 +38,7 @@ from dataclasses import asdict
 
 from airflow.sdk import dag, task
 
+from jobs import build_training_set as build_job
 from jobs import train_rankers as job
 from jobs.airflow_support import (
     DEFAULT_ARGS,
@@ -62,13 +63,13 @@ from jobs.airflow_support import (
 def train_rankers():
     @task
     def build_training_set(params=None, ds=None):
-        return job.build_training_set(settings_from(params), ds)
+        return build_job.run_up_to(settings_from(params), ds)
 
     @task
     def kinds(params=None):
         return job.member_kinds(settings_from(params))
 
-    # Each step hands the next a models.handoff dataclass, through XCom as a dict.
+    # Each step hands the next a models.registry.handoff dataclass, through XCom as a dict.
     @task
     def train(kind, params=None, ds=None):
         return asdict(job.train(settings_from(params), ds, kind))

@@ -44,7 +44,7 @@ from jobs.airflow_support import (
     doc_md=__doc__,
 )
 def train_retrieval():
-    # Each step hands the next a models.handoff dataclass, through XCom as a dict.
+    # Each step hands the next a models.registry.handoff dataclass, through XCom as a dict.
     @task
     def train(params=None, ds=None):
         return asdict(job.train(settings_from(params, ds), ds))

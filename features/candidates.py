@@ -7,7 +7,7 @@
 Each source proposes (user_id, post_id, source, source_rank), best first; `merge_candidates`
 drops what the user was already served and their own posts, merges a post proposed by several
 sources into one row that names all of them, and caps each user's list by a weighted
-round-robin over the sources (models.feed_config.SourceShares).
+round-robin over the sources (models.feed.config.SourceShares).
 
 No train/serve skew: a candidate becomes an impression served at `generated_at` (its as_of is
 the hour boundary before it, by features.pit's rule) and goes through the same

@@ -6,7 +6,7 @@ For a closed-loop day ds (simulator.serving.loop_days), from the committed raw l
 1. per bucket, each loop day up to ds and pooled over them: weighted engagement per active
    user (the value model's weights), CTR and each action's rate, the negative-action rate,
    dwell per session and sessions per user; the lift with its bootstrap interval over users
-   and a p-value (models.ab_test);
+   and a p-value (models.evaluation.ab);
 2. the same comparison on the days before the loop (an A/A test of the same split: both
    buckets chronological), which must find nothing;
 3. the ceiling: the offline feed quality of the feeds that served the loop's first day, on
@@ -31,15 +31,22 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from jobs import precompute_feeds, simulate_platform
-from jobs.common import check_day, days_before, log_settings, run_job, shift_ds, use_tracking
+from jobs import reading
+from jobs.common import (
+    AB_REPORT,
+    check_day,
+    days_before,
+    log_settings,
+    run_job,
+    shift_ds,
+    use_tracking,
+)
 from jobs.settings import Settings
-from jobs.simulate_platform import world
-from models import ab_test as ab
-from models import feed_quality as fq
-from models import registry as reg
-from models.report import markdown as md_table
-from models.tracking import REPORT, STAGE_TAG, log_figure
+from models.evaluation import ab as ab
+from models.evaluation.markdown import markdown as md_table
+from models.feed import quality as fq
+from models.registry.runs import REPORT, log_figure
+from models.registry.tags import AB_STAGE, DS_TAG, PROFILE_TAG, STAGE_TAG
 from models.value import realised_value, value_score
 from simulator import simulate_day
 from simulator.closed_loop import TREATMENT
@@ -57,8 +64,7 @@ from warehouse.catalog import (
 from warehouse.store import Warehouse, WarehouseError
 
 log = logging.getLogger(__name__)
-JOB = "ab_report"
-AB_STAGE = "ab_test"  # the MLflow stage tag of the report's run
+JOB = AB_REPORT
 AA = "A/A"  # the label of the pre-period rows
 _IMPRESSION_COLUMNS = [
     C.IMPRESSION_ID,
@@ -74,8 +80,14 @@ _IMPRESSION_COLUMNS = [
 ]
 
 
-def run(settings: Settings, ds: str) -> dict[str, float]:
-    """The report of the loop days up to ds; returns the MLflow metrics it logged."""
+def run(
+    settings: Settings, ds: str, feed_quality: dict[str, float] | None = None
+) -> dict[str, float]:
+    """The report of the loop days up to ds; returns the MLflow metrics it logged.
+
+    `feed_quality`: the offline evaluation of the feeds that served the first loop day, on
+    that day (jobs/evaluate_feeds.py of `feeds_day(settings)`, which the DAG runs first);
+    the report says when there is none."""
     check_day(settings, ds)
     sim = settings.simulator
     loop = loop_days(settings)
@@ -99,10 +111,9 @@ def run(settings: Settings, ds: str) -> dict[str, float]:
         n_boot=sim.serving.report_boot,
         seed=sim.seed,
     )
-    quality = _feed_quality(settings, loop[0])
     support = _support(settings, imps, store, days)
     variants = _variants(settings, store, ds)
-    report = _markdown(settings, ds, table, aa_table, quality, support, variants, imps)
+    report = _markdown(settings, ds, table, aa_table, feed_quality, support, variants, imps)
     metrics = ab.mlflow_metrics(table)
     metrics |= {f"aa/{k.removeprefix('ab/')}": v for k, v in ab.mlflow_metrics(aa_table).items()}
     metrics |= {f"ab/support/{k}": v for k, v in support.items()}
@@ -110,9 +121,7 @@ def run(settings: Settings, ds: str) -> dict[str, float]:
     folder = settings.root.report_folder(JOB, ds)
     use_tracking(settings)
     with mlflow.start_run(run_name=f"{JOB} {ds}"):
-        mlflow.set_tags(
-            {reg.DS_TAG: ds, precompute_feeds.PROFILE_TAG: settings.profile, STAGE_TAG: AB_STAGE}
-        )
+        mlflow.set_tags({DS_TAG: ds, PROFILE_TAG: settings.profile, STAGE_TAG: AB_STAGE})
         mlflow.log_params({"loop_days": ",".join(days), "aa_days": ",".join(before)})
         mlflow.log_dict(sim.serving.model_dump(mode="json"), "serving_settings.json")
         mlflow.log_metrics(metrics)
@@ -154,13 +163,13 @@ def _variants(settings: Settings, store: Warehouse, ds: str) -> dict[str, float]
     }
     rules = {"treatment without fresh blending": {"fresh_every": 0}}
     rules["treatment without exploration"] = {"explore_share": 0.0}
-    day = simulate_platform.day_index(sim, ds)
-    prior = simulate_platform.prior_engagements(store, sim, ds)
+    day = reading.day_index(sim, ds)
+    prior = reading.prior_engagements(store, sim, ds)
     try:
-        with simulate_platform.read_path(settings, ds) as client:
+        with reading.read_path(settings, ds) as client:
             for name, change in rules.items():
                 cfg = sim.model_copy(update={"serving": sim.serving.model_copy(update=change)})
-                logs = simulate_day(world(sim), cfg, day, prior, client)
+                logs = simulate_day(reading.world(sim), cfg, day, prior, client)
                 rows = logs.impressions[logs.impressions[C.BUCKET] == TREATMENT]
                 out[name] = _expected_per_user(settings, rows, logs.truth)
     except WarehouseError as err:
@@ -180,10 +189,9 @@ def _slug(name: str) -> str:
     return name.replace(" ", "_")
 
 
-def _feed_quality(settings: Settings, first_loop_day: str) -> dict[str, float] | None:
-    """The offline quality of the feeds that served the loop's first day, on that day."""
-    feeds_ds = shift_ds(first_loop_day, -1)
-    return precompute_feeds.evaluate(settings, precompute_feeds.published_feeds(settings, feeds_ds))
+def feeds_day(settings: Settings) -> str:
+    """The day whose published feeds served the loop's first day (the day before it)."""
+    return shift_ds(loop_days(settings)[0], -1)
 
 
 def _support(
@@ -203,7 +211,7 @@ def _support(
     t = imps[imps[C.POLICY] == RANKED]
     if t.empty:
         return {}
-    follows = world(settings.simulator).follows[[C.FOLLOWER_ID, C.FOLLOWEE_ID]]
+    follows = reading.world(settings.simulator).follows[[C.FOLLOWER_ID, C.FOLLOWEE_ID]]
     edges = pd.MultiIndex.from_frame(follows.rename(columns={C.FOLLOWER_ID: C.USER_ID}))
     pairs = pd.MultiIndex.from_frame(t[[C.USER_ID, C.AUTHOR_ID]].set_axis(edges.names, axis=1))
     network = pairs.isin(edges)

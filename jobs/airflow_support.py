@@ -156,7 +156,7 @@ def mark_days(outlet_events, asset: Asset, days: list[str]) -> None:
 
 
 def mark_promotion(outlet_events, asset: Asset, outcome) -> None:
-    """Tag the asset event with the gate's outcome (a models.handoff.Promotion) and the day
+    """Tag the asset event with the gate's outcome (a models.registry.handoff.Promotion) and the day
     the model trained up to (`days`, as mark_days: what a consumer builds)."""
     outlet_events[asset].extra = {
         "days": [outcome.ds],
@@ -167,7 +167,7 @@ def mark_promotion(outlet_events, asset: Asset, outcome) -> None:
 
 
 def mark_gate(outlet_events, asset: Asset, gate) -> None:
-    """Tag the asset event with a gate over several versions (a models.handoff.Gate): the
+    """Tag the asset event with a gate over several versions (a models.registry.handoff.Gate): the
     day the models trained up to, the version promoted (None if none) and the champion."""
     winner = gate.winner
     outlet_events[asset].extra = {

@@ -19,47 +19,27 @@ Days must be built in order: the state of every earlier day in a lookback must e
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import sys
 import time
 
 from features import registry as R
 from features.pit import graph_cutoff
-from features.tiles import TILES, build_tiles, features_from_tiles, lookback_days
-from jobs.common import check_day, days_before, log_settings, run_job
+from features.tiles import TILES, build_tiles, features_from_tiles
+from jobs.common import check_day, log_settings, run_job
+from jobs.reading import RawDay, read_raw, read_state, state_table
 from jobs.settings import Settings
 from jobs.spark import get_spark
 from warehouse import contracts
 from warehouse.catalog import (
-    AUTHORS,
-    ENGAGEMENTS,
-    FOLLOWS,
     IMPRESSION_FEATURES,
-    IMPRESSIONS,
-    POSTS,
-    USERS,
     C,
     Layer,
-    Table,
-    feature_state_table,
 )
 from warehouse.contracts.silver import check_feature_partition
-from warehouse.store import Warehouse, WarehouseError
+from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class RawDay:
-    """The raw inputs of one day's features."""
-
-    impressions: object  # ds's impressions
-    engagements: object  # engagements of ds's impressions
-    posts: object  # posts created in the history bound up to ds
-    follows: object  # snapshot at the end of ds
-    users: object
-    authors: object
 
 
 def run(settings: Settings, ds: str) -> int:
@@ -71,11 +51,11 @@ def run(settings: Settings, ds: str) -> int:
     store = Warehouse(settings.root.warehouse)
     with store.lock(Layer.SILVER, ds, job="build_features"):
         with step(spark, "read_raw", ds):
-            raw = read_raw(spark, store, settings, ds)
+            raw = read_raw(spark, store, settings.first_day, ds)
         with step(spark, "state", ds):
             build_state(store, raw, ds)
         with step(spark, "features", ds):
-            tiles = {name: read_state(spark, store, settings, name, ds) for name in TILES}
+            tiles = {name: read_state(spark, store, settings.first_day, name, ds) for name in TILES}
             feats = features_from_tiles(
                 raw.impressions,
                 tiles,
@@ -124,42 +104,10 @@ def run_days(settings: Settings, days: list[str]) -> None:
         run(settings, ds)
 
 
-def read_raw(spark, store: Warehouse, settings: Settings, ds: str) -> RawDay:
-    def day(tbl: Table):
-        return store.read_spark(spark, tbl, ds).drop(C.DS)
-
-    posts_days = [*days_before(settings.first_day, ds, R.HISTORY_BOUND_D), ds]
-    return RawDay(
-        impressions=day(IMPRESSIONS),
-        engagements=day(ENGAGEMENTS),
-        posts=store.read_spark(spark, POSTS, posts_days).drop(C.DS),
-        follows=day(FOLLOWS),
-        users=day(USERS),
-        authors=day(AUTHORS),
-    )
-
-
 def build_state(store: Warehouse, raw: RawDay, ds: str) -> None:
     """Stage the day's tiles, from the day's events only (published with the features)."""
     for name, tile in build_tiles(raw.impressions, raw.engagements, raw.posts).items():
         store.write_spark(state_table(name), ds, tile, publish=False)
-
-
-def read_state(
-    spark, store: Warehouse, settings: Settings, name: str, ds: str, *, staged: bool = True
-):
-    """A tile's lookback: ds's staged (or, `staged=False`, committed) state and the committed
-    state of the days before."""
-    days = [*days_before(settings.first_day, ds, lookback_days(name)), ds]
-    try:
-        today = [ds] if staged else []
-        return store.read_spark(spark, state_table(name), days, staged=today).drop(C.DS)
-    except WarehouseError as err:
-        raise WarehouseError(f"features of ds={ds} need earlier days' state first: {err}") from None
-
-
-def state_table(name: str) -> Table:
-    return feature_state_table(name, TILES[name].keys, TILES[name].doc)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,9 @@
-"""Build one day of the training set: the day's features with what each viewer then did.
+"""Build the training set a day at a time: each day's features with what each viewer then did.
 
-    spark-submit jobs/build_training_set.py --ds 2026-01-08 --profile demo
+    spark-submit jobs/build_training_set.py --ds 2026-01-08 --profile demo   # the days up to ds
+
+`run` builds one day; `run_up_to` (the command line, and the first task of the train_rankers
+DAG) every day up to ds with features and no up-to-date examples. For one day:
 
 1. read silver.impression_features ds and the raw impressions and engagements of ds;
 2. labels (features.labels): one 0/1 column per action within the attribution window, the
@@ -9,7 +12,7 @@
 4. publish gold.training_examples ds.
 
 Every impression is kept: validation and test need the full days, and the training split
-downsamples negatives when it reads (models.dataset), from the stored sample_u.
+downsamples negatives when it reads (models.ranking.dataset), from the stored sample_u.
 """
 
 from __future__ import annotations
@@ -105,8 +108,18 @@ def run_days(settings: Settings, days: list[str]) -> list[str]:
     return todo
 
 
+def run_up_to(settings: Settings, ds: str) -> list[str]:
+    """Build the missing days of training examples up to ds (every day with features);
+    the days with examples up to ds, oldest first (what train_rankers splits)."""
+    store = Warehouse(settings.root.warehouse)
+    days = [d for d in store.partitions(IMPRESSION_FEATURES) if d <= ds]
+    built = run_days(settings, days)
+    log.info("training examples: built %s, %d days up to %s", built or "nothing", len(days), ds)
+    return [d for d in store.partitions(TRAINING_EXAMPLES) if d <= ds]
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_job(run, __doc__, argv)
+    return run_job(run_up_to, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 from jobs.settings import Settings, describe, load_settings
+from warehouse.layout import Folder
 
 log = logging.getLogger("feedrank")
+
+# Job names that other modules need (the summary reads their reports): each names the job's
+# log lines, MLflow run names and report folder, reports/<job>/<ds>/ (warehouse.layout).
+TRAIN_RANKERS, EVALUATE_FEEDS, AB_REPORT = "train_rankers", "evaluate_feeds", "ab_report"
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -28,7 +34,7 @@ def use_tracking(settings: Settings) -> None:
     """MLflow on the settings' tracking store, in the pipeline's experiment: a SQLite file
     and an artifact folder in the data root, or the configured server (which then decides
     where artifacts go)."""
-    from models import registry
+    from models.registry import versions as registry
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs
     local = settings.mlflow.tracking_uri is None
@@ -94,3 +100,14 @@ def days_before(first: dt.date, ds: str, days: int) -> list[str]:
     """The up to `days` days before ds, oldest first, that are not before `first`."""
     back = max(0, min(days, (dt.date.fromisoformat(ds) - first).days))
     return [shift_ds(ds, -k) for k in range(back, 0, -1)]
+
+
+def log_days(first_day: dt.date, ds: str, hours: int) -> list[str]:
+    """The days of logs that cover `hours` before the end of ds (posts, impressions, actions),
+    none before `first_day`."""
+    return [*days_before(first_day, ds, math.ceil(hours / 24)), ds]
+
+
+def ranker_report_folder(settings: Settings, ds: str, kind: str) -> Folder:
+    """Each ranker kind's training report and figures: reports/train_rankers/<ds>/<kind>/."""
+    return settings.root.report_folder(TRAIN_RANKERS, ds).sub(kind)

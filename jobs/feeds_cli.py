@@ -17,8 +17,9 @@ import sys
 
 from jobs.common import parse_ds
 from jobs.settings import Settings
-from warehouse.feed_reader import BadParameter, FeedReader, Page, UnknownUser
-from warehouse.feed_store import FeedStoreError, StoreStatus, open_store
+from warehouse.feeds.base import FeedStoreError, StoreStatus
+from warehouse.feeds.open import open_store
+from warehouse.feeds.reader import BadParameter, FeedReader, UnknownUser, format_page
 from warehouse.store import WarehouseError
 
 COMMANDS = ("feed", "feeds", "serve")
@@ -88,19 +89,6 @@ def read_page(reader: FeedReader, args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(page.to_json()) if args.json else format_page(page))
     return 0
-
-
-def format_page(page: Page) -> str:
-    kind = "fallback (trending)" if page.fallback else f"generated {page.generated_at}"
-    lines = [f"user {page.user_id}, version {page.version}, {kind}, cursor {page.cursor_status}"]
-    lines.append(f"{'rank':>5} {'post_id':>12} {'score':>9} {'value':>9}  sources")
-    for item in page.items:
-        lines.append(
-            f"{item['rank']:>5} {item['post_id']:>12} {item['score']:>9.4f} "
-            f"{item['value']:>9.4f}  {','.join(item['sources'] or [])}"
-        )
-    lines.append(f"next cursor: {page.next_cursor or '(end of feed)'}")
-    return "\n".join(lines)
 
 
 def format_status(status: StoreStatus) -> str:

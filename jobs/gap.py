@@ -5,13 +5,14 @@
 1. Oracle ablation: on ds's logged impressions, the AUC per task of the oracle, of the oracle
    with each trait the logs never show hidden (simulator.ablation), with all of them hidden,
    with the viewers' interests estimated from their engagements before ds
-   (models.gap.history_interests: what the logs reveal of the largest latent), and of the
+   (models.evaluation.gap.history_interests: what the logs reveal of the largest latent), and of the
    ranker: what each latent is worth, and where the ranker stands among them.
 2. Cohorts: the ranker's gap to the oracle by how many impressions the viewer, the post and
    the author had before ds (raw logs), and by the post's impressions as the ranker saw them
    when it was served (post_impression_7d), each cohort with its share of the day and a
    bootstrap interval over users.
-Rows, labels and the ranker's probabilities are models.evaluate's (gold.training_examples of
+Rows, labels and the ranker's probabilities are models.evaluation.evaluate's
+(gold.training_examples of
 ds, scored at the logged position); the oracle is recomputed from the world and checked
 against the truth layer. The report goes to reports/gap/<ds>/<kind>/ under the data root.
 Reads Parquet through the warehouse; no Spark.
@@ -28,12 +29,13 @@ import pandas as pd
 
 from features import registry as R
 from jobs.common import check_day, log_settings
+from jobs.reading import prior_engagements, world
 from jobs.settings import Settings
-from jobs.simulate_platform import prior_engagements, world
-from models import gap
-from models.dataset import load_examples, with_truth
-from models.plots import cohort_figure, save_figure
-from models.rankers import RankerLike, load_ranker_folder
+from models.evaluation import gap
+from models.evaluation.plots import cohort_figure, save_figure
+from models.ranking.base import RankerLike
+from models.ranking.dataset import load_examples, with_truth
+from models.ranking.load import load_ranker_folder
 from simulator import ablation as ab
 from simulator.behaviour import true_model
 from simulator.oracle import ORACLE_COLUMNS, oracle_exposure, truth_frame
@@ -71,15 +73,15 @@ _NOTE = (
     f"Cohort tables: `{BLIND}` is `oracle - all four latents`, `{HISTORY}` is `{ESTIMATED}` "
     "(the Dirichlet posterior mean of the topics of the posts each viewer clicked, liked, "
     "commented or shared before ds, with the population's mix as prior; "
-    "models.gap.history_interests), every other latent exact."
+    "models.evaluation.gap.history_interests), every other latent exact."
 )
 _LOGGED = [C.IMPRESSION_ID, C.USER_ID, C.POST_ID, C.AUTHOR_ID, C.SERVED_AT, C.DEVICE]
 
 
 @dataclasses.dataclass(frozen=True)
 class GapReport:
-    ablation: pd.DataFrame  # models.gap.auc_table of the oracle variants and the ranker
-    cohorts: dict[str, pd.DataFrame]  # cohort name -> models.gap.cohort_table
+    ablation: pd.DataFrame  # models.evaluation.gap.auc_table of the oracle variants and the ranker
+    cohorts: dict[str, pd.DataFrame]  # cohort name -> models.evaluation.gap.cohort_table
     report: Path  # the Markdown report
 
 
@@ -120,7 +122,8 @@ def run(settings: Settings, ds: str, ranker_folder: Folder, *, n_boot: int = 200
 
 def _test_day(store: Warehouse, ranker: RankerLike, ds: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The evaluation rows of ds (labels, truth, the logged pairs, post_impression_7d) and the
-    ranker's probabilities at the logged position, as models.evaluate.evaluate_days has them."""
+    ranker's probabilities at the logged position, as models.evaluation.evaluate.evaluate_days has
+    them."""
     examples, info = load_examples(store, [ds])
     frame = with_truth(store, info, [ds])
     imps = store.read_pandas(IMPRESSIONS, ds, columns=_LOGGED)
@@ -158,7 +161,7 @@ def oracle_variants(
 
 def _history_interests(settings: Settings, store: Warehouse, ds: str) -> np.ndarray:
     """Every user's interests as the logs before ds show them: the topics of the posts each
-    engaged with positively (models.gap.history_interests)."""
+    engaged with positively (models.evaluation.gap.history_interests)."""
     days = [d for d in store.partitions(ENGAGEMENTS) if d < ds]
     sim = settings.simulator
     if not days:

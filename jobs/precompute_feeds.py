@@ -7,11 +7,11 @@
    engagement since, the two-tower's neighbours from the day's FAISS index, and the trending
    posts; seen and own posts dropped, capped (features.candidates) -> silver.feed_candidates;
 2. rank: serving-time features by the training set's point-in-time code, the registry's
-   champion ranker per Spark worker, the value model, the re-ranker (models.feed_scoring)
+   champion ranker per Spark worker, the value model, the re-ranker (models.feed.scoring)
    -> gold.user_news_feed ds, staged;
 3. publish: the feed contract (warehouse.contracts.feeds) on the staged partition, then commit;
-4. evaluate: against the simulator's truth on the next day (models.feed_quality), when it is
-   simulated: an MLflow run with the feed-quality table, candidate recall and a plot.
+Its evaluation against the simulator's truth on the next day is its own job
+(jobs/evaluate_feeds.py) and DAG task.
 
 Feeds are generated at the end of ds by default; the DAG's `generated_at` Param (the
 `generated_at` of `candidates`) moves the generation inside the day, an intra-day refresh:
@@ -23,64 +23,58 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import math
 import sys
 import time
 from collections.abc import Iterator
 
 import faiss
-import mlflow
 import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
 from features import candidates as fc
 from features.tiles import TILES
-from jobs.build_features import read_raw, read_state
 from jobs.common import (
     check_day,
-    days_before,
+    log_days,
     log_settings,
     run_job,
     shift_ds,
     use_tracking,
 )
+from jobs.reading import read_raw, read_state
 from jobs.settings import Settings
-from jobs.simulate_platform import world
 from jobs.spark import get_spark
-from models import feed_config as cfg
-from models import feed_quality as fq
-from models import index as ix
-from models import registry as reg
-from models.feed_scoring import rerank_feeds, score_candidates
-from models.handoff import FeedCandidates, PublishedFeeds, RankedFeeds, extend
-from models.retrieval_index import load_published
-from models.tracking import FEEDS_STAGE, REPORT, STAGE_TAG, log_figure
-from models.value import value_score
-from simulator.oracle import oracle_truth
+from models.feed import config as cfg
+from models.feed.scoring import rerank_feeds, score_candidates
+from models.registry import versions as reg
+from models.registry.handoff import (
+    ACTIVE_USERS,
+    INDEX_DS,
+    FeedCandidates,
+    PublishedFeeds,
+    RankedFeeds,
+    extend,
+)
+from models.retrieval import index as ix
+from models.retrieval.published import load_published
 from warehouse import contracts
 from warehouse.artifacts import RETRIEVAL_INDEX, ArtifactStore
 from warehouse.catalog import (
-    ACTIONS,
     ENGAGEMENTS,
     FEED_CANDIDATES,
     FOLLOWS,
     IMPRESSIONS,
-    POSITIVE_ACTIONS,
     POSTS,
     USER_NEWS_FEED,
-    USERS,
     C,
     Layer,
-    truth_column,
 )
 from warehouse.contracts.feeds import MODEL_VERSIONS, check_feed_partition
 from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
 JOB = "precompute_feeds"
-ACTIVE_USERS, INDEX_DS = "active_users", "index_ds"  # what the candidates' partition records
-PROFILE_TAG = "feedrank.profile"
 
 
 def generation_time(ds: str, generated_at: str | None = None) -> dt.datetime:
@@ -103,7 +97,7 @@ def candidates(settings: Settings, ds: str, generated_at: str | None = None) -> 
     p, at = settings.precompute, generation_time(ds, generated_at)
     spark, store = get_spark(settings.spark), Warehouse(settings.root.warehouse)
     started = time.perf_counter()
-    days = _log_days(settings, ds, max(p.pool_hours, 24 * p.active_days))
+    days = log_days(settings.first_day, ds, max(p.pool_hours, 24 * p.active_days))
     impressions = store.read_spark(spark, IMPRESSIONS, days).drop(C.DS)
     engagements = store.read_spark(spark, ENGAGEMENTS, days).drop(C.DS)
     posts = store.read_spark(spark, POSTS, days).drop(C.DS)
@@ -161,11 +155,6 @@ def candidates(settings: Settings, ds: str, generated_at: str | None = None) -> 
     return out
 
 
-def _log_days(settings: Settings, ds: str, hours: int) -> list[str]:
-    """The days of logs that cover `hours` before the end of ds (posts, impressions, actions)."""
-    return [*days_before(settings.first_day, ds, math.ceil(hours / 24)), ds]
-
-
 def _previous_generation(spark, store: Warehouse, ds: str, at: dt.datetime):
     """(user_id, since): each user's latest feed generated before `at` (the published feeds
     of ds or the day before), the lower bound of "new in the network"."""
@@ -207,8 +196,8 @@ def _neighbours(spark, settings: Settings, ds: str, k: int):
 def serving_frame(spark, store: Warehouse, settings: Settings, ds: str, table, at: dt.datetime):
     """The serving-time features of ds's candidate rows `table`, generated at `at`, from ds's
     committed tiles and raw tables."""
-    raw = read_raw(spark, store, settings, ds)
-    tiles = {t: read_state(spark, store, settings, t, ds, staged=False) for t in TILES}
+    raw = read_raw(spark, store, settings.first_day, ds)
+    tiles = {t: read_state(spark, store, settings.first_day, t, ds, staged=False) for t in TILES}
     return fc.featurize_candidates(
         table,
         tiles,
@@ -275,7 +264,7 @@ def publish(settings: Settings, ranked: RankedFeeds) -> PublishedFeeds:
     ds = ranked.ds
     spark, store = get_spark(settings.spark), Warehouse(settings.root.warehouse)
     use_tracking(settings)
-    days = _log_days(settings, ds, settings.precompute.pool_hours)
+    days = log_days(settings.first_day, ds, settings.precompute.pool_hours)
     versions = reg.versions(settings.mlflow.registered_model)
     frames = {
         USER_NEWS_FEED.name: store.read_spark(spark, USER_NEWS_FEED, ds, staged=True).drop(C.DS),
@@ -292,128 +281,10 @@ def publish(settings: Settings, ranked: RankedFeeds) -> PublishedFeeds:
     return extend(ranked, PublishedFeeds, checks=report.n_checks)
 
 
-def evaluate(settings: Settings, published: PublishedFeeds) -> dict[str, float] | None:
-    """The offline feed quality on the next day, against the simulator's truth (an MLflow run
-    and a report); None, with a log line, when the next day is not simulated yet."""
-    ds, at = published.ds, dt.datetime.fromisoformat(published.generated_at)
-    nd = shift_ds(ds, 1)
-    store = Warehouse(settings.root.warehouse)
-    if not (store.is_committed(IMPRESSIONS, nd) and store.is_committed(ENGAGEMENTS, nd)):
-        log.info("feed quality of ds=%s needs the logs of %s: not evaluated", ds, nd)
-        return None
-    started = time.perf_counter()
-    p = settings.precompute
-    visitors = store.read_pandas(IMPRESSIONS, nd, columns=[C.USER_ID])[C.USER_ID].unique()
-    cands = store.read_pandas(FEED_CANDIDATES, ds).drop(columns=C.DS)
-    cands = cands[cands[C.USER_ID].isin(visitors) & (cands[C.GENERATED_AT] == at)]
-    feed_cols = [C.USER_ID, C.POST_ID, C.RANK, C.VALUE, C.GENERATED_AT]
-    feed = store.read_pandas(USER_NEWS_FEED, ds, columns=feed_cols).drop(columns=C.DS)
-    cands = cands.merge(feed[feed[C.GENERATED_AT] == at].drop(columns=C.GENERATED_AT), how="left")
-    cands = cands.merge(_popularity(store, settings, ds, at), how="left").fillna({fq.POPULARITY: 0})
-    cands[fq.TRUE_VALUE] = _true_value(store, settings, ds, at, cands)
-    engaged = _engaged(store, nd, visitors, at)
-    value = fq.feed_value(cands, p.quality_k)
-    recall = fq.candidate_recall(cands, engaged, cfg.SOURCES)
-    counts = {
-        "generated_at": published.generated_at,
-        "model_version": published.model_version,
-        "active users": published.active_users,
-        "users with a feed": published.users,
-        "feed rows": published.items,
-        "candidates": published.candidates,
-        "candidates by source": published.by_source,
-        f"users with sessions on {nd} (evaluated)": len(visitors),
-    }
-    report = fq.markdown(value, recall, counts, p.quality_k)
-    metrics = fq.metrics(value, recall, p.quality_k)
-    folder = settings.root.report_folder(JOB, ds)
-    use_tracking(settings)
-    with mlflow.start_run(run_name=f"precompute_feeds {ds}"):
-        mlflow.set_tags({reg.DS_TAG: ds, PROFILE_TAG: settings.profile, STAGE_TAG: FEEDS_STAGE})
-        mlflow.log_params(
-            {C.MODEL_VERSION: published.model_version, C.GENERATED_AT: published.generated_at}
-        )
-        mlflow.log_dict(settings.precompute.model_dump(mode="json"), "precompute_settings.json")
-        mlflow.log_metrics(
-            metrics | {"feeds/users": published.users, "feeds/items": published.items}
-        )
-        mlflow.log_table(value, "feeds/value.json")
-        mlflow.log_table(recall, "feeds/recall.json")
-        log_figure(fq.quality_figure(value, recall, p.quality_k), "feeds/quality.png", folder)
-        mlflow.log_text(report, REPORT)
-    folder.writable(REPORT).write_text(report)
-    log.info("feed quality ds=%s in %.1fs:\n%s", ds, time.perf_counter() - started, report)
-    return metrics
-
-
-def published_feeds(settings: Settings, ds: str) -> PublishedFeeds:
-    """The hand-off of ds's committed feeds, rebuilt from the warehouse (for an evaluation
-    that runs after the DAG run that published them: the closed loop's)."""
-    store = Warehouse(settings.root.warehouse)
-    cands_info, feed_info = store.info(FEED_CANDIDATES, ds), store.info(USER_NEWS_FEED, ds)
-    at = feed_info.meta["generated_at"]
-    cands = store.read_pandas(FEED_CANDIDATES, ds, columns=[C.USER_ID, C.SOURCES, C.GENERATED_AT])
-    cands = cands[cands[C.GENERATED_AT] == pd.Timestamp(at)]
-    by_source = cands[C.SOURCES].explode().value_counts().sort_index()
-    return PublishedFeeds(
-        ds=ds,
-        generated_at=at,
-        active_users=int(cands_info.meta.get(ACTIVE_USERS, cands[C.USER_ID].nunique())),
-        users=int(cands[C.USER_ID].nunique()),
-        candidates=len(cands),
-        by_source={str(k): int(v) for k, v in by_source.items()},
-        index_ds=cands_info.meta.get(INDEX_DS),
-        model_version=str(feed_info.meta[C.MODEL_VERSION]),
-        items=feed_info.rows,
-        checks=0,  # not recorded with the partition
-    )
-
-
-def _popularity(store: Warehouse, settings: Settings, ds: str, at: dt.datetime) -> pd.DataFrame:
-    """(post_id, popularity): positives on the post before `at`, in the pool's logs."""
-    days = _log_days(settings, ds, settings.precompute.pool_hours)
-    eng = store.read_pandas(ENGAGEMENTS, days, columns=[C.POST_ID, C.ACTION, C.EVENT_TS])
-    pos = eng[eng[C.ACTION].isin(POSITIVE_ACTIONS) & (eng[C.EVENT_TS] < at)]
-    return pos.groupby(C.POST_ID).size().rename(fq.POPULARITY).reset_index()
-
-
-def _true_value(store: Warehouse, settings: Settings, ds: str, at, cands: pd.DataFrame):
-    """The oracle's value of each candidate, at position 0, served at `at` on the user's
-    primary device."""
-    sim = settings.simulator
-    users = store.read_pandas(USERS, ds, columns=[C.USER_ID, C.PRIMARY_DEVICE])
-    device = users.drop_duplicates(C.USER_ID).set_index(C.USER_ID)[C.PRIMARY_DEVICE]
-    pairs = pd.DataFrame(
-        {
-            C.USER_ID: cands[C.USER_ID].to_numpy(),
-            C.POST_ID: cands[C.POST_ID].to_numpy(),
-            C.SERVED_AT: pd.Timestamp(at),
-            C.DEVICE: cands[C.USER_ID].map(device).to_numpy(),
-        }
-    )
-    day = shift_ds(ds, 1)
-    prior = store.read_pandas(ENGAGEMENTS, days_before(sim.start_date, day, sim.pool_days))
-    truth = oracle_truth(world(sim), sim, pairs, prior.drop(columns=C.DS))
-    probs = {a: truth[truth_column(a)].to_numpy() for a in ACTIONS}
-    weights = settings.training.value
-    return value_score(probs, truth[C.E_DWELL_S].to_numpy(), weights, dwell_given_click=True)
-
-
-def _engaged(store: Warehouse, nd: str, visitors, at) -> pd.DataFrame:
-    """(user_id, post_id, existed) of the posts each visitor acted on positively on nd."""
-    eng = store.read_pandas(ENGAGEMENTS, nd, columns=[C.USER_ID, C.POST_ID, C.ACTION])
-    eng = eng[eng[C.ACTION].isin(POSITIVE_ACTIONS) & eng[C.USER_ID].isin(visitors)]
-    pairs = eng[[C.USER_ID, C.POST_ID]].drop_duplicates()
-    posts = store.read_pandas(POSTS, nd, columns=[C.POST_ID])  # created on nd: after `at`
-    pairs["existed"] = ~pairs[C.POST_ID].isin(posts[C.POST_ID])
-    return pairs.reset_index(drop=True)
-
-
 def run(settings: Settings, ds: str) -> PublishedFeeds:
-    """Every step, in order (what the DAG runs as separate tasks), then the evaluation."""
-    published = publish(settings, rank(settings, candidates(settings, ds)))
-    evaluate(settings, published)
-    return published
+    """Every step, in order (what the DAG runs as separate tasks); jobs/evaluate_feeds.py
+    evaluates the result once the next day is simulated."""
+    return publish(settings, rank(settings, candidates(settings, ds)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@
 
 1. read gold.user_news_feed ds and the users of raw.users ds (when committed: the users the
    version knows, so that a user without a feed gets the fallback, not a 404);
-2. check and split the feeds per user and compute the fallback (warehouse.feed_store);
+2. check and split the feeds per user and compute the fallback (warehouse.feeds.base);
 3. write the version to the store and flip its current pointer (atomic for readers).
 """
 
@@ -17,7 +17,9 @@ import time
 from jobs.common import log_settings, run_job
 from jobs.settings import Settings
 from warehouse.catalog import USER_NEWS_FEED, USERS, C
-from warehouse.feed_store import VersionInfo, open_store, prepare_batch
+from warehouse.feeds.base import VersionInfo
+from warehouse.feeds.batch import prepare_batch
+from warehouse.feeds.open import open_store
 from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@
     GET /metrics                              Prometheus text: requests, errors, latency
 
 Errors: 400 names the bad parameter (user_id, limit, cursor), 404 an unknown user, 503 a
-store with nothing published. The page logic is warehouse.feed_reader's; this is wiring.
+store with nothing published. The page logic is warehouse.feeds.reader's; this is wiring.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from prometheus_client import (
 )
 
 from jobs.settings import Settings
-from warehouse.feed_reader import BadParameter, FeedReader, UnknownUser
-from warehouse.feed_store import NoVersion, open_store
+from warehouse.feeds.base import NoVersion
+from warehouse.feeds.open import open_store
+from warehouse.feeds.reader import BadParameter, FeedReader, UnknownUser
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from features.config import FeatureSettings
 from jobs.airflow_env import AirflowSettings
 from jobs.spark import SparkSettings
-from models.config import MlflowSettings, TrainingSettings
-from models.feed_config import PrecomputeSettings
-from models.retrieval_config import RetrievalSettings
+from models.feed.config import PrecomputeSettings
+from models.ranking.config import MlflowSettings, TrainingSettings
+from models.retrieval.config import RetrievalSettings
 from simulator.config import SimulatorSettings
 from warehouse.config import FeedSettings
 from warehouse.ingest.config import RECORDED, LogSettings

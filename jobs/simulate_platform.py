@@ -17,33 +17,23 @@ the read path (simulator.closed_loop), and the run refuses to start without them
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import functools
 import logging
 import sys
 import time
-from collections.abc import Iterator
 
-import pandas as pd
-
-from jobs.common import check_day, days_before, log_settings, run_job, shift_ds
+from jobs.common import check_day, log_settings, run_job
+from jobs.reading import day_index, prior_engagements, read_path, world
 from jobs.settings import Settings
 from jobs.spark import get_spark
-from simulator import build_world, simulate_day
-from simulator.config import SimulatorSettings
-from simulator.day import is_loop_day
+from simulator import simulate_day
 from warehouse import audit, contracts
 from warehouse.catalog import (
-    ENGAGEMENTS,
     RAW_TABLES,
     SIMULATED_TABLES,
     TRUTH_IMPRESSIONS,
     Layer,
     table,
 )
-from warehouse.feed_reader import FeedReader
-from warehouse.feed_store import open_store
 from warehouse.store import Warehouse, WarehouseError
 
 log = logging.getLogger(__name__)
@@ -115,54 +105,6 @@ def publish(settings: Settings, ds: str) -> dict[str, int]:
                     raise WarehouseError(f"{t.qualified} ds={ds}: nothing to publish")
                 rows.setdefault(t.name, store.info(t, ds).rows)  # published by an earlier try
     return {t.name: rows[t.name] for t in SIMULATED_TABLES}
-
-
-def day_index(cfg: SimulatorSettings, ds: str) -> int:
-    index = (dt.date.fromisoformat(ds) - cfg.start_date).days
-    if index < 0:
-        raise ValueError(f"ds={ds} is before the simulation starts ({cfg.start_date})")
-    return index
-
-
-@functools.lru_cache(maxsize=2)
-def world(cfg: SimulatorSettings):
-    """The simulated world of the settings (built once per process for the last two)."""
-    return build_world(cfg)
-
-
-@contextlib.contextmanager
-def read_path(settings: Settings, ds: str) -> Iterator[FeedReader | None]:
-    """The feed store's read path for a closed-loop day (None for any other day); refuses a
-    store whose current version is not the feeds of the day before."""
-    if not is_loop_day(settings.simulator, day_index(settings.simulator, ds)):
-        yield None
-        return
-    want = shift_ds(ds, -1)
-    feed_store = open_store(settings.feeds, settings.root)
-    try:
-        current = feed_store.status().current
-        if current is None or current.ds != want:
-            found = f"version {current.version} of ds={current.ds}" if current else "nothing"
-            raise WarehouseError(
-                f"ds={ds} is a closed-loop day: the feed store must serve the feeds of {want}, "
-                f"but its current version is {found}; run precompute_feeds and publish_feeds "
-                f"for ds={want} first"
-            )
-        log.info("closed loop: treatment reads feed version %s (ds=%s)", current.version, want)
-        # The impressions are the record of what was served: no second log in the store.
-        yield FeedReader(feed_store, settings.feeds.model_copy(update={"log_served": False}))
-    finally:
-        feed_store.close()
-
-
-def prior_engagements(store: Warehouse, cfg: SimulatorSettings, ds: str) -> pd.DataFrame:
-    days = days_before(cfg.start_date, ds, cfg.pool_days)
-    try:
-        return store.read_pandas(ENGAGEMENTS, days).drop(columns="ds")
-    except WarehouseError as err:
-        raise WarehouseError(
-            f"cannot simulate ds={ds}: run the days before it first ({err})"
-        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:

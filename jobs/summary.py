@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyarrow.compute as pc
 
 from jobs.settings import Settings
+from models.registry.tags import AB_STAGE, FEEDS_STAGE, PROMOTION_REASON_TAG, PROMOTION_TAG
 from warehouse.catalog import (
     ACTIONS,
     ENGAGEMENTS,
@@ -52,9 +53,10 @@ def format_summary(summary: dict, seconds: float | None = None) -> str:
 def ranker_summary(settings: Settings, ds: str) -> str:
     """Each ranker kind's test metrics side by side (the newest run of each kind trained up
     to ds, from MLflow), each version's gate outcome and why, and the champion."""
-    from jobs.common import use_tracking
-    from jobs.train_rankers import report_folder
-    from models import registry, report, tracking
+    from jobs.common import ranker_report_folder, use_tracking
+    from models.evaluation import report
+    from models.registry import runs as tracking
+    from models.registry import versions as registry
 
     use_tracking(settings)
     runs = tracking.latest_runs_by_kind(settings.mlflow.experiment, ds)
@@ -71,15 +73,15 @@ def ranker_summary(settings: Settings, ds: str) -> str:
         table,
     ]
     for kind, r in runs.items():
-        outcome = r.data.tags.get(registry.PROMOTION_TAG, "not gated")
-        reason = r.data.tags.get(registry.PROMOTION_REASON_TAG, "")
+        outcome = r.data.tags.get(PROMOTION_TAG, "not gated")
+        reason = r.data.tags.get(PROMOTION_REASON_TAG, "")
         lines.append(f"gate, {kind}: {outcome}{': ' + reason if reason else ''}")
     champion = registry.champion_version(name)
     kind = registry.version_kind(name, champion) if champion is not None else None
     lines.append(
         f"registered model {name}: champion is version {champion}" + (f" ({kind})" if kind else "")
     )
-    reports = [str(report_folder(settings, ds, kind).file(tracking.REPORT)) for kind in runs]
+    reports = [str(ranker_report_folder(settings, ds, kind).file(tracking.REPORT)) for kind in runs]
     lines.append(f"full reports: {', '.join(reports)}")
     return "\n".join(lines)
 
@@ -87,13 +89,12 @@ def ranker_summary(settings: Settings, ds: str) -> str:
 def feeds_summary(settings: Settings, ds: str) -> str:
     """The feeds generated from ds: sizes and offline quality (from MLflow), and how to read
     them."""
-    from jobs.common import use_tracking
-    from jobs.precompute_feeds import JOB
-    from models import tracking
+    from jobs.common import EVALUATE_FEEDS, use_tracking
+    from models.registry import runs as tracking
 
     use_tracking(settings)
-    run = tracking.latest_run(settings.mlflow.experiment, ds, stage=tracking.FEEDS_STAGE)
-    folder = settings.root.report_folder(JOB, ds)
+    run = tracking.latest_run(settings.mlflow.experiment, ds, stage=FEEDS_STAGE)
+    folder = settings.root.report_folder(EVALUATE_FEEDS, ds)
     if run is None:
         return f"no feed evaluation of ds={ds} in MLflow (see {folder.file(tracking.REPORT)})"
     m, k = run.data.metrics, settings.precompute.quality_k
@@ -118,13 +119,12 @@ def feeds_summary(settings: Settings, ds: str) -> str:
 
 def ab_summary(settings: Settings, ds: str) -> str:
     """The closed loop's A/B test up to ds (from MLflow): the lifts and their intervals."""
-    from jobs.ab_report import AB_STAGE, JOB
-    from jobs.common import use_tracking
-    from models import tracking
+    from jobs.common import AB_REPORT, use_tracking
+    from models.registry import runs as tracking
 
     use_tracking(settings)
     run = tracking.latest_run(settings.mlflow.experiment, ds, stage=AB_STAGE)
-    folder = settings.root.report_folder(JOB, ds)
+    folder = settings.root.report_folder(AB_REPORT, ds)
     if run is None:
         return f"no A/B report of ds={ds} in MLflow (see {folder.file(tracking.REPORT)})"
     m = run.data.metrics
@@ -151,9 +151,8 @@ def ab_summary(settings: Settings, ds: str) -> str:
 def first_page(settings: Settings, user_id: int | None = None, limit: int = 10) -> str:
     """One user's first feed page as the read path returns it (the first user with a feed
     of their own, unless one is named)."""
-    from jobs.feeds_cli import format_page
-    from warehouse.feed_reader import FeedReader
-    from warehouse.feed_store import open_store
+    from warehouse.feeds.open import open_store
+    from warehouse.feeds.reader import FeedReader, format_page
 
     store = open_store(settings.feeds, settings.root)
     try:

@@ -1,14 +1,16 @@
 """Train, evaluate, register and gate every ranker kind on the days up to ds.
 
+    python jobs/build_training_set.py --ds 2026-01-18 --profile demo  # examples up to ds first
     python jobs/train_rankers.py --ds 2026-01-18 --profile demo      # every step, in order
 
-The steps are the tasks of dags/train_rankers.py; each returns a models.handoff value:
-1. build_training_set: gold.training_examples for each day with features that has none yet;
+The steps are the tasks of dags/train_rankers.py; each returns a models.registry.handoff value:
+1. build_training_set (its own job, jobs/build_training_set.py): gold.training_examples for
+   each day with features that has none yet;
 2. train, once per member kind of `training.kinds` (gbdt: LightGBM, dnn: the deep ranker):
    a time split of the days up to ds (train < validation < test), early stopping on
-   validation; one MLflow run per kind (models.tracking), tagged `feedrank.kind`
+   validation; one MLflow run per kind (models.registry.runs), tagged `feedrank.kind`
    -> TrainedRun;
-3. train_ensemble, if `ensemble` is a kind: the trained members combined (models.ensemble),
+3. train_ensemble, if `ensemble` is a kind: the trained members combined (models.ranking.ensemble),
    its own run -> TrainedRun;
 4. evaluate, per kind: validation and test days against the baselines and the oracle (truth
    layer; a real log has none, and the oracle is left out), with the same metric names for
@@ -19,7 +21,7 @@ The steps are the tasks of dags/train_rankers.py; each returns a models.handoff 
 6. promote, once for all kinds: the best on validation NDCG that beats the champion (re-scored
    on the same days) and the baselines by the margin, and passes the harm guard on hide and
    report (against the champion, and no lower-ranked version of the night that passes too
-   is safer), becomes champion (models.registry.promote); every version and run say why
+   is safer), becomes champion (models.registry.versions.promote); every version and run say why
    -> Gate.
 
 
@@ -33,26 +35,25 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
-from jobs import build_training_set as build_job
-from jobs.common import log_settings, run_job, use_tracking
+from jobs.common import TRAIN_RANKERS, log_settings, ranker_report_folder, run_job, use_tracking
 from jobs.settings import Settings
-from models import registry as reg
-from models import tracking
-from models.dataset import Examples, Split, load_examples, time_split
-from models.ensemble import fit_ensemble
-from models.evaluate import evaluate_days, gate_metric
-from models.gate import HarmGuard
-from models.gbdt import fit_ranker
-from models.handoff import EvaluatedRun, Gate, RegisteredVersion, TrainedRun, extend
-from models.rankers import DNN, ENSEMBLE, GBDT, KIND_TAG, RankerLike
-from models.report import format_report
-from warehouse.catalog import IMPRESSION_FEATURES, TRAINING_EXAMPLES, C
-from warehouse.layout import Folder
+from models.evaluation.evaluate import evaluate_days, gate_metric
+from models.evaluation.report import format_report
+from models.ranking.base import DNN, ENSEMBLE, GBDT, RankerLike
+from models.ranking.dataset import Examples, Split, load_examples, time_split
+from models.ranking.ensemble import fit_ensemble
+from models.ranking.gbdt import fit_ranker
+from models.registry import runs as tracking
+from models.registry import versions as reg
+from models.registry.gate import HarmGuard
+from models.registry.handoff import EvaluatedRun, Gate, RegisteredVersion, TrainedRun, extend
+from models.registry.tags import KIND_TAG, MEMBERS_TAG, PROFILE_TAG, RANKER_STAGE, STAGE_TAG
+from warehouse.catalog import TRAINING_EXAMPLES, C
 from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
 
-JOB = "train_rankers"  # names the report folder
+JOB = TRAIN_RANKERS
 
 
 def training_days(store: Warehouse, ds: str) -> list[str]:
@@ -69,20 +70,6 @@ def split_days(settings: Settings, ds: str) -> Split:
 def member_kinds(settings: Settings) -> list[str]:
     """The kinds the train step fits, one task each (the ensemble is made of them)."""
     return list(settings.training.member_kinds())
-
-
-def report_folder(settings: Settings, ds: str, kind: str) -> Folder:
-    """Each kind's report and figures: reports/train_rankers/<ds>/<kind>/."""
-    return settings.root.report_folder(JOB, ds).sub(kind)
-
-
-def build_training_set(settings: Settings, ds: str) -> list[str]:
-    """Build the missing days of training examples up to ds; the days now available."""
-    store = Warehouse(settings.root.warehouse)
-    days = [d for d in store.partitions(IMPRESSION_FEATURES) if d <= ds]
-    built = build_job.run_days(settings, days)
-    log.info("training examples: built %s, %d days up to %s", built or "nothing", len(days), ds)
-    return training_days(store, ds)
 
 
 def train(settings: Settings, ds: str, kind: str = GBDT) -> TrainedRun:
@@ -108,7 +95,7 @@ def train(settings: Settings, ds: str, kind: str = GBDT) -> TrainedRun:
 
 def _fit_dnn(settings: Settings, store: Warehouse, split: Split, ds: str):
     try:
-        from models.dnn_train import fit_dnn
+        from models.ranking.dnn.train import fit_dnn
     except ModuleNotFoundError as err:
         raise RuntimeError(
             f"training.kinds lists {DNN!r} but its module cannot be imported ({err}); "
@@ -128,7 +115,7 @@ def dwell_median(store: Warehouse, days: Sequence[str]) -> float:
 
 
 def train_ensemble(settings: Settings, ds: str, members: Sequence[TrainedRun]) -> TrainedRun:
-    """Combine the trained members (models.ensemble) and log the ensemble in its own run."""
+    """Combine the trained members (models.ranking.ensemble) and log the ensemble in its own run."""
     log_settings(f"{JOB}.train_ensemble", settings, ds)
     use_tracking(settings)
     store = Warehouse(settings.root.warehouse)
@@ -139,7 +126,7 @@ def train_ensemble(settings: Settings, ds: str, members: Sequence[TrainedRun]) -
     val_ex, _ = load_examples(store, split.val)
     ranker, history = fit_ensemble(rankers, val_ex, settings.training)
     median = tracking.dwell_baseline(members[0].run_id)
-    runs = {"feedrank.members": ",".join(m.run_id for m in members)}
+    runs = {MEMBERS_TAG: ",".join(m.run_id for m in members)}
     return log_run(settings, ds, split, ranker, history, None, val_ex, runs, dwell=median)
 
 
@@ -178,8 +165,8 @@ def log_run(
         name=f"rankers {ranker.kind} {settings.profile} {ds}",
         ds=ds,
         tags={
-            "feedrank.profile": settings.profile,
-            tracking.STAGE_TAG: tracking.RANKER_STAGE,
+            PROFILE_TAG: settings.profile,
+            STAGE_TAG: RANKER_STAGE,
             **dict(tags or {}),
         },
         params={
@@ -189,7 +176,7 @@ def log_run(
         },
         settings=settings.model_dump(mode="json"),
     )
-    folder = report_folder(settings, ds, ranker.kind)
+    folder = ranker_report_folder(settings, ds, ranker.kind)
     with settings.root.scratch("ranker") as scratch:
         trained = tracking.log_training_run(
             info, split, ranker, history, train_ex, val_ex, folder, scratch, dwell_median=dwell
@@ -220,7 +207,7 @@ def evaluate_run(settings: Settings, trained: TrainedRun) -> EvaluatedRun:
     title = f"Rankers ({ranker.kind}), profile {settings.profile}, up to {trained.ds}"
     figures = tracking.logged_files(trained.run_id)
     text = format_report(title, trained.run_id, split, t.negative_rate, evaluations, figures)
-    folder = report_folder(settings, trained.ds, ranker.kind)
+    folder = ranker_report_folder(settings, trained.ds, ranker.kind)
     metrics = tracking.log_evaluations(trained.run_id, evaluations, text, folder)
     report = folder.file(tracking.REPORT)
     log.info("evaluation report: %s\n%s", report, text)
@@ -246,7 +233,8 @@ def register(settings: Settings, evaluated: EvaluatedRun) -> RegisteredVersion:
 
 def promote(settings: Settings, registered: Sequence[RegisteredVersion]) -> Gate:
     """Make the best of the night's versions champion if it wins on the validation days and
-    passes the harm guard (models.registry.promote); say why for each version either way."""
+    passes the harm guard (models.registry.versions.promote); say why for each version either
+    way."""
     t = settings.training
     use_tracking(settings)
     store = Warehouse(settings.root.warehouse)
@@ -264,8 +252,8 @@ def promote(settings: Settings, registered: Sequence[RegisteredVersion]) -> Gate
 
 
 def run(settings: Settings, ds: str) -> Gate:
-    """Every step, in order (what the DAG runs as separate tasks)."""
-    build_training_set(settings, ds)
+    """Every step after the training set, in order (what the DAG runs as separate tasks);
+    jobs/build_training_set.py builds the examples first (the DAG's first task)."""
     evaluated = [evaluate_run(settings, trained) for trained in train_all(settings, ds)]
     return promote(settings, [register(settings, e) for e in evaluated])
 

@@ -2,20 +2,20 @@
 
     python jobs/train_retrieval.py --ds 2026-01-18 --profile demo     # every step, in order
 
-The steps are the tasks of dags/train_retrieval.py; each returns a models.handoff value:
+The steps are the tasks of dags/train_retrieval.py; each returns a models.registry.handoff value:
 1. train: positive engagements (click, like, comment, share) of the training days, each with
    the user's history before the impression; early stopping on validation recall@gate_k; an
-   MLflow run with settings, window, counts, curves and the model (models.retrieval_tracking)
+   MLflow run with settings, window, counts, curves and the model (models.retrieval.tracking)
    -> TrainedRun;
 2. evaluate: recall@k (and its cold-start slice) on the validation and test days against
    popularity, followees' newest and random, into the same run, a report under reports/
    -> EvaluatedRun;
 3. register: a new version of `feedrank-retrieval`, alias `challenger` -> RegisteredVersion;
 4. promote: alias `champion` if it beats the champion and popularity on validation recall
-   (models.registry.decide) -> Promotion;
+   (models.registry.versions.decide) -> Promotion;
 5. build_index: the champion's post vectors for the pool servable at the end of ds in a
    FAISS index (recall against exact checked), the post-id map and the active users'
-   vectors, published atomically as the day's version (models.retrieval_index).
+   vectors, published atomically as the day's version (models.retrieval.published).
 """
 
 from __future__ import annotations
@@ -29,13 +29,17 @@ from mlflow.tracking import MlflowClient
 
 from jobs.common import log_settings, run_job, use_tracking
 from jobs.settings import Settings
-from models import registry as reg
-from models import retrieval_tracking as rt
-from models import tracking
-from models.dataset import time_split
-from models.evaluate import GATE_SPLIT
-from models.handoff import EvaluatedRun, Promotion, RegisteredVersion, TrainedRun, extend
-from models.retrieval import (
+from models.evaluation.evaluate import GATE_SPLIT
+from models.ranking.dataset import time_split
+from models.registry import runs as tracking
+from models.registry import versions as reg
+from models.registry.handoff import EvaluatedRun, Promotion, RegisteredVersion, TrainedRun, extend
+from models.registry.tags import PROFILE_TAG, RETRIEVAL_STAGE, STAGE_TAG
+from models.retrieval import tracking as rt
+from models.retrieval.evaluate import TWO_TOWER
+from models.retrieval.published import PublishedIndex, publish_index
+from models.retrieval.published import load_published as _load_published
+from models.retrieval.stage import (
     GATE_BASELINES,
     SPLITS,
     Data,
@@ -47,9 +51,6 @@ from models.retrieval import (
     pairs_of,
     recall_frame,
 )
-from models.retrieval_eval import TWO_TOWER
-from models.retrieval_index import PublishedIndex, publish_index
-from models.retrieval_index import load_published as _load_published
 from warehouse.artifacts import ArtifactStore
 from warehouse.store import Warehouse
 
@@ -76,7 +77,7 @@ def train(settings: Settings, ds: str) -> TrainedRun:
     info = tracking.RunInfo(
         name=f"retrieval {settings.profile} {ds}",
         ds=ds,
-        tags={"feedrank.profile": settings.profile, tracking.STAGE_TAG: tracking.RETRIEVAL_STAGE},
+        tags={PROFILE_TAG: settings.profile, STAGE_TAG: RETRIEVAL_STAGE},
         params=tracking.flatten(r.model_dump(mode="json"), "retrieval"),
         settings=settings.model_dump(mode="json"),
     )
@@ -123,7 +124,7 @@ def register(settings: Settings, evaluated: EvaluatedRun) -> RegisteredVersion:
 
 def promote(settings: Settings, registered: RegisteredVersion) -> Promotion:
     """Champion if it beats popularity and the champion on validation recall@gate_k
-    (models.registry.decide); the version and its run say why either way."""
+    (models.registry.versions.decide); the version and its run say why either way."""
     r = settings.retrieval
     use_tracking(settings)
     client = MlflowClient()

@@ -5,7 +5,7 @@ Buckets. A user's bucket is a salted splitmix64 hash of the user id mapped to [0
 days before the loop are an A/A period of the same split.
 
 A treatment session, on a loop day, is served by the ranked policy through the read path, as
-a client app would use it (`FeedClient` is what `warehouse.feed_reader.FeedReader` offers):
+a client app would use it (`FeedClient` is what `warehouse.feeds.reader.FeedReader` offers):
 1. it fetches the first page of the user's feed (`page_size` items) and the next page, by
    the cursor, whenever the session scrolls past what it fetched;
 2. it skips posts the user was served earlier that day, and posts the platform no longer
@@ -49,7 +49,7 @@ _MASK64 = (1 << 64) - 1
 
 
 class FeedClient(Protocol):
-    """The read path as a client sees it (warehouse.feed_reader.FeedReader)."""
+    """The read path as a client sees it (warehouse.feeds.reader.FeedReader)."""
 
     def page(self, user_id: int, limit: int | None = None, cursor: str | None = None) -> Any:
         """A page: .items (dicts with rank and post_id), .next_cursor, .version,

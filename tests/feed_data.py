@@ -13,7 +13,9 @@ import pyarrow as pa
 
 from warehouse.catalog import ACTIONS, USER_NEWS_FEED, C, truth_column
 from warehouse.config import FeedSettings
-from warehouse.feed_store import FeedStore, open_store, prepare_batch
+from warehouse.feeds.base import FeedStore
+from warehouse.feeds.batch import prepare_batch
+from warehouse.feeds.open import open_store
 from warehouse.layout import DataRoot
 
 DS = "2026-01-05"

@@ -13,7 +13,7 @@ import jobs.build_features as job
 from features.assemble import point_in_time_features
 from features.pit import graph_cutoff
 from features.registry import AS_OF
-from jobs import simulate_platform
+from jobs import reading, simulate_platform
 from jobs.settings import load_settings
 from warehouse.catalog import (
     AUTHORS,
@@ -78,7 +78,7 @@ def test_each_day_is_built_and_published(built, store):
         assert sorted(feats[C.IMPRESSION_ID]) == sorted(imps[C.IMPRESSION_ID])
         assert (feats[AS_OF] < feats[C.SERVED_AT]).all()
         for name in job.TILES:
-            assert store.is_committed(job.state_table(name), ds), name
+            assert store.is_committed(reading.state_table(name), ds), name
 
 
 def test_incremental_build_equals_a_from_scratch_build(built, settings, store, spark):

@@ -16,13 +16,14 @@ from features import candidates as fc
 from features import registry as R
 from features.pit import as_of_col, graph_cutoff
 from features.tiles import TILES
-from jobs import ab_report, simulate_platform, train_rankers, train_retrieval
-from jobs.build_features import read_raw, read_state
+from jobs import build_training_set, simulate_platform, train_rankers, train_retrieval
 from jobs.common import days_before, use_tracking
+from jobs.reading import read_raw, read_state
 from jobs.settings import load_settings
-from models import registry as reg
-from models import tracking
-from models.dataset import feature_frame
+from models.ranking.dataset import feature_frame
+from models.registry import runs as tracking
+from models.registry import versions as reg
+from models.registry.tags import AB_STAGE, DS_TAG, FEEDS_STAGE
 from warehouse.catalog import (
     FEED_CANDIDATES,
     IMPRESSION_FEATURES,
@@ -34,8 +35,8 @@ from warehouse.catalog import (
 )
 from warehouse.contracts import DataContractError, enforce
 from warehouse.contracts.feeds import MODEL_VERSIONS, check_feed_partition
-from warehouse.feed_reader import FeedReader
-from warehouse.feed_store import open_store
+from warehouse.feeds.open import open_store
+from warehouse.feeds.reader import FeedReader
 from warehouse.store import Warehouse, WarehouseError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow, pytest.mark.spark]
@@ -68,6 +69,7 @@ def ds(settings, tiny_days):
     generated from."""
     tiny_days(settings.home)
     days = settings.dates()
+    build_training_set.run_up_to(settings, days[-1])
     train_rankers.run(settings, days[-1])
     train_retrieval.run(settings, days[-1])
     train_retrieval.build_index(settings, days[-2])
@@ -118,7 +120,7 @@ def test_no_feed_item_was_seen_or_is_from_the_future(feeds, store, ds, settings)
 
 def test_the_evaluation_is_logged_against_the_oracle(dag_run, settings, ds):
     use_tracking(settings)
-    run = tracking.latest_run(settings.mlflow.experiment, ds, stage=tracking.FEEDS_STAGE)
+    run = tracking.latest_run(settings.mlflow.experiment, ds, stage=FEEDS_STAGE)
     assert run is not None, "no feed evaluation run"
     m = run.data.metrics
     k = settings.precompute.quality_k
@@ -143,8 +145,8 @@ def test_serving_features_equal_the_training_features(spark, settings, store, ds
     same_hour = as_of_col(C.SERVED_AT) == as_of_col(C.GENERATED_AT)
     imps = imps.where(same_hour & (F.hour(C.SERVED_AT) == F.hour(C.GENERATED_AT)))
     imps = imps.where(F.xxhash64(C.REQUEST_ID) % 4 == 0).cache()  # a quarter of the requests
-    raw = read_raw(spark, store, settings, ds)
-    tiles = {t: read_state(spark, store, settings, t, ds, staged=False) for t in TILES}
+    raw = read_raw(spark, store, settings.first_day, ds)
+    tiles = {t: read_state(spark, store, settings.first_day, t, ds, staged=False) for t in TILES}
     logged_requests = imps.select(C.REQUEST_ID).distinct()
     tiles["requests"] = tiles["requests"].join(logged_requests, C.REQUEST_ID, "left_anti")
     cands = imps.select(C.USER_ID, C.POST_ID, C.AUTHOR_ID, C.GENERATED_AT, C.DEVICE)
@@ -168,7 +170,7 @@ def test_serving_features_equal_the_training_features(spark, settings, store, ds
     # Equal up to the order of floating-point sums: Spark does not fix the order in which a
     # shuffle's blocks reach an aggregation, so a decayed total may differ in its last bit.
     pd.testing.assert_frame_equal(feature_frame(a), feature_frame(b), rtol=1e-12, atol=1e-12)
-    # The history lists are no ranker input here (models.dataset._LISTS): compared as lists.
+    # The history lists are no ranker input here (models.ranking.dataset._LISTS): compared as lists.
     for col in (R.USER_HIST_TOPICS, R.USER_HIST_AUTHORS, R.USER_HIST_MEDIA):
         assert a.column(col).to_pylist() == b.column(col).to_pylist(), col
 
@@ -247,9 +249,7 @@ def loop(settings, store, ds, dag_run, airflow_db, tmp_path_factory):
         run_dag("simulate_platform", loop_day)
         run_dag("ab_report", loop_day)
         use_tracking(loop_settings)
-        run = tracking.latest_run(
-            loop_settings.mlflow.experiment, loop_day, stage=ab_report.AB_STAGE
-        )
+        run = tracking.latest_run(loop_settings.mlflow.experiment, loop_day, stage=AB_STAGE)
         assert run is not None, "ab_report logged no run"
         yield loop_settings, version, run.data.metrics
     finally:
@@ -303,8 +303,8 @@ def test_the_ab_report_logs_lift_interval_and_p_value(loop):
     text = report.file("report.md").read_text()
     assert "Closed loop" in text and "A/A" in text and "Ceiling" in text
     use_tracking(loop_settings)
-    run = tracking.latest_run(loop_settings.mlflow.experiment, day, stage=ab_report.AB_STAGE)
-    assert run is not None and run.data.tags[reg.DS_TAG] == day
+    run = tracking.latest_run(loop_settings.mlflow.experiment, day, stage=AB_STAGE)
+    assert run is not None and run.data.tags[DS_TAG] == day
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "ab")}
     assert {"ab/daily_lift.png", "ab/action_lift.png"} <= artifacts
 

@@ -23,11 +23,11 @@ from jobs import build_features
 from jobs.common import use_tracking
 from jobs.settings import load_settings
 from jobs.summary import ranker_summary
-from models.dataset import INPUTS, Examples, feature_frame, load_examples, signature_frame
-from models.ensemble import EnsembleRanker
-from models.gbdt import History, Ranker, fit_ranker
-from models.rankers import KIND_TAG
-from models.registry import CHALLENGER, CHAMPION, load_ranker, set_champion
+from models.ranking.dataset import INPUTS, Examples, feature_frame, load_examples, signature_frame
+from models.ranking.ensemble import EnsembleRanker
+from models.ranking.gbdt import History, Ranker, fit_ranker
+from models.registry.tags import KIND_TAG
+from models.registry.versions import CHALLENGER, CHAMPION, load_ranker, set_champion
 from warehouse.catalog import TRAINING_EXAMPLES, C, label_column
 from warehouse.contracts import DataContractError
 from warehouse.store import Warehouse
@@ -93,6 +93,7 @@ def shuffled(first, settings):
 @pytest.fixture(scope="module")
 def rerun(shuffled, settings):
     """Every step again on the same days and settings (jobs.train_rankers.run)."""
+    build_job.run_up_to(settings, settings.dates()[-1])
     return job.run(settings, settings.dates()[-1])
 
 

@@ -10,8 +10,8 @@ from mlflow.tracking import MlflowClient
 
 import jobs.train_retrieval as job
 from jobs.settings import load_settings
-from models import index as ix
-from models.registry import CHALLENGER, champion_version
+from models.registry.versions import CHALLENGER, champion_version
+from models.retrieval import index as ix
 from warehouse.artifacts import RETRIEVAL_INDEX, ArtifactStore
 
 pytestmark = [pytest.mark.e2e, pytest.mark.airflow, pytest.mark.spark]

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import jobs.simulate_platform as job
-from jobs import build_features
+from jobs import build_features, reading
 from jobs.settings import load_settings
 from warehouse.catalog import (
     ENGAGEMENTS,
@@ -306,4 +306,4 @@ def test_features_that_fail_their_contract_publish_no_state(settings, store):
     )
     assert FIRST not in store.partitions(IMPRESSION_FEATURES)
     for name in build_features.TILES:
-        assert FIRST not in store.partitions(build_features.state_table(name)), name
+        assert FIRST not in store.partitions(reading.state_table(name)), name

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from features import candidates as fc
-from models.feed_config import INTEREST, NETWORK, RESURFACED, TRENDING
+from models.feed.config import INTEREST, NETWORK, RESURFACED, TRENDING
 from warehouse.catalog import C
 
 pytestmark = pytest.mark.spark

@@ -39,7 +39,7 @@ def settings_for(fmt: str, home: Path, path: Path, days: list[dt.date], **log):
         "home": str(home),
         "log": {"path": str(path), "start_date": days[0].isoformat(), "days": len(days), **log},
         "spark": {"shuffle_partitions": 1},
-        # GBDT only: this branch has no models.dnn_train (the dnn branch brings it)
+        # GBDT only: this branch has no models.ranking.dnn.train (the dnn branch brings it)
         "training": {
             "gbdt": {"min_child_samples": 5, "early_stopping_rounds": 5},
             "kinds": ["gbdt"],
@@ -251,8 +251,9 @@ def test_features_training_and_evaluation_run_on_a_log(mind_root):
     import mlflow
 
     from features import registry as R
-    from jobs import build_features, train_rankers
-    from models import registry
+    from jobs import build_features, build_training_set, train_rankers
+    from jobs.common import ranker_report_folder
+    from models.registry import versions as registry
     from warehouse.catalog import IMPRESSION_FEATURES, TRAINING_EXAMPLES
     from warehouse.store import Warehouse
 
@@ -271,6 +272,7 @@ def test_features_training_and_evaluation_run_on_a_log(mind_root):
     assert (feats[R.post_count("like", "7d")] == 0).all()
     assert feats[R.post_count("click", "7d")].sum() > 0
 
+    build_training_set.run_up_to(settings, days[-1])
     (promotion,) = train_rankers.run(settings, days[-1]).promotions
     assert store.partitions(TRAINING_EXAMPLES) == days
     run = mlflow.get_run(promotion.run_id)
@@ -282,7 +284,7 @@ def test_features_training_and_evaluation_run_on_a_log(mind_root):
     assert not [m for m in metrics if "oracle" in m]
     assert not [m for m in metrics if m.startswith("test/model/like/")]  # not in the log
     assert registry.load_split(promotion.run_id)["test"] == [days[-1]]
-    report_file = train_rankers.report_folder(settings, days[-1], "gbdt").file("report.md")
+    report_file = ranker_report_folder(settings, days[-1], "gbdt").file("report.md")
     report = report_file.read_text()
     assert "oracle" not in report and "popularity" in report
     ranker = registry.load_ranker(promotion.model_uri)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from jobs.settings import load_settings
-from models.metrics import auc
+from models.evaluation.metrics import auc
 from simulator import build_world, simulate_day
 from simulator.ablation import (
     ALL_HIDDEN,

@@ -304,7 +304,7 @@ FEED_CANDIDATES = _table(
     [C.USER_ID, C.POST_ID],
     "The candidates of each active user's feed generated from ds: the post, its author and "
     "creation time, every source that proposed it and its priority under the candidate cap "
-    "(models.feed_config.SourceShares; lower first).",
+    "(models.feed.config.SourceShares; lower first).",
 )
 
 

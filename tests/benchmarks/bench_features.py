@@ -43,7 +43,7 @@ import psutil
 from spark_profile import event_log_conf, step_breakdown
 
 from features import registry as R
-from jobs import build_features, simulate_platform
+from jobs import build_features, reading, simulate_platform
 from jobs.common import configure_logging, days_before
 from jobs.settings import load_settings
 from jobs.spark import get_spark
@@ -269,7 +269,7 @@ def _spark_subset(settings, ds: str):
     posts = store.read_spark(spark, POSTS, posts_days).drop(C.DS)
 
     def tile(name):
-        state = build_features.read_state(spark, store, settings, name, ds, staged=False)
+        state = reading.read_state(spark, store, settings.first_day, name, ds, staged=False)
         return merge_tile(name, state)
 
     f = settings.features

@@ -35,7 +35,9 @@ import pyarrow as pa
 
 from warehouse.catalog import ACTIONS, USER_NEWS_FEED, C, truth_column
 from warehouse.config import FeedSettings
-from warehouse.feed_store import Anchor, open_store, prepare_batch
+from warehouse.feeds.base import Anchor
+from warehouse.feeds.batch import prepare_batch
+from warehouse.feeds.open import open_store
 from warehouse.layout import DataRoot
 
 RESULTS = Path(__file__).parent / "results"

@@ -12,11 +12,12 @@ repeated, categories with missing values). Each scorer is timed per request over
 Scorers (SCORERS; each factory returns rows, or a note saying why it has none):
   gbdt predict      Ranker.predict(feature_frame(table)): the precompute's call, all 7 models
   gbdt boosters     the 7 boosters alone on the model matrix (no pandas)
-  gbdt compiled     models.gbdt_compiled, when adopted and importable
-  dnn eager/export  models.dnn, when it exists and --dnn-folder holds a saved DnnRanker
+  gbdt compiled     models.ranking.compiled, when adopted and importable
+  dnn eager/export  models.ranking.dnn.ranker, when it exists and --dnn-folder holds a saved
+  DnnRanker
 
 The ranker: --ranker-folder when it holds one (Ranker.save's ranker.json); else one is
-trained by models.gbdt.fit_ranker on synthetic examples (150k impressions, 63 leaves,
+trained by models.ranking.gbdt.fit_ranker on synthetic examples (150k impressions, 63 leaves,
 learning rate 0.02, early stopping within 600 rounds: hundreds of trees per task) and saved
 there for the next run. The goal (issue 12): the champion at <= 5 ms p99 on one thread.
 Latencies depend on the machine's load: the load average is printed with every row.
@@ -44,9 +45,9 @@ from inference_data import examples, requests
 from threadpoolctl import threadpool_limits
 
 from jobs.common import configure_logging
-from models.config import GbdtSettings, TrainingSettings
-from models.dataset import feature_frame
-from models.gbdt import Ranker, fit_ranker
+from models.ranking.config import GbdtSettings, TrainingSettings
+from models.ranking.dataset import feature_frame
+from models.ranking.gbdt import Ranker, fit_ranker
 from warehouse.layout import Folder
 
 RESULTS = Path(__file__).parent / "results"
@@ -86,11 +87,11 @@ def gbdt_scorers(args: argparse.Namespace, ranker: Ranker, threads: int) -> list
 
 
 def compiled_scorers(args: argparse.Namespace, ranker: Ranker, threads: int) -> list[Scorer] | str:
-    if importlib.util.find_spec("models.gbdt_compiled") is None:
-        return "gbdt compiled: models.gbdt_compiled absent (no compiled GBDT adopted)"
+    if importlib.util.find_spec("models.ranking.compiled") is None:
+        return "gbdt compiled: models.ranking.compiled absent (no compiled GBDT adopted)"
     if args.only and not any(name.startswith("gbdt compiled") for name in args.only):
         return "gbdt compiled: not in --only"
-    from models.gbdt_compiled import CompiledRanker
+    from models.ranking.compiled import CompiledRanker
 
     started = time.perf_counter()
     folder = Folder(Path(args.ranker_folder) / "compiled")  # reused by the next run
@@ -104,7 +105,7 @@ def dnn_scorers(args: argparse.Namespace, ranker: Ranker, threads: int) -> list[
     exported graph it saved (dnn.onnx) with onnxruntime."""
     if not args.dnn_folder:
         return "dnn eager, dnn exported: no --dnn-folder (a saved DnnRanker)"
-    from models.dnn import DnnRanker
+    from models.ranking.dnn.ranker import DnnRanker
 
     dnn = DnnRanker.load(Folder(Path(args.dnn_folder)))
     return [
@@ -188,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         default=str(RESULTS / "bench_inference_ranker"),
         help="a saved Ranker (Ranker.save); trained and saved there when it holds none",
     )
-    parser.add_argument("--dnn-folder", help="a saved DnnRanker (models.dnn), for the DNN rows")
+    parser.add_argument(
+        "--dnn-folder", help="a saved DnnRanker (models.ranking.dnn.ranker), for the DNN rows"
+    )
     parser.add_argument("--only", nargs="+", help="scorer names to run (default: all)")
     parser.add_argument("--out", default=str(RESULTS / "bench_inference.json"))
     args = parser.parse_args(argv)

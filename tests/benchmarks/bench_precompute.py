@@ -40,8 +40,8 @@ import jobs.precompute_feeds as job
 from jobs.common import configure_logging, use_tracking
 from jobs.settings import load_settings
 from jobs.spark import get_spark
-from models import registry as reg
-from models.feed_scoring import rerank_feeds, score_candidates
+from models.feed.scoring import rerank_feeds, score_candidates
+from models.registry import versions as reg
 from warehouse.artifacts import RETRIEVAL_INDEX, ArtifactStore
 from warehouse.catalog import FEED_CANDIDATES, IMPRESSION_FEATURES, C
 from warehouse.store import Warehouse

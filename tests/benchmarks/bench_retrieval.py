@@ -25,9 +25,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from models.index import make_index
-from models.metrics import recall_at_k
-from models.retrieval_config import IndexSettings
+from models.evaluation.metrics import recall_at_k
+from models.retrieval.config import IndexSettings
+from models.retrieval.index import make_index
 
 RESULTS = Path(__file__).parent / "results"
 DIM, K, CENTRES = 64, 500, 2000

@@ -1,9 +1,10 @@
-"""Benchmark: fitting the LightGBM rankers (models.gbdt.fit_ranker) at growing row counts.
+"""Benchmark: fitting the LightGBM rankers (models.ranking.gbdt.fit_ranker) at growing row counts.
 
     .venv/bin/python tests/benchmarks/bench_train.py [--rows 100000 500000 1000000]
     .venv/bin/python tests/benchmarks/bench_train.py --home .feedrank/demo --ds 2026-01-18
 
-Synthetic sizes: every feature of models.dataset.FEATURES uniform, each action's probability a
+Synthetic sizes: every feature of models.ranking.dataset.FEATURES uniform, each action's
+probability a
 logistic function of two of them (base rates like the demo's), so the trees have signal to
 find and early stopping ends where it would on real data. Reports rows read into training
 (positives of any action plus sampled negatives), seconds to fit all seven tasks, the trees
@@ -24,9 +25,9 @@ from bench_features import PeakMemory
 
 from jobs.common import configure_logging
 from jobs.settings import load_settings
-from models.config import TrainingSettings
-from models.dataset import FEATURES, IDS, Examples, feature_frame, load_examples
-from models.gbdt import fit_ranker
+from models.ranking.config import TrainingSettings
+from models.ranking.dataset import FEATURES, IDS, Examples, feature_frame, load_examples
+from models.ranking.gbdt import fit_ranker
 from warehouse.catalog import ACTIONS, TRAINING_EXAMPLES, C, label_column
 from warehouse.store import Warehouse
 

@@ -1,7 +1,7 @@
 """Synthetic feature rows shaped like the feed's: per-request viewer columns, per-post columns.
 
     table = requests(rng, n_requests=10, size=500)      # Arrow, as the precompute scores it
-    train = examples(rng, n_requests=4_000, size=50)    # models.dataset.Examples with labels
+    train = examples(rng, n_requests=4_000, size=50)    # models.ranking.dataset.Examples, labels
     days = example_table(rng, n_requests=100, size=50)  # the same, as training_examples rows
 
 Counts are heavy-tailed (log-normal post reach, binomial engagement out of it, mostly-zero
@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from features import registry as R
 from features.config import FeatureSettings
-from models.dataset import CATEGORIES, LABELS, Examples, feature_frame
+from models.ranking.dataset import CATEGORIES, LABELS, Examples, feature_frame
 from warehouse.catalog import ACTIONS, SOURCES, C, label_column
 
 WINDOW_SHARE = {"1h": 0.03, "1d": 0.3, "3d": 0.65, "7d": 1.0}  # of the 7-day count

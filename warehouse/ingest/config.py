@@ -14,7 +14,7 @@ DEFAULT_FILES: dict[str, dict[str, str]] = {
     "mind": {"behaviors": "behaviors.tsv", "items": "news.tsv"},
     "ebnerd": {"behaviors": "behaviors.parquet", "items": "articles.parquet"},
 }
-# The ranker tasks a format's log can train (models.gbdt.TASKS names them): both logs record
+# The ranker tasks a format's log can train (models.ranking.gbdt.TASKS names them): both logs record
 # clicks only; EB-NeRD also the read time of the clicked article (its dwell).
 RECORDED: dict[str, tuple[str, ...]] = {
     "mind": ("click",),

@@ -1,0 +1,111 @@
+"""The rankers' evaluation as Markdown: the report of a training run, and a compact summary.
+
+`format_report` renders the tables of each split's Evaluation (test first); `kinds_summary`
+reads several ranker kinds' logged metrics back (`<split>/<scorer>/<task>/<metric>`,
+models.evaluation.evaluate) into one table, the kinds side by side, for a terminal. Figures are
+linked
+by their run-artifact names, which are also their names beside the report (models.registry.runs
+saves them both ways).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from models.evaluation.evaluate import (
+    BASELINES,
+    CONSTANT,
+    MODEL,
+    ORACLE,
+    VALUE,
+    Evaluation,
+    best_baseline,
+    metric_name,
+    summary_table,
+)
+from models.evaluation.markdown import markdown
+from models.ranking.base import DWELL
+from warehouse.catalog import ACTIONS
+
+# (alt text, run-artifact name) of the figures a report links; a run without one (an averaged
+# ensemble has no learning curves, only a GBDT has gain importance) links the others.
+FIGURES = (
+    ("calibration, test", "calibration/test.png"),
+    ("importance", "importance/gain.png"),
+    ("learning curves", "learning_curves.png"),
+)
+
+
+def format_report(
+    title: str,
+    run_id: str,
+    split: Mapping[str, Sequence[str]],
+    negative_rate: float,
+    evaluations: Mapping[str, Evaluation],
+    figures: Collection[str] | None = None,
+) -> str:
+    """Markdown: per task on test, model against oracle and baselines; ranking and dwell;
+    then the same for validation. `figures`: the artifact names the run holds (None: every
+    one of FIGURES); the calibration plot is logged with the report, so always there."""
+    shown = [
+        f"![{alt}]({name})"
+        for alt, name in FIGURES
+        if figures is None or name in figures or name.startswith("calibration/")
+    ]
+    train = split["train"]
+    lines = [
+        f"# {title}",
+        "",
+        f"MLflow run `{run_id}`. Days: train {train[0]}..{train[-1]} ({len(train)}), "
+        f"validation {', '.join(split['val'])}, test {', '.join(split['test'])}. "
+        f"Negatives kept at {negative_rate}.",
+        "",
+        " ".join(shown),
+    ]
+    for name in ("test", "val"):
+        ev = evaluations[name]
+        lines += ["", f"## {name}: per task", "", markdown(summary_table(ev))]
+        lines += ["", f"## {name}: value ranking per request", "", markdown(ev.ranking)]
+        lines += ["", f"## {name}: dwell on clicks (s)", "", markdown(ev.dwell)]
+    return "\n".join(lines) + "\n"
+
+
+def kinds_summary(metrics: Mapping[str, Mapping[str, float]], split: str, k: int) -> str:
+    """Markdown: the logged metrics of several ranker kinds' runs (`metrics[kind]`) side by
+    side on one split: per task AUC and NCE, the value ranking's NDCG@k and MAP@k, dwell
+    MAE; with the oracle's and the best baseline's where they exist."""
+    first = next(iter(metrics.values()))
+
+    def get(m: Mapping[str, float], scorer: str, task: str, metric: str) -> float:
+        return m.get(metric_name(split, scorer, task, metric), np.nan)
+
+    logged = [
+        t
+        for t in ACTIONS
+        if any(n.startswith(metric_name(split, MODEL, t, "")) for m in metrics.values() for n in m)
+    ]
+    rows = [(t, metric) for t in logged for metric in ("auc", "nce")]
+    rows += [(VALUE, f"ndcg_at_{k}"), (VALUE, f"map_at_{k}"), (DWELL, "mae")]
+    table = []
+    for task, metric in rows:
+        row = {"task": task, "metric": metric}
+        row |= {kind: get(m, MODEL, task, metric) for kind, m in metrics.items()}
+        row["oracle"] = get(first, ORACLE, task, metric)
+        if metric != "nce":
+            scorers = (CONSTANT,) if task == DWELL else tuple(BASELINES)
+            named = {b: get(first, b, task, metric) for b in scorers}
+            if task == DWELL:  # lower is better: the constant guess is the only one
+                name, value = CONSTANT, named[CONSTANT]
+            else:
+                name, value = best_baseline(named)
+            row["best baseline"] = "" if np.isnan(value) else f"{name} {value:.4g}"
+        else:
+            row["best baseline"] = ""
+        table.append(row)
+    frame = pd.DataFrame(table)
+    if frame["oracle"].isna().all():  # a real log: no truth, no oracle column
+        frame = frame.drop(columns=["oracle"])
+    return markdown(frame)

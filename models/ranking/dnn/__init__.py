@@ -1,0 +1,1 @@
+"""The multi-task deep ranker: its settings, inputs, network, training, ranker and ONNX export."""

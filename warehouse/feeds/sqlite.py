@@ -1,0 +1,296 @@
+"""The SQLite feed store: one file in WAL mode, the default on one machine.
+
+Tables: `versions` (one row per publish, with its state), `pointer` (the current version),
+`feed_users` (per version: every known user, with lastGenerated and model version; users
+without a feed have n_items 0; user_id -1 is the fallback feed) and `feed_items` (per
+version and user, one row per rank). A publish inserts the new version's rows, then flips the
+pointer in one short transaction. A read runs in one read transaction, so WAL gives it one
+snapshot: the pointer and the rows it reads always belong together.
+
+The served log lives in a second file next to the store (`<name>.served<suffix>`), so that
+readers appending to it never wait on a publish holding the store's write lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import sqlite3
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+
+from warehouse.feeds.base import (
+    ITEM_FIELDS,
+    SERVED_SCHEMA,
+    Anchor,
+    FeedBatch,
+    FeedStore,
+    FeedStoreError,
+    NoVersion,
+    Snapshot,
+    StoreStatus,
+    UserFeed,
+    VersionInfo,
+    item_dict,
+    now_iso,
+)
+
+_ITEM_COLUMNS = ", ".join(ITEM_FIELDS)
+
+
+def _type(column: str) -> str:
+    return {"rank": "INTEGER", "post_id": "INTEGER", "sources": "TEXT"}.get(column, "REAL")
+
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS versions (
+    vid INTEGER PRIMARY KEY AUTOINCREMENT, version TEXT UNIQUE, ds TEXT, users INTEGER,
+    items INTEGER, published_at TEXT, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pointer (name TEXT PRIMARY KEY, vid INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS feed_users (
+    vid INTEGER, user_id INTEGER, generated_at TEXT, model_version TEXT, n_items INTEGER,
+    PRIMARY KEY (vid, user_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS feed_items (
+    vid INTEGER, user_id INTEGER, {", ".join(f"{c} {_type(c)}" for c in ITEM_FIELDS)},
+    PRIMARY KEY (vid, user_id, rank)) WITHOUT ROWID;
+"""
+_SERVED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS served (
+    user_id INTEGER, post_id INTEGER, rank INTEGER, version TEXT, served_at TEXT);
+"""
+_INSERT_ITEM = (  # the version id is formatted in (an int): rows stay the store's tuples
+    f"INSERT INTO feed_items (vid, user_id, {_ITEM_COLUMNS}) "
+    f"VALUES ({{vid:d}}, ?, {', '.join('?' * len(ITEM_FIELDS))})"
+)
+_SELECT_ITEMS = (
+    f"SELECT user_id, {_ITEM_COLUMNS} FROM feed_items WHERE vid = ? AND user_id = ? AND rank >= ? "
+    "ORDER BY rank LIMIT ?"
+)
+_CHUNK = 50_000  # rows per insert transaction: bounds the time a writer holds the lock
+
+
+class SqliteFeedStore(FeedStore):
+    backend = "sqlite"
+
+    def __init__(self, path: Path, settings):
+        self.path = Path(path)
+        self.served_path = self.path.with_name(f"{self.path.stem}.served{self.path.suffix}")
+        self.keep_versions = settings.keep_versions
+        self._local = threading.local()  # one connection per thread (sqlite3's rule)
+        self._names: dict[int, str] = {}  # vid -> version name: ids are never reused
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn().executescript(_SCHEMA)
+        self._served().executescript(_SERVED_SCHEMA)
+
+    # -- connections ---------------------------------------------------------------------
+    def _connect(self, path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30)  # explicit transactions
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        if getattr(self._local, "conn", None) is None:
+            self._local.conn = self._connect(self.path)
+        return self._local.conn
+
+    def _served(self) -> sqlite3.Connection:
+        if getattr(self._local, "served", None) is None:
+            self._local.served = self._connect(self.served_path)
+        return self._local.served
+
+    def close(self) -> None:
+        for name in ("conn", "served"):
+            conn = getattr(self._local, name, None)
+            if conn is not None:
+                conn.close()
+                setattr(self._local, name, None)
+
+    @contextlib.contextmanager
+    def _write(self):
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- writes --------------------------------------------------------------------------
+    def publish(self, batch: FeedBatch) -> VersionInfo:
+        self._drop_states("staging")  # left by a publish that crashed before its flip
+        with self._write() as conn:
+            vid = conn.execute(
+                "INSERT INTO versions (ds, users, items, published_at, state) "
+                "VALUES (?, ?, ?, ?, 'staging')",
+                (batch.ds, len(batch.feeds), batch.n_items, now_iso()),
+            ).lastrowid
+            conn.execute(
+                "UPDATE versions SET version = ? WHERE vid = ?", (f"{batch.ds}.{vid}", vid)
+            )
+        self._insert_users(vid, batch)
+        rows = itertools.chain.from_iterable(f.rows for f in (*batch.feeds, batch.trending))
+        while chunk := list(itertools.islice(rows, _CHUNK)):
+            with self._write() as conn:
+                conn.executemany(_INSERT_ITEM.format(vid=vid), chunk)
+        with self._write() as conn:  # the flip: one row, one short transaction
+            conn.execute("UPDATE versions SET state = 'live' WHERE vid = ?", (vid,))
+            conn.execute("INSERT OR REPLACE INTO pointer (name, vid) VALUES ('current', ?)", (vid,))
+            live = [r[0] for r in conn.execute(_LIVE_DESC)]
+            conn.executemany(
+                "UPDATE versions SET state = 'dropped' WHERE vid = ?",
+                [(v,) for v in live[self.keep_versions :]],
+            )
+        self._drop_states("dropped")
+        return self._info(self._conn(), vid)
+
+    def replace_user(self, feed: UserFeed) -> str:
+        with self._write() as conn:
+            vid = self._current(conn)
+            conn.execute(
+                "DELETE FROM feed_items WHERE vid = ? AND user_id = ?", (vid, feed.user_id)
+            )
+            conn.executemany(_INSERT_ITEM.format(vid=vid), feed.rows)
+            old = conn.execute(
+                "SELECT n_items FROM feed_users WHERE vid = ? AND user_id = ?", (vid, feed.user_id)
+            ).fetchone()
+            conn.execute(
+                "INSERT OR REPLACE INTO feed_users VALUES (?, ?, ?, ?, ?)",
+                (vid, feed.user_id, feed.generated_at, feed.model_version, len(feed.rows)),
+            )
+            had = old[0] if old else 0
+            conn.execute(
+                "UPDATE versions SET items = items + ?, users = users + ? WHERE vid = ?",
+                (len(feed.rows) - had, int(had == 0 and len(feed.rows) > 0), vid),
+            )
+            return self._name(conn, vid)
+
+    def rollback(self) -> VersionInfo:
+        with self._write() as conn:
+            live = [r[0] for r in conn.execute(_LIVE_DESC)]
+            if len(live) < 2:
+                raise FeedStoreError("no previous version to roll back to")
+            conn.execute("UPDATE pointer SET vid = ? WHERE name = 'current'", (live[1],))
+            conn.execute("UPDATE versions SET state = 'dropped' WHERE vid = ?", (live[0],))
+        self._drop_states("dropped")
+        return self._info(self._conn(), live[1])
+
+    def _insert_users(self, vid: int, batch: FeedBatch) -> None:
+        with_feed = {f.user_id: f for f in (*batch.feeds, batch.trending)}
+        rows = [
+            (vid, f.user_id, f.generated_at, f.model_version, len(f.rows))
+            for f in with_feed.values()
+        ]
+        rows += [(vid, u, None, None, 0) for u in batch.known_users if u not in with_feed]
+        with self._write() as conn:
+            conn.executemany("INSERT INTO feed_users VALUES (?, ?, ?, ?, ?)", rows)
+
+    def _drop_states(self, state: str) -> None:
+        """Delete the rows of versions in a state no reader can reach (staging or dropped)."""
+        with self._write() as conn:
+            vids = [
+                r[0] for r in conn.execute("SELECT vid FROM versions WHERE state = ?", (state,))
+            ]
+            for vid in vids:
+                conn.execute("DELETE FROM feed_items WHERE vid = ?", (vid,))
+                conn.execute("DELETE FROM feed_users WHERE vid = ?", (vid,))
+                conn.execute("DELETE FROM versions WHERE vid = ?", (vid,))
+
+    # -- reads ---------------------------------------------------------------------------
+    def read(self, user_id: int, limit: int, after: Anchor | None = None) -> Snapshot | None:
+        conn = self._conn()
+        conn.execute("BEGIN")  # one WAL snapshot for the pointer and every row below
+        try:
+            vid = self._current(conn)
+            user = conn.execute(_SELECT_USER, (vid, user_id)).fetchone()
+            if user is None:
+                return None
+            fallback = user[2] == 0
+            feed_user = -1 if fallback else user_id
+            if fallback:
+                user = conn.execute(_SELECT_USER, (vid, -1)).fetchone()
+            start, anchor = self._resolve(conn, vid, feed_user, after)
+            rows = conn.execute(_SELECT_ITEMS, (vid, feed_user, start, limit + 1)).fetchall()
+            version = self._name(conn, vid)
+        finally:
+            conn.execute("COMMIT")
+        items = [item_dict(r) for r in rows]
+        return Snapshot(version, items, anchor, fallback, user[0], user[1])
+
+    def _resolve(self, conn, vid: int, user_id: int, after: Anchor | None) -> tuple[int, str]:
+        """The first rank of the page and how the client's last item was found."""
+        if after is None:
+            return 1, "none"
+        at = conn.execute(
+            "SELECT post_id FROM feed_items WHERE vid = ? AND user_id = ? AND rank = ?",
+            (vid, user_id, after.rank),
+        ).fetchone()
+        if at is not None and at[0] == after.post_id:
+            return after.rank + 1, "rank"
+        moved = conn.execute(
+            "SELECT rank FROM feed_items WHERE vid = ? AND user_id = ? AND post_id = ? "
+            "ORDER BY rank LIMIT 1",
+            (vid, user_id, after.post_id),
+        ).fetchone()
+        return (moved[0] + 1, "post") if moved else (1, "lost")
+
+    def last_generated(self, user_id: int) -> str | None:
+        conn = self._conn()
+        row = conn.execute(
+            "SELECT u.generated_at FROM feed_users u JOIN pointer p ON u.vid = p.vid "
+            "WHERE p.name = 'current' AND u.user_id = ? AND u.n_items > 0",
+            (user_id,),
+        ).fetchone()
+        return row[0] if row else None
+
+    def status(self) -> StoreStatus:
+        conn = self._conn()
+        current = conn.execute("SELECT vid FROM pointer WHERE name = 'current'").fetchone()
+        if current is None:
+            return StoreStatus(self.backend, None, None)
+        older = conn.execute(
+            "SELECT vid FROM versions WHERE state = 'live' AND vid < ? ORDER BY vid DESC LIMIT 1",
+            (current[0],),
+        ).fetchone()
+        previous = self._info(conn, older[0]) if older else None
+        return StoreStatus(self.backend, self._info(conn, current[0]), previous)
+
+    def _current(self, conn) -> int:
+        row = conn.execute("SELECT vid FROM pointer WHERE name = 'current'").fetchone()
+        if row is None:
+            raise NoVersion(f"the feed store {self.path} has no published version")
+        return row[0]
+
+    def _name(self, conn, vid: int) -> str:
+        if vid not in self._names:
+            self._names[vid] = conn.execute(
+                "SELECT version FROM versions WHERE vid = ?", (vid,)
+            ).fetchone()[0]
+        return self._names[vid]
+
+    def _info(self, conn, vid: int) -> VersionInfo:
+        row = conn.execute(
+            "SELECT version, ds, users, items, published_at FROM versions WHERE vid = ?", (vid,)
+        ).fetchone()
+        return VersionInfo(*row)
+
+    # -- served log ----------------------------------------------------------------------
+    def record_served(self, rows: list[tuple[int, int, int, str, str]]) -> None:
+        conn = self._served()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT INTO served VALUES (?, ?, ?, ?, ?)", rows)
+        conn.execute("COMMIT")
+
+    def served_log(self) -> pa.Table:
+        rows = self._served().execute("SELECT * FROM served ORDER BY rowid").fetchall()
+        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in SERVED_SCHEMA]
+        return pa.Table.from_arrays([list(c) for c in columns], schema=SERVED_SCHEMA)
+
+
+_LIVE_DESC = "SELECT vid FROM versions WHERE state = 'live' ORDER BY vid DESC"
+_SELECT_USER = (
+    "SELECT generated_at, model_version, n_items FROM feed_users WHERE vid = ? AND user_id = ?"
+)
