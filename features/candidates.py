@@ -1,13 +1,14 @@
 """Feed candidates at a generation time, and the serving-time features of each candidate.
 
-    active = active_users(impressions, generated_at, active_days=1)
-    cands = merge_candidates([network, resurfaced, interest, trending], seen, ...)
+    active = active_users(impressions, generated_at, active_days=1)    # + since, per user
+    cands = compose_candidates(active, pool(posts, at, 72), impressions, ...)
     feats = featurize_candidates(cands, tiles, posts, follows, users, authors, at, ...)
 
 Each source proposes (user_id, post_id, source, source_rank), best first; `merge_candidates`
 drops what the user was already served and their own posts, merges a post proposed by several
 sources into one row that names all of them, and caps each user's list by a weighted
-round-robin over the sources (models.feed.config.SourceShares).
+round-robin over the sources (models.feed.config.SourceShares). `compose_candidates` wires
+the sources and the merge together, as the feed precompute runs them.
 
 No train/serve skew: a candidate becomes an impression served at `generated_at` (its as_of is
 the hour boundary before it, by features.pit's rule) and goes through the same
@@ -29,13 +30,12 @@ from pyspark.sql import functions as F
 from features.pit import follow_edges, latest_snapshot, serving_cutoff
 from features.tiles import IMPRESSION_KEYS, features_from_tiles
 from features.user import request_times
-from warehouse.catalog import POSITIVE_ACTIONS, C
+from warehouse.catalog import INTEREST, NETWORK, POSITIVE_ACTIONS, RESURFACED, TRENDING, C
 
 SOURCE = "source"  # the source proposing a candidate
 SOURCE_RANK = "source_rank"  # its rank within that source for the user, 1 = best
 SINCE = "since"  # per active user: the previous generation (network posts are newer)
 GROWTH = "growth"  # positives on an older post since the previous generation
-SIMILARITY = "similarity"  # the two-tower's inner product, for interest candidates
 
 
 def active_users(impressions: DataFrame, generated_at: dt.datetime, active_days: int) -> DataFrame:
@@ -87,9 +87,9 @@ def network_candidates(
     positives: DataFrame,
     generated_at: dt.datetime,
     *,
-    network: str,
-    resurfaced: str,
     resurfaced_k: int,
+    network: str = NETWORK,
+    resurfaced: str = RESURFACED,
 ) -> tuple[DataFrame, DataFrame]:
     """Posts of the user's followees in the pool: those created since the user's previous
     generation (`active`.since), newest first; and the older ones that gained positives since
@@ -115,18 +115,23 @@ def network_candidates(
 
 
 def interest_candidates(
-    active: DataFrame, neighbours: DataFrame, pool_posts: DataFrame, *, interest: str
+    active: DataFrame, neighbours: DataFrame, pool_posts: DataFrame, *, interest: str = INTEREST
 ) -> DataFrame:
     """The two-tower neighbours (user_id, post_id, similarity) of the active users that are
     still in the pool, most similar first (the index holds the pool at the end of its day,
     and every user active that day)."""
     kept = neighbours.join(active.select(C.USER_ID), C.USER_ID)
     kept = kept.join(pool_posts.select(C.POST_ID), C.POST_ID)
-    return _ranked(kept, interest, F.col(SIMILARITY).desc())
+    return _ranked(kept, interest, F.col(C.SIMILARITY).desc())
 
 
 def trending_candidates(
-    active: DataFrame, positives: DataFrame, pool_posts: DataFrame, k: int, *, trending: str
+    active: DataFrame,
+    positives: DataFrame,
+    pool_posts: DataFrame,
+    k: int,
+    *,
+    trending: str = TRENDING,
 ) -> DataFrame:
     """The k pool posts with the most positives in `positives` (the trending window), for
     every active user, most engaged first."""
@@ -168,6 +173,42 @@ def merge_candidates(
     w = Window.partitionBy(C.USER_ID).orderBy(C.PRIORITY, C.POST_ID)
     capped = merged.withColumn("_i", F.row_number().over(w)).where(F.col("_i") <= max_candidates)
     return capped.drop("_i")
+
+
+def compose_candidates(
+    active: DataFrame,
+    pool_posts: DataFrame,
+    impressions: DataFrame,
+    engagements: DataFrame,
+    follows: DataFrame,
+    neighbours: DataFrame | None,
+    generated_at: dt.datetime,
+    *,
+    pool_hours: int,
+    trending_hours: int,
+    resurfaced_k: int,
+    trending_k: int,
+    shares: Mapping[str, float],
+    max_candidates: int,
+) -> DataFrame:
+    """Every active user's candidates at `generated_at`: the sources (network new and
+    resurfaced, trending, and interest when there are `neighbours`), then `merge_candidates`
+    (nothing seen, nothing of the user's own, a weighted round-robin to the cap).
+
+    `active` is (user_id, since), `pool_posts` the servable pool (`pool`); both are read
+    several times, so the caller may cache them."""
+    growth_from = generated_at - dt.timedelta(hours=pool_hours)
+    growth = positives_per_post(engagements, growth_from, generated_at)
+    trend_from = generated_at - dt.timedelta(hours=trending_hours)
+    trend = positives_per_post(engagements, trend_from, generated_at)
+    network, resurfaced = network_candidates(
+        active, follows, pool_posts, growth, generated_at, resurfaced_k=resurfaced_k
+    )
+    proposals = [network, resurfaced, trending_candidates(active, trend, pool_posts, trending_k)]
+    if neighbours is not None:
+        proposals.append(interest_candidates(active, neighbours, pool_posts))
+    seen = seen_posts(impressions, generated_at)
+    return merge_candidates(proposals, seen, pool_posts, shares, max_candidates)
 
 
 def as_impressions(candidates: DataFrame, users: DataFrame) -> DataFrame:

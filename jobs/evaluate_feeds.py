@@ -31,7 +31,6 @@ from jobs.common import (
 )
 from jobs.reading import world
 from jobs.settings import Settings
-from models.feed import config as cfg
 from models.feed import quality as fq
 from models.registry.handoff import ACTIVE_USERS, INDEX_DS, PublishedFeeds
 from models.registry.runs import REPORT, log_figure
@@ -42,6 +41,7 @@ from warehouse.catalog import (
     ACTIONS,
     ENGAGEMENTS,
     FEED_CANDIDATES,
+    FEED_SOURCES,
     IMPRESSIONS,
     POSITIVE_ACTIONS,
     POSTS,
@@ -83,7 +83,7 @@ def evaluate(settings: Settings, published: PublishedFeeds) -> dict[str, float] 
     cands[fq.TRUE_VALUE] = _true_value(store, settings, ds, at, cands)
     engaged = _engaged(store, nd, visitors, at)
     value = fq.feed_value(cands, p.quality_k)
-    recall = fq.candidate_recall(cands, engaged, cfg.SOURCES)
+    recall = fq.candidate_recall(cands, engaged, FEED_SOURCES)
     counts = {
         "generated_at": published.generated_at,
         "model_version": published.model_version,

@@ -27,12 +27,10 @@ import sys
 import time
 from collections.abc import Iterator
 
-import faiss
-import numpy as np
-import pandas as pd
 from pyspark.sql import functions as F
 
 from features import candidates as fc
+from features.config import FeatureSettings
 from features.tiles import TILES
 from jobs.common import (
     check_day,
@@ -45,7 +43,6 @@ from jobs.common import (
 from jobs.reading import read_raw, read_state
 from jobs.settings import Settings
 from jobs.spark import get_spark
-from models.feed import config as cfg
 from models.feed.scoring import rerank_feeds, score_candidates
 from models.registry import versions as reg
 from models.registry.handoff import (
@@ -56,8 +53,8 @@ from models.registry.handoff import (
     RankedFeeds,
     extend,
 )
-from models.retrieval import index as ix
 from models.retrieval.published import load_published
+from models.retrieval.search import nearest_posts
 from warehouse import contracts
 from warehouse.artifacts import RETRIEVAL_INDEX, ArtifactStore
 from warehouse.catalog import (
@@ -110,28 +107,24 @@ def candidates(settings: Settings, ds: str, generated_at: str | None = None) -> 
         .cache()
     )
     pool = fc.pool(posts, at, p.pool_hours).cache()
-    growth = fc.positives_per_post(engagements, at - dt.timedelta(hours=p.pool_hours), at)
-    trend = fc.positives_per_post(engagements, at - dt.timedelta(hours=p.trending_hours), at)
-    network, resurfaced = fc.network_candidates(
-        active,
-        follows,
-        pool,
-        growth,
-        at,
-        network=cfg.NETWORK,
-        resurfaced=cfg.RESURFACED,
-        resurfaced_k=p.resurfaced_k,
-    )
-    trending = fc.trending_candidates(active, trend, pool, p.trending_k, trending=cfg.TRENDING)
-    proposals = [network, resurfaced, trending]
-    index_ds = None
+    index_ds, neighbours = None, None
     if p.interest_k > 0:
         index_ds, neighbours = _neighbours(spark, settings, index_day(ds, at), p.interest_k)
-        if neighbours is not None:
-            interest = fc.interest_candidates(active, neighbours, pool, interest=cfg.INTEREST)
-            proposals.append(interest)
-    seen = fc.seen_posts(impressions, at)
-    merged = fc.merge_candidates(proposals, seen, pool, p.shares.as_dict(), p.max_candidates)
+    merged = fc.compose_candidates(
+        active,
+        pool,
+        impressions,
+        engagements,
+        follows,
+        neighbours,
+        at,
+        pool_hours=p.pool_hours,
+        trending_hours=p.trending_hours,
+        resurfaced_k=p.resurfaced_k,
+        trending_k=p.trending_k,
+        shares=p.shares.as_dict(),
+        max_candidates=p.max_candidates,
+    )
     merged = merged.withColumn(C.GENERATED_AT, F.lit(at).cast("timestamp"))
     n_active = active.count()
     meta = {"generated_at": at.isoformat(), ACTIVE_USERS: n_active, INDEX_DS: index_ds}
@@ -178,26 +171,23 @@ def _neighbours(spark, settings: Settings, ds: str, k: int):
         log.warning("no %s for ds=%s: no interest candidates", RETRIEVAL_INDEX.name, ds)
         return None, None
     pub = load_published(artifacts, ds)
-    faiss.omp_set_num_threads(settings.retrieval.index.threads)
-    k = min(k, pub.index.ntotal)
-    ix.set_search_width(pub.index, k, settings.retrieval.index)
-    sims, rows = pub.index.search(np.ascontiguousarray(pub.user_vectors, np.float32), k)
-    found = rows >= 0
-    frame = pd.DataFrame(
-        {
-            C.USER_ID: np.repeat(pub.user_ids, k)[found.ravel()],
-            C.POST_ID: pub.post_ids[rows[found]],
-            fc.SIMILARITY: sims[found].astype(np.float64),
-        }
-    )
+    frame = nearest_posts(pub, k, settings.retrieval.index)
     return ds, spark.createDataFrame(frame)
 
 
-def serving_frame(spark, store: Warehouse, settings: Settings, ds: str, table, at: dt.datetime):
+def serving_frame(
+    spark,
+    store: Warehouse,
+    first_day: dt.date,
+    features: FeatureSettings,
+    ds: str,
+    table,
+    at: dt.datetime,
+):
     """The serving-time features of ds's candidate rows `table`, generated at `at`, from ds's
-    committed tiles and raw tables."""
-    raw = read_raw(spark, store, settings.first_day, ds)
-    tiles = {t: read_state(spark, store, settings.first_day, t, ds, staged=False) for t in TILES}
+    committed tiles and raw tables (none before `first_day`)."""
+    raw = read_raw(spark, store, first_day, ds)
+    tiles = {t: read_state(spark, store, first_day, t, ds, staged=False) for t in TILES}
     return fc.featurize_candidates(
         table,
         tiles,
@@ -206,7 +196,7 @@ def serving_frame(spark, store: Warehouse, settings: Settings, ds: str, table, a
         raw.users,
         raw.authors,
         at,
-        **settings.features.model_dump(),
+        **features.model_dump(),
     )
 
 
@@ -235,7 +225,7 @@ def rank(settings: Settings, cands: FeedCandidates) -> RankedFeeds:
     started = time.perf_counter()
     table = store.read_spark(spark, FEED_CANDIDATES, ds).drop(C.DS)
     table = table.where(F.col(C.GENERATED_AT) == F.lit(at))
-    features = serving_frame(spark, store, settings, ds, table, at)
+    features = serving_frame(spark, store, settings.first_day, settings.features, ds, table, at)
     p = settings.precompute
     with shipped_champion(spark, settings) as (version, ranker_file):
         scored = score_candidates(features, ranker_file)

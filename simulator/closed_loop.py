@@ -39,11 +39,11 @@ from simulator.config import ServingSettings, SimulatorSettings
 from simulator.feed import Pool, Served, network_posts, session_depths
 from simulator.sessions import Sessions
 from simulator.world import World
-from warehouse.catalog import BUCKETS, CHRONOLOGICAL, RANKED, SOURCES, C
+from warehouse.catalog import BUCKETS, CHRONOLOGICAL, IMPRESSION_SOURCES, RANKED, C
 
 CONTROL, TREATMENT = BUCKETS
 RANKED_SOURCE, FRESH, EXPLORE, FALLBACK = (
-    SOURCES.index(s) for s in ("ranked", "fresh", "explore", "fallback")
+    IMPRESSION_SOURCES.index(s) for s in ("ranked", "fresh", "explore", "fallback")
 )
 _MASK64 = (1 << 64) - 1
 

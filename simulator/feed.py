@@ -23,9 +23,9 @@ from simulator.config import SimulatorSettings
 from simulator.posts import DayPosts
 from simulator.sessions import Sessions
 from simulator.world import World
-from warehouse.catalog import SOURCES, C
+from warehouse.catalog import IMPRESSION_SOURCES, C
 
-NETWORK, POPULAR = SOURCES.index("network"), SOURCES.index("popular")
+NETWORK, POPULAR = IMPRESSION_SOURCES.index("network"), IMPRESSION_SOURCES.index("popular")
 _TIME_BITS = 42  # pool key = author index << 42 | microseconds since the pool's first midnight
 _POPULAR_DRAWS = 4  # draws per popular slot, so that filtered-out draws rarely leave it empty
 
@@ -76,7 +76,7 @@ class Served:
     post: np.ndarray  # index into the pool
     position: np.ndarray  # 0-based
     served_us: np.ndarray
-    source: np.ndarray  # index into SOURCES
+    source: np.ndarray  # index into IMPRESSION_SOURCES
     # P(this post at this position | the session's list) under the policy's randomisation
     propensity: np.ndarray
 

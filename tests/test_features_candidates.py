@@ -7,8 +7,7 @@ import datetime as dt
 import pytest
 
 from features import candidates as fc
-from models.feed.config import INTEREST, NETWORK, RESURFACED, TRENDING
-from warehouse.catalog import C
+from warehouse.catalog import INTEREST, NETWORK, RESURFACED, TRENDING, C
 
 pytestmark = pytest.mark.spark
 

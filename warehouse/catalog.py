@@ -58,9 +58,10 @@ class C:
     ATTRIBUTION_WINDOW_S = "attribution_window_s"
     SAMPLE_SEED = "sample_seed"
     RANK = "rank"
-    SCORE = "score"
+    SCORE = "score"  # a feed item's re-ranked score (a ranker's: ranking.base.VALUE_SCORE)
     VALUE = "value"
     SOURCES = "sources"
+    SIMILARITY = "similarity"  # a two-tower neighbour's inner product (interest candidates)
     MODEL_VERSION = "model_version"
     GENERATED_AT = "generated_at"
     PRIORITY = "priority"
@@ -79,7 +80,12 @@ DEVICES = ("mobile", "desktop")
 # Where an impression's post came from: the chronological policy's network and popular slots;
 # the ranked policy's cached feed, the fresh network posts blended in at read time, and its
 # exploration slots (simulator.closed_loop).
-SOURCES = ("network", "popular", "ranked", "fresh", "explore", "fallback")
+IMPRESSION_SOURCES = ("network", "popular", "ranked", "fresh", "explore", "fallback")
+# Where a feed candidate came from, in the order a feed item's `sources` list names them: the
+# precompute's candidate sources (features.candidates); the feed store's fallback items (the
+# version's most-held posts) say TRENDING too.
+NETWORK, RESURFACED, INTEREST, TRENDING = "network", "resurfaced", "interest", "trending"
+FEED_SOURCES = (NETWORK, RESURFACED, INTEREST, TRENDING)
 BUCKETS = ("control", "treatment")  # the A/B split, a hash of the user id (simulator.closed_loop)
 CHRONOLOGICAL, RANKED, LOGGED = "chronological", "ranked", "logged"
 # The serving policy of an impression: the simulator's two, or a real log's own (`logged`).

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Candidate sources, in the order a post's `sources` list names them.
-NETWORK, RESURFACED, INTEREST, TRENDING = "network", "resurfaced", "interest", "trending"
-SOURCES = (NETWORK, RESURFACED, INTEREST, TRENDING)
+from warehouse.catalog import FEED_SOURCES
 
 
 class SourceShares(BaseModel):
@@ -27,7 +25,7 @@ class SourceShares(BaseModel):
     trending: float = Field(0.1, gt=0)
 
     def as_dict(self) -> dict[str, float]:
-        return {s: getattr(self, s) for s in SOURCES}
+        return {s: getattr(self, s) for s in FEED_SOURCES}
 
 
 class RerankSettings(BaseModel):

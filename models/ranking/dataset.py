@@ -28,8 +28,8 @@ from warehouse.catalog import (
     COUNTRIES,
     DEVICES,
     GENDERS,
+    IMPRESSION_SOURCES,
     MEDIA_TYPES,
-    SOURCES,
     TRAINING_EXAMPLES,
     TRUTH_IMPRESSIONS,
     C,
@@ -48,7 +48,7 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "age_bucket": AGE_BUCKETS,
     "gender": GENDERS,
     "primary_device": DEVICES,
-    C.SOURCE: SOURCES,
+    C.SOURCE: IMPRESSION_SOURCES,
 }
 INTEGER_CATEGORIES = ("topic",)  # ids, split on by set not by order; stored as float64
 # Lists are no model input as they are: user_last_topics is read through TOPIC_RECENCY, hashtags

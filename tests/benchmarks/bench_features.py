@@ -172,9 +172,9 @@ def bench_candidates(settings, ds: str, n_users: int, n_posts: int) -> dict:
     table = pairs.withColumn(C.GENERATED_AT, F.lit(at).cast("timestamp"))
     load = _load()
     started = time.perf_counter()
-    serving_frame(spark, store, settings, ds, table, at).write.format("noop").mode(
-        "overwrite"
-    ).save()
+    serving_frame(spark, store, settings.first_day, settings.features, ds, table, at).write.format(
+        "noop"
+    ).mode("overwrite").save()
     seconds = time.perf_counter() - started
     rows = len(users) * len(pool)
     return {

@@ -101,7 +101,9 @@ def measure(settings, ds: str, copies: int) -> dict:
         table = table.unionByName(extra)
     table = table.persist(StorageLevel.DISK_ONLY)
     rows = table.count()
-    feats = job.serving_frame(spark, store, settings, ds, table, at).persist(StorageLevel.DISK_ONLY)
+    feats = job.serving_frame(
+        spark, store, settings.first_day, settings.features, ds, table, at
+    ).persist(StorageLevel.DISK_ONLY)
     p = settings.precompute
     with (
         job.shipped_champion(spark, settings) as (_, ranker_file),

@@ -21,7 +21,7 @@ import pyarrow as pa
 from features import registry as R
 from features.config import FeatureSettings
 from models.ranking.dataset import CATEGORIES, LABELS, Examples, feature_frame
-from warehouse.catalog import ACTIONS, SOURCES, C, label_column
+from warehouse.catalog import ACTIONS, IMPRESSION_SOURCES, C, label_column
 
 WINDOW_SHARE = {"1h": 0.03, "1d": 0.3, "3d": 0.65, "7d": 1.0}  # of the 7-day count
 ACTION_SHARE = {"click": 0.06, "like": 0.02, "comment": 0.005, "share": 0.004, "hide": 0.003}
@@ -184,7 +184,9 @@ def _labelled(
     frame[C.IMPRESSION_ID] = np.arange(n, dtype=np.int64)
     frame[C.REQUEST_ID] = frame[C.USER_ID]  # one request per viewer
     frame[C.POSITION] = np.tile(np.arange(size), n_requests).astype(float)
-    frame[C.SOURCE] = np.asarray(SOURCES, dtype=object)[rng.integers(0, len(SOURCES), n)]
+    frame[C.SOURCE] = np.asarray(IMPRESSION_SOURCES, dtype=object)[
+        rng.integers(0, len(IMPRESSION_SOURCES), n)
+    ]
     table = pa.Table.from_pandas(frame, preserve_index=False)
     X = feature_frame(table)
     relevance = (

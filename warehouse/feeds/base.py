@@ -29,7 +29,6 @@ import pyarrow as pa
 
 from warehouse.catalog import ACTIONS, C, truth_column
 
-TRENDING = "trending"  # the source name of fallback items
 SOURCE_SEP = ","  # stores keep an item's sources as one joined string
 # The fields of one served item, in the order the stores keep them.
 ITEM_FIELDS = (

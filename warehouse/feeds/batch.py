@@ -12,11 +12,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from warehouse.catalog import ACTIONS, USER_NEWS_FEED, C, truth_column
+from warehouse.catalog import ACTIONS, TRENDING, USER_NEWS_FEED, C, truth_column
 from warehouse.feeds.base import (
     ITEM_FIELDS,
     SOURCE_SEP,
-    TRENDING,
     FeedBatch,
     FeedStoreError,
     UserFeed,

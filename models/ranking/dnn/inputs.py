@@ -25,7 +25,7 @@ from features import registry as R
 from models.ranking.dataset import BIAS, CATEGORIES, FEATURES, HISTORY_KINDS, IDS, history_column
 from models.ranking.dnn.config import DnnSettings
 from models.retrieval.data import hash_ids
-from warehouse.catalog import MEDIA_TYPES, SOURCES, C
+from warehouse.catalog import IMPRESSION_SOURCES, MEDIA_TYPES, C
 
 # Integer categories and their bucket counts (topic's comes from settings).
 HOURS, WEEKDAYS = 24, 8  # ctx_dow is 1..7
@@ -217,7 +217,7 @@ class Encoder:
             "ids": np.column_stack([ids[c] for c in IDS]).astype(np.int64),
             "wide": (np.column_stack(wide) if wide else np.zeros((n, 0))).astype(np.int64),
             "pos": np.clip(np.nan_to_num(position), 0, cfg.max_position).astype(np.int64),
-            "src": _codes(bias[C.SOURCE], SOURCES),
+            "src": _codes(bias[C.SOURCE], IMPRESSION_SOURCES),
         }
         if self.history_len:
             out |= self.encode_history(frame)

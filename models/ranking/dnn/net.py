@@ -18,7 +18,7 @@ from torch import nn
 
 from models.ranking.dnn.config import DnnSettings
 from models.ranking.dnn.inputs import categorical_sizes
-from warehouse.catalog import ACTIONS, MEDIA_TYPES, SOURCES
+from warehouse.catalog import ACTIONS, IMPRESSION_SOURCES, MEDIA_TYPES
 
 N_ACTIONS = len(ACTIONS)
 N_TASKS = N_ACTIONS + 1  # the actions and dwell
@@ -146,7 +146,7 @@ class DnnNet(nn.Module):
         self.wide = nn.Embedding(cfg.wide_buckets + 1, N_ACTIONS)
         nn.init.zeros_(self.wide.weight)  # the wide part starts neutral and learns offsets
         self.position = nn.Embedding(cfg.max_position + 1, d)
-        self.source = nn.Embedding(len(SOURCES) + 1, d)
+        self.source = nn.Embedding(len(IMPRESSION_SOURCES) + 1, d)
         self.bias_tower = nn.Sequential(nn.Linear(2 * d, 16), nn.ReLU(), nn.Linear(16, N_ACTIONS))
         self.register_buffer("dwell_scale", torch.tensor(1.0))
 

@@ -28,6 +28,7 @@ from scipy.special import expit
 
 from features import registry as R
 from models.ranking.base import (
+    DNN,
     DWELL,
     TASKS,
     VALUE_SCORE,
@@ -46,7 +47,7 @@ from warehouse.catalog import ACTIONS, C
 from warehouse.layout import Folder
 
 FORMAT_VERSION = 1
-KIND = "dnn"  # the registry's `kind` tag of this model family
+KIND = DNN
 WEIGHTS = "dnn.pt"
 SCORING_BATCH = 65_536  # rows per forward pass when scoring
 

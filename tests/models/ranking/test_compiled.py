@@ -11,7 +11,7 @@ from models.ranking.compiled import CompiledRanker
 from models.ranking.config import GbdtSettings, TrainingSettings
 from models.ranking.dataset import FEATURES, IDS, Examples, feature_frame
 from models.ranking.gbdt import Ranker, fit_ranker
-from warehouse.catalog import ACTIONS, SOURCES, C, label_column
+from warehouse.catalog import ACTIONS, IMPRESSION_SOURCES, C, label_column
 from warehouse.layout import Folder
 
 # Few small trees: compiling costs about a second per tree on a loaded machine.
@@ -39,7 +39,7 @@ def examples(n: int, seed: int) -> Examples:
     for name in IDS:
         frame[name] = rng.integers(0, 1000, n)
     frame[C.POSITION] = rng.integers(0, 30, n).astype(float)
-    frame[C.SOURCE] = rng.choice(SOURCES, n)
+    frame[C.SOURCE] = rng.choice(IMPRESSION_SOURCES, n)
     X = feature_frame(frame)
     logit = -2.0 + np.log(frame["post_click_1d"]) + (frame["media_type"] == "video")
     logit += 0.5 * (frame["topic"] < 5) - 0.02 * frame[C.POSITION]
