@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from benchmarks.inference_data import example_table, requests
-from test_models_dnn import DNN as SMALL_DNN
+from small_dnn import DNN as SMALL_DNN
 
 from models.feed.scoring import KEPT, PREDICTIONS, score_candidates
 from models.ranking.base import DNN, ENSEMBLE, GBDT, KINDS, VALUE_SCORE, RankerLike

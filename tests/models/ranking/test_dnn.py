@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
+from small_dnn import DNN
 
 from features import registry as R
 from models.evaluation.metrics import auc, calibration_ratio
@@ -45,28 +46,6 @@ BASE_LOGIT["report"] = -4.0
 POSITION_EFFECT = -0.25  # per slot, on every action's logit
 SLOTS = 10  # impressions per request
 TRAIN, VAL, TEST = ("2026-01-01", "2026-01-02", "2026-01-03"), ("2026-01-04",), "2026-01-05"
-DNN = DnnSettings(
-    user_buckets=500,
-    author_buckets=200,
-    post_buckets=1000,
-    user_dim=4,
-    author_dim=4,
-    post_dim=4,
-    cat_dim=4,
-    topic_buckets=16,
-    wide_buckets=2000,
-    hidden=(32,),
-    head_hidden=8,
-    cross_layers=1,
-    dropout=0.1,
-    batch_size=256,
-    shuffle_buffer=4096,
-    read_rows=3000,
-    epochs=4,
-    patience=2,
-    learning_rate=0.01,
-    num_threads=1,
-)
 SETTINGS = TrainingSettings(negative_rate=0.2, dnn=DNN)
 
 

@@ -1,5 +1,5 @@
 """models.ranking.ensemble and models.ranking.base on two GBDT rankers fitted with other seeds and
-settings on the synthetic examples of test_models_gbdt (whose true probabilities are known):
+settings on the synthetic examples of test_gbdt (whose true probabilities are known):
 the combination per action, save/load by kind, the stacker and its held-out check."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_models_gbdt import SETTINGS, synthetic
+from test_gbdt import SETTINGS, synthetic
 
 from models.evaluation.metrics import auc, calibration_ratio
 from models.ranking.base import ENSEMBLE, GBDT, VALUE_SCORE, RankerLike, prediction_column
