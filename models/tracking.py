@@ -176,7 +176,7 @@ def log_evaluations(
     with mlflow.start_run(run_id=run_id):
         for name, ev in evaluations.items():
             metrics |= ev.metrics(name)
-            tables = {"tasks": ev.tasks, "ranking": ev.ranking, "dwell": ev.dwell}
+            tables = {"tasks": ev.tasks, "ranking": ev.ranking, "dwell": ev.dwell, "mind": ev.mind}
             tables["summary"] = summary_table(ev)
             for label, table in tables.items():
                 mlflow.log_table(table, f"evaluation/{name}_{label}.json")
