@@ -34,10 +34,13 @@ def read_mind(folder: Path = DATA / "mind"):
     return mind.read(folder / "behaviors.tsv", folder / "news.tsv", block_bytes=1 << 10)
 
 
-def settings_for(fmt: str, home: Path, path: Path, days: list[dt.date], **log):
+def settings_for(fmt: str, home: Path, path: Path, days: list[dt.date] | None, **log):
+    """A log profile's settings on `home`; `days` None: no calendar given (the log's own, or
+    the one an ingest recorded in `home`)."""
+    calendar = {"start_date": days[0].isoformat(), "days": len(days)} if days else {}
     overrides = {
         "home": str(home),
-        "log": {"path": str(path), "start_date": days[0].isoformat(), "days": len(days), **log},
+        "log": {"path": str(path), **calendar, **log},
         "spark": {"shuffle_partitions": 1},
         # GBDT only: this branch has no models.dnn_train (the dnn branch brings it)
         "training": {
@@ -85,8 +88,14 @@ def _broken(tmp_path: Path, file: str, line: int, text: str) -> Path:
 @pytest.mark.parametrize(
     ("file", "line", "text", "field", "detail"),
     [
-        # a missing tab: 4 fields, the impressions field is the one that is missing
-        ("behaviors.tsv", 5, "5\tU1\t11/10/2019 7:45:00 AM\tN5-1 N6-0", "impressions", "found 4"),
+        # a missing tab: 4 fields, the 4th an impressions list: the (empty) history is missing
+        ("behaviors.tsv", 5, "5\tU1\t11/10/2019 7:45:00 AM\tN5-1 N6-0", "history", "found 4"),
+        # the same without the impressions: the history reads as one, the impressions miss
+        ("behaviors.tsv", 5, "5\tU1\t11/10/2019 7:45:00 AM\tN5 N6", "impressions", "found 4"),
+        # the time's tab missing: only an absent time lets the rest read as their kinds
+        ("behaviors.tsv", 6, "6\tU2 11/10/2019 9:00:00 AM\tN1\tN6-0 N7-1", "time", "found 4"),
+        # the title and abstract run together: the first field that can be absent is named
+        ("news.tsv", 5, "N5\tnews\tnewsworld\tA summit\thttps://u\t[]\t[]", "title", "found 7"),
         ("behaviors.tsv", 9, "9\tU5\t2019-11-11 06:00\t\tN8-1", "time", "'2019-11-11 06:00'"),
         (
             "behaviors.tsv",
@@ -111,6 +120,39 @@ def test_mind_malformed_lines_name_file_line_and_field(tmp_path, file, line, tex
     assert message.startswith(f"{file}: line {line}, field {field}: "), message
     assert detail in message
     assert (err.value.file, err.value.where, err.value.field) == (file, f"line {line}", field)
+
+
+@pytest.mark.parametrize("file", ["behaviors.tsv", "news.tsv"])
+def test_an_empty_file_is_named(tmp_path, file):
+    folder = tmp_path / "mind"
+    shutil.copytree(DATA / "mind", folder)
+    (folder / file).write_text("")
+    with pytest.raises(LogFormatError, match=rf"^{file}: the file is empty$"):
+        read_mind(folder)
+    (folder / file).write_text("\n\n")
+    with pytest.raises(LogFormatError, match=rf"^{file}: the file holds only blank lines$"):
+        read_mind(folder)
+
+
+@pytest.mark.parametrize("ending", ["\n\n", "\n\n\n", "", "\n"])
+def test_trailing_blank_lines_and_no_final_newline_read_as_the_file(tmp_path, ending):
+    folder = tmp_path / "mind"
+    shutil.copytree(DATA / "mind", folder)
+    for name in ("behaviors.tsv", "news.tsv"):
+        text = (folder / name).read_text().rstrip("\n")
+        (folder / name).write_text(text + ending)
+    data, want = read_mind(folder), read_mind()
+    assert data.requests.equals(want.requests) and data.shown.equals(want.shown)
+    assert data.items.equals(want.items)
+
+
+def test_a_blank_line_amid_others_is_still_an_error(tmp_path):
+    folder = tmp_path / "mind"
+    shutil.copytree(DATA / "mind", folder)
+    lines = (folder / "behaviors.tsv").read_text().splitlines()
+    (folder / "behaviors.tsv").write_text("\n".join([*lines[:15], "", lines[15]]) + "\n")
+    with pytest.raises(LogFormatError, match=r"^behaviors.tsv: line 16, field impression_id"):
+        read_mind(folder)
 
 
 # --- MIND: mapping into the raw tables -------------------------------------------------------
@@ -160,6 +202,12 @@ def test_mind_too_many_items_without_metadata_refuse_the_log():
     with pytest.raises(IngestError, match=r"1 of 50 impressions \(2.00%, 1 clicked\)") as err:
         raw_days(read_mind(), MIND_DAYS, max_missing_share=0.01)
     assert "behaviors.tsv line 7" in str(err.value) and "news.tsv" in str(err.value)
+    assert "e.g. N99 at" in str(err.value)  # the id as the file writes it
+
+
+def test_the_calendar_is_the_logs_own_when_not_given():
+    days, _ = raw_days(read_mind(), None, max_missing_share=0.05)
+    assert sorted(days) == [d.isoformat() for d in MIND_DAYS]
 
 
 def test_a_log_outside_the_calendar_is_refused():
@@ -177,8 +225,10 @@ def mind_root(tmp_path_factory, spark):
     from jobs import ingest_log
 
     home = tmp_path_factory.mktemp("mind-root")
-    settings = settings_for("mind", home, DATA / "mind", MIND_DAYS, max_missing_share=0.05)
-    return settings, ingest_log.run(settings)
+    # No calendar given: the ingest takes the log's own days and records them in the root.
+    settings = settings_for("mind", home, DATA / "mind", None, max_missing_share=0.05)
+    ingested = ingest_log.run(settings)
+    return settings_for("mind", home, DATA / "mind", None, max_missing_share=0.05), ingested
 
 
 @pytest.mark.spark
@@ -197,6 +247,18 @@ def test_ingest_publishes_every_day_of_the_log(mind_root):
     assert ingested.rows[FOLLOWS.name] == 0  # empty, and its contract accepted it
     imps = store.read_pandas(IMPRESSIONS, days)
     assert len(imps) == 49 and imps[C.IMPRESSION_ID].is_unique
+    # Later jobs read the files and the calendar from the root: nothing to repeat.
+    assert settings.dates() == days
+    assert settings.root.ingested_log() == {
+        "format": "mind",
+        "path": str((DATA / "mind").resolve()),
+        "behaviors": "behaviors.tsv",
+        "items": "news.tsv",
+        "start_date": days[0],
+        "days": 4,
+    }
+    later = load_settings("mind", environ={"FEEDRANK_HOME": str(settings.home)})
+    assert later.dates() == days and later.log.path == (DATA / "mind").resolve()
 
 
 @pytest.mark.spark
@@ -464,3 +526,22 @@ def test_feedrank_ingest_reports_a_malformed_file(tmp_path, capsys, monkeypatch)
     assert feedrank(["ingest", "--format", "mind", "--path", str(folder)]) == 2
     err = capsys.readouterr().err
     assert "feedrank ingest: news.tsv: line 4, field abstract: expected 8" in err
+
+
+def test_feedrank_ingest_names_an_empty_file_in_one_line(tmp_path, capsys, monkeypatch):
+    from jobs.cli import main as feedrank
+
+    folder = tmp_path / "log"
+    shutil.copytree(DATA / "mind", folder)
+    (folder / "clicks.tsv").write_text("")  # the impressions under another name, empty
+    monkeypatch.setenv("FEEDRANK_HOME", str(tmp_path / "root"))
+    args = ["ingest", "--format", "mind", "--path", str(folder), "--behaviors", "clicks.tsv"]
+    assert feedrank(args) == 2
+    assert capsys.readouterr().err == "feedrank ingest: clicks.tsv: the file is empty\n"
+    # A calendar the log does not cover is refused before anything is written.
+    monkeypatch.setenv("FEEDRANK__LOG__MAX_MISSING_SHARE", "0.05")  # N99 may be dropped
+    args = [*args[:-1], "behaviors.tsv", "--first-day", "2019-11-10", "--days", "2"]
+    assert feedrank(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("feedrank ingest: behaviors.tsv: the log's requests fall on 4 days")
+    assert "--first-day, --days" in err and err.count("\n") == 1

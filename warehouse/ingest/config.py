@@ -26,7 +26,9 @@ class LogSettings(BaseModel):
     """A real impression log to ingest instead of simulating; `format` None: the simulator.
 
     The calendar (`start_date`, `days`) is the log's: every job of a log profile runs on
-    those days, and the ingest refuses a log that does not cover exactly them."""
+    those days. Given, the ingest refuses a log that does not cover exactly them; left out, the
+    ingest takes the log's own first and last day. The ingest records the log's section in the
+    data root (warehouse.layout.DataRoot.remember_log), so later jobs repeat none of it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,8 +46,8 @@ class LogSettings(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> LogSettings:
-        if self.format is not None and (self.start_date is None or self.days is None):
-            raise ValueError("a log needs its calendar: log.start_date and log.days")
+        if (self.start_date is None) != (self.days is None):
+            raise ValueError("a log's calendar needs both log.start_date and log.days, or neither")
         return self
 
     def file(self, kind: str) -> str:
