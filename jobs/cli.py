@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = sub.add_parser("summary", help="rows per table and action rates")
     summary.add_argument("--ds", help="also the rankers trained up to this day (MLflow)")
     sub.add_parser("env", help="print export lines for the Airflow and MLflow UIs")
-    ingest = sub.add_parser("ingest", help="load a real impression log (MIND, EB-NeRD)")
+    ingest = sub.add_parser("ingest", help="load a real impression log (MIND, EB-NeRD, raw)")
     ingest.add_argument("--format", choices=FORMATS, help="default: the profile's log.format")
     ingest.add_argument("--path", help="the log's folder (default: the profile's log.path)")
     ingest.add_argument("--behaviors", help="the impressions file in the folder")

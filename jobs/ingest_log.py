@@ -1,4 +1,4 @@
-"""Load a real impression log (MIND or EB-NeRD) into the raw tables, every day of it.
+"""Load a real impression log (MIND, EB-NeRD or raw) into the raw tables, every day of it.
 
     feedrank ingest --format mind --path data/MINDsmall_train
     python jobs/ingest_log.py --profile ebnerd --path data/ebnerd_small
@@ -38,7 +38,7 @@ from jobs.spark import get_spark
 from warehouse import audit, contracts
 from warehouse.catalog import FOLLOWS, POSTS, RAW_TABLES, Layer, table
 from warehouse.contracts import LogRules
-from warehouse.ingest import common, ebnerd, mind
+from warehouse.ingest import common, ebnerd, mind, raw
 from warehouse.ingest.mapping import Dropped, raw_days
 from warehouse.layout import Folder
 from warehouse.store import Warehouse
@@ -112,6 +112,8 @@ def read(settings: Settings) -> common.LogData:
             )
     if cfg.format == "mind":
         return mind.read(behaviors, items, block_bytes=cfg.block_bytes)
+    if cfg.format == "raw":
+        return raw.read(behaviors, items)
     return ebnerd.read(behaviors, items, batch_rows=cfg.batch_rows)
 
 

@@ -545,3 +545,111 @@ def test_feedrank_ingest_names_an_empty_file_in_one_line(tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert err.startswith("feedrank ingest: behaviors.tsv: the log's requests fall on 4 days")
     assert "--first-day, --days" in err and err.count("\n") == 1
+
+
+# --- raw: bring your own log -----------------------------------------------------------------
+
+
+def write_raw(folder: Path, suffix: str = "csv") -> Path:
+    """The MIND test log rewritten in the raw format (warehouse.ingest.raw), one row per item
+    in view, with a read time on each click of the first day."""
+    data = read_mind()
+    shown = data.shown.to_pandas().merge(data.requests.to_pandas(), on="request_id")
+    imps = pd.DataFrame(
+        {
+            "request_id": shown["request_id"],
+            "user_id": shown["user_id"],
+            "served_at": shown["served_at"],
+            "position": shown["position"],
+            "post_id": shown["post_id"],
+            "clicked": shown["clicked"],
+            "dwell_s": np.where(shown["clicked"] & (shown["request_id"] <= 4), 42.0, np.nan),
+        }
+    )
+    items = data.items.to_pandas()
+    posts = pd.DataFrame(
+        {
+            "post_id": items["post_id"],
+            "author_id": items["topic"] + 100,
+            "topic": items["topic"],
+            "media_type": items["media_type"],
+            "length": items["length"],
+            "hashtags": items["hashtags"].map(list),
+        }
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    if suffix == "csv":
+        imps["served_at"] = imps["served_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        imps["dwell_s"] = imps["dwell_s"].map(lambda v: "" if np.isnan(v) else str(v))
+        posts["hashtags"] = posts["hashtags"].map(" ".join)
+        imps.to_csv(folder / "impressions.csv", index=False)
+        posts.to_csv(folder / "posts.csv", index=False)
+    else:
+        imps.to_parquet(folder / "impressions.parquet", index=False)
+        posts.to_parquet(folder / "posts.parquet", index=False)
+    return folder
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_raw_reads_what_the_same_log_in_mind_reads(tmp_path, suffix):
+    from warehouse.ingest import raw
+
+    folder = write_raw(tmp_path / "raw", suffix)
+    data = raw.read(folder / f"impressions.{suffix}", folder / f"posts.{suffix}")
+    want = read_mind()
+    assert data.shown.sort_by([("request_id", "ascending"), ("position", "ascending")]).equals(
+        want.shown.sort_by([("request_id", "ascending"), ("position", "ascending")])
+    )
+    got_req = data.requests.to_pandas().set_index("request_id").sort_index()
+    want_req = want.requests.to_pandas().set_index("request_id").sort_index()
+    pd.testing.assert_series_equal(got_req["served_at"], want_req["served_at"])
+    assert (got_req["user_id"] == want_req["user_id"]).all()
+    assert got_req.loc[1, "dwell_s"] == 42.0 and np.isnan(got_req.loc[5, "dwell_s"])
+    items = data.items.to_pandas().set_index("post_id").sort_index()
+    assert items.loc[1, "hashtags"].tolist() == ["newsus", "Q812"]
+    assert items.loc[1, "section"] == "raw:110"  # news is topic 10: author 110
+    days, _ = raw_days(data, None, max_missing_share=0.05)  # N99 has no post row either
+    assert sorted(days) == [d.isoformat() for d in MIND_DAYS]
+
+
+@pytest.mark.parametrize(
+    ("file", "row", "column", "value", "detail"),
+    [
+        ("impressions", 3, "request_id", "x1", "'x1' is not an integer"),
+        ("impressions", 5, "served_at", "yesterday", "'yesterday' is not a timestamp"),
+        ("impressions", 6, "clicked", "yes", "'yes' is not a boolean"),
+        ("impressions", 2, "user_id", "77", "differs from its request's first row"),
+        ("impressions", 5, "position", "0", "repeats a position of its request"),
+        ("impressions", 7, "position", "-1", "'-1' is below 0"),
+        ("impressions", 9, "post_id", "", "is missing"),
+        ("posts", 4, "media_type", "gif", "'gif' is not one of text, photo, video, link"),
+        ("posts", 2, "length", "3.5", "'3.5' is not an integer"),
+    ],
+)
+def test_raw_bad_values_name_file_line_and_column(tmp_path, file, row, column, value, detail):
+    """Rows are 0-based here; the message counts the header as line 1 (row 0 is line 2)."""
+    from warehouse.ingest import raw
+
+    folder = write_raw(tmp_path / "raw")
+    frame = pd.read_csv(folder / f"{file}.csv", dtype=str, keep_default_na=False)
+    frame.loc[row, column] = value
+    frame.to_csv(folder / f"{file}.csv", index=False)
+    with pytest.raises(LogFormatError) as err:
+        raw.read(folder / "impressions.csv", folder / "posts.csv")
+    assert str(err.value).startswith(f"{file}.csv: line {row + 2}, field {column}: "), err.value
+    assert detail in str(err.value)
+
+
+def test_raw_missing_column_and_parquet_rows_are_named(tmp_path):
+    from warehouse.ingest import raw
+
+    folder = write_raw(tmp_path / "raw", "parquet")
+    imps = pd.read_parquet(folder / "impressions.parquet")
+    imps.drop(columns=["clicked"]).to_parquet(folder / "impressions.parquet")
+    with pytest.raises(LogFormatError, match=r"^impressions.parquet: field clicked: column miss"):
+        raw.read(folder / "impressions.parquet", folder / "posts.parquet")
+    imps.assign(position=imps["position"].where(imps.index != 10, 10_000)).to_parquet(
+        folder / "impressions.parquet"
+    )
+    with pytest.raises(LogFormatError, match=r"^impressions.parquet: row 11, field position"):
+        raw.read(folder / "impressions.parquet", folder / "posts.parquet")

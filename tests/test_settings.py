@@ -8,12 +8,12 @@ from jobs.settings import SettingsError, available_profiles, load_settings
 
 
 def test_every_profile_loads_and_sizes_grow():
-    assert set(available_profiles()) == {"tiny", "demo", "large", "mind", "ebnerd"}
+    assert set(available_profiles()) == {"tiny", "demo", "large", "mind", "ebnerd", "raw"}
     sizes = {p: load_settings(p, environ={}).simulator.n_users for p in ("tiny", "demo", "large")}
     assert sizes["tiny"] < sizes["demo"] < sizes["large"]
 
 
-@pytest.mark.parametrize("fmt", ["mind", "ebnerd"])
+@pytest.mark.parametrize("fmt", ["mind", "ebnerd", "raw"])
 def test_a_log_profile_takes_its_calendar_from_the_ingest(tmp_path, fmt):
     env = {"FEEDRANK_HOME": str(tmp_path)}
     settings = load_settings(fmt, environ=env)
@@ -31,7 +31,7 @@ def test_a_log_profile_takes_its_calendar_from_the_ingest(tmp_path, fmt):
     assert str(later.log.path) == "/logs/x" and later.log.file("items") == "meta.tsv"
     # The environment and explicit overrides still win; another format's root is not read.
     assert load_settings(fmt, {"log": {"days": 1}}, environ=env).dates() == ["2019-11-09"]
-    other = "ebnerd" if fmt == "mind" else "mind"
+    other = "ebnerd" if fmt != "ebnerd" else "mind"
     assert load_settings(other, environ=env).log.start_date is None
 
 

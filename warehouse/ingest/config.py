@@ -8,17 +8,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-FORMATS = ("mind", "ebnerd")
+FORMATS = ("mind", "ebnerd", "raw")  # raw: bring your own log (warehouse.ingest.raw)
 # The files of each format inside `log.path`, unless the profile names others.
 DEFAULT_FILES: dict[str, dict[str, str]] = {
     "mind": {"behaviors": "behaviors.tsv", "items": "news.tsv"},
     "ebnerd": {"behaviors": "behaviors.parquet", "items": "articles.parquet"},
+    "raw": {"behaviors": "impressions.parquet", "items": "posts.parquet"},
 }
 # The ranker tasks a format's log can train (models.gbdt.TASKS names them): both logs record
 # clicks only; EB-NeRD also the read time of the clicked article (its dwell).
 RECORDED: dict[str, tuple[str, ...]] = {
     "mind": ("click",),
     "ebnerd": ("click", "dwell"),
+    "raw": ("click",),  # its dwell_s, when given, reaches the raw tables but trains no model
 }
 
 
@@ -32,7 +34,7 @@ class LogSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Literal["mind", "ebnerd"] | None = None  # None: the simulator is the raw input
+    format: Literal["mind", "ebnerd", "raw"] | None = None  # None: the simulator is the raw input
     path: Path | None = None  # the folder holding the log's files
     behaviors: str | None = None  # the impressions file in `path` (default per format)
     items: str | None = None  # the item metadata file in `path` (news.tsv, articles.parquet)
