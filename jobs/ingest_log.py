@@ -142,7 +142,14 @@ def validate(settings: Settings, store: Warehouse, days: Sequence[str]) -> None:
     spark = get_spark(settings.spark)
     reports = []
     for ds in days:
-        day = audit.check_staged_log_day(spark, store, ds, days=days, rules=log_rules(ds, days))
+        day = audit.check_staged_log_day(
+            spark,
+            store,
+            ds,
+            days=days,
+            rules=log_rules(ds, days),
+            engine=settings.log.contracts_engine,
+        )
         contracts.enforce_all(day)  # a bad day stops the ingest before the next is checked
         reports += day
     for report in reports:

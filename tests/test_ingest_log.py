@@ -347,6 +347,15 @@ def test_features_training_and_evaluation_run_on_a_log(mind_root):
     report_file = train_rankers.report_folder(settings, days[-1], "gbdt").file("report.md")
     report = report_file.read_text()
     assert "oracle" not in report and "popularity" in report
+    # The MIND protocol beside ours, with intervals; no dwell table (MIND has no dwell).
+    for scorer in ("model", "popularity"):
+        for metric in ("group_auc", "mrr", "ndcg_at_5", "ndcg_at_10"):
+            assert f"test/{scorer}/click/{metric}_lo" in metrics
+    assert "## test: MIND protocol (clicks per request)" in report and "dwell" not in report
+    # The gate reads group AUC on a log and refuses a decision on 4 validation requests.
+    assert not promotion.promoted
+    assert "validation sample is too small to decide: 4 requests" in promotion.reason
+    assert "validation group AUC of clicks" in promotion.reason
     ranker = registry.load_ranker(promotion.model_uri)
     assert set(ranker.absent) == {"like", "comment", "share", "hide", "report", "dwell"}
 

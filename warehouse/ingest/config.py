@@ -45,6 +45,9 @@ class LogSettings(BaseModel):
     # The share of impressions whose item has no metadata that the ingest drops (with their
     # clicks) before it refuses the log: more means the wrong metadata file.
     max_missing_share: float = Field(0.01, ge=0, le=1)
+    # where the ingest's contracts run (warehouse.contracts.validate): "pandas" collects each
+    # table's day to the driver once (seconds per log); "spark" for days the driver cannot hold
+    contracts_engine: Literal["pandas", "spark"] = "pandas"
 
     @model_validator(mode="after")
     def _complete(self) -> LogSettings:
