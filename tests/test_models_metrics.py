@@ -320,3 +320,17 @@ def test_paired_gain_compares_the_same_requests():
     assert lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
     gain, lo, hi, _ = M.paired_bootstrap_gain(a, a.sample(frac=1, random_state=0), seed=0)
     assert gain == 0 and lo == 0 == hi
+
+
+def test_a_score_constant_per_request_has_group_auc_one_half_whatever_its_pooled_auc():
+    # Short lists click more (one click per list): -(list length) ranks the short lists'
+    # rows first, which the pooled AUC rewards, but it orders nothing within a list.
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(2, 30, size=400)
+    groups = np.repeat(np.arange(400), sizes)
+    first = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    clicks = np.zeros(groups.size)
+    clicks[first + rng.integers(0, sizes)] = 1
+    score = -np.repeat(sizes, sizes).astype(float)
+    assert M.auc(clicks, score) > 0.65
+    assert M.mind_report(groups, clicks, score)["group_auc"] == 0.5
