@@ -662,3 +662,16 @@ def test_raw_missing_column_and_parquet_rows_are_named(tmp_path):
     )
     with pytest.raises(LogFormatError, match=r"^impressions.parquet: row 11, field position"):
         raw.read(folder / "impressions.parquet", folder / "posts.parquet")
+
+
+def test_raw_csv_line_with_a_field_too_few_is_named(tmp_path):
+    from warehouse.ingest import raw
+
+    folder = write_raw(tmp_path / "raw")
+    lines = (folder / "impressions.csv").read_text().splitlines()
+    lines[4] = lines[4].rsplit(",", 1)[0]  # line 5 loses its last field (dwell_s)
+    (folder / "impressions.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(
+        LogFormatError, match=r"^impressions.csv: line 5, field dwell_s: expected 7"
+    ):
+        raw.read(folder / "impressions.csv", folder / "posts.csv")

@@ -141,17 +141,36 @@ def _table(path: Path, required: tuple[str, ...], optional: tuple[str, ...]):
     if path.stat().st_size == 0:
         raise LogFormatError(path.name, None, None, "the file is empty")
     if path.suffix == ".csv":
+        bad: list = []
+
+        def invalid(row) -> str:
+            bad.append(row)
+            return "skip"
+
         try:
             table = pacsv.read_csv(
                 path,
-                parse_options=pacsv.ParseOptions(ignore_empty_lines=True),
+                read_options=pacsv.ReadOptions(use_threads=False),  # line numbers in errors
+                parse_options=pacsv.ParseOptions(
+                    ignore_empty_lines=True, invalid_row_handler=invalid
+                ),
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.string() for c in (*required, *optional)},
                     strings_can_be_null=False,
                 ),
             )
-        except pa.ArrowInvalid as err:  # a row with another number of fields, say
+        except pa.ArrowInvalid as err:
             raise LogFormatError(path.name, None, None, str(err).splitlines()[0]) from None
+        if bad:  # a line with another number of fields than the header
+            row, names = bad[0], table.column_names
+            field = names[row.actual_columns] if row.actual_columns < len(names) else None
+            raise LogFormatError(
+                path.name,
+                f"line {row.number}" if row.number is not None else None,
+                field,
+                f"expected {row.expected_columns} comma-separated fields, found "
+                f"{row.actual_columns}",
+            )
         word = "line"
     else:
         table, word = L.open_parquet(path).read(), "row"
