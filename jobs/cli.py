@@ -6,9 +6,11 @@ feedrank summary [--ds DS]       what the warehouse holds; with --ds, the ranker
                                  to DS: each kind's test metrics, the gate, the champion
 feedrank env                     export lines for Airflow and MLflow on this data root
 feedrank feed | feeds | serve    the feed store and its read path (jobs/feeds_cli.py)
-feedrank ingest --format mind --path DIR
-                                 load a real log (MIND, EB-NeRD) into the raw tables; the
-                                 profile defaults to the format's (jobs/ingest_log.py)
+feedrank ingest --format mind --path DIR [--behaviors F] [--items F] [--first-day D --days N]
+                                 load a real log (MIND, EB-NeRD, raw) into the raw tables; the
+                                 profile defaults to the format's; the calendar to the log's
+                                 own days; what it loaded is recorded in the data root, so
+                                 later jobs need none of it again (jobs/ingest_log.py)
 feedrank gap --ds DS --ranker-folder DIR
                                  where a saved ranker's AUC gap to the oracle comes from on
                                  DS: the oracle with latents hidden, and the gap by cohorts
@@ -23,7 +25,7 @@ import sys
 
 from jobs import feeds_cli
 from jobs.common import configure_logging, parse_ds
-from jobs.settings import available_profiles, load_settings
+from jobs.settings import SettingsError, available_profiles, load_settings
 from jobs.summary import format_summary, ranker_summary, raw_summary
 from warehouse.ingest.config import FORMATS
 
@@ -41,9 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     summary = sub.add_parser("summary", help="rows per table and action rates")
     summary.add_argument("--ds", help="also the rankers trained up to this day (MLflow)")
     sub.add_parser("env", help="print export lines for the Airflow and MLflow UIs")
-    ingest = sub.add_parser("ingest", help="load a real impression log (MIND, EB-NeRD)")
+    ingest = sub.add_parser("ingest", help="load a real impression log (MIND, EB-NeRD, raw)")
     ingest.add_argument("--format", choices=FORMATS, help="default: the profile's log.format")
     ingest.add_argument("--path", help="the log's folder (default: the profile's log.path)")
+    ingest.add_argument("--behaviors", help="the impressions file in the folder")
+    ingest.add_argument("--items", help="the item metadata file in the folder")
+    ingest.add_argument(
+        "--first-day", type=parse_ds, help="the log's first day (default: its first request's)"
+    )
+    ingest.add_argument("--days", type=int, help="the log's days (default: to its last request)")
     gap = sub.add_parser("gap", help="a ranker's AUC gap to the oracle: latents and cohorts")
     gap.add_argument("--ds", required=True, type=parse_ds, help="the day, YYYY-MM-DD")
     gap.add_argument("--ranker-folder", required=True, help="a saved ranker (ranker.json)")
@@ -54,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"simulator": {"seed": args.seed}} if args.seed is not None else None
     if args.command == "ingest":
         return _ingest(args)
+    try:
+        return _command(args, overrides)
+    except SettingsError as err:  # e.g. a log profile's job before any ingest
+        print(f"feedrank {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+def _command(args, overrides) -> int:
     settings = load_settings(args.profile, overrides)
     if args.command in feeds_cli.COMMANDS:
         return feeds_cli.run(args, settings)
@@ -107,11 +123,24 @@ def _ingest(args) -> int:
     from warehouse.ingest.mapping import IngestError
 
     profile = args.profile or args.format
-    log_section = {k: v for k, v in (("format", args.format), ("path", args.path)) if v}
-    settings = load_settings(profile, {"log": log_section} if log_section else None)
+    given = (
+        ("format", args.format),
+        ("path", args.path),
+        ("behaviors", args.behaviors),
+        ("items", args.items),
+    )
+    # The calendar is this command's (or the log's own), never an earlier ingest's.
+    log_section = {k: v for k, v in given if v} | {"start_date": args.first_day, "days": args.days}
     try:
+        settings = load_settings(profile, {"log": log_section})
         done = ingest_log.run(settings)
-    except (LogFormatError, IngestError, DataContractError, FileNotFoundError) as err:
+    except (
+        LogFormatError,
+        IngestError,
+        DataContractError,
+        FileNotFoundError,
+        SettingsError,
+    ) as err:
         print(f"feedrank ingest: {err}", file=sys.stderr)
         return 2
     print(f"ingested {done.format}: {len(done.days)} days, {done.days[0]} .. {done.days[-1]}")

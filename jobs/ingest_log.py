@@ -1,10 +1,14 @@
-"""Load a real impression log (MIND or EB-NeRD) into the raw tables, every day of it.
+"""Load a real impression log (MIND, EB-NeRD or raw) into the raw tables, every day of it.
 
-    feedrank --profile mind ingest --path data/MINDsmall_train
+    feedrank ingest --format mind --path data/MINDsmall_train
     python jobs/ingest_log.py --profile ebnerd --path data/ebnerd_small
 
-The profile's `log` section names the format, the folder and its files, and the log's
-calendar. Four steps, the simulator's write -> audit -> publish for a whole file:
+The profile's `log` section (or the command's options) names the format, the folder and its
+files, and the log's calendar; without a calendar the ingest takes the log's first to last
+day. Once published, the log's section is recorded in the data root
+(warehouse.layout.DataRoot.remember_log): later jobs on the root read the files' names and
+the calendar from there. Four steps, the simulator's write -> audit -> publish for a whole
+file:
 1. read: stream the files (CSV blocks, Parquet batches), checking every line; a malformed
    one stops here with its file, line and field named, before anything is written;
 2. map: warehouse.ingest.mapping turns the log into each day's raw tables (users, authors, follows
@@ -26,6 +30,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from jobs.common import configure_logging, log_settings
 from jobs.settings import Settings, load_settings
@@ -33,7 +38,7 @@ from jobs.spark import get_spark
 from warehouse import audit, contracts
 from warehouse.catalog import FOLLOWS, POSTS, RAW_TABLES, Layer, table
 from warehouse.contracts import LogRules
-from warehouse.ingest import common, ebnerd, mind
+from warehouse.ingest import common, ebnerd, mind, raw
 from warehouse.ingest.mapping import Dropped, raw_days
 from warehouse.layout import Folder
 from warehouse.store import Warehouse
@@ -59,7 +64,7 @@ def run(settings: Settings) -> Ingested:
     started = time.perf_counter()
     data = read(settings)
     days, dropped = raw_days(
-        data, settings.log.dates(), max_missing_share=settings.log.max_missing_share
+        data, settings.log.dates() or None, max_missing_share=settings.log.max_missing_share
     )
     store = Warehouse(settings.root.warehouse)
     with contextlib.ExitStack() as locks:
@@ -68,6 +73,7 @@ def run(settings: Settings) -> Ingested:
         stage(store, days)
         validate(settings, store, sorted(days))
         rows = publish(store, sorted(days))
+        settings.root.remember_log(remembered(settings, sorted(days)))
     log.info(
         "ingested %s: %d days in %.1fs: %s",
         data.format,
@@ -76,6 +82,20 @@ def run(settings: Settings) -> Ingested:
         rows,
     )
     return Ingested(data.format, tuple(sorted(days)), rows, dropped)
+
+
+def remembered(settings: Settings, days: Sequence[str]) -> dict[str, object]:
+    """The `log` section later jobs on the data root need: the format, the files (the
+    folder absolute) and the calendar the ingest published."""
+    cfg = settings.log
+    return {
+        "format": cfg.format,
+        "path": str(Path(cfg.path).expanduser().resolve()),
+        "behaviors": cfg.file("behaviors"),
+        "items": cfg.file("items"),
+        "start_date": days[0],
+        "days": len(days),
+    }
 
 
 def read(settings: Settings) -> common.LogData:
@@ -92,6 +112,8 @@ def read(settings: Settings) -> common.LogData:
             )
     if cfg.format == "mind":
         return mind.read(behaviors, items, block_bytes=cfg.block_bytes)
+    if cfg.format == "raw":
+        return raw.read(behaviors, items)
     return ebnerd.read(behaviors, items, batch_rows=cfg.batch_rows)
 
 
@@ -120,7 +142,14 @@ def validate(settings: Settings, store: Warehouse, days: Sequence[str]) -> None:
     spark = get_spark(settings.spark)
     reports = []
     for ds in days:
-        day = audit.check_staged_log_day(spark, store, ds, days=days, rules=log_rules(ds, days))
+        day = audit.check_staged_log_day(
+            spark,
+            store,
+            ds,
+            days=days,
+            rules=log_rules(ds, days),
+            engine=settings.log.contracts_engine,
+        )
         contracts.enforce_all(day)  # a bad day stops the ingest before the next is checked
         reports += day
     for report in reports:

@@ -81,12 +81,24 @@ class Settings(BaseModel):
     def dates(self) -> list[str]:
         """The days of the calendar as ds strings: the simulated days, or the log's."""
         days = self.log.dates() if self.log.format else self.simulator.dates()
+        if self.log.format and not days:
+            raise SettingsError(self.not_ingested())
         return [d.isoformat() for d in days]
 
     @property
     def first_day(self) -> dt.date:
         """The calendar's first day: nothing before it exists in the warehouse."""
+        if self.log.format and self.log.start_date is None:
+            raise SettingsError(self.not_ingested())
         return self.log.start_date if self.log.format else self.simulator.start_date
+
+    def not_ingested(self) -> str:
+        """What to do when a job on a log profile finds no log's calendar."""
+        return (
+            f"no {self.log.format} log has been ingested into {self.home} yet (its calendar is "
+            f"unknown): run `feedrank --profile {self.profile} ingest --format "
+            f"{self.log.format} --path DIR` first"
+        )
 
     @property
     def has_truth(self) -> bool:
@@ -118,13 +130,27 @@ def load_settings(
     data = tomllib.loads(path.read_text())
     data["profile"] = profile
     data.setdefault("home", str(default_home(profile)))  # profiles never share a data root
-    _deep_merge(data, _env_overrides(environ))
-    _deep_merge(data, copy.deepcopy(dict(overrides or {})))
+    env, explicit = _env_overrides(environ), copy.deepcopy(dict(overrides or {}))
+    _deep_merge(data, _remembered_log(data, env, explicit))
+    _deep_merge(data, env)
+    _deep_merge(data, explicit)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as err:
         raise SettingsError(f"invalid settings for profile {profile!r}:\n{err}") from None
     return settings.model_copy(update={"home": settings.home.expanduser().resolve()})
+
+
+def _remembered_log(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """The `log` section an ingest recorded in the data root the layers (profile, environment,
+    overrides; the last wins) point at, to merge above the profile and below the rest; empty
+    when there is none, or when the layers name another log format."""
+    home = next(layer["home"] for layer in reversed(layers) if "home" in layer)
+    remembered = DataRoot(Path(home).expanduser()).ingested_log()
+    named = [layer["log"]["format"] for layer in layers if "format" in layer.get("log", {})]
+    if not remembered or (named and named[-1] != remembered.get("format")):
+        return {}
+    return {"log": remembered}
 
 
 def describe(settings: Settings) -> str:

@@ -18,11 +18,13 @@ The steps are the tasks of dags/train_rankers.py; each returns a models.registry
    reports/train_rankers/<ds>/<kind>/ -> EvaluatedRun;
 5. register, per kind: a new version of the registered model, alias `challenger`, tag
    `feedrank.kind` -> RegisteredVersion;
-6. promote, once for all kinds: the best on validation NDCG that beats the champion (re-scored
-   on the same days) and the baselines by the margin, and passes the harm guard on hide and
-   report (against the champion, and no lower-ranked version of the night that passes too
-   is safer), becomes champion (models.registry.versions.promote); every version and run say why
-   -> Gate.
+6. promote, once for all kinds: the best on the validation gate metric (NDCG of the value
+   score; on a real log MIND's group AUC of clicks: training.gate_metric) that beats the
+   champion (re-scored on the same days) and the baselines by the margin, on enough requests
+   and with a paired bootstrap interval of the gain above the margin, and passes the harm
+   guard on hide and report (against the champion, and no lower-ranked version of the night
+   that passes too is safer), becomes champion (models.registry.versions.promote); every version and
+   run say why -> Gate.
 
 
 """
@@ -37,7 +39,7 @@ from collections.abc import Mapping, Sequence
 
 from jobs.common import TRAIN_RANKERS, log_settings, ranker_report_folder, run_job, use_tracking
 from jobs.settings import Settings
-from models.evaluation.evaluate import evaluate_days, gate_metric
+from models.evaluation.evaluate import evaluate_days, gate_metric, resolve_gate
 from models.evaluation.report import format_report
 from models.ranking.base import DNN, ENSEMBLE, GBDT, RankerLike
 from models.ranking.dataset import Examples, Split, load_examples, time_split
@@ -45,7 +47,7 @@ from models.ranking.ensemble import fit_ensemble
 from models.ranking.gbdt import fit_ranker
 from models.registry import runs as tracking
 from models.registry import versions as reg
-from models.registry.gate import HarmGuard
+from models.registry.gate import HarmGuard, SampleRule
 from models.registry.handoff import EvaluatedRun, Gate, RegisteredVersion, TrainedRun, extend
 from models.registry.tags import KIND_TAG, MEMBERS_TAG, PROFILE_TAG, RANKER_STAGE, STAGE_TAG
 from warehouse.catalog import TRAINING_EXAMPLES, C
@@ -70,6 +72,12 @@ def split_days(settings: Settings, ds: str) -> Split:
 def member_kinds(settings: Settings) -> list[str]:
     """The kinds the train step fits, one task each (the ensemble is made of them)."""
     return list(settings.training.member_kinds())
+
+
+def gate_choice(settings: Settings) -> str:
+    """The gate metric of these settings (models.evaluation.evaluate.GATE_METRICS), "auto"
+    resolved."""
+    return resolve_gate(settings.training.gate_metric, settings.has_truth)
 
 
 def train(settings: Settings, ds: str, kind: str = GBDT) -> TrainedRun:
@@ -201,6 +209,9 @@ def evaluate_run(settings: Settings, trained: TrainedRun) -> EvaluatedRun:
             k=t.ranking_k,
             dwell_baseline=dwell,
             oracle=settings.has_truth,  # a real log has no truth: baselines only
+            n_boot=t.bootstrap,
+            level=t.bootstrap_level,
+            seed=t.seed,
         )
         for name in ("val", "test")
     }
@@ -208,10 +219,12 @@ def evaluate_run(settings: Settings, trained: TrainedRun) -> EvaluatedRun:
     figures = tracking.logged_files(trained.run_id)
     text = format_report(title, trained.run_id, split, t.negative_rate, evaluations, figures)
     folder = ranker_report_folder(settings, trained.ds, ranker.kind)
-    metrics = tracking.log_evaluations(trained.run_id, evaluations, text, folder)
+    which = gate_choice(settings)
+    sample = evaluations["val"].gate_sample(which, t.ranking_k)
+    metrics = tracking.log_evaluations(trained.run_id, evaluations, text, folder, sample)
     report = folder.file(tracking.REPORT)
     log.info("evaluation report: %s\n%s", report, text)
-    gate = metrics.get(gate_metric(t.ranking_k))  # absent (None) when undefined
+    gate = metrics.get(gate_metric(t.ranking_k, which=which))  # absent (None) when undefined
     return extend(trained, EvaluatedRun, gate_metric=gate, report=str(report))
 
 
@@ -223,7 +236,7 @@ def register(settings: Settings, evaluated: EvaluatedRun) -> RegisteredVersion:
         "run_id": evaluated.run_id,
         "ds": evaluated.ds,
         KIND_TAG: kind,
-        gate_metric(settings.training.ranking_k): (
+        gate_metric(settings.training.ranking_k, which=gate_choice(settings)): (
             "undefined" if evaluated.gate_metric is None else f"{evaluated.gate_metric:.6f}"
         ),
     }
@@ -248,6 +261,10 @@ def promote(settings: Settings, registered: Sequence[RegisteredVersion]) -> Gate
         k=t.ranking_k,
         margin=t.promotion_margin,
         guard=guard,
+        which=gate_choice(settings),
+        rule=SampleRule(
+            t.gate_min_requests, t.gate_min_positives, t.bootstrap, t.bootstrap_level, t.seed
+        ),
     )
 
 

@@ -34,10 +34,13 @@ def read_mind(folder: Path = DATA / "mind"):
     return mind.read(folder / "behaviors.tsv", folder / "news.tsv", block_bytes=1 << 10)
 
 
-def settings_for(fmt: str, home: Path, path: Path, days: list[dt.date], **log):
+def settings_for(fmt: str, home: Path, path: Path, days: list[dt.date] | None, **log):
+    """A log profile's settings on `home`; `days` None: no calendar given (the log's own, or
+    the one an ingest recorded in `home`)."""
+    calendar = {"start_date": days[0].isoformat(), "days": len(days)} if days else {}
     overrides = {
         "home": str(home),
-        "log": {"path": str(path), "start_date": days[0].isoformat(), "days": len(days), **log},
+        "log": {"path": str(path), **calendar, **log},
         "spark": {"shuffle_partitions": 1},
         # GBDT only: this branch has no models.ranking.dnn.train (the dnn branch brings it)
         "training": {
@@ -85,8 +88,14 @@ def _broken(tmp_path: Path, file: str, line: int, text: str) -> Path:
 @pytest.mark.parametrize(
     ("file", "line", "text", "field", "detail"),
     [
-        # a missing tab: 4 fields, the impressions field is the one that is missing
-        ("behaviors.tsv", 5, "5\tU1\t11/10/2019 7:45:00 AM\tN5-1 N6-0", "impressions", "found 4"),
+        # a missing tab: 4 fields, the 4th an impressions list: the (empty) history is missing
+        ("behaviors.tsv", 5, "5\tU1\t11/10/2019 7:45:00 AM\tN5-1 N6-0", "history", "found 4"),
+        # the same without the impressions: the history reads as one, the impressions miss
+        ("behaviors.tsv", 5, "5\tU1\t11/10/2019 7:45:00 AM\tN5 N6", "impressions", "found 4"),
+        # the time's tab missing: only an absent time lets the rest read as their kinds
+        ("behaviors.tsv", 6, "6\tU2 11/10/2019 9:00:00 AM\tN1\tN6-0 N7-1", "time", "found 4"),
+        # the title and abstract run together: the first field that can be absent is named
+        ("news.tsv", 5, "N5\tnews\tnewsworld\tA summit\thttps://u\t[]\t[]", "title", "found 7"),
         ("behaviors.tsv", 9, "9\tU5\t2019-11-11 06:00\t\tN8-1", "time", "'2019-11-11 06:00'"),
         (
             "behaviors.tsv",
@@ -111,6 +120,39 @@ def test_mind_malformed_lines_name_file_line_and_field(tmp_path, file, line, tex
     assert message.startswith(f"{file}: line {line}, field {field}: "), message
     assert detail in message
     assert (err.value.file, err.value.where, err.value.field) == (file, f"line {line}", field)
+
+
+@pytest.mark.parametrize("file", ["behaviors.tsv", "news.tsv"])
+def test_an_empty_file_is_named(tmp_path, file):
+    folder = tmp_path / "mind"
+    shutil.copytree(DATA / "mind", folder)
+    (folder / file).write_text("")
+    with pytest.raises(LogFormatError, match=rf"^{file}: the file is empty$"):
+        read_mind(folder)
+    (folder / file).write_text("\n\n")
+    with pytest.raises(LogFormatError, match=rf"^{file}: the file holds only blank lines$"):
+        read_mind(folder)
+
+
+@pytest.mark.parametrize("ending", ["\n\n", "\n\n\n", "", "\n"])
+def test_trailing_blank_lines_and_no_final_newline_read_as_the_file(tmp_path, ending):
+    folder = tmp_path / "mind"
+    shutil.copytree(DATA / "mind", folder)
+    for name in ("behaviors.tsv", "news.tsv"):
+        text = (folder / name).read_text().rstrip("\n")
+        (folder / name).write_text(text + ending)
+    data, want = read_mind(folder), read_mind()
+    assert data.requests.equals(want.requests) and data.shown.equals(want.shown)
+    assert data.items.equals(want.items)
+
+
+def test_a_blank_line_amid_others_is_still_an_error(tmp_path):
+    folder = tmp_path / "mind"
+    shutil.copytree(DATA / "mind", folder)
+    lines = (folder / "behaviors.tsv").read_text().splitlines()
+    (folder / "behaviors.tsv").write_text("\n".join([*lines[:15], "", lines[15]]) + "\n")
+    with pytest.raises(LogFormatError, match=r"^behaviors.tsv: line 16, field impression_id"):
+        read_mind(folder)
 
 
 # --- MIND: mapping into the raw tables -------------------------------------------------------
@@ -160,6 +202,12 @@ def test_mind_too_many_items_without_metadata_refuse_the_log():
     with pytest.raises(IngestError, match=r"1 of 50 impressions \(2.00%, 1 clicked\)") as err:
         raw_days(read_mind(), MIND_DAYS, max_missing_share=0.01)
     assert "behaviors.tsv line 7" in str(err.value) and "news.tsv" in str(err.value)
+    assert "e.g. N99 at" in str(err.value)  # the id as the file writes it
+
+
+def test_the_calendar_is_the_logs_own_when_not_given():
+    days, _ = raw_days(read_mind(), None, max_missing_share=0.05)
+    assert sorted(days) == [d.isoformat() for d in MIND_DAYS]
 
 
 def test_a_log_outside_the_calendar_is_refused():
@@ -177,8 +225,10 @@ def mind_root(tmp_path_factory, spark):
     from jobs import ingest_log
 
     home = tmp_path_factory.mktemp("mind-root")
-    settings = settings_for("mind", home, DATA / "mind", MIND_DAYS, max_missing_share=0.05)
-    return settings, ingest_log.run(settings)
+    # No calendar given: the ingest takes the log's own days and records them in the root.
+    settings = settings_for("mind", home, DATA / "mind", None, max_missing_share=0.05)
+    ingested = ingest_log.run(settings)
+    return settings_for("mind", home, DATA / "mind", None, max_missing_share=0.05), ingested
 
 
 @pytest.mark.spark
@@ -197,6 +247,18 @@ def test_ingest_publishes_every_day_of_the_log(mind_root):
     assert ingested.rows[FOLLOWS.name] == 0  # empty, and its contract accepted it
     imps = store.read_pandas(IMPRESSIONS, days)
     assert len(imps) == 49 and imps[C.IMPRESSION_ID].is_unique
+    # Later jobs read the files and the calendar from the root: nothing to repeat.
+    assert settings.dates() == days
+    assert settings.root.ingested_log() == {
+        "format": "mind",
+        "path": str((DATA / "mind").resolve()),
+        "behaviors": "behaviors.tsv",
+        "items": "news.tsv",
+        "start_date": days[0],
+        "days": 4,
+    }
+    later = load_settings("mind", environ={"FEEDRANK_HOME": str(settings.home)})
+    assert later.dates() == days and later.log.path == (DATA / "mind").resolve()
 
 
 @pytest.mark.spark
@@ -287,6 +349,15 @@ def test_features_training_and_evaluation_run_on_a_log(mind_root):
     report_file = ranker_report_folder(settings, days[-1], "gbdt").file("report.md")
     report = report_file.read_text()
     assert "oracle" not in report and "popularity" in report
+    # The MIND protocol beside ours, with intervals; no dwell table (MIND has no dwell).
+    for scorer in ("model", "popularity"):
+        for metric in ("group_auc", "mrr", "ndcg_at_5", "ndcg_at_10"):
+            assert f"test/{scorer}/click/{metric}_lo" in metrics
+    assert "## test: MIND protocol (clicks per request)" in report and "dwell" not in report
+    # The gate reads group AUC on a log and refuses a decision on 4 validation requests.
+    assert not promotion.promoted
+    assert "validation sample is too small to decide: 4 requests" in promotion.reason
+    assert "validation group AUC of clicks" in promotion.reason
     ranker = registry.load_ranker(promotion.model_uri)
     assert set(ranker.absent) == {"like", "comment", "share", "hide", "report", "dwell"}
 
@@ -466,3 +537,143 @@ def test_feedrank_ingest_reports_a_malformed_file(tmp_path, capsys, monkeypatch)
     assert feedrank(["ingest", "--format", "mind", "--path", str(folder)]) == 2
     err = capsys.readouterr().err
     assert "feedrank ingest: news.tsv: line 4, field abstract: expected 8" in err
+
+
+def test_feedrank_ingest_names_an_empty_file_in_one_line(tmp_path, capsys, monkeypatch):
+    from jobs.cli import main as feedrank
+
+    folder = tmp_path / "log"
+    shutil.copytree(DATA / "mind", folder)
+    (folder / "clicks.tsv").write_text("")  # the impressions under another name, empty
+    monkeypatch.setenv("FEEDRANK_HOME", str(tmp_path / "root"))
+    args = ["ingest", "--format", "mind", "--path", str(folder), "--behaviors", "clicks.tsv"]
+    assert feedrank(args) == 2
+    assert capsys.readouterr().err == "feedrank ingest: clicks.tsv: the file is empty\n"
+    # A calendar the log does not cover is refused before anything is written.
+    monkeypatch.setenv("FEEDRANK__LOG__MAX_MISSING_SHARE", "0.05")  # N99 may be dropped
+    args = [*args[:-1], "behaviors.tsv", "--first-day", "2019-11-10", "--days", "2"]
+    assert feedrank(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("feedrank ingest: behaviors.tsv: the log's requests fall on 4 days")
+    assert "--first-day, --days" in err and err.count("\n") == 1
+
+
+# --- raw: bring your own log -----------------------------------------------------------------
+
+
+def write_raw(folder: Path, suffix: str = "csv") -> Path:
+    """The MIND test log rewritten in the raw format (warehouse.ingest.raw), one row per item
+    in view, with a read time on each click of the first day."""
+    data = read_mind()
+    shown = data.shown.to_pandas().merge(data.requests.to_pandas(), on="request_id")
+    imps = pd.DataFrame(
+        {
+            "request_id": shown["request_id"],
+            "user_id": shown["user_id"],
+            "served_at": shown["served_at"],
+            "position": shown["position"],
+            "post_id": shown["post_id"],
+            "clicked": shown["clicked"],
+            "dwell_s": np.where(shown["clicked"] & (shown["request_id"] <= 4), 42.0, np.nan),
+        }
+    )
+    items = data.items.to_pandas()
+    posts = pd.DataFrame(
+        {
+            "post_id": items["post_id"],
+            "author_id": items["topic"] + 100,
+            "topic": items["topic"],
+            "media_type": items["media_type"],
+            "length": items["length"],
+            "hashtags": items["hashtags"].map(list),
+        }
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    if suffix == "csv":
+        imps["served_at"] = imps["served_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        imps["dwell_s"] = imps["dwell_s"].map(lambda v: "" if np.isnan(v) else str(v))
+        posts["hashtags"] = posts["hashtags"].map(" ".join)
+        imps.to_csv(folder / "impressions.csv", index=False)
+        posts.to_csv(folder / "posts.csv", index=False)
+    else:
+        imps.to_parquet(folder / "impressions.parquet", index=False)
+        posts.to_parquet(folder / "posts.parquet", index=False)
+    return folder
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_raw_reads_what_the_same_log_in_mind_reads(tmp_path, suffix):
+    from warehouse.ingest import raw
+
+    folder = write_raw(tmp_path / "raw", suffix)
+    data = raw.read(folder / f"impressions.{suffix}", folder / f"posts.{suffix}")
+    want = read_mind()
+    assert data.shown.sort_by([("request_id", "ascending"), ("position", "ascending")]).equals(
+        want.shown.sort_by([("request_id", "ascending"), ("position", "ascending")])
+    )
+    got_req = data.requests.to_pandas().set_index("request_id").sort_index()
+    want_req = want.requests.to_pandas().set_index("request_id").sort_index()
+    pd.testing.assert_series_equal(got_req["served_at"], want_req["served_at"])
+    assert (got_req["user_id"] == want_req["user_id"]).all()
+    assert got_req.loc[1, "dwell_s"] == 42.0 and np.isnan(got_req.loc[5, "dwell_s"])
+    items = data.items.to_pandas().set_index("post_id").sort_index()
+    assert items.loc[1, "hashtags"].tolist() == ["newsus", "Q812"]
+    assert items.loc[1, "section"] == "raw:110"  # news is topic 10: author 110
+    days, _ = raw_days(data, None, max_missing_share=0.05)  # N99 has no post row either
+    assert sorted(days) == [d.isoformat() for d in MIND_DAYS]
+
+
+@pytest.mark.parametrize(
+    ("file", "row", "column", "value", "detail"),
+    [
+        ("impressions", 3, "request_id", "x1", "'x1' is not an integer"),
+        ("impressions", 5, "served_at", "yesterday", "'yesterday' is not a timestamp"),
+        ("impressions", 6, "clicked", "yes", "'yes' is not a boolean"),
+        ("impressions", 2, "user_id", "77", "differs from its request's first row"),
+        ("impressions", 5, "position", "0", "repeats a position of its request"),
+        ("impressions", 7, "position", "-1", "'-1' is below 0"),
+        ("impressions", 9, "post_id", "", "is missing"),
+        ("posts", 4, "media_type", "gif", "'gif' is not one of text, photo, video, link"),
+        ("posts", 2, "length", "3.5", "'3.5' is not an integer"),
+    ],
+)
+def test_raw_bad_values_name_file_line_and_column(tmp_path, file, row, column, value, detail):
+    """Rows are 0-based here; the message counts the header as line 1 (row 0 is line 2)."""
+    from warehouse.ingest import raw
+
+    folder = write_raw(tmp_path / "raw")
+    frame = pd.read_csv(folder / f"{file}.csv", dtype=str, keep_default_na=False)
+    frame.loc[row, column] = value
+    frame.to_csv(folder / f"{file}.csv", index=False)
+    with pytest.raises(LogFormatError) as err:
+        raw.read(folder / "impressions.csv", folder / "posts.csv")
+    assert str(err.value).startswith(f"{file}.csv: line {row + 2}, field {column}: "), err.value
+    assert detail in str(err.value)
+
+
+def test_raw_missing_column_and_parquet_rows_are_named(tmp_path):
+    from warehouse.ingest import raw
+
+    folder = write_raw(tmp_path / "raw", "parquet")
+    imps = pd.read_parquet(folder / "impressions.parquet")
+    imps.drop(columns=["clicked"]).to_parquet(folder / "impressions.parquet")
+    with pytest.raises(LogFormatError, match=r"^impressions.parquet: field clicked: column miss"):
+        raw.read(folder / "impressions.parquet", folder / "posts.parquet")
+    imps.assign(position=imps["position"].where(imps.index != 10, 10_000)).to_parquet(
+        folder / "impressions.parquet"
+    )
+    with pytest.raises(LogFormatError, match=r"^impressions.parquet: row 11, field position"):
+        raw.read(folder / "impressions.parquet", folder / "posts.parquet")
+
+
+def test_raw_csv_line_with_a_field_too_few_is_named(tmp_path):
+    from warehouse.ingest import raw
+
+    folder = write_raw(tmp_path / "raw")
+    lines = (folder / "impressions.csv").read_text().splitlines()
+    lines[4] = lines[4].rsplit(",", 1)[0]  # line 5 loses its last field (dwell_s)
+    (folder / "impressions.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(
+        LogFormatError, match=r"^impressions.csv: line 5, field dwell_s: expected 7"
+    ):
+        raw.read(folder / "impressions.csv", folder / "posts.csv")

@@ -8,14 +8,31 @@ from jobs.settings import SettingsError, available_profiles, load_settings
 
 
 def test_every_profile_loads_and_sizes_grow():
-    assert set(available_profiles()) == {"tiny", "demo", "large", "mind", "ebnerd"}
+    assert set(available_profiles()) == {"tiny", "demo", "large", "mind", "ebnerd", "raw"}
     sizes = {p: load_settings(p, environ={}).simulator.n_users for p in ("tiny", "demo", "large")}
     assert sizes["tiny"] < sizes["demo"] < sizes["large"]
-    for fmt in ("mind", "ebnerd"):  # a real log's profile: its calendar is the log's
-        settings = load_settings(fmt, environ={})
-        assert settings.log.format == fmt and not settings.has_truth
-        assert settings.dates()[0] == settings.log.start_date.isoformat()
-        assert len(settings.dates()) == settings.log.days
+
+
+@pytest.mark.parametrize("fmt", ["mind", "ebnerd", "raw"])
+def test_a_log_profile_takes_its_calendar_from_the_ingest(tmp_path, fmt):
+    env = {"FEEDRANK_HOME": str(tmp_path)}
+    settings = load_settings(fmt, environ=env)
+    assert settings.log.format == fmt and not settings.has_truth
+    # Before any ingest the calendar is unknown, and a job says what to do.
+    with pytest.raises(SettingsError, match=f"no {fmt} log has been ingested into .* first"):
+        settings.dates()
+    with pytest.raises(SettingsError, match=f"feedrank --profile {fmt} ingest --format {fmt}"):
+        _ = settings.first_day
+    # What an ingest records in the data root, every later job reads: files and calendar.
+    recorded = {"format": fmt, "path": "/logs/x", "items": "meta.tsv"}
+    settings.root.remember_log(recorded | {"start_date": "2019-11-09", "days": 3})
+    later = load_settings(fmt, environ=env)
+    assert later.dates() == ["2019-11-09", "2019-11-10", "2019-11-11"]
+    assert str(later.log.path) == "/logs/x" and later.log.file("items") == "meta.tsv"
+    # The environment and explicit overrides still win; another format's root is not read.
+    assert load_settings(fmt, {"log": {"days": 1}}, environ=env).dates() == ["2019-11-09"]
+    other = "ebnerd" if fmt != "ebnerd" else "mind"
+    assert load_settings(other, environ=env).log.start_date is None
 
 
 def test_profile_and_seed_from_environment(tmp_path):

@@ -105,10 +105,13 @@ def check_staged_log_day(
     *,
     days: Sequence[str],
     rules: Mapping[str, LogRules],
+    engine: str = "pandas",
 ) -> list[ContractReport]:
     """The contracts of the raw tables on the staged day ds of a real log (no truth table),
     whose `days` are all staged and none published yet: every post of the log is in the
-    impressions' serving pool, and `rules` (per table) relax what a log cannot have."""
+    impressions' serving pool, and `rules` (per table) relax what a log cannot have.
+    `engine`: where GX validates each table's derived frame (warehouse.contracts.validate):
+    "pandas" collects it to the driver once, seconds for a log's day."""
     files = [file_report(store, t, ds) for t in RAW_TABLES]
     if not all(r.ok for r in files):
         return files
@@ -120,7 +123,12 @@ def check_staged_log_day(
         )
         reports.append(
             check_raw_partition(
-                t.name, ds, frames, max_engagement_delay_s=LOG_DELAY_S, rules=rules.get(t.name)
+                t.name,
+                ds,
+                frames,
+                max_engagement_delay_s=LOG_DELAY_S,
+                rules=rules.get(t.name),
+                engine=engine,
             )
         )
     return reports

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
 import sys
@@ -140,6 +141,28 @@ class DataRoot:
         for folder in (self.warehouse, self.airflow_home, self.mlflow_artifacts, self.reports):
             folder.mkdir(parents=True, exist_ok=True)
         return self
+
+    @property
+    def ingested_log_file(self) -> Path:
+        """The log an ingest loaded into this root (format, files, calendar), as JSON, so
+        later jobs on the root need none of it repeated."""
+        return self.home / "ingested_log.json"
+
+    def ingested_log(self) -> dict | None:
+        """The `log` settings the last ingest into this root recorded, or None."""
+        try:
+            return json.loads(self.ingested_log_file.read_text())
+        except FileNotFoundError:
+            return None
+
+    def remember_log(self, values: dict) -> None:
+        """Record the `log` settings of an ingest (atomically: a reader sees the old or the
+        new file, never half of one)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.home, prefix=".ingested_log-")
+        with os.fdopen(fd, "w") as out:
+            json.dump(values, out, indent=2, default=str)
+        os.replace(tmp, self.ingested_log_file)
 
     @property
     def owner_file(self) -> Path:

@@ -11,7 +11,11 @@ Scorers, all on the same impressions:
   policy served): ranking baselines, whose AUC is that of their score.
 
 Relevance of an impression for NDCG and MAP is its realised value (the value weights on what
-the viewer did), grouped by request. Every metric comes from models.evaluation.metrics.
+the viewer did), grouped by request. Beside it, the MIND protocol (group AUC, MRR, nDCG@5 and
+nDCG@10 of the clicks per request, as Microsoft's MIND evaluation computes them), each with a
+seeded bootstrap interval over requests: a pooled AUC rewards a score that only tells long
+lists from short ones, a per-request metric does not. Every metric comes from
+models.evaluation.metrics.
 """
 
 from __future__ import annotations
@@ -40,6 +44,16 @@ LOGGED_BIAS = "model_logged_position"
 VALUE = "value"  # the task name of the ranking rows
 CONSTANT = "constant"  # the dwell baseline: one guess (the training median) for every click
 GATE_SPLIT = "val"  # the promotion gate compares models on the validation days
+# The promotion gate's metric (training.gate_metric) -> (task, metric name, words); {k} is
+# the value ranking's cutoff. "auto": the value ranking with a truth layer (the simulator),
+# MIND's group AUC of clicks on a real log.
+GATE_METRICS = {
+    "value_ndcg": (VALUE, "ndcg_at_{k}", "NDCG@{k} of the value score"),
+    "click_group_auc": (CLICK, "group_auc", "group AUC of clicks"),
+    "click_ndcg": (CLICK, "ndcg_at_10", "nDCG@10 of clicks"),
+}
+AUTO_GATE = {True: "value_ndcg", False: "click_group_auc"}  # has a truth layer -> metric
+POSITIVES = "positives"  # a gate sample's column: the positives of each request
 BASELINES: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
     "reverse_chron": lambda f: -f[R.POST_AGE_H].to_numpy(dtype=float),
     "popularity": lambda f: f[R.POST_SMOOTHED_RATE].to_numpy(dtype=float),
@@ -55,6 +69,11 @@ class Evaluation:
     ranking: pd.DataFrame  # scorer, ndcg_at_k, map_at_k, n_requests, n_requests_scored
     dwell: pd.DataFrame  # scorer, mae, n
     calibration: dict[str, dict[str, pd.DataFrame]]  # task -> scorer -> calibration_curve
+    # MIND protocol per scorer: group_auc, group_auc_lo, group_auc_hi, mrr, ..., n_requests
+    mind: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    # index request_id; columns <scorer>/<task>/<metric> for the per-request metrics the gate
+    # may read, and <task>/positives (clicks, or rows of positive realised value)
+    per_request: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
     def metrics(self, split: str) -> dict[str, float]:
         """Flat names for MLflow (`metric_name`): <split>/<scorer>/<task>/<metric>."""
@@ -69,7 +88,22 @@ class Evaluation:
                     out[metric_name(split, row["scorer"], VALUE, key)] = float(value)
         for row in self.dwell.to_dict("records"):
             out[metric_name(split, row["scorer"], DWELL, "mae")] = float(row["mae"])
+        for row in self.mind.to_dict("records"):
+            for key, value in row.items():
+                if key != "scorer" and np.isfinite(value):
+                    out[metric_name(split, row["scorer"], CLICK, key)] = float(value)
         return out
+
+    def gate_sample(self, which: str, k: int) -> pd.DataFrame:
+        """The gate metric of every scorer per request (columns: the scorers) and the
+        positives of each request (POSITIVES): what the gate's paired bootstrap resamples."""
+        task, metric, _ = GATE_METRICS[which]
+        metric = metric.format(k=k)
+        suffix = f"/{task}/{metric}"
+        cols = [c for c in self.per_request.columns if c.endswith(suffix)]
+        sample = self.per_request[cols].rename(columns=lambda c: c.removesuffix(suffix))
+        sample[POSITIVES] = self.per_request[f"{task}/{POSITIVES}"]
+        return sample
 
 
 def metric_name(split: str, scorer: str, *name: str) -> str:
@@ -85,9 +119,21 @@ def best_baseline(baselines: Mapping[str, float]) -> tuple[str, float]:
     return name, baselines[name]
 
 
-def gate_metric(k: int, scorer: str = MODEL) -> str:
-    """The metric the promotion gate reads: validation NDCG@k of the value score."""
-    return metric_name(GATE_SPLIT, scorer, VALUE, f"ndcg_at_{k}")
+def gate_metric(k: int, scorer: str = MODEL, which: str = "value_ndcg") -> str:
+    """The metric the promotion gate reads (GATE_METRICS): by default validation NDCG@k of
+    the value score."""
+    task, metric, _ = GATE_METRICS[which]
+    return metric_name(GATE_SPLIT, scorer, task, metric.format(k=k))
+
+
+def gate_words(k: int, which: str) -> str:
+    """The gate metric in words, for its reasons: "validation group AUC of clicks"."""
+    return f"validation {GATE_METRICS[which][2].format(k=k)}"
+
+
+def resolve_gate(which: str, has_truth: bool) -> str:
+    """The gate metric a setting names; "auto" by whether the log has a truth layer."""
+    return AUTO_GATE[has_truth] if which == "auto" else which
 
 
 def evaluate(
@@ -102,6 +148,9 @@ def evaluate(
     oracle: bool = True,
     actions: Sequence[str] = ACTIONS,
     served: pd.DataFrame | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> Evaluation:
     """Evaluate on `frame` (labels, request_id, truth p_* and e_dwell_s, baseline inputs).
 
@@ -113,7 +162,8 @@ def evaluate(
     `served`: the model's predictions with the serving position and source (a debiased
     ranker): then MODEL's value ranking is of those, as a feed would rank, and LOGGED_BIAS's of
     `predicted` (scored where the logging policy put each post); per-task metrics always
-    compare `predicted` with what happened where it was shown.
+    compare `predicted` with what happened where it was shown. `n_boot`, `level`, `seed`: the
+    bootstrap over requests of the MIND metrics' intervals.
     """
     if not (len(frame) == len(predicted) == len(uncorrected)):
         raise ValueError("frame and predictions must have one row per impression")
@@ -145,6 +195,7 @@ def evaluate(
         tasks["auc_gap_to_oracle"] = tasks["task"].map(oracle_auc) - tasks["auc"]
 
     ranking = value_ranking(frame, scores, weights, k)
+    mind, per_request = mind_protocol(frame, scores, weights, k, n_boot, level, seed)
 
     # Clicks with a dwell: a real log may lack it (MIND always, EB-NeRD on some clicks).
     clicked = (labels[CLICK] == 1) & frame[C.DWELL_S].notna().to_numpy()
@@ -169,7 +220,7 @@ def evaluate(
         }
         for a in actions
     }
-    return Evaluation(tasks, ranking, dwell, calibration)
+    return Evaluation(tasks, ranking, dwell, calibration, mind, per_request)
 
 
 def evaluate_days(
@@ -181,6 +232,9 @@ def evaluate_days(
     k: int,
     dwell_baseline: float | None = None,
     oracle: bool = True,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> Evaluation:
     """`evaluate` on the training examples of `days`, with the oracle from the truth layer;
     `oracle=False` (a real log, no truth layer): the baselines alone, and per task only the
@@ -204,6 +258,9 @@ def evaluate_days(
         oracle=oracle,
         actions=actions,
         served=served,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
     )
 
 
@@ -220,6 +277,64 @@ def value_ranking(
             for name, score in scores.items()
         ]
     )
+
+
+def mind_protocol(
+    frame: pd.DataFrame,
+    scores: Mapping[str, np.ndarray],
+    weights: ValueWeights,
+    k: int,
+    n_boot: int,
+    level: float,
+    seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """MIND's metrics of each ranking scorer on the clicks of `frame`'s requests, each with
+    its bootstrap interval (every scorer resampled with the same seed, so the intervals are
+    over the same draws of requests), and the per-request table the gate resamples: the
+    MIND metrics and the value ranking's NDCG@k per scorer, with each request's positives."""
+    groups = frame[C.REQUEST_ID].to_numpy()
+    clicks = frame[label_column(CLICK)].to_numpy()
+    relevance = np.clip(
+        realised_value(frame, weights, action_columns={a: label_column(a) for a in ACTIONS}),
+        0,
+        None,
+    )
+    columns: dict[str, pd.Series] = {}
+    rows = []
+    for name, score in scores.items():
+        per = M.mind_per_request(groups, clicks, score)
+        row: dict[str, float | str] = {"scorer": name}
+        for metric in M.MIND_METRICS:
+            mean, lo, hi = M.bootstrap_mean(per[metric], n_boot, level, seed)
+            row |= {metric: mean, f"{metric}_lo": lo, f"{metric}_hi": hi}
+            columns[metric_name(name, CLICK, metric)] = per[metric]
+        scored = per["group_auc"].notna()
+        row |= {"n_requests": float(scored.sum()), "n_clicks": float(per["clicks"][scored].sum())}
+        rows.append(row)
+        ndcg = M.ndcg_per_request(groups, relevance, score, k)
+        columns[metric_name(name, VALUE, f"ndcg_at_{k}")] = ndcg
+    per_request = pd.DataFrame(columns)
+    per_request[f"{CLICK}/{POSITIVES}"] = per["clicks"].where(per["group_auc"].notna(), 0.0)
+    positive = pd.Series(relevance > 0, dtype=float).groupby(groups).sum()
+    per_request[f"{VALUE}/{POSITIVES}"] = positive.reindex(per_request.index).to_numpy()
+    per_request.index.name = C.REQUEST_ID
+    return pd.DataFrame(rows), per_request
+
+
+def mind_table(evaluation: Evaluation) -> pd.DataFrame:
+    """The MIND protocol for a report: per scorer each metric as "mean [lo, hi]", and how
+    many requests (with a click and a non-click) and clicks it averages over."""
+    out = []
+    for row in evaluation.mind.to_dict("records"):
+        shown: dict[str, str | float] = {"scorer": row["scorer"]}
+        for m in M.MIND_METRICS:
+            shown[m] = (
+                ""
+                if np.isnan(row[m])
+                else f"{row[m]:.4f} [{row[f'{m}_lo']:.4f}, {row[f'{m}_hi']:.4f}]"
+            )
+        out.append(shown | {"n_requests": row["n_requests"], "n_clicks": row["n_clicks"]})
+    return pd.DataFrame(out)
 
 
 def _renamed(report: Mapping[str, float]) -> dict[str, float]:

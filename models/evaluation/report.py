@@ -24,11 +24,13 @@ from models.evaluation.evaluate import (
     Evaluation,
     best_baseline,
     metric_name,
+    mind_table,
     summary_table,
 )
 from models.evaluation.markdown import markdown
+from models.evaluation.metrics import MIND_METRICS
 from models.ranking.base import DWELL
-from warehouse.catalog import ACTIONS
+from warehouse.catalog import ACTIONS, CLICK
 
 # (alt text, run-artifact name) of the figures a report links; a run without one (an averaged
 # ensemble has no learning curves, only a GBDT has gain importance) links the others.
@@ -47,7 +49,8 @@ def format_report(
     evaluations: Mapping[str, Evaluation],
     figures: Collection[str] | None = None,
 ) -> str:
-    """Markdown: per task on test, model against oracle and baselines; ranking and dwell;
+    """Markdown: per task on test, model against oracle and baselines; the value ranking,
+    the MIND protocol with its intervals, and dwell (when some click has one: MIND has none);
     then the same for validation. `figures`: the artifact names the run holds (None: every
     one of FIGURES); the calibration plot is logged with the report, so always there."""
     shown = [
@@ -69,8 +72,19 @@ def format_report(
         ev = evaluations[name]
         lines += ["", f"## {name}: per task", "", markdown(summary_table(ev))]
         lines += ["", f"## {name}: value ranking per request", "", markdown(ev.ranking)]
-        lines += ["", f"## {name}: dwell on clicks (s)", "", markdown(ev.dwell)]
+        if not ev.mind.empty:
+            lines += ["", f"## {name}: MIND protocol (clicks per request)", "", MIND_NOTE]
+            lines += ["", markdown(mind_table(ev))]
+        if not ev.dwell.empty:
+            lines += ["", f"## {name}: dwell on clicks (s)", "", markdown(ev.dwell)]
     return "\n".join(lines) + "\n"
+
+
+MIND_NOTE = (
+    "Group AUC, MRR, nDCG@5 and nDCG@10 of the clicks of each request, averaged over the "
+    "requests with a click and a non-click, as Microsoft's MIND evaluation computes them; "
+    "[lo, hi]: the bootstrap interval over requests."
+)
 
 
 def kinds_summary(metrics: Mapping[str, Mapping[str, float]], split: str, k: int) -> str:
@@ -82,17 +96,29 @@ def kinds_summary(metrics: Mapping[str, Mapping[str, float]], split: str, k: int
     def get(m: Mapping[str, float], scorer: str, task: str, metric: str) -> float:
         return m.get(metric_name(split, scorer, task, metric), np.nan)
 
+    def shown(m: Mapping[str, float], scorer: str, task: str, metric: str) -> float | str:
+        """The value, with its interval "[lo, hi]" where one is logged."""
+        value = get(m, scorer, task, metric)
+        lo, hi = get(m, scorer, task, f"{metric}_lo"), get(m, scorer, task, f"{metric}_hi")
+        if np.isnan(value) or np.isnan(lo) or np.isnan(hi):
+            return value
+        return f"{value:.4g} [{lo:.4g}, {hi:.4g}]"
+
     logged = [
         t
         for t in ACTIONS
         if any(n.startswith(metric_name(split, MODEL, t, "")) for m in metrics.values() for n in m)
     ]
     rows = [(t, metric) for t in logged for metric in ("auc", "nce")]
-    rows += [(VALUE, f"ndcg_at_{k}"), (VALUE, f"map_at_{k}"), (DWELL, "mae")]
+    rows += [(VALUE, f"ndcg_at_{k}"), (VALUE, f"map_at_{k}")]
+    if any(metric_name(split, MODEL, CLICK, "group_auc") in m for m in metrics.values()):
+        rows += [(CLICK, f"mind_{metric}") for metric in MIND_METRICS]
+    rows += [(DWELL, "mae")]
     table = []
-    for task, metric in rows:
-        row = {"task": task, "metric": metric}
-        row |= {kind: get(m, MODEL, task, metric) for kind, m in metrics.items()}
+    for task, label in rows:
+        metric = label.removeprefix("mind_")  # the MIND rows' metric names under click
+        row = {"task": task, "metric": label}
+        row |= {kind: shown(m, MODEL, task, metric) for kind, m in metrics.items()}
         row["oracle"] = get(first, ORACLE, task, metric)
         if metric != "nce":
             scorers = (CONSTANT,) if task == DWELL else tuple(BASELINES)
@@ -106,6 +132,8 @@ def kinds_summary(metrics: Mapping[str, Mapping[str, float]], split: str, k: int
             row["best baseline"] = ""
         table.append(row)
     frame = pd.DataFrame(table)
+    if frame.loc[frame["task"] == DWELL, list(metrics)].isna().all(axis=None):
+        frame = frame[frame["task"] != DWELL]  # a log without dwell (MIND): no empty row
     if frame["oracle"].isna().all():  # a real log: no truth, no oracle column
         frame = frame.drop(columns=["oracle"])
     return markdown(frame)

@@ -73,6 +73,19 @@ class TrainingSettings(BaseModel):
     # so a model blind to them could otherwise win
     harm_margin: float = Field(0.01, ge=0)
     harm_tasks: tuple[str, ...] = ("hide", "report")  # the negative-feedback actions guarded
+    # the gate's metric (models.evaluation.evaluate.GATE_METRICS): auto is the value ranking's
+    # NDCG@k with
+    # a truth layer (the simulator), MIND's group AUC of clicks on a real log
+    gate_metric: Literal["auto", "value_ndcg", "click_group_auc", "click_ndcg"] = "auto"
+    # a decision needs this many validation requests where the gate metric is defined, and
+    # this many positives in them; below, nothing is promoted (24 requests once made a model
+    # champion whose test click AUC was 0.42)
+    gate_min_requests: int = Field(200, ge=1)
+    gate_min_positives: int = Field(200, ge=1)
+    # resamples of the bootstrap over requests: the MIND metrics' intervals and the gate's
+    # paired interval of the gain, which must clear the margin at its lower end
+    bootstrap: int = Field(1000, ge=10)
+    bootstrap_level: float = Field(0.95, gt=0, lt=1)
 
     @field_validator("kinds")
     @classmethod

@@ -2,7 +2,13 @@
 moves the aliases).
 
 * `decide`: one challenger against the best baseline and the champion on the validation
-  value metric (NDCG@k), by a margin, and the harm guard against the champion;
+  gate metric (the value ranking's NDCG@k, or a MIND metric of clicks on a real log), by a
+  margin, and the harm guard against the champion;
+* `SampleRule`: a gate that knows its sample. A decision needs a minimum of validation
+  requests where the metric is defined and of positives in them, and each gain (over the best
+  baseline, over the champion) must clear the margin at the lower end of its paired bootstrap
+  interval over requests, not only on average: below the minimum, or when the interval
+  straddles the margin, nothing is promoted and the reason says so with the numbers;
 * `HarmGuard`: the negative-feedback tasks (hide, report) must not be worse than the
   champion's (or a peer's) on validation, in AUC (lower is worse) or NCE (higher is worse),
   beyond a margin;
@@ -21,7 +27,10 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
-from models.evaluation.evaluate import best_baseline
+import pandas as pd
+
+from models.evaluation.evaluate import POSITIVES, best_baseline
+from models.evaluation.metrics import paired_bootstrap_gain
 
 AUC, NCE = "auc", "nce"  # the guarded metrics of each task
 
@@ -73,6 +82,56 @@ class HarmGuard:
 NO_GUARD = HarmGuard((), math.inf)
 
 
+@dataclasses.dataclass(frozen=True)
+class SampleRule:
+    """How much validation evidence a promotion needs (training.gate_min_*, bootstrap*)."""
+
+    min_requests: int  # requests where the gate metric is defined
+    min_positives: int  # positives (clicks, or rows of positive value) in those requests
+    n_boot: int = 1000  # resamples of the paired bootstrap over requests
+    level: float = 0.95  # of the gain's interval
+    seed: int = 0
+
+    def too_small(self, sample: pd.DataFrame, scorer: str) -> str | None:
+        """Why `sample` (the gate sample: per request the scorers' metric and POSITIVES) is
+        too small to decide on for `scorer`, in words with the numbers; None when it is not."""
+        defined = sample[scorer].notna()
+        n, positives = int(defined.sum()), int(sample.loc[defined, POSITIVES].sum())
+        if n >= self.min_requests and positives >= self.min_positives:
+            return None
+        return (
+            f"the validation sample is too small to decide: {n} requests where the metric is "
+            f"defined (minimum {self.min_requests}), {positives} positives in them "
+            f"(minimum {self.min_positives})"
+        )
+
+    def gain(self, sample: pd.DataFrame, scorer: str, other: pd.Series, margin: float) -> str:
+        """'' when the challenger's (`sample[scorer]`) paired gain over `other` (per request)
+        clears `margin` at the lower end of its interval; otherwise the gain and interval in
+        words (it straddles the margin, or lies below it)."""
+        gain, lo, hi, n = paired_bootstrap_gain(
+            sample[scorer], other, self.n_boot, self.level, self.seed
+        )
+        if lo >= margin:
+            return ""
+        where = "straddles" if hi >= margin else "lies below"
+        return (
+            f"gain {gain:+.4f}, {self.level:.0%} interval [{lo:+.4f}, {hi:+.4f}] over {n} "
+            f"requests {where} the margin {margin}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """The validation requests behind one decision: the gate metric per request of the
+    challenger and the baselines (columns: `scorer`, each baseline's name) with POSITIVES, and
+    the champion's on the same requests (None: no champion re-scored)."""
+
+    frame: pd.DataFrame  # index request_id
+    scorer: str = "model"  # the challenger's column
+    champion: pd.Series | None = None
+
+
 def decide(
     challenger: float,
     champion: float | None,
@@ -85,6 +144,8 @@ def decide(
     guard: HarmGuard = NO_GUARD,
     quality: Mapping[str, float] | None = None,
     champion_quality: Mapping[str, float] | None = None,
+    rule: SampleRule | None = None,
+    sample: Sample | None = None,
 ) -> Decision:
     """The whole promotion gate for one challenger, on metrics of the same days for every model.
 
@@ -95,16 +156,34 @@ def decide(
     is no guard either. An undefined challenger metric (NaN: no request on `days` had a
     positive realised value) never promotes. The reason names the numbers, the best baseline
     and the metric (`metric`, e.g. "validation NDCG@10").
+
+    `rule`: the sample the decision needs (SampleRule); then `sample` holds the per-request
+    metric of the challenger, the baselines and the champion, and each win must hold at the
+    lower end of its paired bootstrap interval too. A rule without a sample never promotes.
     """
     name, baseline = best_baseline(baselines)
+    small = None
+    if rule is not None and not math.isnan(challenger):
+        small = "no per-request validation sample" if sample is None else None
+        small = small or rule.too_small(sample.frame, sample.scorer)
     if math.isnan(challenger):
         reason = f"{metric} is undefined on {days}: no request there has a positive realised value"
         verdict = Decision(False, reason)
+    elif small is not None:
+        verdict = Decision(False, small)
     elif not challenger >= baseline + margin:
         verdict = Decision(
             False,
             f"challenger {challenger:.4f} does not beat the best baseline {baseline:.4f} "
             f"by the margin {margin}",
+        )
+    elif rule is not None and (
+        unsure := rule.gain(sample.frame, sample.scorer, sample.frame[name], margin)
+    ):
+        verdict = Decision(
+            False,
+            f"challenger {challenger:.4f} beats the best baseline {baseline:.4f} on average, "
+            f"but not surely: {unsure}",
         )
     elif champion is None:
         verdict = Decision(
@@ -117,6 +196,16 @@ def decide(
             False,
             f"challenger {challenger:.4f} does not beat champion {champion:.4f} "
             f"by the margin {margin}",
+        )
+    elif rule is not None and sample.champion is None:
+        verdict = Decision(False, "no per-request sample of the champion to compare with")
+    elif rule is not None and (
+        unsure := rule.gain(sample.frame, sample.scorer, sample.champion, margin)
+    ):
+        verdict = Decision(
+            False,
+            f"challenger {challenger:.4f} beats champion {champion:.4f} on average, "
+            f"but not surely: {unsure}",
         )
     else:
         beats = f"challenger {challenger:.4f} beats champion {champion:.4f} by at least {margin}"
@@ -137,6 +226,8 @@ class Candidate:
     score: float  # the gate metric (NaN when undefined)
     baselines: Mapping[str, float]  # each baseline's gate metric
     quality: Mapping[str, float]  # hide/auc, hide/nce, ... (quality_key)
+    # per validation request: the gate metric of "model" and each baseline, POSITIVES
+    sample: pd.DataFrame | None = None
 
 
 def choose(
@@ -149,12 +240,15 @@ def choose(
     *,
     metric: str = "the gate metric",
     days: str = "the validation days",
+    rule: SampleRule | None = None,
+    champion_sample: pd.Series | None = None,
 ) -> dict[str, Decision]:
     """A Decision per candidate's version: from the best `score` down, each through `decide`
     against the champion. Of those that pass, the first with no safer lower-ranked one that
     passes too wins (`peer_harms`); those above it are refused
     in favour of the peer, any later one in favour of the winner. The winner's reason lists
-    every candidate's score."""
+    every candidate's score. `rule`, `champion_sample`: the sample each decision needs
+    (`decide`), the champion's gate metric per request on the same validation days."""
     ranked = sorted(candidates, key=lambda c: -math.inf if math.isnan(c.score) else -c.score)
     gated = {
         c.version: decide(
@@ -168,6 +262,8 @@ def choose(
             guard=guard,
             quality=c.quality,
             champion_quality=champion_quality,
+            rule=rule,
+            sample=None if c.sample is None else Sample(c.sample, champion=champion_sample),
         )
         for c in ranked
     }

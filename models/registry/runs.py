@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import mlflow
+import pandas as pd
 from matplotlib.figure import Figure
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
@@ -167,15 +168,24 @@ def dwell_baseline(run_id: str) -> float:
 
 
 def log_evaluations(
-    run_id: str, evaluations: Mapping[str, Evaluation], report: str, folder: Folder
+    run_id: str,
+    evaluations: Mapping[str, Evaluation],
+    report: str,
+    folder: Folder,
+    gate_sample: pd.DataFrame | None = None,
 ) -> dict[str, float]:
     """Add each split's evaluation (metrics, tables, calibration plot) and the report to the
-    run; write the report into `folder`. Returns the metrics logged."""
+    run; write the report into `folder`. `gate_sample`: the gate metric per validation
+    request, logged as reg.GATE_SAMPLE for the gate's bootstrap. Returns the metrics logged."""
     metrics: dict[str, float] = {}
     with mlflow.start_run(run_id=run_id):
+        if gate_sample is not None:
+            sample = folder.writable(reg.GATE_SAMPLE.rsplit("/", 1)[-1])
+            gate_sample.to_parquet(sample)
+            mlflow.log_artifact(str(sample), reg.GATE_SAMPLE.rsplit("/", 1)[0])
         for name, ev in evaluations.items():
             metrics |= ev.metrics(name)
-            tables = {"tasks": ev.tasks, "ranking": ev.ranking, "dwell": ev.dwell}
+            tables = {"tasks": ev.tasks, "ranking": ev.ranking, "dwell": ev.dwell, "mind": ev.mind}
             tables["summary"] = summary_table(ev)
             for label, table in tables.items():
                 mlflow.log_table(table, f"evaluation/{name}_{label}.json")

@@ -5,13 +5,17 @@ pyfunc model (its saved folder), with a signature over the feature frame, and re
 a new version of `feedrank-ranker` with the alias `challenger` and the tag `feedrank.kind`.
 
 `decide` is the gate for one challenger: it becomes `champion` only when its validation
-value metric (NDCG of the value score, per request) beats the current champion's on the same
+gate metric (NDCG of the value score per request, or on a real log MIND's group AUC or nDCG@10
+of clicks: training.gate_metric) beats the current champion's on the same
 days by the margin, and beats the best non-learned baseline by the margin too, so a useless
 model (one fitted to shuffled labels, say) is never promoted even when there is no champion
 yet; and the harm guard (`HarmGuard`) refuses a challenger whose negative-feedback tasks
 (hide, report) have a validation AUC or NCE worse than the champion's beyond
 `training.harm_margin`, however well it ranks: those tasks weigh little in NDCG, so a model
-blind to them could otherwise win. `promote` runs the gate over one night's versions (every
+blind to them could otherwise win. The gate knows its sample (models.registry.gate.SampleRule): each
+run logs its gate metric per validation request (GATE_SAMPLE), and a decision needs a minimum
+of requests and positives and a paired bootstrap interval of each gain that clears the margin.
+`promote` runs the gate over one night's versions (every
 kind): it re-scores the champion on their validation days (its NDCG and its hide and report
 AUC and NCE there, not its old run's numbers), decides for each version from the best NDCG
 down, and promotes the first that passes unless a lower-ranked version of the same night
@@ -43,6 +47,7 @@ from models.evaluation.evaluate import (
     MODEL,
     evaluate_days,
     gate_metric,
+    gate_words,
     metric_name,
 )
 from models.ranking.base import DNN, GBDT, IncompatibleRanker, RankerLike
@@ -55,6 +60,7 @@ from models.registry.gate import (
     Candidate,
     Decision,
     HarmGuard,
+    SampleRule,
     choose,
     quality_key,
 )
@@ -80,6 +86,8 @@ MODEL_NAME = "ranker"  # the logged model's name within its run
 RANKER_ARTIFACT = "ranker"  # the ranker's files within the logged model (pyfunc_model.py)
 PYFUNC_CODE = importlib.util.find_spec("models.registry.pyfunc").origin  # logged as code
 SPLIT_ARTIFACT = "split.json"  # a run's time split: {"train": [...], "val": [...], ...}
+# a run's gate metric per validation request (columns: the scorers and `positives`)
+GATE_SAMPLE = "gate/val_sample.parquet"
 _REQUIREMENTS = ("lightgbm", "numpy", "pandas", "pyarrow", "pydantic", "mlflow")
 _KIND_REQUIREMENTS = {DNN: ("torch",)}  # what a kind's model needs beyond those
 
@@ -204,6 +212,7 @@ class ChampionOnDays:
     score: float | None  # the gate metric; None when the champion cannot score these days
     quality: dict[str, float]  # hide/auc, hide/nce, ... (models.registry.gate.quality_key)
     unusable: str | None = None  # why it cannot score (trained on other feature columns)
+    sample: pd.Series | None = None  # the gate metric per validation request
 
 
 def run_quality(metrics: Mapping[str, float], tasks: Sequence[str]) -> dict[str, float]:
@@ -222,6 +231,7 @@ def champion_score(
     weights: ValueWeights,
     k: int,
     tasks: Sequence[str] = (),
+    which: str = "value_ndcg",
 ) -> ChampionOnDays:
     """The current champion's gate metric and its `tasks`' AUC and NCE on `days`, computed
     by the same evaluation as a challenger's (models.evaluation.evaluate.evaluate_days), so the gate
@@ -235,19 +245,36 @@ def champion_score(
         log.warning("the champion cannot score the validation days: %s", err)
         return ChampionOnDays(None, {}, str(err))
     metrics = evaluation.metrics(GATE_SPLIT)
-    return ChampionOnDays(metrics.get(gate_metric(k), math.nan), run_quality(metrics, tasks))
+    return ChampionOnDays(
+        metrics.get(gate_metric(k, which=which), math.nan),
+        run_quality(metrics, tasks),
+        sample=evaluation.gate_sample(which, k)[MODEL],
+    )
 
 
-def candidate(registered: RegisteredVersion, k: int, tasks: Sequence[str]) -> Candidate:
+def gate_sample(run_id: str) -> pd.DataFrame | None:
+    """The gate metric per validation request a run logged (GATE_SAMPLE); None for a run
+    from before the gate knew its sample."""
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=GATE_SAMPLE)
+    except (MlflowException, OSError):
+        return None
+    return pd.read_parquet(path)
+
+
+def candidate(
+    registered: RegisteredVersion, k: int, tasks: Sequence[str], which: str = "value_ndcg"
+) -> Candidate:
     """A registered version's numbers on its validation days, from its run."""
     run = MlflowClient().get_run(registered.run_id)
     metrics = run.data.metrics
     return Candidate(
         version=registered.version,
         kind=run.data.tags.get(KIND_TAG, GBDT),
-        score=metrics.get(gate_metric(k), math.nan),  # absent when undefined
-        baselines={b: metrics.get(gate_metric(k, b), math.nan) for b in BASELINES},
+        score=metrics.get(gate_metric(k, which=which), math.nan),  # absent when undefined
+        baselines={b: metrics.get(gate_metric(k, b, which), math.nan) for b in BASELINES},
         quality=run_quality(metrics, tasks),
+        sample=gate_sample(registered.run_id),
     )
 
 
@@ -260,13 +287,18 @@ def promote(
     k: int,
     margin: float,
     guard: HarmGuard = NO_GUARD,
+    which: str = "value_ndcg",
+    rule: SampleRule | None = None,
 ) -> Gate:
     """Gate one night's registered versions (one per kind, trained on the same split): the
     best that wins against the champion on their validation days (models.registry.gate.choose)
-    becomes champion; every version and its run are tagged with its outcome and reason."""
+    becomes champion; every version and its run are tagged with its outcome and reason.
+    `which`: the gate metric (models.evaluation.evaluate.GATE_METRICS); `rule`: the sample a
+    decision
+    needs (None: the point estimates alone decide)."""
     if not registered:
         raise ValueError("no registered version to gate")
-    candidates = [candidate(r, k, guard.tasks) for r in registered]
+    candidates = [candidate(r, k, guard.tasks, which) for r in registered]
     days = load_split(registered[0].run_id)[GATE_SPLIT]
     if any(load_split(r.run_id)[GATE_SPLIT] != days for r in registered[1:]):
         raise ValueError("the versions gated together must share their validation days")
@@ -275,7 +307,7 @@ def promote(
     if current in {r.version for r in registered}:  # a retried gate that already promoted it
         no_champion = f"version {current} is already champion (the gate ran before)"
     elif current is not None and any(not math.isnan(c.score) for c in candidates):
-        champion = champion_score(store, name, days, weights, k, guard.tasks)
+        champion = champion_score(store, name, days, weights, k, guard.tasks, which)
         if champion.unusable is not None:
             no_champion = (
                 f"champion version {current} cannot score these features ({champion.unusable})"
@@ -288,8 +320,10 @@ def promote(
         margin,
         guard,
         no_champion,
-        metric=f"validation NDCG@{k}",
+        metric=gate_words(k, which),
         days=window.get(window_param(GATE_SPLIT), "the validation days"),
+        rule=rule,
+        champion_sample=champion.sample,
     )
     # The winner first, so every version's Promotion names the champion after the gate.
     order = sorted(registered, key=lambda r: not decisions[r.version].promote)

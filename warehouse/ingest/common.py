@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,18 @@ class LogData:
     shown: pa.Table  # SHOWN
     items: pa.Table  # ITEMS: only items some request showed
     line_word: str = "line"  # "line" for text files, "row" for Parquet
+    item_prefix: str = ""  # how the file writes an item id before its number (MIND: N)
+
+
+def open_parquet(path) -> pq.ParquetFile:
+    """A Parquet file to stream; an empty file or one that is not Parquet raises a
+    LogFormatError naming it, not pyarrow's traceback."""
+    if path.stat().st_size == 0:
+        raise LogFormatError(path.name, None, None, "the file is empty")
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise LogFormatError(path.name, None, None, f"is not a Parquet file ({err})") from None
 
 
 def concat(parts: Iterable[pa.Table], schema: pa.Schema) -> pa.Table:

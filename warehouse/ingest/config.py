@@ -8,17 +8,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-FORMATS = ("mind", "ebnerd")
+FORMATS = ("mind", "ebnerd", "raw")  # raw: bring your own log (warehouse.ingest.raw)
 # The files of each format inside `log.path`, unless the profile names others.
 DEFAULT_FILES: dict[str, dict[str, str]] = {
     "mind": {"behaviors": "behaviors.tsv", "items": "news.tsv"},
     "ebnerd": {"behaviors": "behaviors.parquet", "items": "articles.parquet"},
+    "raw": {"behaviors": "impressions.parquet", "items": "posts.parquet"},
 }
 # The ranker tasks a format's log can train (models.ranking.gbdt.TASKS names them): both logs record
 # clicks only; EB-NeRD also the read time of the clicked article (its dwell).
 RECORDED: dict[str, tuple[str, ...]] = {
     "mind": ("click",),
     "ebnerd": ("click", "dwell"),
+    "raw": ("click",),  # its dwell_s, when given, reaches the raw tables but trains no model
 }
 
 
@@ -26,11 +28,13 @@ class LogSettings(BaseModel):
     """A real impression log to ingest instead of simulating; `format` None: the simulator.
 
     The calendar (`start_date`, `days`) is the log's: every job of a log profile runs on
-    those days, and the ingest refuses a log that does not cover exactly them."""
+    those days. Given, the ingest refuses a log that does not cover exactly them; left out, the
+    ingest takes the log's own first and last day. The ingest records the log's section in the
+    data root (warehouse.layout.DataRoot.remember_log), so later jobs repeat none of it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Literal["mind", "ebnerd"] | None = None  # None: the simulator is the raw input
+    format: Literal["mind", "ebnerd", "raw"] | None = None  # None: the simulator is the raw input
     path: Path | None = None  # the folder holding the log's files
     behaviors: str | None = None  # the impressions file in `path` (default per format)
     items: str | None = None  # the item metadata file in `path` (news.tsv, articles.parquet)
@@ -41,11 +45,14 @@ class LogSettings(BaseModel):
     # The share of impressions whose item has no metadata that the ingest drops (with their
     # clicks) before it refuses the log: more means the wrong metadata file.
     max_missing_share: float = Field(0.01, ge=0, le=1)
+    # where the ingest's contracts run (warehouse.contracts.validate): "pandas" collects each
+    # table's day to the driver once (seconds per log); "spark" for days the driver cannot hold
+    contracts_engine: Literal["pandas", "spark"] = "pandas"
 
     @model_validator(mode="after")
     def _complete(self) -> LogSettings:
-        if self.format is not None and (self.start_date is None or self.days is None):
-            raise ValueError("a log needs its calendar: log.start_date and log.days")
+        if (self.start_date is None) != (self.days is None):
+            raise ValueError("a log's calendar needs both log.start_date and log.days, or neither")
         return self
 
     def file(self, kind: str) -> str:

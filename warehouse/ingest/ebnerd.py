@@ -59,7 +59,7 @@ MAX_DWELL_S = 3600.0  # warehouse.contracts.MAX_DWELL_S: longer reads are tabs l
 def read(behaviors: Path, articles: Path, *, batch_rows: int) -> L.LogData:
     """The whole log, checked and normalised (warehouse.ingest.common.LogData)."""
     requests, shown = [], []
-    file = pq.ParquetFile(behaviors)
+    file = L.open_parquet(behaviors)
     _check_columns(file, BEHAVIORS, behaviors.name)
     progress = L.Progress(behaviors.name, file.metadata.num_rows, "rows")
     batches = file.iter_batches(batch_size=batch_rows, columns=list(BEHAVIORS))
@@ -187,7 +187,7 @@ def _behaviors(batch: pa.RecordBatch, start: int, file: str) -> tuple[pa.Table, 
 
 
 def _articles(path: Path, wanted: pa.Array, batch_rows: int) -> Iterator[pa.Table]:
-    file = pq.ParquetFile(path)
+    file = L.open_parquet(path)
     _check_columns(file, ARTICLES, path.name)
     progress = L.Progress(path.name, file.metadata.num_rows, "rows")
     batches = file.iter_batches(batch_size=batch_rows, columns=list(ARTICLES))

@@ -77,21 +77,29 @@ class Dropped:
 
 
 def raw_days(
-    data: L.LogData, calendar: Sequence[dt.date], *, max_missing_share: float
+    data: L.LogData, calendar: Sequence[dt.date] | None, *, max_missing_share: float
 ) -> tuple[dict[str, dict[str, pd.DataFrame | pa.Table]], Dropped]:
     """The raw tables of each day of the calendar (name -> frame with the catalog's columns,
-    no ds), and what was dropped. Raises IngestError if the log's days are not the
-    calendar's, or too many impressions lack their item."""
+    no ds), and what was dropped. `calendar` None: the log's first to last day. Raises
+    IngestError if the log's days are not the calendar's (or, inferred, leave a day without
+    a request), or too many impressions lack their item."""
     imps = _impressions(data)
     imps, dropped = _drop_unknown(imps, data, max_missing_share)
-    days = [d.isoformat() for d in calendar]
     seen = sorted(imps["ds"].unique())
+    if not seen:
+        raise IngestError(f"{data.behaviors_file}: the log holds no impression to load")
+    if calendar is None:
+        first, last = dt.date.fromisoformat(seen[0]), dt.date.fromisoformat(seen[-1])
+        calendar = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    days = [d.isoformat() for d in calendar]
     if seen != days:
+        missing = sorted(set(days) - set(seen))
         raise IngestError(
             f"{data.behaviors_file}: the log's requests fall on {len(seen)} days "
-            f"({seen[0] if seen else '-'} .. {seen[-1] if seen else '-'}), the profile's calendar "
-            f"is {days[0]} .. {days[-1]} ({len(days)} days): set log.start_date and log.days "
-            "(FEEDRANK__LOG__START_DATE, FEEDRANK__LOG__DAYS) to the log's days"
+            f"({seen[0]} .. {seen[-1]}), the calendar is {days[0]} .. {days[-1]} "
+            f"({len(days)} days{', no request on ' + ', '.join(missing[:3]) if missing else ''})"
+            ": give the log's days (feedrank ingest --first-day, --days) or leave them out to "
+            "take the log's own"
         )
     posts = _posts(data, imps, days[0])
     imps = imps.merge(posts[[C.POST_ID, C.AUTHOR_ID]], on=C.POST_ID, how="left")
@@ -136,7 +144,8 @@ def _drop_unknown(imps: pd.DataFrame, data: L.LogData, max_share: float):
         share = len(lost) / len(imps)
         what = (
             f"{len(lost)} of {len(imps)} impressions ({share:.2%}, {dropped.clicks} clicked) "
-            f"show items missing from {data.items_file}, e.g. {list(dropped.items)} at "
+            f"show items missing from {data.items_file}, e.g. "
+            f"{', '.join(data.item_prefix + str(i) for i in dropped.items)} at "
             f"{data.behaviors_file} {', '.join(dropped.where)}"
         )
         if share > max_share:

@@ -15,6 +15,7 @@ loaded: its clicks have no time and no request, so they cannot be events of the 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,14 +77,61 @@ def read(behaviors: Path, news: Path, *, block_bytes: int) -> L.LogData:
     L.check_unique_requests(requests_t, behaviors.name, "line")
     wanted = pc.unique(shown_t.column(L.POST))
     items = L.concat(_news(news, wanted, block_bytes), L.ITEMS)
-    return L.LogData("mind", behaviors.name, news.name, requests_t, shown_t, items)
+    return L.LogData("mind", behaviors.name, news.name, requests_t, shown_t, items, item_prefix="N")
+
+
+# What each field looks like, to tell which one a line with a tab too few lacks.
+_PATTERNS = {
+    "impression_id": r"\d+",
+    "user_id": r"U\d+",
+    "time": r"\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}:\d{2} [AP]M",
+    "history": r"(N\d+( N\d+)*)?",
+    "impressions": r"N\d+-[01]( N\d+-[01])*",
+    "news_id": r"N\d+",
+    "category": r"\S+",
+    "subcategory": r"\S+",
+    "url": r"\S*",
+    "title_entities": r"(\[.*\])?",
+    "abstract_entities": r"(\[.*\])?",
+}
+
+
+def missing_field(names: tuple[str, ...], text: str | None, found: int) -> str | None:
+    """The field a line of `found` fields lacks. A tab too few runs two neighbouring fields
+    together: the first value that splits (at its start, a space or its end) into two that
+    read as those fields' kinds, with every other value reading as its own, names the field
+    that is not where it should be (an impressions list right after the time: the empty
+    history; `U2 11/10/2019 ...`: the time). Else the first field past the last found."""
+    if found >= len(names):
+        return None
+    values = (text or "").split("\t")
+    if found == len(names) - 1 and len(values) == found:
+        for j in range(found):
+            before = zip(names[:j], values[:j], strict=True)
+            after = zip(names[j + 2 :], values[j + 1 :], strict=True)
+            if not all(_reads_as(n, v) for n, v in (*before, *after)):
+                continue
+            value = values[j]
+            cuts = [(0, 0), *((m.start(), m.end()) for m in re.finditer(" ", value))]
+            for head_end, tail_start in [*cuts, (len(value), len(value))]:
+                head, tail = value[:head_end], value[tail_start:]
+                if _reads_as(names[j], head) and _reads_as(names[j + 1], tail):
+                    return names[j] if head == "" else names[j + 1]
+    return names[found]
+
+
+def _reads_as(name: str, value: str) -> bool:
+    return re.fullmatch(_PATTERNS.get(name, ".*"), value) is not None
 
 
 def _tsv(
     path: Path, names: tuple[str, ...], block_bytes: int
 ) -> Iterator[tuple[int, pa.RecordBatch]]:
     """(first line number, batch) of a headerless TSV, every field a string. A line with
-    another number of fields (an empty line too) raises, naming it."""
+    another number of fields raises, naming it and the field it lacks; so does a blank line,
+    except at the end of the file (an editor's trailing newlines); an empty file raises."""
+    if path.stat().st_size == 0:
+        raise LogFormatError(path.name, None, None, "the file is empty")
     bad: list = []
 
     def invalid(row) -> str:
@@ -102,29 +150,45 @@ def _tsv(
             column_types={n: pa.string() for n in names}, strings_can_be_null=False
         ),
     )
+    held: tuple[int, pa.RecordBatch] | None = None  # the last batch with a non-blank line
+    blank: list[tuple[int, pa.RecordBatch]] = []  # blank-only batches after it
     start = 1
     for batch in reader:
         if bad:
-            row = bad[0]
-            line = row.number if row.number is not None else start
-            missing = names[row.actual_columns] if row.actual_columns < len(names) else None
-            raise LogFormatError(
-                path.name,
-                f"line {line}",
-                missing,
-                f"expected {len(names)} tab-separated fields ({', '.join(names)}), "
-                f"found {row.actual_columns}",
-            )
-        yield start, batch
+            _raise_bad(path, names, bad[0], start)
+        if _nonblank(batch).size == 0:
+            blank.append((start, batch))
+        else:
+            if held is not None:
+                yield held
+            yield from blank  # blank lines amid others: the checks name the first
+            held, blank = (start, batch), []
         start += batch.num_rows
     if bad:  # a bad last line ends the file without another batch
-        row = bad[0]
-        raise LogFormatError(
-            path.name,
-            f"line {row.number}",
-            names[row.actual_columns] if row.actual_columns < len(names) else None,
-            f"expected {len(names)} tab-separated fields, found {row.actual_columns}",
-        )
+        _raise_bad(path, names, bad[0], start)
+    if held is None:
+        raise LogFormatError(path.name, None, None, "the file holds only blank lines")
+    first, batch = held
+    yield first, batch.slice(0, int(_nonblank(batch)[-1]) + 1)  # trailing blank lines dropped
+
+
+def _nonblank(batch: pa.RecordBatch) -> np.ndarray:
+    """Indices of the rows with some field not empty (a blank line reads as all empty)."""
+    empty = np.ones(batch.num_rows, dtype=bool)
+    for column in batch.columns:
+        empty &= np.asarray(pc.equal(column, ""), dtype=bool)
+    return np.flatnonzero(~empty)
+
+
+def _raise_bad(path: Path, names: tuple[str, ...], row, start: int) -> None:
+    line = row.number if row.number is not None else start
+    raise LogFormatError(
+        path.name,
+        f"line {line}",
+        missing_field(names, row.text, row.actual_columns),
+        f"expected {len(names)} tab-separated fields ({', '.join(names)}), "
+        f"found {row.actual_columns}",
+    )
 
 
 def _fail(file: str, start: int, index: int, field: str, value, why: str) -> LogFormatError:

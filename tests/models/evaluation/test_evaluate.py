@@ -114,6 +114,42 @@ def test_informed_scorers_beat_random_baselines_and_names_are_flat(evaluated):
     assert all("@" not in name for name in metrics)
 
 
+def test_the_mind_protocol_per_scorer_with_intervals(evaluated):
+    frame, predicted, ev = evaluated
+    mind = ev.mind.set_index("scorer")
+    assert set(mind.index) == {MODEL, ORACLE, *BASELINES}  # every ranking scorer
+    # The model's row is models.evaluation.metrics' MIND report on its value score and the clicks.
+    want = M.mind_report(frame[C.REQUEST_ID], frame[label_column("click")], predicted[VALUE_SCORE])
+    for metric in M.MIND_METRICS:
+        assert mind.loc[MODEL, metric] == want[metric]
+        assert (mind[f"{metric}_lo"] < mind[metric]).all()
+        assert (mind[metric] < mind[f"{metric}_hi"]).all()
+    assert mind.loc[MODEL, "n_requests"] == want["n_requests"] < 400  # some lists lack a click
+    # A random baseline's interval holds 1/2 (popularity is drawn at random here).
+    assert mind.loc["popularity", "group_auc_lo"] < 0.5 < mind.loc["popularity", "group_auc_hi"]
+    metrics = ev.metrics("test")
+    assert metrics["test/model/click/group_auc"] == want["group_auc"]
+    assert metrics["test/model/click/ndcg_at_10_hi"] == mind.loc[MODEL, "ndcg_at_10_hi"]
+
+
+def test_intervals_are_seeded_and_the_gate_sample_is_per_request():
+    frame, predicted, uncorrected = frame_and_predictions(n_requests=60)
+    one = evaluate(frame, predicted, uncorrected, WEIGHTS, n_boot=200, seed=3)
+    again = evaluate(frame, predicted, uncorrected, WEIGHTS, n_boot=200, seed=3)
+    other = evaluate(frame, predicted, uncorrected, WEIGHTS, n_boot=200, seed=4)
+    pd.testing.assert_frame_equal(one.mind, again.mind)
+    assert not one.mind["group_auc_lo"].equals(other.mind["group_auc_lo"])
+    sample = one.gate_sample("click_group_auc", 10)
+    assert list(sample.index) == list(range(60))  # one row per request
+    assert set(sample.columns) == {MODEL, ORACLE, *BASELINES, "positives"}
+    assert sample[MODEL].mean() == one.mind.set_index("scorer").loc[MODEL, "group_auc"]
+    clicks = frame.groupby(C.REQUEST_ID)[label_column("click")].agg(["sum", "size"])
+    defined = (clicks["sum"] > 0) & (clicks["sum"] < clicks["size"])
+    assert (sample["positives"] == clicks["sum"].where(defined, 0)).all()
+    value = one.gate_sample("value_ndcg", 10)
+    assert value[MODEL].mean() == one.ranking.set_index("scorer").loc[MODEL, "ndcg_at_10"]
+
+
 def test_evaluate_refuses_misaligned_predictions():
     frame, predicted, uncorrected = frame_and_predictions(n_requests=10)
     with pytest.raises(ValueError, match="one row per impression"):

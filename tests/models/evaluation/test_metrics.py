@@ -227,3 +227,111 @@ def test_relevant_recall_perfect_none_and_partial():
     assert np.isnan(M.relevant_recall_at_k(retrieved, [], []))
     with pytest.raises(ValueError, match="relevant_query"):
         M.relevant_recall_at_k(retrieved, [5], [1])
+
+
+# --- the MIND protocol ----------------------------------------------------------------------
+
+# Three impression lists. List 1: clicks at score ranks 2 and 4; list 2: its one click ranked
+# last of 3; list 3: no click (undefined, left out of every mean).
+MIND_GROUPS = np.array([1, 1, 1, 1, 2, 2, 2, 3, 3])
+MIND_CLICKS = np.array([0, 1, 0, 1, 1, 0, 0, 0, 0])
+MIND_SCORE = np.array([0.9, 0.8, 0.3, 0.1, 0.2, 0.5, 0.4, 0.1, 0.2])
+
+
+def test_mind_metrics_on_a_hand_computed_example():
+    per = M.mind_per_request(MIND_GROUPS, MIND_CLICKS, MIND_SCORE)
+    # List 1: of the 4 (click, non-click) pairs only 0.8 > 0.3 is ordered right -> AUC 1/4;
+    # MRR (1/2 + 1/4) / 2; DCG 1/log2(3) + 1/log2(5) over the ideal 1 + 1/log2(3).
+    assert per.loc[1, "group_auc"] == pytest.approx(0.25)
+    assert per.loc[1, "mrr"] == pytest.approx(0.375)
+    ndcg1 = (1 / np.log2(3) + 1 / np.log2(5)) / (1 + 1 / np.log2(3))
+    assert per.loc[1, "ndcg_at_5"] == pytest.approx(ndcg1)
+    # List 2: the click below both others -> AUC 0, MRR 1/3, nDCG 1/log2(4) = 0.5.
+    assert per.loc[2, "group_auc"] == 0.0
+    assert per.loc[2, ["mrr", "ndcg_at_10"]].tolist() == pytest.approx([1 / 3, 0.5])
+    assert per.loc[3, list(M.MIND_METRICS)].isna().all()
+    assert per["clicks"].tolist() == [2, 1, 0] and per["items"].tolist() == [4, 3, 2]
+    report = M.mind_report(MIND_GROUPS, MIND_CLICKS, MIND_SCORE)
+    assert report["group_auc"] == pytest.approx(0.125)
+    assert report["mrr"] == pytest.approx((0.375 + 1 / 3) / 2)
+    assert report["ndcg_at_10"] == pytest.approx((ndcg1 + 0.5) / 2)
+    assert report["n_requests"] == 2 and report["n_clicks"] == 3
+
+
+def test_mind_ties_count_half_in_auc_and_break_pessimistically_elsewhere():
+    # A constant score: AUC 1/2 (as roc_auc_score), the click ranked last for MRR and nDCG.
+    per = M.mind_per_request([1, 1, 1], [1, 0, 0], [0.5, 0.5, 0.5])
+    assert per.loc[1, "group_auc"] == 0.5
+    assert per.loc[1, "mrr"] == pytest.approx(1 / 3)
+    # A list with every item clicked has no non-click: undefined, as the reference's AUC is.
+    assert np.isnan(M.mind_per_request([1, 1], [1, 1], [0.1, 0.2]).loc[1, "mrr"])
+
+
+def _mind_reference(labels: np.ndarray, score: np.ndarray) -> tuple[float, ...]:
+    """One impression list scored by the definition of Microsoft's MIND evaluation, written out
+    slowly: sklearn's AUC, 1/rank of each click averaged over clicks, DCG with gain 2^y - 1."""
+    order = np.argsort(-score, kind="stable")
+    ranked = labels[order]
+
+    def ndcg(k: int) -> float:
+        disc = 1 / np.log2(np.arange(2, k + 2))[: min(k, labels.size)]
+        dcg = ((2.0 ** ranked[:k] - 1) * disc).sum()
+        ideal = ((2.0 ** np.sort(labels)[::-1][:k] - 1) * disc).sum()
+        return dcg / ideal
+
+    mrr = sum(1 / (i + 1) for i, y in enumerate(ranked) if y) / labels.sum()
+    return skm.roc_auc_score(labels, score), mrr, ndcg(5), ndcg(10)
+
+
+def test_mind_metrics_match_the_reference_definition():
+    rng = np.random.default_rng(11)
+    groups, clicks, score = _random_requests(rng, 300, graded=False)
+    per = M.mind_per_request(groups, clicks, score)
+    checked = 0
+    for gid, y, s in _by_group(groups, clicks, score):
+        if 0 < y.sum() < y.size:
+            assert per.loc[gid, list(M.MIND_METRICS)].tolist() == pytest.approx(
+                _mind_reference(y, s)
+            )
+            checked += 1
+        else:
+            assert per.loc[gid, list(M.MIND_METRICS)].isna().all()
+    assert checked > 100
+
+
+def test_bootstrap_is_seeded_and_brackets_the_mean():
+    rng = np.random.default_rng(3)
+    values = rng.normal(0.6, 0.2, 2000)
+    mean, lo, hi = M.bootstrap_mean(values, n_boot=500, seed=1)
+    assert M.bootstrap_mean(values, n_boot=500, seed=1) == (mean, lo, hi)  # same seed, same
+    assert lo < mean < hi
+    # The normal approximation of the 95% half-width: 1.96 * sd / sqrt(n) ~ 0.0088.
+    assert (hi - lo) / 2 == pytest.approx(1.96 * values.std() / np.sqrt(values.size), rel=0.15)
+    assert np.isnan(M.bootstrap_mean([np.nan, np.nan])[0])
+
+
+def test_paired_gain_compares_the_same_requests():
+    idx = pd.Index([10, 11, 12, 13, 14, 15])
+    a = pd.Series([0.9, 0.8, 0.7, 0.6, 0.5, np.nan], index=idx)
+    b = a - 0.1  # better by exactly 0.1 on every request
+    gain, lo, hi, n = M.paired_bootstrap_gain(a, b.iloc[::-1], n_boot=200, seed=0)
+    # Aligned on the ids (b reversed does not matter), NaN left out: every draw's gain is 0.1,
+    # where unpaired draws would scatter it by the spread of a itself.
+    assert (gain, n) == (pytest.approx(0.1), 5)
+    assert lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
+    gain, lo, hi, _ = M.paired_bootstrap_gain(a, a.sample(frac=1, random_state=0), seed=0)
+    assert gain == 0 and lo == 0 == hi
+
+
+def test_a_score_constant_per_request_has_group_auc_one_half_whatever_its_pooled_auc():
+    # Short lists click more (one click per list): -(list length) ranks the short lists'
+    # rows first, which the pooled AUC rewards, but it orders nothing within a list.
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(2, 30, size=400)
+    groups = np.repeat(np.arange(400), sizes)
+    first = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    clicks = np.zeros(groups.size)
+    clicks[first + rng.integers(0, sizes)] = 1
+    score = -np.repeat(sizes, sizes).astype(float)
+    assert M.auc(clicks, score) > 0.65
+    assert M.mind_report(groups, clicks, score)["group_auc"] == 0.5

@@ -31,3 +31,43 @@ def test_kinds_side_by_side_with_the_oracle_and_the_best_baseline():
 def test_a_real_log_has_no_oracle_column():
     real = {k: v for k, v in GBDT.items() if "/oracle/" not in k}
     assert "oracle" not in kinds_summary({"gbdt": real}, "test", 10).splitlines()[0]
+
+
+MIND_RUN = {  # a real log's run: MIND metrics with intervals, no dwell, no oracle
+    "test/model/click/auc": 0.68,
+    "test/model/click/nce": 0.95,
+    "test/popularity/click/auc": 0.66,
+    "test/model/value/ndcg_at_10": 0.31,
+    "test/model/click/group_auc": 0.573,
+    "test/model/click/group_auc_lo": 0.561,
+    "test/model/click/group_auc_hi": 0.585,
+    "test/popularity/click/group_auc": 0.595,
+    "test/model/click/ndcg_at_10": 0.316,
+    "test/popularity/click/ndcg_at_10": 0.326,
+}
+
+
+def test_the_mind_protocol_rows_with_intervals_and_no_empty_dwell_row():
+    lines = kinds_summary({"gbdt": MIND_RUN}, "test", 10).splitlines()
+    assert lines[0] == "| task | metric | gbdt | best baseline |"
+    assert "| click | mind_group_auc | 0.573 [0.561, 0.585] | popularity 0.595 |" in lines
+    assert "| click | mind_ndcg_at_10 | 0.316 | popularity 0.326 |" in lines  # no interval
+    assert not [line for line in lines if line.startswith("| dwell")]
+
+
+def test_the_report_shows_the_mind_table_and_no_empty_dwell_table():
+    from test_evaluate import WEIGHTS, frame_and_predictions
+
+    from models.evaluation.evaluate import evaluate
+    from models.evaluation.report import format_report
+
+    frame, predicted, uncorrected = frame_and_predictions(n_requests=50)
+    frame["dwell_s"] = float("nan")  # MIND records no dwell
+    ev = evaluate(frame, predicted, uncorrected, WEIGHTS, oracle=False, n_boot=100)
+    split = {"train": ["2019-11-09"], "val": ["2019-11-10"], "test": ["2019-11-11"]}
+    text = format_report("MIND", "run", split, 0.1, {"test": ev, "val": ev}, figures=set())
+    assert "## test: MIND protocol (clicks per request)" in text
+    assert "| scorer | group_auc | mrr | ndcg_at_5 | ndcg_at_10 | n_requests | n_clicks |" in text
+    model = ev.mind.set_index("scorer").loc["model"]
+    assert f"| model | {model['group_auc']:.4f} [{model['group_auc_lo']:.4f}, " in text
+    assert "dwell" not in text

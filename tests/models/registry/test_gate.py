@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from models.registry.gate import NO_GUARD, Candidate, HarmGuard, choose, decide
+from models.registry.gate import NO_GUARD, Candidate, HarmGuard, Sample, SampleRule, choose, decide
 
 BASELINES = {"reverse_chron": 0.60, "popularity": 0.65, "logged": math.nan}
 GUARD = HarmGuard(("hide", "report"), 0.01)
@@ -199,3 +201,94 @@ def test_a_safer_peer_is_named_as_worse_on_no_guarded_metric():
     ]
     out = choose(night, None, None, 0.002, GUARD)
     assert out["1"].promote and "it is worse on no guarded metric" in out["2"].reason
+
+
+# --- a gate that knows its sample -----------------------------------------------------------
+
+RULE = SampleRule(min_requests=100, min_positives=150, n_boot=400, level=0.95, seed=0)
+
+
+def gate_sample(n, gain, noise, seed=0):
+    """Per request: popularity's metric, the model's = popularity's + gain + noise (centred, so
+    the mean gain is `gain`), 2 positives each (so positives = 2n)."""
+    rng = np.random.default_rng(seed)
+    popularity = rng.uniform(0.4, 0.8, n)
+    scatter = rng.normal(0, noise, n)
+    return pd.DataFrame(
+        {
+            "model": popularity + gain + scatter - scatter.mean(),
+            "popularity": popularity,
+            "reverse_chron": popularity - 0.1,
+            "logged": np.nan,
+            "positives": 2.0,
+        },
+        index=pd.Index(np.arange(n) * 3, name="request_id"),
+    )
+
+
+def sample_decision(frame, champion=None, champion_series=None):
+    base = {b: frame[b].mean() for b in ("popularity", "reverse_chron", "logged")}
+    return decide(
+        frame["model"].mean(), champion, base, 0.002, rule=RULE,
+        sample=Sample(frame, champion=champion_series),
+    )  # fmt: skip
+
+
+def test_too_few_requests_or_positives_never_promote():
+    # 24 requests whose mean gain is large (+0.05): the mean alone would promote.
+    d = sample_decision(gate_sample(24, 0.05, 0.01))
+    assert not d.promote
+    assert "too small to decide: 24 requests where the metric is defined (minimum 100)" in d.reason
+    few = gate_sample(120, 0.05, 0.01).assign(positives=1.0)  # 120 requests, 120 positives
+    d = sample_decision(few)
+    assert not d.promote and "120 positives in them (minimum 150)" in d.reason
+    # Requests where the metric is undefined do not count.
+    undefined = gate_sample(150, 0.05, 0.01)
+    undefined.iloc[:60, 0] = np.nan
+    assert "90 requests where" in sample_decision(undefined).reason
+
+
+def test_a_gain_whose_interval_straddles_the_margin_is_not_promoted():
+    # Mean gain +0.004 over popularity, noise 0.1 over 400 requests: the 95% interval is
+    # about +-0.01, so it straddles the margin 0.002.
+    frame = gate_sample(400, 0.004, 0.1, seed=1)
+    d = sample_decision(frame)
+    assert frame["model"].mean() >= frame["popularity"].mean() + 0.002  # the mean would pass
+    assert not d.promote
+    assert "beats the best baseline" in d.reason and "but not surely" in d.reason
+    assert "straddles the margin 0.002" in d.reason and "over 400 requests" in d.reason
+
+
+def test_a_sure_gain_promotes_and_the_champion_is_compared_request_by_request():
+    frame = gate_sample(400, 0.05, 0.02, seed=2)
+    first = sample_decision(frame)
+    assert first.promote and first.reason.startswith("no champion yet")
+    # A champion only 0.001 below on each request: the paired gain's interval is tight around
+    # 0.001, below the margin, though the two means differ by as much as the spread allows.
+    champion = frame["model"] - 0.001
+    d = sample_decision(frame, champion.mean(), champion.sample(frac=1, random_state=0))
+    assert not d.promote and "does not beat champion" in d.reason
+    champion = frame["model"] - 0.01 + np.random.default_rng(3).normal(0, 0.1, 400)
+    d = sample_decision(frame, champion.mean(), champion)
+    assert not d.promote and "beats champion" in d.reason and "straddles" in d.reason
+    champion = frame["model"] - 0.01
+    assert sample_decision(frame, champion.mean(), champion).promote
+    # A rule without a champion's sample cannot compare: nothing is promoted.
+    d = sample_decision(frame, champion.mean(), None)
+    assert not d.promote and "no per-request sample of the champion" in d.reason
+
+
+def test_choose_gates_every_candidate_on_its_sample():
+    sure, unsure = gate_sample(400, 0.05, 0.02, seed=4), gate_sample(400, 0.004, 0.1, seed=5)
+
+    def base(frame):
+        return {"popularity": frame["popularity"].mean()}
+
+    night = [
+        Candidate("7", "dnn", unsure["model"].mean(), base(unsure), CHAMPION_Q, unsure),
+        Candidate("8", "gbdt", sure["model"].mean(), base(sure), CHAMPION_Q, sure),
+        Candidate("9", "ensemble", 0.9, base(sure), CHAMPION_Q),  # no sample logged
+    ]
+    out = choose(night, None, None, 0.002, GUARD, rule=RULE)
+    assert out["8"].promote and not out["7"].promote and "straddles" in out["7"].reason
+    assert not out["9"].promote and "no per-request validation sample" in out["9"].reason
