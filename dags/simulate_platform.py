@@ -28,15 +28,17 @@ from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from jobs import simulate_platform as job
 from jobs.airflow_support import (
     DEFAULT_ARGS,
     RAW_LOGS,
     calendar,
+    lazy_job,
     mark_days,
     params,
     settings_from,
 )
+
+job = lazy_job("simulate_platform")  # imported when a task runs, not when the file is parsed
 
 
 @dag(

@@ -38,15 +38,17 @@ from dataclasses import asdict
 
 from airflow.sdk import dag, task
 
-from jobs import train_rankers as job
 from jobs.airflow_support import (
     DEFAULT_ARGS,
     RANKER,
     calendar,
+    lazy_job,
     mark_gate,
     settings_from,
     training_params,
 )
+
+job = lazy_job("train_rankers")  # imported when a task runs, not when the file is parsed
 
 
 @dag(

@@ -22,15 +22,17 @@ from dataclasses import asdict
 
 from airflow.sdk import dag, task
 
-from jobs import train_retrieval as job
 from jobs.airflow_support import (
     DEFAULT_ARGS,
     RETRIEVAL,
     calendar,
+    lazy_job,
     mark_promotion,
     params,
     settings_from,
 )
+
+job = lazy_job("train_retrieval")  # imported when a task runs, not when the file is parsed
 
 
 @dag(

@@ -1,11 +1,15 @@
 """What the DAG files share: Assets, default args, Params, settings from a run's conf.
 
-DAG files stay declarative; anything they would otherwise compute lives here.
+DAG files stay declarative; anything they would otherwise compute lives here. The
+dag-processor imports this module with every DAG file, again and again: nothing heavy
+(Spark, MLflow, LightGBM, torch, Great Expectations, FAISS) at its top level, nor at that of
+anything it imports; the jobs' modules are imported when a task runs (`lazy_job`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 from typing import Any
 
 import pendulum
@@ -32,6 +36,26 @@ DEFAULT_ARGS = {
     "retries": 2,
     "retry_delay": dt.timedelta(minutes=1),
 }
+
+
+class LazyJob:
+    """A `jobs/` module imported on its first attribute, in the task that uses it: the jobs
+    import Spark, MLflow, LightGBM and torch, which would cost every parse of the DAG file
+    seconds (and, on a busy machine, the dag-processor's timeout)."""
+
+    def __init__(self, name: str) -> None:
+        self.module_name = f"jobs.{name}"
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self.module_name), attr)
+
+    def __repr__(self) -> str:
+        return f"LazyJob({self.module_name!r})"
+
+
+def lazy_job(name: str) -> LazyJob:
+    """`jobs.<name>`, imported when a task first uses it."""
+    return LazyJob(name)
 
 
 def params() -> dict[str, Param]:

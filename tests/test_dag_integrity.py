@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +13,26 @@ import pytest
 pytestmark = pytest.mark.airflow
 
 DAG_FILES = sorted(p for p in (Path(__file__).parent.parent / "dags").glob("*.py"))
+# What the dag-processor must never import to parse a DAG file (each costs seconds, and a
+# busy 2-core machine turns seconds into the processor's timeout): the tasks import them.
+HEAVY = ("pyspark", "torch", "lightgbm", "mlflow", "great_expectations", "faiss", "sklearn")
+# Parse one DAG file as the dag-processor does (a DagBag of the file) in a fresh interpreter:
+# the seconds to import Airflow, the seconds of the file itself, and every top-level module.
+_PARSE = """
+import json, sys, time
+started = time.perf_counter()
+from airflow.dag_processing.dagbag import DagBag
+imported = time.perf_counter()
+bag = DagBag(dag_folder=sys.argv[1])
+parsed = time.perf_counter()
+print(json.dumps({
+    "airflow_s": imported - started,
+    "file_s": parsed - imported,
+    "dags": sorted(bag.dag_ids),
+    "errors": {str(k): v for k, v in bag.import_errors.items()},
+    "modules": sorted({m.split(".")[0] for m in sys.modules}),
+}))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +64,26 @@ def test_dag_rules(dagbag, path):
         assert t.owner == "feedrank"
     # A DAG is acyclic by construction; topological_sort raises on a cycle.
     assert len(dag.topological_sort()) == len(dag.tasks)
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.stem)
+def test_a_dag_file_parses_without_heavy_imports(airflow_db, path):
+    """Each DAG file, parsed alone in a new interpreter, imports none of HEAVY; its parse time
+    is printed (`pytest -s`), never asserted: it depends on the machine's load."""
+    out = subprocess.run(
+        [sys.executable, "-c", _PARSE, str(path)],
+        env={**os.environ, "PYTHONPATH": str(path.parent.parent)},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    parsed = json.loads(out.stdout.splitlines()[-1])
+    assert parsed["errors"] == {} and parsed["dags"] == [path.stem]
+    assert sorted(set(HEAVY) & set(parsed["modules"])) == []
+    print(
+        f"\n{path.name}: airflow import {parsed['airflow_s']:.2f}s, "
+        f"the file {parsed['file_s']:.2f}s"
+    )
 
 
 def test_dag_files_stay_declarative():
