@@ -18,6 +18,21 @@ from warehouse.layout import DataRoot, executable
 
 log = logging.getLogger(__name__)
 
+# The dag-processor on a busy 2-core laptop (Spark and training beside it). A DAG file parses
+# in 1-4 s there (tests/test_dag_integrity.py prints it: it imports no job), so:
+# - the import of one file may take DAGBAG_IMPORT_TIMEOUT_S, and a slower one ends as an
+#   import error the UI shows; the processor's whole run (its start, the import, writing the
+#   DAG to the DB) gets more, so it is not killed first with the DAG left unexplained;
+# - each file is re-parsed every PARSE_INTERVAL_S, not 30 s: 8 files cost a few CPU seconds
+#   every two minutes instead of most of a core;
+# - a DAG is deactivated only when its file went STALE_DAG_THRESHOLD_S without parsing it,
+#   which takes more than two parse cycles that failed in a row (Airflow's 50 s deactivated
+#   a DAG after one slow parse, and it vanished from the UI with no error shown).
+DAGBAG_IMPORT_TIMEOUT_S = 60
+DAG_FILE_PROCESSOR_TIMEOUT_S = 120
+PARSE_INTERVAL_S = 120
+STALE_DAG_THRESHOLD_S = 600
+
 
 class AirflowSettings(BaseModel):
     """How the DAGs run in Airflow, read when Airflow parses them."""
@@ -37,8 +52,10 @@ def airflow_environ(root: DataRoot, api_host: str = AirflowSettings().api_host) 
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": root.airflow_db_url,
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        # train_rankers imports MLflow and LightGBM: over the 30 s default on a busy 2-core box
-        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": str(DAGBAG_IMPORT_TIMEOUT_S),
+        "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": str(DAG_FILE_PROCESSOR_TIMEOUT_S),
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": str(PARSE_INTERVAL_S),
+        "AIRFLOW__DAG_PROCESSOR__STALE_DAG_THRESHOLD": str(STALE_DAG_THRESHOLD_S),
         "FEEDRANK_HOME": str(root.home.resolve()),
         "MLFLOW_TRACKING_URI": root.mlflow_tracking_uri,
     }

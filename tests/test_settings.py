@@ -96,3 +96,18 @@ def test_training_params_become_training_overrides():
 def test_out_of_range_values_fail_with_their_field(overrides, message):
     with pytest.raises(SettingsError, match=message):
         load_settings("tiny", overrides, environ={})
+
+
+def test_airflow_reads_dag_processor_limits_that_keep_every_dag_listed():
+    """The values Airflow itself reads (conftest applied airflow_environ before its import):
+    a slow import ends as an import error before the processor is killed, files are not
+    re-parsed back to back, and a DAG is deactivated only after several failed parse cycles."""
+    from airflow.configuration import conf
+
+    import_timeout = conf.getfloat("core", "dagbag_import_timeout")
+    processor_timeout = conf.getint("dag_processor", "dag_file_processor_timeout")
+    interval = conf.getint("dag_processor", "min_file_process_interval")
+    stale = conf.getint("dag_processor", "stale_dag_threshold")
+    assert import_timeout < processor_timeout
+    assert interval >= 60  # Airflow's 30 s re-parses 8 files twice a minute
+    assert stale > 2 * (interval + processor_timeout)
