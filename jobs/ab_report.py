@@ -39,7 +39,7 @@ from models import ab_test as ab
 from models import feed_quality as fq
 from models import registry as reg
 from models.report import markdown as md_table
-from models.tracking import REPORT, STAGE_TAG, log_figure
+from models.tracking import STAGE_TAG, log_figure, log_report
 from models.value import realised_value, value_score
 from simulator import simulate_day
 from simulator.closed_loop import TREATMENT
@@ -120,8 +120,7 @@ def run(settings: Settings, ds: str) -> dict[str, float]:
         mlflow.log_table(aa_table, "ab/aa_table.json")
         log_figure(ab.daily_lift_figure(table), "ab/daily_lift.png", folder)
         log_figure(ab.action_lift_figure(table), "ab/action_lift.png", folder)
-        mlflow.log_text(report, REPORT)
-    folder.writable(REPORT).write_text(report)
+        log_report(report, folder)
     log.info("A/B report ds=%s in %.1fs:\n%s", ds, time.perf_counter() - started, report)
     return metrics
 

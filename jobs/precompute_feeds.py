@@ -55,7 +55,7 @@ from models import registry as reg
 from models.feed_scoring import rerank_feeds, score_candidates
 from models.handoff import FeedCandidates, PublishedFeeds, RankedFeeds, extend
 from models.retrieval_index import load_published
-from models.tracking import FEEDS_STAGE, REPORT, STAGE_TAG, log_figure
+from models.tracking import FEEDS_STAGE, STAGE_TAG, log_figure, log_report
 from models.value import value_score
 from simulator.oracle import oracle_truth
 from warehouse import contracts
@@ -340,8 +340,7 @@ def evaluate(settings: Settings, published: PublishedFeeds) -> dict[str, float] 
         mlflow.log_table(value, "feeds/value.json")
         mlflow.log_table(recall, "feeds/recall.json")
         log_figure(fq.quality_figure(value, recall, p.quality_k), "feeds/quality.png", folder)
-        mlflow.log_text(report, REPORT)
-    folder.writable(REPORT).write_text(report)
+        log_report(report, folder)
     log.info("feed quality ds=%s in %.1fs:\n%s", ds, time.perf_counter() - started, report)
     return metrics
 

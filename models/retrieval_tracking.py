@@ -25,7 +25,7 @@ from models import retrieval_eval as E
 from models.dataset import Split
 from models.handoff import TrainedRun
 from models.report import markdown
-from models.tracking import REPORT, RunInfo, log_figure
+from models.tracking import RunInfo, log_figure, log_report
 from models.two_tower import FitResult, TwoTower, save
 from warehouse.layout import Folder
 
@@ -85,6 +85,5 @@ def log_evaluation(
         mlflow.log_table(table, "evaluation/recall.json")
         for split in table["split"].unique():
             log_figure(E.recall_figure(table, split), f"evaluation/recall_{split}.png", folder)
-        mlflow.log_text(report, REPORT)
-    folder.writable(REPORT).write_text(report)
+        log_report(report, folder)
     return report

@@ -33,10 +33,12 @@ from models.dataset import Examples, Split
 from models.evaluate import Evaluation, summary_table
 from models.handoff import TrainedRun
 from models.rankers import GBDT, KIND_TAG, RankerLike
+from models.report import to_html
 from warehouse.catalog import C
 from warehouse.layout import Folder
 
 REPORT = "report.md"  # the evaluation report, in the run and in the report folder
+REPORT_HTML = "report.html"  # the same with its figures embedded: what MLflow's UI renders
 CURVES = "learning_curves.png"  # the learning curves' plot
 # Runs of several stages share the experiment; this tag says which (summaries find by it).
 STAGE_TAG = "feedrank.stage"
@@ -83,6 +85,16 @@ def log_figure(fig: Figure, artifact_file: str, folder: Folder) -> None:
     """Log a figure to the active run and save it under the same name in `folder`."""
     mlflow.log_figure(fig, artifact_file)
     plots.save_figure(fig, folder.writable(artifact_file))
+
+
+def log_report(report: str, folder: Folder) -> None:
+    """Log the Markdown report and its HTML page (models.report.to_html: the figures saved in
+    `folder` by log_figure embedded) to the active run, and write both into `folder`."""
+    page = to_html(report, folder)
+    mlflow.log_text(report, REPORT)
+    mlflow.log_text(page, REPORT_HTML)
+    folder.writable(REPORT).write_text(report)
+    folder.writable(REPORT_HTML).write_text(page)
 
 
 def log_training_run(
@@ -182,8 +194,7 @@ def log_evaluations(
                 mlflow.log_table(table, f"evaluation/{name}_{label}.json")
             log_figure(plots.calibration_figure(ev.calibration), f"calibration/{name}.png", folder)
         mlflow.log_metrics(metrics)
-        mlflow.log_text(report, REPORT)
-    folder.writable(REPORT).write_text(report)
+        log_report(report, folder)
     return metrics
 
 
