@@ -6,6 +6,7 @@ Must be applied before `airflow` is imported: Airflow reads its configuration on
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import shlex
@@ -39,7 +40,13 @@ class AirflowSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    catchup: bool = False  # unpausing simulate_platform runs every calendar day (else: triggers)
+    # Unpausing the calendar's DAGs (simulate_platform, the nightly retrains) runs their days
+    # of the calendar, in order; false: only the days a user triggers.
+    catchup: bool = True
+    # How often a scheduled day checks that its inputs exist (the day before, its features,
+    # the feeds a closed-loop day serves), and how long it waits before it is skipped.
+    inputs_poke_s: int = Field(60, ge=5)
+    inputs_timeout_s: int = Field(12 * 3600, ge=60)
     asset_dags_unpaused: bool = True  # DAGs scheduled on Assets start unpaused: one trigger chains
     api_host: str = Field("127.0.0.1", min_length=1)  # the local api-server (UI); 0.0.0.0: all
 
@@ -56,9 +63,24 @@ def airflow_environ(root: DataRoot, api_host: str = AirflowSettings().api_host) 
         "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": str(DAG_FILE_PROCESSOR_TIMEOUT_S),
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": str(PARSE_INTERVAL_S),
         "AIRFLOW__DAG_PROCESSOR__STALE_DAG_THRESHOLD": str(STALE_DAG_THRESHOLD_S),
+        # On a UI only this machine reaches, a refused request shows the database's reason
+        # (triggering a day that has a run: "UNIQUE constraint failed: dag_run.dag_id,
+        # dag_run.logical_date") instead of "statement: hidden, orig_error: hidden"; never on
+        # a UI open to the network, as it also shows the statement and the stack.
+        "AIRFLOW__API__EXPOSE_STACKTRACE": str(is_loopback(api_host)),
         "FEEDRANK_HOME": str(root.home.resolve()),
         "MLFLOW_TRACKING_URI": root.mlflow_tracking_uri,
     }
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or name to listen on) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve to anything
+        return False
 
 
 def prepare_airflow(root: DataRoot) -> dict[str, str]:

@@ -27,7 +27,15 @@ from collections.abc import Iterator
 
 import pandas as pd
 
-from jobs.common import check_day, days_before, log_settings, run_job, shift_ds
+from jobs.common import (
+    NothingToDo,
+    calendar_day,
+    check_day,
+    days_before,
+    log_settings,
+    run_job,
+    shift_ds,
+)
 from jobs.settings import Settings
 from jobs.spark import get_spark
 from simulator import build_world, simulate_day
@@ -36,6 +44,7 @@ from simulator.day import is_loop_day
 from warehouse import audit, contracts
 from warehouse.catalog import (
     ENGAGEMENTS,
+    IMPRESSIONS,
     RAW_TABLES,
     SIMULATED_TABLES,
     TRUTH_IMPRESSIONS,
@@ -142,17 +151,54 @@ def read_path(settings: Settings, ds: str) -> Iterator[FeedReader | None]:
     try:
         current = feed_store.status().current
         if current is None or current.ds != want:
-            found = f"version {current.version} of ds={current.ds}" if current else "nothing"
-            raise WarehouseError(
-                f"ds={ds} is a closed-loop day: the feed store must serve the feeds of {want}, "
-                f"but its current version is {found}; run precompute_feeds and publish_feeds "
-                f"for ds={want} first"
-            )
+            raise WarehouseError(_stale_feeds(ds, current))
         log.info("closed loop: treatment reads feed version %s (ds=%s)", current.version, want)
         # The impressions are the record of what was served: no second log in the store.
         yield FeedReader(feed_store, settings.feeds.model_copy(update={"log_served": False}))
     finally:
         feed_store.close()
+
+
+def _stale_feeds(ds: str, current) -> str:
+    want = shift_ds(ds, -1)
+    found = f"version {current.version} of ds={current.ds}" if current else "nothing"
+    return (
+        f"ds={ds} is a closed-loop day: the feed store must serve the feeds of {want}, "
+        f"but its current version is {found}; run precompute_feeds and publish_feeds "
+        f"for ds={want} first"
+    )
+
+
+def missing_inputs(settings: Settings, ds: str) -> str | None:
+    """What day ds still waits for, None when it can be simulated: the day before it
+    published (day d reads the engagements of the days before), and on a closed-loop day the
+    feeds of the day before in the feed store. NothingToDo outside the calendar."""
+    days = settings.dates()
+    try:
+        calendar_day(settings, ds)
+    except NothingToDo as err:
+        nxt = next_day(settings)
+        then = f"the next day to build is {nxt}" if nxt else "every day of it is built"
+        raise NothingToDo(f"{err}; {then}") from None
+    store = Warehouse(settings.root.warehouse)
+    before = days[days.index(ds) - 1] if ds != days[0] else None
+    if before is not None and not store.is_committed(IMPRESSIONS, before):
+        return f"ds={ds} waits for the day before it, {before}, to be published"
+    if is_loop_day(settings.simulator, day_index(settings.simulator, ds)):
+        feed_store = open_store(settings.feeds, settings.root)
+        try:
+            current = feed_store.status().current
+        finally:
+            feed_store.close()
+        if current is None or current.ds != shift_ds(ds, -1):
+            return _stale_feeds(ds, current)
+    return None
+
+
+def next_day(settings: Settings) -> str | None:
+    """The first day of the calendar whose logs are not published (None: all are)."""
+    done = set(Warehouse(settings.root.warehouse).partitions(IMPRESSIONS))
+    return next((d for d in settings.dates() if d not in done), None)
 
 
 def prior_engagements(store: Warehouse, cfg: SimulatorSettings, ds: str) -> pd.DataFrame:

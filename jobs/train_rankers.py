@@ -34,7 +34,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from jobs import build_training_set as build_job
-from jobs.common import log_settings, run_job, use_tracking
+from jobs.common import check_split, log_settings, run_job, use_tracking
 from jobs.settings import Settings
 from models import registry as reg
 from models import tracking
@@ -58,6 +58,15 @@ JOB = "train_rankers"  # names the report folder
 def training_days(store: Warehouse, ds: str) -> list[str]:
     """Days up to ds that have training examples, oldest first."""
     return [d for d in store.partitions(TRAINING_EXAMPLES) if d <= ds]
+
+
+def missing_inputs(settings: Settings, ds: str) -> str | None:
+    """What the night of ds still waits for (its day's features), None when it can train;
+    NothingToDo outside the calendar or on a day too early for the split."""
+    check_split(settings, ds)
+    if not Warehouse(settings.root.warehouse).is_committed(IMPRESSION_FEATURES, ds):
+        return f"ds={ds} waits for the day's features ({IMPRESSION_FEATURES.qualified})"
+    return None
 
 
 def split_days(settings: Settings, ds: str) -> Split:

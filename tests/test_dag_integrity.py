@@ -142,20 +142,38 @@ def test_a_raw_event_queues_features_and_the_ab_report_without_unpausing_them(sy
     assert sorted(queued) == ["ab_report", "build_features"]
 
 
-def test_the_schedule_is_the_profiles_calendar_without_catch_up(dagbag):
+def test_the_calendar_is_the_schedule_with_catch_up(dagbag):
+    """simulate_platform runs every day of the profile's calendar, the nightly retrains the
+    data days they are needed on; no time-scheduled DAG has a run outside the calendar, so
+    unpausing one starts nothing there."""
+    from airflow.sdk.definitions.timetables.assets import AssetTriggeredTimetable
+
+    from jobs.common import nightly_days, retrieval_days
     from jobs.settings import load_settings
 
     settings = load_settings()  # the profile the DAGs were parsed with (FEEDRANK_PROFILE)
-    dag = dagbag.get_dag("simulate_platform")
-    assert [d.date().isoformat() for d in dag.timetable.event_dates] == settings.dates()
-    assert dag.catchup is settings.airflow.catchup is False  # one trigger, one run
-    assert dag.end_date is None  # a run outside the calendar still gets its tasks
-    assert dag.params.get_param("profile").value == settings.profile
+
+    def days(dag_id: str) -> list[str]:
+        return [d.date().isoformat() for d in dagbag.get_dag(dag_id).timetable.event_dates]
+
+    assert days("simulate_platform") == settings.dates()
+    assert days("train_rankers") == nightly_days(settings) == [settings.dates()[-1]]  # no loop
+    assert days("train_retrieval") == retrieval_days(settings)
+    on_assets = AssetTriggeredTimetable
+    timed = {i: d for i, d in dagbag.dags.items() if not isinstance(d.timetable, on_assets)}
+    assert sorted(timed) == ["simulate_platform", "train_rankers", "train_retrieval"]
+    for dag in timed.values():
+        assert dag.catchup is settings.airflow.catchup is True  # unpausing walks the days
+        assert dag.end_date is None  # a run after an end_date would get no tasks: "success"
+        assert dag.start_date.date().isoformat() == settings.dates()[0]  # else: no tasks
+        assert [t.task_id for t in dag.tasks if not t.upstream_task_ids] == ["inputs"]
+        assert dag.params.get_param("profile").value == settings.profile
 
 
-def test_a_trigger_outside_the_calendar_fails_at_once(dagbag, data_root):
-    """The form's default logical date (now) is outside every profile's calendar: the run
-    fails on its first task, without retries, and writes nothing."""
+def test_a_trigger_outside_the_calendar_is_skipped(dagbag, data_root):
+    """The form's default logical date (now) is outside every profile's calendar: the run's
+    `inputs` is skipped, saying why, and so is every task after it (no Asset event); it
+    writes nothing."""
     import datetime as dt
 
     from warehouse.catalog import IMPRESSIONS
@@ -165,11 +183,21 @@ def test_a_trigger_outside_the_calendar_fails_at_once(dagbag, data_root):
     run = dag.test(
         logical_date=dt.datetime(2026, 11, 23, tzinfo=dt.UTC), run_conf={"profile": "tiny"}
     )
-    states = {ti.task_id: (str(ti.state), ti.try_number) for ti in run.get_task_instances()}
-    assert str(run.state) == "failed"
-    assert states["simulate"] == ("failed", 1)  # failed on its first try: no retry
-    assert states["validate"][0] == states["publish"][0] == "upstream_failed"
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert states == dict.fromkeys(["inputs", "simulate", "validate", "publish"], "skipped")
     assert "2026-11-23" not in Warehouse(data_root.warehouse).partitions(IMPRESSIONS)
+
+
+def test_a_retrain_on_a_day_too_early_for_its_split_is_skipped(dagbag):
+    import datetime as dt
+
+    dag = dagbag.get_dag("train_rankers")
+    run = dag.test(
+        logical_date=dt.datetime(2026, 1, 5, tzinfo=dt.UTC), run_conf={"profile": "tiny"}
+    )
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert states["inputs"] == "skipped"
+    assert set(states.values()) == {"skipped"}  # promote too: no feedrank-ranker event
 
 
 def test_the_dags_trigger_each_other_through_assets_in_pipeline_order(dagbag):
