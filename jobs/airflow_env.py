@@ -12,6 +12,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -110,3 +111,43 @@ def shell_exports(profile: str, root: DataRoot, api_host: str, tracking_uri: str
         "MLFLOW_TRACKING_URI": tracking_uri,
     }
     return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
+
+
+def ui_commands(api_host: str) -> list[list[str]]:
+    """The parts `airflow standalone` starts, as `airflow` command lines, without the log
+    servers: the scheduler's (LocalExecutor's, port 8793) and the triggerer's (8794) listen
+    on every interface, and Airflow 3.3 has no setting for their host. On one machine the UI
+    reads the task logs from their files instead."""
+    return [
+        ["scheduler", "--skip-serve-logs"],
+        ["dag-processor"],
+        ["triggerer", "--skip-serve-logs"],
+        ["api-server", "--host", api_host],
+    ]
+
+
+def run_ui(root: DataRoot, api_host: str) -> int:
+    """Migrate the DB and run Airflow's parts on this data root until one exits or the user
+    interrupts (then every part is stopped); prints where the login is."""
+    env = {**os.environ, **prepare_airflow(root), "AIRFLOW__API__HOST": api_host}
+    env["AIRFLOW__API__EXPOSE_STACKTRACE"] = str(is_loopback(api_host))
+    airflow = str(executable("airflow"))
+    parts = {cmd[0]: subprocess.Popen([airflow, *cmd], env=env) for cmd in ui_commands(api_host)}
+    port = env.get("AIRFLOW__API__PORT", "8080")
+    logins = root.airflow_home / "simple_auth_manager_passwords.json.generated"
+    log.info("Airflow UI on http://%s:%s; user and password in %s", api_host, port, logins)
+    try:
+        while not (ended := [n for n, p in parts.items() if p.poll() is not None]):
+            time.sleep(1)
+        log.error("airflow %s exited (%s): stopping the others", ended[0], parts[ended[0]].poll())
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for proc in parts.values():
+            proc.terminate()
+        for proc in parts.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -138,3 +138,12 @@ def test_a_local_ui_shows_why_a_trigger_was_refused_one_on_the_network_does_not(
     from warehouse.layout import DataRoot
 
     assert airflow_environ(DataRoot(tmp_path), host)["AIRFLOW__API__EXPOSE_STACKTRACE"] == exposed
+
+
+def test_the_ui_runs_airflows_parts_without_the_log_servers_that_listen_everywhere():
+    from jobs.airflow_env import ui_commands
+
+    commands = {cmd[0]: cmd[1:] for cmd in ui_commands("127.0.0.1")}
+    assert sorted(commands) == ["api-server", "dag-processor", "scheduler", "triggerer"]
+    assert commands["scheduler"] == commands["triggerer"] == ["--skip-serve-logs"]
+    assert commands["api-server"] == ["--host", "127.0.0.1"]
