@@ -34,6 +34,9 @@ DAGBAG_IMPORT_TIMEOUT_S = 60
 DAG_FILE_PROCESSOR_TIMEOUT_S = 120
 PARSE_INTERVAL_S = 120
 STALE_DAG_THRESHOLD_S = 600
+# A task talks to the api-server (one worker, on SQLite) through the execution API; Airflow's
+# 5 s failed the first tries of tasks under a load average of 35 on 2 cores (ReadTimeout).
+EXECUTION_API_TIMEOUT_S = 30
 
 
 class AirflowSettings(BaseModel):
@@ -64,6 +67,7 @@ def airflow_environ(root: DataRoot, api_host: str = AirflowSettings().api_host) 
         "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": str(DAG_FILE_PROCESSOR_TIMEOUT_S),
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": str(PARSE_INTERVAL_S),
         "AIRFLOW__DAG_PROCESSOR__STALE_DAG_THRESHOLD": str(STALE_DAG_THRESHOLD_S),
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": str(EXECUTION_API_TIMEOUT_S),
         # On a UI only this machine reaches, a refused request shows the database's reason
         # (triggering a day that has a run: "UNIQUE constraint failed: dag_run.dag_id,
         # dag_run.logical_date") instead of "statement: hidden, orig_error: hidden"; never on

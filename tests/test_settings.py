@@ -111,6 +111,7 @@ def test_airflow_reads_dag_processor_limits_that_keep_every_dag_listed():
     assert import_timeout < processor_timeout
     assert interval >= 60  # Airflow's 30 s re-parses 8 files twice a minute
     assert stale > 2 * (interval + processor_timeout)
+    assert conf.getfloat("workers", "execution_api_timeout") >= 30  # Airflow's 5 s, under load
 
 
 def test_the_profile_params_help_gives_each_profiles_own_calendar():
