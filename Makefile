@@ -38,12 +38,12 @@ test: $(VENV)/.installed java redis  ## lint, format check and the whole test su
 bench: $(VENV)/.installed java redis  ## benchmarks: print a table, write JSON under tests/benchmarks/results
 	@for b in tests/benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
-# `feedrank env` exports the profile, its data root and Airflow's settings, and fails on a data
-# root of another profile: assigning its output first stops the recipe there.
-airflow-ui: $(VENV)/.installed java  ## Airflow UI on http://127.0.0.1:8080 (login printed by standalone)
-	# standalone starts its components as `airflow ...` from PATH: put the venv first.
-	export PATH="$(CURDIR)/$(BIN):$$PATH" && exports="$$(feedrank --profile $(PROFILE) env)" \
-	  && eval "$$exports" && airflow db migrate && airflow standalone
+# `feedrank airflow-ui` sets the profile, its data root and Airflow's settings (and fails on a
+# data root of another profile), migrates the DB and runs what `airflow standalone` runs,
+# minus the log servers, which would listen on every interface.
+airflow-ui: $(VENV)/.installed java  ## Airflow UI on http://127.0.0.1:8080 (login: see the log line)
+	# the components start as `airflow ...` from PATH: put the venv first.
+	export PATH="$(CURDIR)/$(BIN):$$PATH" && feedrank --profile $(PROFILE) airflow-ui
 
 # MLflow 3.17's UI opens experiments on its GenAI view unless asked for the training runs.
 mlflow-ui: $(VENV)/.installed  ## MLflow UI on http://127.0.0.1:5000

@@ -22,16 +22,18 @@ from __future__ import annotations
 from airflow.sdk import dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from jobs import ab_report as job
-from jobs import evaluate_feeds
 from jobs.airflow_support import (
     DEFAULT_ARGS,
     RAW_LOGS,
     asset_scheduled,
     days_to_build,
+    lazy_job,
     params,
     settings_from,
 )
+
+job = lazy_job("ab_report")  # imported when a task runs, not when the file is parsed
+evaluate_feeds = lazy_job("evaluate_feeds")
 
 
 @dag(

@@ -18,17 +18,19 @@ from __future__ import annotations
 
 from airflow.sdk import dag, get_current_context, task
 
-from jobs import build_features as job
 from jobs.airflow_support import (
     DEFAULT_ARGS,
     FEATURES,
     RAW_LOGS,
     asset_scheduled,
     days_to_build,
+    lazy_job,
     mark_days,
     params,
     settings_from,
 )
+
+job = lazy_job("build_features")  # imported when a task runs, not when the file is parsed
 
 
 @dag(

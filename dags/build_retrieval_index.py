@@ -19,17 +19,19 @@ from __future__ import annotations
 
 from airflow.sdk import dag, get_current_context, task
 
-from jobs import train_retrieval as job
 from jobs.airflow_support import (
     DEFAULT_ARGS,
     RETRIEVAL,
     RETRIEVAL_INDEX,
     asset_scheduled,
     days_to_build,
+    lazy_job,
     mark_days,
     params,
     settings_from,
 )
+
+job = lazy_job("train_retrieval")  # imported when a task runs, not when the file is parsed
 
 
 @dag(

@@ -30,8 +30,6 @@ from dataclasses import asdict
 
 from airflow.sdk import dag, get_current_context, task
 
-from jobs import evaluate_feeds
-from jobs import precompute_feeds as job
 from jobs.airflow_support import (
     DEFAULT_ARGS,
     FEATURES,
@@ -39,10 +37,14 @@ from jobs.airflow_support import (
     RANKER,
     asset_scheduled,
     days_to_build,
+    lazy_job,
     mark_days,
     precompute_params,
     settings_from,
 )
+
+job = lazy_job("precompute_feeds")  # imported when a task runs, not when the file is parsed
+evaluate_feeds = lazy_job("evaluate_feeds")
 
 
 @dag(

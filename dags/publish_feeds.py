@@ -16,15 +16,17 @@ from __future__ import annotations
 
 from airflow.sdk import dag, get_current_context, task
 
-from jobs import publish_feed as job
 from jobs.airflow_support import (
     DEFAULT_ARGS,
     FEEDS,
     asset_scheduled,
     days_to_build,
+    lazy_job,
     params,
     settings_from,
 )
+
+job = lazy_job("publish_feed")  # imported when a task runs, not when the file is parsed
 
 
 @dag(

@@ -10,33 +10,40 @@ by itself (DAGs scheduled on Assets are unpaused at creation).
 A day that fails a contract is never published; the failed task names the table, column and
 expectation.
 
-**Trigger a day**: set the logical date to a day of the profile's calendar (this DAG's
-schedule lists it), in order, as day d reads the days before it. A run for any other day
-(the form's default is now) fails at once, saying which days exist. Params: `profile`, which
-must be the profile of the data root (a job refuses another profile's root), and `seed`.
+**The calendar is the schedule**: one run per day of the profile's calendar (the schedule
+lists them), each run's logical date its data day; unpaused, the DAG runs every day of the
+calendar, oldest first, one at a time (`airflow.catchup`, default true). Each run first
+waits for its **inputs** (the day before published; on a closed-loop day, the feeds of the
+day before in the feed store), so the days follow the Asset chain in order.
 
-**Catch-up** is off by default (`airflow.catchup`): unpausing runs nothing by itself, and each
-trigger starts one run. With `FEEDRANK__AIRFLOW__CATCHUP=true` unpausing runs every day of the
-calendar, one at a time.
+**Trigger a day** by hand with the logical date set to one of the calendar's days. A run on
+any other date (the trigger form's default is now) is **skipped** by `inputs`, whose log
+names the calendar and the next day to build; nothing is written, no Asset is updated.
+Params: `profile`, which must be the profile of the data root (a job refuses another
+profile's root), and `seed`.
 
 **Re-run a day**: open its run and **Clear** it (all tasks); the day is replaced with the same
-data (seeded). Triggering the same logical date again is refused (409 Conflict, "Unique
-constraint violation": a DAG has one run per logical date).
+data (seeded). Triggering the same logical date again is refused (409 Conflict: a DAG has one
+run per logical date, and the scheduled runs already hold every day of the calendar).
 """
 
 from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from jobs import simulate_platform as job
 from jobs.airflow_support import (
     DEFAULT_ARGS,
     RAW_LOGS,
     calendar,
+    inputs_ready,
+    lazy_job,
     mark_days,
     params,
     settings_from,
+    wait_for_inputs,
 )
+
+job = lazy_job("simulate_platform")  # imported when a task runs, not when the file is parsed
 
 
 @dag(
@@ -48,6 +55,10 @@ from jobs.airflow_support import (
     **calendar(),
 )
 def simulate_platform():
+    @task.sensor(**wait_for_inputs())
+    def inputs(params=None, ds=None):
+        return inputs_ready(job.missing_inputs, params, ds)
+
     @task
     def simulate(params=None, ds=None):
         return job.simulate(settings_from(params, ds), ds)
@@ -62,7 +73,7 @@ def simulate_platform():
         mark_days(outlet_events, RAW_LOGS, [ds])
         return rows
 
-    simulate() >> validate() >> publish()
+    inputs() >> simulate() >> validate() >> publish()
 
 
 simulate_platform()

@@ -5,6 +5,12 @@ Nightly retraining of every ranker kind on the latest days, as a time split: **t
 the earliest days, stop early on the **validation** days, report on the **test** days; the
 best kind becomes champion.
 
+Scheduled on the data days it is needed on (`jobs.common.nightly_days`: the last day before
+the closed loop, whose champion serves the loop, and the loop's last day), each run's
+logical date that data day; unpaused, it runs them in order (`airflow.catchup`).
+
+0. **inputs**: waits for the day's features; a run on a day outside the calendar, or too
+   early for the split, is skipped, saying why (no model, no `feedrank-ranker` event).
 1. **build_training_set**: `gold.training_examples` for every day with features that lacks
    it (labels within the attribution window, dwell, the seeded sampling draw), gated by its
    Great Expectations contract.
@@ -38,29 +44,36 @@ from dataclasses import asdict
 
 from airflow.sdk import dag, task
 
-from jobs import build_training_set as build_job
-from jobs import train_rankers as job
 from jobs.airflow_support import (
     DEFAULT_ARGS,
     RANKER,
     calendar,
+    inputs_ready,
+    lazy_job,
     mark_gate,
     settings_from,
     training_params,
+    wait_for_inputs,
 )
+from jobs.common import nightly_days
+
+job = lazy_job("train_rankers")  # imported when a task runs, not when the file is parsed
+build_job = lazy_job("build_training_set")
 
 
 @dag(
-    schedule="0 2 * * *",
-    start_date=calendar()["start_date"],
-    catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     params=training_params(),
     tags=["feedrank", "gold", "models", "mlflow"],
     doc_md=__doc__,
+    **calendar(nightly_days),
 )
 def train_rankers():
+    @task.sensor(**wait_for_inputs())
+    def inputs(params=None, ds=None):
+        return inputs_ready(job.missing_inputs, params, ds)
+
     @task
     def build_training_set(params=None, ds=None):
         return build_job.run_up_to(settings_from(params), ds)
@@ -95,7 +108,7 @@ def train_rankers():
         return asdict(outcome)
 
     member_kinds = kinds()
-    build_training_set() >> member_kinds
+    inputs() >> build_training_set() >> member_kinds
     trained = ensemble(train.expand(kind=member_kinds))
     promote(register.expand(evaluated=evaluate.expand(trained=trained)))
 

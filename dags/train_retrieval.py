@@ -2,8 +2,12 @@
 ### train_retrieval
 
 Nightly training of the two-tower retrieval model. Its `feedrank-retrieval` Asset triggers
-`build_retrieval_index`, the day's FAISS index of interest candidates.
+`build_retrieval_index`, the day's FAISS index of interest candidates. Scheduled on the data
+day it is needed on (`jobs.common.retrieval_days`: the last day before the closed loop), the
+run's logical date that day.
 
+0. **inputs**: waits for the day's logs; a run on a day outside the calendar, or too early
+   for the split, is skipped, saying why.
 1. **train**: user and post towers on the positive engagements (click, like, comment, share)
    of the training days, in-batch negatives with the logQ correction, early stopping on
    validation recall; an MLflow run with settings, curves and the model.
@@ -22,28 +26,35 @@ from dataclasses import asdict
 
 from airflow.sdk import dag, task
 
-from jobs import train_retrieval as job
 from jobs.airflow_support import (
     DEFAULT_ARGS,
     RETRIEVAL,
     calendar,
+    inputs_ready,
+    lazy_job,
     mark_promotion,
     params,
     settings_from,
+    wait_for_inputs,
 )
+from jobs.common import retrieval_days
+
+job = lazy_job("train_retrieval")  # imported when a task runs, not when the file is parsed
 
 
 @dag(
-    schedule="30 2 * * *",
-    start_date=calendar()["start_date"],
-    catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     params=params(),
     tags=["feedrank", "models", "retrieval", "faiss", "mlflow"],
     doc_md=__doc__,
+    **calendar(retrieval_days),
 )
 def train_retrieval():
+    @task.sensor(**wait_for_inputs())
+    def inputs(params=None, ds=None):
+        return inputs_ready(job.missing_inputs, params, ds)
+
     # Each step hands the next a models.registry.handoff dataclass, through XCom as a dict.
     @task
     def train(params=None, ds=None):
@@ -63,7 +74,9 @@ def train_retrieval():
         mark_promotion(outlet_events, RETRIEVAL, outcome)  # its days: what the index builds
         return asdict(outcome)
 
-    promote(register(evaluate(train())))
+    trained = train()
+    inputs() >> trained
+    promote(register(evaluate(trained)))
 
 
 train_retrieval()

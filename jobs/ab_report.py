@@ -45,7 +45,7 @@ from jobs.settings import Settings
 from models.evaluation import ab as ab
 from models.evaluation.markdown import markdown as md_table
 from models.feed import quality as fq
-from models.registry.runs import REPORT, log_figure
+from models.registry.runs import log_figure, log_report
 from models.registry.tags import AB_STAGE, DS_TAG, PROFILE_TAG, STAGE_TAG
 from models.value import realised_value, value_score
 from simulator import simulate_day
@@ -129,8 +129,7 @@ def run(
         mlflow.log_table(aa_table, "ab/aa_table.json")
         log_figure(ab.daily_lift_figure(table), "ab/daily_lift.png", folder)
         log_figure(ab.action_lift_figure(table), "ab/action_lift.png", folder)
-        mlflow.log_text(report, REPORT)
-    folder.writable(REPORT).write_text(report)
+        log_report(report, folder)
     log.info("A/B report ds=%s in %.1fs:\n%s", ds, time.perf_counter() - started, report)
     return metrics
 

@@ -1,24 +1,32 @@
 """What the DAG files share: Assets, default args, Params, settings from a run's conf.
 
-DAG files stay declarative; anything they would otherwise compute lives here.
+DAG files stay declarative; anything they would otherwise compute lives here. The
+dag-processor imports this module with every DAG file, again and again: nothing heavy
+(Spark, MLflow, LightGBM, torch, Great Expectations, FAISS) at its top level, nor at that of
+anything it imports; the jobs' modules are imported when a task runs (`lazy_job`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import pendulum
 from airflow.sdk import Asset, Param
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 # Core's class, not airflow.sdk's: in Airflow 3.3 the SDK EventsTimetable fails to serialize
 # ("Failed to serialize DAG ...: '_summary'", apache/airflow#69401).
 from airflow.timetables.events import EventsTimetable
 
-from jobs.common import OutsideCalendar, check_day
-from jobs.settings import Settings, available_profiles, load_settings
+from jobs.common import NothingToDo, OutsideCalendar, check_day
+from jobs.settings import Settings, SettingsError, available_profiles, load_settings
 from warehouse.layout import DataRootError
+
+log = logging.getLogger(__name__)
 
 RAW_LOGS = Asset("feedrank://warehouse/raw")  # a day of raw logs passed its contracts
 FEATURES = Asset("feedrank://warehouse/silver/impression_features")  # a day of features
@@ -32,6 +40,26 @@ DEFAULT_ARGS = {
     "retries": 2,
     "retry_delay": dt.timedelta(minutes=1),
 }
+
+
+class LazyJob:
+    """A `jobs/` module imported on its first attribute, in the task that uses it: the jobs
+    import Spark, MLflow, LightGBM and torch, which would cost every parse of the DAG file
+    seconds (and, on a busy machine, the dag-processor's timeout)."""
+
+    def __init__(self, name: str) -> None:
+        self.module_name = f"jobs.{name}"
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self.module_name), attr)
+
+    def __repr__(self) -> str:
+        return f"LazyJob({self.module_name!r})"
+
+
+def lazy_job(name: str) -> LazyJob:
+    """`jobs.<name>`, imported when a task first uses it."""
+    return LazyJob(name)
 
 
 def params() -> dict[str, Param]:
@@ -93,11 +121,20 @@ def precompute_params() -> dict[str, Param]:
 
 
 def profile_sizes() -> str:
-    """Each profile's size and calendar, for the `profile` Param's description."""
+    """Each profile's size and calendar (Settings.dates: the simulated days, or the log's),
+    for the `profile` Param's description."""
     out = []
     for name in available_profiles():
-        cfg = load_settings(name, environ={}).simulator
-        out.append(f"{name} ({cfg.n_users:,} users, {cfg.days} days from {cfg.start_date})")
+        s = load_settings(name, environ={})
+        what = (
+            f"{s.simulator.n_users:,} simulated users" if s.has_truth else f"the {s.log.format} log"
+        )
+        try:
+            days = s.dates()
+        except SettingsError:  # a log's calendar is known once it is ingested into its root
+            out.append(f"{name} ({what}, its calendar from `feedrank ingest`)")
+            continue
+        out.append(f"{name} ({what}, {len(days)} days, {days[0]} .. {days[-1]})")
     return "; ".join(out)
 
 
@@ -123,24 +160,69 @@ def settings_from(params: dict[str, Any], *days: str | None) -> Settings:
     return settings
 
 
-def calendar() -> dict[str, Any]:
-    """The schedule of the simulated days (those of the profile the DAGs are parsed with):
-    one event per day, all of them run when the DAG is unpaused if `airflow.catchup`,
-    else only the days a user triggers. Without an end_date a run triggered for another
-    day gets its tasks, and the first one fails saying which days exist."""
+def calendar(select: Callable[[Settings], list[str]] | None = None) -> dict[str, Any]:
+    """The schedule of a DAG that runs on data days: one run per day of the calendar (of the
+    profile the DAGs are parsed with), or of the days `select` picks from it (the nightly
+    retrains), each run's logical date the data day. With `airflow.catchup` (the default)
+    unpausing the DAG runs its days, oldest first; nothing is ever scheduled outside them.
+
+    The start_date is the calendar's first day, also for the retrains; no end_date. Airflow
+    gives a run before a DAG's start_date, or after its end_date, no tasks: it would end
+    "success" having done nothing. The timetable ends with the calendar instead, and a run
+    triggered for a day after it, or between the retrains' days, is skipped by its first
+    task, saying why. (A run triggered before the first day still gets no tasks.)"""
     settings = load_settings()
-    dates = [dt.date.fromisoformat(ds) for ds in settings.dates()]  # simulated, or the log's
-    days = [pendulum.datetime(d.year, d.month, d.day, tz="UTC") for d in dates]
+    try:
+        settings.dates()
+    except SettingsError:  # a log profile before its ingest: no calendar yet, runs by hand
+        return {"schedule": None, "catchup": False}
+    picked = select(settings) if select else settings.dates()
+    days = [pendulum.datetime(d.year, d.month, d.day, tz="UTC") for d in map(_date, picked)]
+    which = f"{len(days)} days, {days[0]:%Y-%m-%d} .. {days[-1]:%Y-%m-%d}"
+    if select:
+        which = f"{len(days)} of its days: " + ", ".join(f"{d:%Y-%m-%d}" for d in days)
     return {
         "schedule": EventsTimetable(
-            days,
-            presorted=True,
-            description=f"{settings.profile}'s {len(days)} days, {days[0]:%Y-%m-%d} .. "
-            f"{days[-1]:%Y-%m-%d}",
+            days, presorted=True, description=f"{settings.profile}'s calendar, {which}"
         ),
-        "start_date": days[0],
+        "start_date": pendulum.datetime(*_date(settings.dates()[0]).timetuple()[:3], tz="UTC"),
         "catchup": settings.airflow.catchup,
     }
+
+
+def _date(ds: str) -> dt.date:
+    return dt.date.fromisoformat(ds)
+
+
+def wait_for_inputs() -> dict[str, Any]:
+    """Arguments of a DAG's `inputs` sensor: it waits for the day's inputs without holding a
+    worker slot, and is skipped (not failed) when they never come."""
+    cfg = load_settings().airflow
+    return {
+        "mode": "reschedule",
+        "poke_interval": cfg.inputs_poke_s,
+        "timeout": cfg.inputs_timeout_s,
+        "soft_fail": True,
+    }
+
+
+def inputs_ready(
+    missing_inputs: Callable[[Settings, str], str | None], params: dict[str, Any], ds: str
+) -> bool:
+    """The body of an `inputs` sensor: True when the job's `missing_inputs` finds nothing
+    missing for ds; False (poke again) when it names what the day waits for; skipped, with
+    the job's reason, on a day the job can never run (NothingToDo: outside the calendar, too
+    early), so the downstream tasks are skipped and no Asset is updated."""
+    settings = settings_from(params)
+    try:
+        missing = missing_inputs(settings, ds)
+    except NothingToDo as err:
+        raise AirflowSkipException(str(err)) from None
+    if missing:
+        log.info("not yet: %s", missing)
+        return False
+    log.info("ds=%s: every input is there", ds)
+    return True
 
 
 def asset_scheduled() -> dict[str, Any]:

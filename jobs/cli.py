@@ -5,6 +5,8 @@ feedrank demo [--profile demo]   run the pipeline end to end through Airflow: lo
 feedrank summary [--ds DS]       what the warehouse holds; with --ds, the rankers trained up
                                  to DS: each kind's test metrics, the gate, the champion
 feedrank env                     export lines for Airflow and MLflow on this data root
+feedrank airflow-ui              Airflow's scheduler, dag-processor, triggerer and UI on this
+                                 data root (`make airflow-ui`), without the log servers
 feedrank feed | feeds | serve    the feed store and its read path (jobs/feeds_cli.py)
 feedrank ingest --format mind --path DIR [--behaviors F] [--items F] [--first-day D --days N]
                                  load a real log (MIND, EB-NeRD, raw) into the raw tables; the
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from jobs import feeds_cli
@@ -43,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = sub.add_parser("summary", help="rows per table and action rates")
     summary.add_argument("--ds", help="also the rankers trained up to this day (MLflow)")
     sub.add_parser("env", help="print export lines for the Airflow and MLflow UIs")
+    sub.add_parser("airflow-ui", help="run Airflow (UI on airflow.api_host:8080) on this root")
     ingest = sub.add_parser("ingest", help="load a real impression log (MIND, EB-NeRD, raw)")
     ingest.add_argument("--format", choices=FORMATS, help="default: the profile's log.format")
     ingest.add_argument("--path", help="the log's folder (default: the profile's log.path)")
@@ -84,15 +88,20 @@ def _command(args, overrides) -> int:
         if args.ds:
             print(f"\n{ranker_summary(settings, args.ds)}")
         return 0
-    from jobs.airflow_env import shell_exports
+    from jobs.airflow_env import run_ui, shell_exports
     from warehouse.layout import DataRootError
 
     try:  # the UI's DAGs will write into the root: claim it for this profile, or refuse
         settings.root.claim(settings.profile)
     except DataRootError as err:
-        print(f"feedrank env: {err}", file=sys.stderr)
+        print(f"feedrank {args.command}: {err}", file=sys.stderr)
         return 2
     a = settings.airflow
+    if args.command == "airflow-ui":
+        # The DAGs parse with this profile's calendar and Params; MLflow on its store.
+        os.environ["FEEDRANK_PROFILE"] = settings.profile
+        os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
+        return run_ui(settings.root, a.api_host)
     print(shell_exports(settings.profile, settings.root, a.api_host, settings.tracking_uri))
     return 0
 

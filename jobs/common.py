@@ -111,3 +111,45 @@ def log_days(first_day: dt.date, ds: str, hours: int) -> list[str]:
 def ranker_report_folder(settings: Settings, ds: str, kind: str) -> Folder:
     """Each ranker kind's training report and figures: reports/train_rankers/<ds>/<kind>/."""
     return settings.root.report_folder(TRAIN_RANKERS, ds).sub(kind)
+
+
+class NothingToDo(Exception):
+    """A day a job has nothing to do on, and never will (outside its calendar, too early for
+    its split): the DAG's task is skipped, saying why, rather than failed or "success"."""
+
+
+def calendar_day(settings: Settings, ds: str | None) -> str:
+    """check_day, as NothingToDo: for a scheduled or triggered run whose logical date is not
+    a data day (the trigger form's default is now)."""
+    try:
+        return check_day(settings, ds)
+    except OutsideCalendar as err:
+        raise NothingToDo(str(err)) from None
+
+
+def nightly_days(settings: Settings) -> list[str]:
+    """The data days the nightly ranker retrain runs on: the last day before the closed loop
+    (its champion serves the loop's feeds) and, with a loop, the loop's last day (the retrain
+    on logs the ranker helped shape). `feedrank demo` trains on the same days."""
+    days = settings.dates()
+    loop = len(settings.simulator.loop_dates()) if settings.has_truth else 0
+    before = days[: len(days) - loop]
+    return [before[-1], days[-1]] if loop else [before[-1]]
+
+
+def retrieval_days(settings: Settings) -> list[str]:
+    """The data days the two-tower retrain runs on: the last day before the closed loop."""
+    return nightly_days(settings)[:1]
+
+
+def check_split(settings: Settings, ds: str) -> None:
+    """NothingToDo when the calendar has too few days up to ds for the training split
+    (train, `training.val_days`, `training.test_days`): no run on ds can ever train."""
+    t, days = settings.training, settings.dates()
+    need, have = t.val_days + t.test_days + 1, days.index(calendar_day(settings, ds)) + 1
+    if have < need:
+        raise NothingToDo(
+            f"ds={ds} is day {have} of the calendar: a time split with {t.val_days} "
+            f"validation and {t.test_days} test days needs {need} days up to it; "
+            f"the first day a model can train on is {days[need - 1]}"
+        )

@@ -33,7 +33,7 @@ from jobs.reading import world
 from jobs.settings import Settings
 from models.feed import quality as fq
 from models.registry.handoff import ACTIVE_USERS, INDEX_DS, PublishedFeeds
-from models.registry.runs import REPORT, log_figure
+from models.registry.runs import log_figure, log_report
 from models.registry.tags import DS_TAG, FEEDS_STAGE, PROFILE_TAG, STAGE_TAG
 from models.value import value_score
 from simulator.oracle import oracle_truth
@@ -110,8 +110,7 @@ def evaluate(settings: Settings, published: PublishedFeeds) -> dict[str, float] 
         mlflow.log_table(value, "feeds/value.json")
         mlflow.log_table(recall, "feeds/recall.json")
         log_figure(fq.quality_figure(value, recall, p.quality_k), "feeds/quality.png", folder)
-        mlflow.log_text(report, REPORT)
-    folder.writable(REPORT).write_text(report)
+        log_report(report, folder)
     log.info("feed quality ds=%s in %.1fs:\n%s", ds, time.perf_counter() - started, report)
     return metrics
 

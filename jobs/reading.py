@@ -114,17 +114,23 @@ def read_path(settings: Settings, ds: str) -> Iterator[FeedReader | None]:
     try:
         current = feed_store.status().current
         if current is None or current.ds != want:
-            found = f"version {current.version} of ds={current.ds}" if current else "nothing"
-            raise WarehouseError(
-                f"ds={ds} is a closed-loop day: the feed store must serve the feeds of {want}, "
-                f"but its current version is {found}; run precompute_feeds and publish_feeds "
-                f"for ds={want} first"
-            )
+            raise WarehouseError(stale_feeds(ds, current))
         log.info("closed loop: treatment reads feed version %s (ds=%s)", current.version, want)
         # The impressions are the record of what was served: no second log in the store.
         yield FeedReader(feed_store, settings.feeds.model_copy(update={"log_served": False}))
     finally:
         feed_store.close()
+
+
+def stale_feeds(ds: str, current) -> str:
+    """Why a closed-loop day cannot be simulated with the store's `current` version."""
+    want = shift_ds(ds, -1)
+    found = f"version {current.version} of ds={current.ds}" if current else "nothing"
+    return (
+        f"ds={ds} is a closed-loop day: the feed store must serve the feeds of {want}, "
+        f"but its current version is {found}; run precompute_feeds and publish_feeds "
+        f"for ds={want} first"
+    )
 
 
 def prior_engagements(store: Warehouse, cfg: SimulatorSettings, ds: str) -> pd.DataFrame:

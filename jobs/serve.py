@@ -3,6 +3,9 @@
     GET /feed/{user_id}?limit=20&cursor=...   a page, as `feedrank feed --json` prints it
     GET /healthz                              200 with the current version, 503 without one
     GET /metrics                              Prometheus text: requests, errors, latency
+    GET /                                     an index linking the endpoints
+    GET /docs                                 the endpoints and their parameters (OpenAPI:
+                                              /openapi.json), a page without scripts
 
 Errors: 400 names the bad parameter (user_id, limit, cursor), 404 an unknown user, 503 a
 store with nothing published. The page logic is warehouse.feeds.reader's; this is wiring.
@@ -10,12 +13,13 @@ store with nothing published. The page logic is warehouse.feeds.reader's; this i
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import time
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -82,6 +86,10 @@ def create_app(reader: FeedReader) -> FastAPI:
     # Store reads are local and sub-millisecond: answered on the event loop, no thread hop.
     @app.get("/feed/{user_id}")
     async def feed(user_id: str, limit: str | None = None, cursor: str | None = None):
+        """A page of the user's feed in the current version: `limit` items (default and cap in
+        `feeds`), after `cursor` (the previous page's `next_cursor`); the trending fallback
+        for a user without a feed. 400 names a bad parameter, 404 an unknown user, 503 a
+        store with nothing published."""
         try:
             page = reader.page(user_id, limit, cursor).to_json()
             # json.dumps directly: FastAPI's generic encoder costs more than the read itself.
@@ -95,6 +103,7 @@ def create_app(reader: FeedReader) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz():
+        """200 with the current feed version; 503 when nothing is published."""
         current = reader.store.status().current
         if current is None:
             return JSONResponse({"status": "no feed version published"}, 503)
@@ -102,9 +111,61 @@ def create_app(reader: FeedReader) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics():
+        """Prometheus text: requests, errors and latency per route."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/", include_in_schema=False)
+    async def index():
+        current = reader.store.status().current
+        version = f"feed version {current.version}" if current else "no feed version published"
+        links = [("/docs", "the endpoints and their parameters")]
+        links += [(path, op["summary"]) for path, op in _operations(app.openapi())]
+        return HTMLResponse(_page("feedrank feeds", f"<p>{html.escape(version)}</p>", links))
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return HTMLResponse(_docs_page(app.openapi()))
+
     return app
+
+
+def _operations(openapi: dict) -> list[tuple[str, dict]]:
+    """(path, GET operation) of every endpoint in the OpenAPI document."""
+    return [(path, ops["get"]) for path, ops in openapi["paths"].items() if "get" in ops]
+
+
+def _page(title: str, body: str, links: list[tuple[str, str]]) -> str:
+    items = "".join(f"<li>{_link(href)}: {html.escape(text)}</li>" for href, text in links)
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"</head><body><h1>{html.escape(title)}</h1>{body}<ul>{items}</ul></body></html>"
+    )
+
+
+def _link(path: str) -> str:
+    """A link to the path; a templated one (/feed/{user_id}) as code, as it cannot be opened."""
+    if "{" in path:
+        return f"<code>{html.escape(path)}</code>"
+    return f'<a href="{html.escape(path)}">{html.escape(path)}</a>'
+
+
+def _docs_page(openapi: dict) -> str:
+    """The endpoints from the app's own OpenAPI document, as plain HTML: no Swagger UI, whose
+    scripts come from a CDN a local machine may not reach."""
+    sections = []
+    for path, op in _operations(openapi):
+        params = "".join(
+            f"<li><code>{html.escape(p['name'])}</code> ({p['in']}"
+            f"{', required' if p.get('required') else ''})</li>"
+            for p in op.get("parameters", ())
+        )
+        sections.append(
+            f"<h2><code>GET {html.escape(path)}</code></h2>"
+            f"<p>{html.escape(op.get('description', op['summary']))}</p>"
+            + (f"<ul>{params}</ul>" if params else "")
+        )
+    body = '<p>OpenAPI document: <a href="/openapi.json">/openapi.json</a></p>' + "".join(sections)
+    return _page(f"{openapi['info']['title']}: endpoints", body, [])
 
 
 def run(settings: Settings, host: str | None = None, port: int | None = None) -> None:

@@ -21,19 +21,29 @@ import logging
 import sys
 import time
 
-from jobs.common import check_day, log_settings, run_job
-from jobs.reading import day_index, prior_engagements, read_path, world
+from jobs.common import (
+    NothingToDo,
+    calendar_day,
+    check_day,
+    log_settings,
+    run_job,
+    shift_ds,
+)
+from jobs.reading import day_index, prior_engagements, read_path, stale_feeds, world
 from jobs.settings import Settings
 from jobs.spark import get_spark
 from simulator import simulate_day
+from simulator.day import is_loop_day
 from warehouse import audit, contracts
 from warehouse.catalog import (
+    IMPRESSIONS,
     RAW_TABLES,
     SIMULATED_TABLES,
     TRUTH_IMPRESSIONS,
     Layer,
     table,
 )
+from warehouse.feeds.open import open_store
 from warehouse.store import Warehouse, WarehouseError
 
 log = logging.getLogger(__name__)
@@ -105,6 +115,38 @@ def publish(settings: Settings, ds: str) -> dict[str, int]:
                     raise WarehouseError(f"{t.qualified} ds={ds}: nothing to publish")
                 rows.setdefault(t.name, store.info(t, ds).rows)  # published by an earlier try
     return {t.name: rows[t.name] for t in SIMULATED_TABLES}
+
+
+def missing_inputs(settings: Settings, ds: str) -> str | None:
+    """What day ds still waits for, None when it can be simulated: the day before it
+    published (day d reads the engagements of the days before), and on a closed-loop day the
+    feeds of the day before in the feed store. NothingToDo outside the calendar."""
+    days = settings.dates()
+    try:
+        calendar_day(settings, ds)
+    except NothingToDo as err:
+        nxt = next_day(settings)
+        then = f"the next day to build is {nxt}" if nxt else "every day of it is built"
+        raise NothingToDo(f"{err}; {then}") from None
+    store = Warehouse(settings.root.warehouse)
+    before = days[days.index(ds) - 1] if ds != days[0] else None
+    if before is not None and not store.is_committed(IMPRESSIONS, before):
+        return f"ds={ds} waits for the day before it, {before}, to be published"
+    if is_loop_day(settings.simulator, day_index(settings.simulator, ds)):
+        feed_store = open_store(settings.feeds, settings.root)
+        try:
+            current = feed_store.status().current
+        finally:
+            feed_store.close()
+        if current is None or current.ds != shift_ds(ds, -1):
+            return stale_feeds(ds, current)
+    return None
+
+
+def next_day(settings: Settings) -> str | None:
+    """The first day of the calendar whose logs are not published (None: all are)."""
+    done = set(Warehouse(settings.root.warehouse).partitions(IMPRESSIONS))
+    return next((d for d in settings.dates() if d not in done), None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,14 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
-from jobs.common import TRAIN_RANKERS, log_settings, ranker_report_folder, run_job, use_tracking
+from jobs.common import (
+    TRAIN_RANKERS,
+    check_split,
+    log_settings,
+    ranker_report_folder,
+    run_job,
+    use_tracking,
+)
 from jobs.settings import Settings
 from models.evaluation.evaluate import evaluate_days, gate_metric, resolve_gate
 from models.evaluation.report import format_report
@@ -50,7 +57,7 @@ from models.registry import versions as reg
 from models.registry.gate import HarmGuard, SampleRule
 from models.registry.handoff import EvaluatedRun, Gate, RegisteredVersion, TrainedRun, extend
 from models.registry.tags import KIND_TAG, MEMBERS_TAG, PROFILE_TAG, RANKER_STAGE, STAGE_TAG
-from warehouse.catalog import TRAINING_EXAMPLES, C
+from warehouse.catalog import IMPRESSION_FEATURES, TRAINING_EXAMPLES, C
 from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
@@ -61,6 +68,15 @@ JOB = TRAIN_RANKERS
 def training_days(store: Warehouse, ds: str) -> list[str]:
     """Days up to ds that have training examples, oldest first."""
     return [d for d in store.partitions(TRAINING_EXAMPLES) if d <= ds]
+
+
+def missing_inputs(settings: Settings, ds: str) -> str | None:
+    """What the night of ds still waits for (its day's features), None when it can train;
+    NothingToDo outside the calendar or on a day too early for the split."""
+    check_split(settings, ds)
+    if not Warehouse(settings.root.warehouse).is_committed(IMPRESSION_FEATURES, ds):
+        return f"ds={ds} waits for the day's features ({IMPRESSION_FEATURES.qualified})"
+    return None
 
 
 def split_days(settings: Settings, ds: str) -> Split:

@@ -27,7 +27,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from jobs.common import log_settings, run_job, use_tracking
+from jobs.common import check_split, log_settings, run_job, use_tracking
 from jobs.settings import Settings
 from models.evaluation.evaluate import GATE_SPLIT
 from models.ranking.dataset import time_split
@@ -52,11 +52,21 @@ from models.retrieval.stage import (
     recall_frame,
 )
 from warehouse.artifacts import ArtifactStore
+from warehouse.catalog import ENGAGEMENTS
 from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
 
 JOB = "train_retrieval"  # names the report folder
+
+
+def missing_inputs(settings: Settings, ds: str) -> str | None:
+    """What the night of ds still waits for (its day's engagements), None when it can train;
+    NothingToDo outside the calendar or on a day too early for the split."""
+    check_split(settings, ds)
+    if not Warehouse(settings.root.warehouse).is_committed(ENGAGEMENTS, ds):
+        return f"ds={ds} waits for the day's logs ({ENGAGEMENTS.qualified})"
+    return None
 
 
 def read_data(settings: Settings, ds: str) -> Data:

@@ -20,6 +20,9 @@ for _name in list(os.environ):
         del os.environ[_name]
 os.environ["FEEDRANK_HOME"] = str(_HOME)
 os.environ["FEEDRANK_PROFILE"] = "tiny"
+# A DAG run whose inputs never come (a test's mistake) is skipped in two minutes, not 12 h.
+os.environ["FEEDRANK__AIRFLOW__INPUTS_POKE_S"] = "5"
+os.environ["FEEDRANK__AIRFLOW__INPUTS_TIMEOUT_S"] = "120"
 
 from jobs.airflow_env import airflow_environ  # noqa: E402
 from jobs.spark import SparkSettings, get_spark  # noqa: E402

@@ -123,6 +123,7 @@ def test_run_logs_settings_window_metrics_plots_and_model(first, client):
     }
     for path in (
         "report.md",
+        "report.html",  # the report with its plots embedded, as MLflow's UI shows it
         "settings.json",
         "split.json",
         "learning_curves.png",

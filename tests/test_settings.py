@@ -113,3 +113,55 @@ def test_training_params_become_training_overrides():
 def test_out_of_range_values_fail_with_their_field(overrides, message):
     with pytest.raises(SettingsError, match=message):
         load_settings("tiny", overrides, environ={})
+
+
+def test_airflow_reads_dag_processor_limits_that_keep_every_dag_listed():
+    """The values Airflow itself reads (conftest applied airflow_environ before its import):
+    a slow import ends as an import error before the processor is killed, files are not
+    re-parsed back to back, and a DAG is deactivated only after several failed parse cycles."""
+    from airflow.configuration import conf
+
+    import_timeout = conf.getfloat("core", "dagbag_import_timeout")
+    processor_timeout = conf.getint("dag_processor", "dag_file_processor_timeout")
+    interval = conf.getint("dag_processor", "min_file_process_interval")
+    stale = conf.getint("dag_processor", "stale_dag_threshold")
+    assert import_timeout < processor_timeout
+    assert interval >= 60  # Airflow's 30 s re-parses 8 files twice a minute
+    assert stale > 2 * (interval + processor_timeout)
+    assert conf.getfloat("workers", "execution_api_timeout") >= 30  # Airflow's 5 s, under load
+
+
+def test_the_profile_params_help_gives_each_profiles_own_calendar():
+    from jobs.airflow_support import params
+
+    help_text = params()["profile"].description
+    for name in available_profiles():
+        days = load_settings(name, environ={}).dates()
+        assert f"{name} (" in help_text
+        assert f"{len(days)} days, {days[0]} .. {days[-1]})" in help_text, name
+    # The logs' own calendars (their profiles' comments), not the simulator's default.
+    assert "mind (the mind log, 6 days, 2019-11-09 .. 2019-11-14)" in help_text
+    assert "ebnerd (the ebnerd log, 7 days, 2023-05-18 .. 2023-05-24)" in help_text
+
+
+@pytest.mark.parametrize(
+    ("host", "exposed"),
+    [("127.0.0.1", "True"), ("::1", "True"), ("localhost", "True"), ("0.0.0.0", "False"),
+     ("192.168.1.5", "False"), ("myhost", "False")],
+)  # fmt: skip
+def test_a_local_ui_shows_why_a_trigger_was_refused_one_on_the_network_does_not(
+    tmp_path, host, exposed
+):
+    from jobs.airflow_env import airflow_environ
+    from warehouse.layout import DataRoot
+
+    assert airflow_environ(DataRoot(tmp_path), host)["AIRFLOW__API__EXPOSE_STACKTRACE"] == exposed
+
+
+def test_the_ui_runs_airflows_parts_without_the_log_servers_that_listen_everywhere():
+    from jobs.airflow_env import ui_commands
+
+    commands = {cmd[0]: cmd[1:] for cmd in ui_commands("127.0.0.1")}
+    assert sorted(commands) == ["api-server", "dag-processor", "scheduler", "triggerer"]
+    assert commands["scheduler"] == commands["triggerer"] == ["--skip-serve-logs"]
+    assert commands["api-server"] == ["--host", "127.0.0.1"]

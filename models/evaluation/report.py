@@ -5,15 +5,21 @@ reads several ranker kinds' logged metrics back (`<split>/<scorer>/<task>/<metri
 models.evaluation.evaluate) into one table, the kinds side by side, for a terminal. Figures are
 linked
 by their run-artifact names, which are also their names beside the report (models.registry.runs
-saves them both ways).
+saves them both ways). `to_html` renders any report as one self-contained HTML page, its
+figures embedded, which MLflow's artifact view shows as a page (it shows Markdown as text).
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import itertools
 from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from markdown_it import MarkdownIt
 
 from models.evaluation.evaluate import (
     BASELINES,
@@ -31,6 +37,7 @@ from models.evaluation.markdown import markdown
 from models.evaluation.metrics import MIND_METRICS
 from models.ranking.base import DWELL
 from warehouse.catalog import ACTIONS, CLICK
+from warehouse.layout import Folder
 
 # (alt text, run-artifact name) of the figures a report links; a run without one (an averaged
 # ensemble has no learning curves, only a GBDT has gain importance) links the others.
@@ -137,3 +144,46 @@ def kinds_summary(metrics: Mapping[str, Mapping[str, float]], split: str, k: int
     if frame["oracle"].isna().all():  # a real log: no truth, no oracle column
         frame = frame.drop(columns=["oracle"])
     return markdown(frame)
+
+
+_STYLE = """
+body { font-family: sans-serif; max-width: 72em; margin: 1em auto; padding: 0 1em; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+img { max-width: 48%; margin: 0.2em; vertical-align: top; }
+"""
+
+
+def to_html(report: str, figures: Folder) -> str:
+    """The Markdown report as one HTML page: each image it links by a name in `figures` (the
+    report's folder) embedded as a base64 PNG, and every other PNG in `figures` shown after
+    the report, so a report that logs figures without linking them shows them too. Raw HTML
+    in the Markdown is escaped, not passed through."""
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = md.parse(report)
+    linked = set()
+    for token in tokens:
+        for child in token.children or ():
+            if child.type == "image":
+                path = figures.file(str(child.attrGet("src")))
+                if path.is_file():
+                    child.attrSet("src", _data_uri(path))
+                    linked.add(path.resolve())
+    body = md.renderer.render(tokens, md.options, {})
+    rest = [p for p in sorted(figures.path.rglob("*.png")) if p.resolve() not in linked]
+    if rest:
+        body += "<h2>Figures</h2>\n" + "\n".join(
+            f'<img alt="{html.escape(str(p.relative_to(figures.path)))}" src="{_data_uri(p)}">'
+            for p in rest
+        )
+    headings = (n.content for t, n in itertools.pairwise(tokens) if t.type == "heading_open")
+    title = next(headings, "report")
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_STYLE}</style></head>\n<body>\n{body}</body></html>\n"
+    )
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")

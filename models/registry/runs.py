@@ -31,6 +31,7 @@ from mlflow.tracking import MlflowClient
 
 from models.evaluation import plots
 from models.evaluation.evaluate import Evaluation, summary_table
+from models.evaluation.report import to_html
 from models.ranking.base import GBDT, RankerLike
 from models.ranking.dataset import Examples, Split
 from models.registry import versions as reg
@@ -40,6 +41,7 @@ from warehouse.catalog import C
 from warehouse.layout import Folder
 
 REPORT = "report.md"  # the evaluation report, in the run and in the report folder
+REPORT_HTML = "report.html"  # the same with its figures embedded: what MLflow's UI renders
 CURVES = "learning_curves.png"  # the learning curves' plot
 DWELL_MEDIAN_PARAM = "dwell_median_train_s"  # the constant dwell guess evaluation compares to
 
@@ -83,6 +85,17 @@ def log_figure(fig: Figure, artifact_file: str, folder: Folder) -> None:
     """Log a figure to the active run and save it under the same name in `folder`."""
     mlflow.log_figure(fig, artifact_file)
     plots.save_figure(fig, folder.writable(artifact_file))
+
+
+def log_report(report: str, folder: Folder) -> None:
+    """Log the Markdown report and its HTML page (models.evaluation.report.to_html: the figures
+    saved in
+    `folder` by log_figure embedded) to the active run, and write both into `folder`."""
+    page = to_html(report, folder)
+    mlflow.log_text(report, REPORT)
+    mlflow.log_text(page, REPORT_HTML)
+    folder.writable(REPORT).write_text(report)
+    folder.writable(REPORT_HTML).write_text(page)
 
 
 def log_training_run(
@@ -191,8 +204,7 @@ def log_evaluations(
                 mlflow.log_table(table, f"evaluation/{name}_{label}.json")
             log_figure(plots.calibration_figure(ev.calibration), f"calibration/{name}.png", folder)
         mlflow.log_metrics(metrics)
-        mlflow.log_text(report, REPORT)
-    folder.writable(REPORT).write_text(report)
+        log_report(report, folder)
     return metrics
 
 

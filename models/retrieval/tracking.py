@@ -24,7 +24,7 @@ from models.evaluation.markdown import markdown
 from models.ranking.dataset import Split
 from models.registry import versions as reg
 from models.registry.handoff import TrainedRun
-from models.registry.runs import REPORT, RunInfo, log_figure
+from models.registry.runs import RunInfo, log_figure, log_report
 from models.registry.tags import DS_TAG
 from models.retrieval import evaluate as E
 from models.retrieval.two_tower import FitResult, TwoTower, save
@@ -86,6 +86,5 @@ def log_evaluation(
         mlflow.log_table(table, "evaluation/recall.json")
         for split in table["split"].unique():
             log_figure(E.recall_figure(table, split), f"evaluation/recall_{split}.png", folder)
-        mlflow.log_text(report, REPORT)
-    folder.writable(REPORT).write_text(report)
+        log_report(report, folder)
     return report

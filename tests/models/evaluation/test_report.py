@@ -1,8 +1,17 @@
-"""models.evaluation.report.kinds_summary: several kinds' logged metrics side by side."""
+"""models.evaluation.report.kinds_summary: several kinds' logged metrics side by side; to_html: a
+report
+as one HTML page with its figures embedded."""
 
 from __future__ import annotations
 
-from models.evaluation.report import kinds_summary
+import base64
+import re
+
+import pandas as pd
+
+from models.evaluation.markdown import markdown
+from models.evaluation.report import kinds_summary, to_html
+from warehouse.layout import Folder
 
 GBDT = {
     "test/model/click/auc": 0.70,
@@ -71,3 +80,35 @@ def test_the_report_shows_the_mind_table_and_no_empty_dwell_table():
     model = ev.mind.set_index("scorer").loc["model"]
     assert f"| model | {model['group_auc']:.4f} [{model['group_auc_lo']:.4f}, " in text
     assert "dwell" not in text
+
+
+def _png(folder: Folder, name: str, value: float) -> bytes:
+    from matplotlib.figure import Figure
+
+    from models.evaluation.plots import save_figure
+
+    fig = Figure(figsize=(2, 2))
+    fig.add_subplot().bar(["a"], [value])
+    return save_figure(fig, folder.writable(name)).read_bytes()
+
+
+def test_the_html_report_embeds_its_figures_and_renders_its_tables(tmp_path):
+    folder = Folder(tmp_path)
+    linked = _png(folder, "calibration/test.png", 1.0)
+    unlinked = _png(folder, "ab/daily_lift.png", 2.0)  # logged, not linked by the report
+    table = markdown(pd.DataFrame({"task": ["click"], "auc": [0.7123456]}))
+    report = f"# ranker tiny\n\n![calibration, test](calibration/test.png)\n\n{table}\n<b>x</b>\n"
+    page = to_html(report, folder)
+    images = re.findall(r'<img [^>]*src="data:image/png;base64,([^"]+)"', page)
+    # The linked figure where the report links it, then the unlinked one: both, byte for byte.
+    assert [base64.b64decode(i) for i in images] == [linked, unlinked]
+    assert 'alt="calibration, test"' in page and 'alt="ab/daily_lift.png"' in page
+    assert "calibration/test.png" not in page.replace('alt="calibration, test"', "")
+    assert "<title>ranker tiny</title>" in page and "<h1>ranker tiny</h1>" in page
+    assert "<td>click</td>" in page and "<td>0.7123</td>" in page  # a table, not pipes
+    assert "<b>" not in page and "&lt;b&gt;" in page  # raw HTML is escaped
+
+
+def test_a_link_to_a_missing_figure_stays_a_link(tmp_path):
+    page = to_html("![gone](gone.png)\n", Folder(tmp_path))
+    assert '<img src="gone.png" alt="gone"' in page and "base64" not in page

@@ -184,6 +184,25 @@ def test_http_metrics_count_requests_errors_and_latency(client):
     assert 'feedrank_http_latency_seconds_count{route="/feed/{user_id}"} 3.0' in text
 
 
+def test_the_root_links_every_endpoint_and_docs_describes_them(client):
+    index = client.get("/")
+    assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
+    assert f"feed version {DS}.1" in index.text
+    for path in ("/docs", "/healthz", "/metrics"):
+        assert f'<a href="{path}">' in index.text, path
+    assert "<code>/feed/{user_id}</code>" in index.text  # a template, not a link
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "<script" not in docs.text  # no CDN needed
+    for name in ("GET /feed/{user_id}", "GET /healthz", "GET /metrics", "limit", "cursor"):
+        assert name in docs.text, name
+    assert "trending fallback" in docs.text  # the route's own docstring
+    assert client.get("/openapi.json").json()["paths"].keys() == {
+        "/feed/{user_id}",
+        "/healthz",
+        "/metrics",
+    }
+
+
 def test_a_real_uvicorn_on_loopback(home):
     settings = load_settings("tiny")
     store = open_store(settings.feeds, settings.root)
