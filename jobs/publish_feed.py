@@ -28,7 +28,7 @@ def run(settings: Settings, ds: str) -> VersionInfo:
     log_settings("publish_feed", settings, ds)
     started = time.perf_counter()
     warehouse = Warehouse(settings.root.warehouse)
-    feeds = warehouse.read_arrow(USER_NEWS_FEED, ds)
+    feeds = warehouse.read_arrow(USER_NEWS_FEED, ds, verify=True)  # leaves the warehouse
     users = None
     if warehouse.is_committed(USERS, ds):
         users = warehouse.read_arrow(USERS, ds, columns=[C.USER_ID]).column(C.USER_ID).to_pylist()
