@@ -342,10 +342,12 @@ def test_a_write_that_dies_half_way_leaves_no_folder(wh, monkeypatch):
 def test_a_failed_spark_write_removes_its_partial_version(wh, spark):
     from pyspark.sql import functions as F
 
-    df = spark.createDataFrame(posts_frame(4, DS))
+    next_day = (dt.date.fromisoformat(DS) + dt.timedelta(days=1)).isoformat()
+    wh.write_arrow(POSTS, DS, posts_frame(4, DS))
+    df = wh.read_spark(spark, POSTS, DS).drop("ds")
     boom = F.udf(lambda n: 1 // (n - 3), "int")  # fails on the row where post_id == 3
     bad = df.withColumn("length", boom(F.col("post_id")))
     with pytest.raises(Exception, match=r"ZeroDivisionError"):
-        wh.write_spark(POSTS, DS, bad)
-    day = wh.root / "raw" / "posts" / f"ds={DS}"
+        wh.write_spark(POSTS, next_day, bad)
+    day = wh.root / "raw" / "posts" / f"ds={next_day}"
     assert not day.exists() or list(day.iterdir()) == []

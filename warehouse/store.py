@@ -55,6 +55,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse.catalog import C, Layer, Table
+from warehouse.config import ALL_TABLES, CHECKSUM_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,6 @@ MARKER = "_COMMITTED"  # in a version folder: the write finished
 VALIDATED = "_VALIDATED"  # in a version folder: its contract passed for these bytes
 SUPERSEDED = "_SUPERSEDED"  # in a version folder: replaced by a newer one at this time
 GRACE_S = 6 * 3600  # a superseded version outlives its publish by this long, for its readers
-# Tables whose reads check the files' sha256 by default: the training set (it feeds the
-# rankers) and the precomputed feeds (the feed store publishes them to users).
-CHECKSUM_TABLES = ("training_examples", "user_news_feed")
 
 
 class WarehouseError(RuntimeError):
@@ -96,10 +94,11 @@ class FileProblem:
 class Warehouse:
     """Reads and writes catalog tables under one root folder.
 
-    Every read of a version checks its Parquet footers' row count against its `_COMMITTED`
-    marker (cheap: footers only). Reads of `checksum_tables` (default CHECKSUM_TABLES: what
-    feeds a model or leaves the warehouse) also check the files' sha256 against the marker,
-    once per version and process; `"*"` checks every table, `()` none unless a read asks.
+    Every read of a committed version checks its Parquet footers' row count against its
+    `_COMMITTED` marker (cheap: footers only). Reads of `checksum_tables` (default
+    CHECKSUM_TABLES: what feeds a model or leaves the warehouse; the `warehouse` settings
+    section) also check the files' sha256 against the marker, once per version and process;
+    `"*"` checks every table, `()` none unless a read asks (`verify=True`).
     """
 
     def __init__(self, root: Path, *, checksum_tables: Collection[str] = CHECKSUM_TABLES):
@@ -396,9 +395,11 @@ class Warehouse:
         return [FileProblem(col, check, "; ".join(seen)) for (col, check), seen in problems.items()]
 
     def _checked_dir(self, table: Table, ds: str, staged: bool, verify: bool | None) -> Path:
-        """The version folder to read, checked: its files agree with the catalog, their
-        footers hold the rows its marker records and, where `verify` (default: the table is
-        one of checksum_tables), their sha256 is the marker's."""
+        """The version folder to read, checked: its files agree with the catalog and, for a
+        committed version, their footers hold the rows its marker records and, where
+        `verify` (default: the table is one of checksum_tables), their sha256 is the
+        marker's. (A staged version is its writer's, checked by `accept` and publishing;
+        its contract reads it first, to name bad rows.)"""
         folder = self.partition_dir(table, ds, staged=staged)
         problems = self.check_files(table, ds, staged=staged)
         if problems:
@@ -406,6 +407,8 @@ class Warehouse:
             raise WarehouseError(
                 f"{table.qualified} ds={ds}: files disagree with the catalog: {found}"
             )
+        if staged and not verify:
+            return folder
         info = self.info(table, ds, staged=staged)
         rows = self._footer_rows(table, ds, folder)
         if rows != info.rows:
@@ -415,7 +418,7 @@ class Warehouse:
                 f"(rebuild the day; `feedrank verify --ds {ds}` checks the others)"
             )
         if verify is None:
-            verify = "*" in self.checksum_tables or table.name in self.checksum_tables
+            verify = ALL_TABLES in self.checksum_tables or table.name in self.checksum_tables
         if verify and folder not in self._checksummed:
             checksum = _checksum(folder)
             if checksum != info.checksum:
