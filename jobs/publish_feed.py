@@ -18,7 +18,6 @@ from jobs.common import log_settings, run_job
 from jobs.settings import Settings
 from warehouse.catalog import USER_NEWS_FEED, USERS, C
 from warehouse.feed_store import VersionInfo, open_store, prepare_batch
-from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +26,7 @@ def run(settings: Settings, ds: str) -> VersionInfo:
     """Publish gold.user_news_feed ds; returns the new current version."""
     log_settings("publish_feed", settings, ds)
     started = time.perf_counter()
-    warehouse = Warehouse(settings.root.warehouse)
+    warehouse = settings.open_warehouse()
     feeds = warehouse.read_arrow(USER_NEWS_FEED, ds, verify=True)  # leaves the warehouse
     users = None
     if warehouse.is_committed(USERS, ds):

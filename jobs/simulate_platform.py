@@ -60,7 +60,7 @@ def simulate(settings: Settings, ds: str) -> dict[str, int]:
     """Generate the day and stage every simulated table; returns rows per table."""
     check_day(settings, ds)
     log_settings("simulate", settings, ds)
-    cfg, store = settings.simulator, Warehouse(settings.root.warehouse)
+    cfg, store = settings.simulator, settings.open_warehouse()
     day = day_index(cfg, ds)
     with (
         store.lock(Layer.RAW, ds, job="simulate_platform.simulate"),
@@ -79,7 +79,7 @@ def validate(settings: Settings, ds: str) -> list[contracts.ContractReport]:
     """Check the staged day's files and contracts; raise if any check fails, else record
     that every table passed (publish refuses a table that did not)."""
     spark = get_spark(settings.spark)
-    store, cfg = Warehouse(settings.root.warehouse), settings.simulator
+    store, cfg = settings.open_warehouse(), settings.simulator
     with store.lock(Layer.RAW, ds, job="simulate_platform.validate"):
         reports = audit.check_staged_day(
             spark,
@@ -99,7 +99,7 @@ def validate(settings: Settings, ds: str) -> list[contracts.ContractReport]:
 def publish(settings: Settings, ds: str) -> dict[str, int]:
     """Commit the day: truth, then the raw layer in one commit. Idempotent if it is re-run
     after a crash; refuses tables that did not pass `validate`."""
-    store = Warehouse(settings.root.warehouse)
+    store = settings.open_warehouse()
     rows = {}
     with store.lock(Layer.RAW, ds, job="simulate_platform.publish"):
         # Every table is checked before the first commit: a bad one stops the whole day.

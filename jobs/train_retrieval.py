@@ -51,7 +51,6 @@ from models.retrieval_eval import TWO_TOWER
 from models.retrieval_index import PublishedIndex, publish_index
 from models.retrieval_index import load_published as _load_published
 from warehouse.artifacts import ArtifactStore
-from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ JOB = "train_retrieval"  # names the report folder
 
 def read_data(settings: Settings, ds: str) -> Data:
     """The retrieval data of the days up to ds, time-split as the training settings say."""
-    store = Warehouse(settings.root.warehouse)
+    store = settings.open_warehouse()
     days, t = log_days(store, ds), settings.training
     split = time_split(days, train_days=t.train_days, val_days=t.val_days, test_days=t.test_days)
     return load_data(store, days, split, settings.retrieval)
@@ -160,7 +159,7 @@ def build_index(settings: Settings, ds: str) -> dict[str, Any]:
         raise RuntimeError(f"{r.registered_model} has no champion yet: nothing to index for {ds}")
     model = rt.load_towers(f"models:/{r.registered_model}@{reg.CHAMPION}")
     data = read_data(settings, ds)
-    store, artifacts = Warehouse(settings.root.warehouse), ArtifactStore(settings.root.artifacts)
+    store, artifacts = settings.open_warehouse(), ArtifactStore(settings.root.artifacts)
     return publish_index(store, artifacts, data, model, version, ds, r)
 
 

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from jobs.settings import Settings
 from warehouse.catalog import Layer
 from warehouse.integrity import Checked, Damage, verify
-from warehouse.store import Warehouse
 
 # The order a day is rebuilt in: a layer is built from the ones before it.
 LAYER_ORDER = (Layer.RAW, Layer.TRUTH, Layer.SILVER, Layer.GOLD)
@@ -44,7 +43,7 @@ def run(
 ) -> tuple[Checked, list[Repair]]:
     """Check the data root's warehouse; the findings and the repairs they ask for."""
     chosen = [Layer(name) for name in layers] if layers else list(LAYER_ORDER)
-    checked = verify(Warehouse(settings.root.warehouse), chosen, days)
+    checked = verify(settings.open_warehouse(), chosen, days)
     return checked, repairs(checked.damage, settings)
 
 

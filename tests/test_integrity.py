@@ -23,7 +23,7 @@ from feed_data import DS, make_feeds
 
 from jobs import train_rankers
 from jobs.cli import main
-from jobs.settings import load_settings
+from jobs.settings import SettingsError, load_settings
 from warehouse.catalog import TRAINING_EXAMPLES, USER_NEWS_FEED, USERS, C
 from warehouse.feed_store import open_store
 from warehouse.store import MARKER, Warehouse, WarehouseError
@@ -158,3 +158,22 @@ def test_verify_reports_every_damage_in_rebuild_order(home, warehouse, capsys):
     assert "checked 2 committed versions (0 rows)" in out and "2 problems in 2 (table, day)s" in out
     assert out.index("raw.users") < out.index("gold.user_news_feed")  # raw is rebuilt first
     assert "Rebuild each day above, oldest first" in out
+
+
+def test_which_reads_check_the_sha256_is_a_setting(home, warehouse, capsys, monkeypatch):
+    path = _file(warehouse, USERS)
+    users = pq.read_table(path)
+    i = users.schema.get_field_index(C.COUNTRY)
+    pq.write_table(users.set_column(i, C.COUNTRY, pa.array(["br"] * users.num_rows)), path)
+    # raw.users is not checksummed by default: the same rows with other values go through.
+    code, _, err = cli(capsys, "feeds", "publish", "--ds", DS)
+    assert code == 0, err
+    monkeypatch.setenv("FEEDRANK__WAREHOUSE__CHECKSUM_TABLES", '["*"]')
+    code, _, err = cli(capsys, "feeds", "publish", "--ds", DS)
+    assert code == 1 and f"raw.users ds={DS}: the files of version" in err
+    assert "changed after they were written" in err
+    monkeypatch.setenv("FEEDRANK__WAREHOUSE__CHECKSUM_TABLES", '["userz"]')
+    with pytest.raises(
+        SettingsError, match=r"warehouse.checksum_tables: unknown tables \['userz'\]"
+    ):
+        load_settings("tiny")
