@@ -84,7 +84,8 @@ def format_report(checked: Checked, found: Sequence[Repair], settings: Settings)
     )
     if checked.ok:
         return f"{head}: all intact"
-    lines = [f"{head}: {len(checked.damage)} problems in {len(found)} (table, day)s", ""]
+    n = len(checked.damage)
+    lines = [f"{head}: {n} problem{'s' * (n != 1)} in {len(found)} (table, day) to rebuild", ""]
     for r in found:
         version = r.damage[0].version or "(manifest)"
         lines.append(f"{r.table} ds={r.ds} version {version}")

@@ -155,7 +155,10 @@ def test_verify_reports_every_damage_in_rebuild_order(home, warehouse, capsys):
     marker.write_text(json.dumps({**json.loads(marker.read_text()), "rows": 2}))
     code, out, _ = cli(capsys, "verify")
     assert code == 1
-    assert "checked 2 committed versions (0 rows)" in out and "2 problems in 2 (table, day)s" in out
+    assert (
+        "checked 2 committed versions (0 rows)" in out
+        and "2 problems in 2 (table, day) to rebuild" in out
+    )
     assert out.index("raw.users") < out.index("gold.user_news_feed")  # raw is rebuilt first
     assert "Rebuild each day above, oldest first" in out
 
