@@ -180,3 +180,16 @@ def test_which_reads_check_the_sha256_is_a_setting(home, warehouse, capsys, monk
         SettingsError, match=r"warehouse.checksum_tables: unknown tables \['userz'\]"
     ):
         load_settings("tiny")
+
+
+def test_a_lost_day_can_be_rebuilt_over_its_manifest(home, warehouse, capsys):
+    """The repair path: writing the day again (as its job does) replaces the manifest's
+    entry; the lost version does not stand in the way, and the root verifies clean."""
+    users = warehouse.read_arrow(USERS, DS).drop_columns([C.DS])
+    shutil.rmtree(warehouse.partition_dir(USERS, DS))
+    info = warehouse.write_arrow(USERS, DS, users)
+    assert warehouse.version(USERS, DS) == info.version
+    code, out, _ = cli(capsys, "verify")
+    assert code == 0 and "all intact" in out
+    code, out, _ = cli(capsys, "feeds", "publish", "--ds", DS)
+    assert code == 0 and "3 users, 15 items" in out
