@@ -21,6 +21,9 @@ Write -> audit -> publish:
    count against the marker and the acceptance) and then replaces the layer's day manifest
    in one atomic rename. That rename is the commit: readers resolve every partition through
    the manifest, so they see a day of a layer as it was, or whole as it is, never a mix.
+4. A read checks again what it resolved: the version the manifest names must be there (else
+   an error naming table, day and version), its footers must hold the marker's rows, and for
+   `checksum_tables` its files the marker's sha256 (warehouse.integrity checks a whole root).
 
 This is a small commit log of our own (Delta Lake and Iceberg do the same with theirs, but
 their Spark connectors need jars from a registry we cannot reach). A reader that resolved a
