@@ -98,7 +98,7 @@ def run(
         )
     log_settings(JOB, settings, ds)
     started = time.perf_counter()
-    store = Warehouse(settings.root.warehouse)
+    store = settings.open_warehouse()
     days = [d for d in loop if d <= ds]
     before = days_before(sim.start_date, loop[0], len(days))  # as many days, just before
     weights = settings.training.value

@@ -48,7 +48,7 @@ def run(settings: Settings, ds: str) -> int:
     log_settings("build_features", settings, ds)
     started = time.perf_counter()
     spark = get_spark(settings.spark)
-    store = Warehouse(settings.root.warehouse)
+    store = settings.open_warehouse()
     with store.lock(Layer.SILVER, ds, job="build_features"):
         with step(spark, "read_raw", ds):
             raw = read_raw(spark, store, settings.first_day, ds)

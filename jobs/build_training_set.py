@@ -45,7 +45,7 @@ def run(settings: Settings, ds: str) -> int:
     log_settings("build_training_set", settings, ds)
     started = time.perf_counter()
     spark = get_spark(settings.spark)
-    store = Warehouse(settings.root.warehouse)
+    store = settings.open_warehouse()
     window, seed = settings.training.attribution_window_s, settings.training.seed
     with store.lock(Layer.GOLD, ds, job="build_training_set"):
         examples = attach_labels(
@@ -72,7 +72,7 @@ def missing_days(settings: Settings, days: list[str]) -> list[str]:
     another attribution window or seed, or built before the day's features were last
     published. (A day's labels are final once its engagements are published, so a day
     built after its features, with the same settings, is not rebuilt.)"""
-    store = Warehouse(settings.root.warehouse)
+    store = settings.open_warehouse()
     have = set(store.partitions(TRAINING_EXAMPLES))
     want = (settings.training.attribution_window_s, settings.training.seed)
     todo = []
@@ -111,7 +111,7 @@ def run_days(settings: Settings, days: list[str]) -> list[str]:
 def run_up_to(settings: Settings, ds: str) -> list[str]:
     """Build the missing days of training examples up to ds (every day with features);
     the days with examples up to ds, oldest first (what train_rankers splits)."""
-    store = Warehouse(settings.root.warehouse)
+    store = settings.open_warehouse()
     days = [d for d in store.partitions(IMPRESSION_FEATURES) if d <= ds]
     built = run_days(settings, days)
     log.info("training examples: built %s, %d days up to %s", built or "nothing", len(days), ds)

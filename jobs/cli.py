@@ -13,6 +13,10 @@ feedrank ingest --format mind --path DIR [--behaviors F] [--items F] [--first-da
                                  profile defaults to the format's; the calendar to the log's
                                  own days; what it loaded is recorded in the data root, so
                                  later jobs need none of it again (jobs/ingest_log.py)
+feedrank verify [--layer L] [--ds DS]
+                                 check every committed version of the warehouse (folder,
+                                 marker, schema, rows, sha256) and say how to repair the
+                                 damaged days (jobs/verify.py); exit 1 if any is damaged
 feedrank gap --ds DS --ranker-folder DIR
                                  where a saved ranker's AUC gap to the oracle comes from on
                                  DS: the oracle with latents hidden, and the gap by cohorts
@@ -30,7 +34,9 @@ from jobs import feeds_cli
 from jobs.common import configure_logging, parse_ds
 from jobs.settings import SettingsError, available_profiles, load_settings
 from jobs.summary import format_summary, ranker_summary, raw_summary
+from warehouse.catalog import Layer
 from warehouse.ingest.config import FORMATS
+from warehouse.store import WarehouseError
 
 log = logging.getLogger("feedrank")
 
@@ -60,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     gap.add_argument("--ds", required=True, type=parse_ds, help="the day, YYYY-MM-DD")
     gap.add_argument("--ranker-folder", required=True, help="a saved ranker (ranker.json)")
     gap.add_argument("--boot", type=int, default=200, help="bootstrap resamples of users")
+    check = sub.add_parser("verify", help="check the committed data, say how to repair it")
+    check.add_argument("--layer", action="append", choices=[la.value for la in Layer])
+    check.add_argument("--ds", action="append", type=parse_ds, help="a day (repeatable)")
     feeds_cli.add_commands(sub)
     args = parser.parse_args(argv)
     configure_logging()
@@ -83,8 +92,18 @@ def _command(args, overrides) -> int:
         return demo(settings, seed=args.seed)
     if args.command == "gap":
         return _gap(args, settings)
+    if args.command == "verify":
+        from jobs import verify
+
+        checked, repairs = verify.run(settings, args.layer, args.ds)
+        print(verify.format_report(checked, repairs, settings))
+        return 0 if checked.ok else 1
     if args.command == "summary":
-        print(format_summary(raw_summary(settings)))
+        try:
+            print(format_summary(raw_summary(settings)))
+        except WarehouseError as err:
+            print(f"feedrank summary: {err}", file=sys.stderr)
+            return 1
         if args.ds:
             print(f"\n{ranker_summary(settings, args.ds)}")
         return 0

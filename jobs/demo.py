@@ -39,7 +39,6 @@ from jobs.summary import (
     raw_summary,
 )
 from warehouse.catalog import IMPRESSION_FEATURES, SIMULATED_TABLES
-from warehouse.store import Warehouse
 
 # Run in this order for each day, and what each must have published for it.
 PIPELINE = {
@@ -140,7 +139,7 @@ def _run(settings: Settings, seed: int | None, console: Console) -> None:
 
 def _day(console, bag, conf, settings: Settings, ds: str, line: str) -> None:
     """The day's logs and features, each DAG checked to have published its tables."""
-    store = Warehouse(settings.root.warehouse)
+    store = settings.open_warehouse()
     for dag_id, outputs in PIPELINE.items():
         with _status(console, f"{line}  {dag_id} ..."):
             seconds = _test(bag.get_dag(dag_id), ds, conf)

@@ -67,7 +67,7 @@ def evaluate(settings: Settings, published: PublishedFeeds) -> dict[str, float] 
     and a report); None, with a log line, when the next day is not simulated yet."""
     ds, at = published.ds, dt.datetime.fromisoformat(published.generated_at)
     nd = shift_ds(ds, 1)
-    store = Warehouse(settings.root.warehouse)
+    store = settings.open_warehouse()
     if not (store.is_committed(IMPRESSIONS, nd) and store.is_committed(ENGAGEMENTS, nd)):
         log.info("feed quality of ds=%s needs the logs of %s: not evaluated", ds, nd)
         return None
@@ -118,7 +118,7 @@ def evaluate(settings: Settings, published: PublishedFeeds) -> dict[str, float] 
 def published_feeds(settings: Settings, ds: str) -> PublishedFeeds:
     """The hand-off of ds's committed feeds, rebuilt from the warehouse (for an evaluation
     that runs after the DAG run that published them: the closed loop's)."""
-    store = Warehouse(settings.root.warehouse)
+    store = settings.open_warehouse()
     cands_info, feed_info = store.info(FEED_CANDIDATES, ds), store.info(USER_NEWS_FEED, ds)
     at = feed_info.meta["generated_at"]
     cands = store.read_pandas(FEED_CANDIDATES, ds, columns=[C.USER_ID, C.SOURCES, C.GENERATED_AT])

@@ -92,7 +92,7 @@ def run(settings: Settings, ds: str, ranker_folder: Folder, *, n_boot: int = 200
         raise ValueError("the gap to the oracle needs the simulator's truth; a real log has none")
     ranker = load_ranker_folder(ranker_folder)
     log_settings(JOB, settings, ds)
-    store = Warehouse(settings.root.warehouse)
+    store = settings.open_warehouse()
     tasks = tuple(t for t in gap.GAP_TASKS if t not in ranker.absent)
     rows, predicted = _test_day(store, ranker, ds)
     variants = oracle_variants(settings, store, ds, rows)

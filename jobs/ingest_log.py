@@ -66,7 +66,7 @@ def run(settings: Settings) -> Ingested:
     days, dropped = raw_days(
         data, settings.log.dates() or None, max_missing_share=settings.log.max_missing_share
     )
-    store = Warehouse(settings.root.warehouse)
+    store = settings.open_warehouse()
     with contextlib.ExitStack() as locks:
         for ds in days:
             locks.enter_context(store.lock(Layer.RAW, ds, job=JOB))

@@ -64,6 +64,7 @@ from warehouse.catalog import (
     IMPRESSIONS,
     POSTS,
     USER_NEWS_FEED,
+    USERS,
     C,
     Layer,
 )
@@ -92,7 +93,7 @@ def candidates(settings: Settings, ds: str, generated_at: str | None = None) -> 
     check_day(settings, ds)
     log_settings("precompute_feeds.candidates", settings, ds)
     p, at = settings.precompute, generation_time(ds, generated_at)
-    spark, store = get_spark(settings.spark), Warehouse(settings.root.warehouse)
+    spark, store = get_spark(settings.spark), settings.open_warehouse()
     started = time.perf_counter()
     days = log_days(settings.first_day, ds, max(p.pool_hours, 24 * p.active_days))
     impressions = store.read_spark(spark, IMPRESSIONS, days).drop(C.DS)
@@ -221,7 +222,7 @@ def rank(settings: Settings, cands: FeedCandidates) -> RankedFeeds:
     """Featurize, score and re-rank the candidates; stage gold.user_news_feed ds."""
     ds, at = cands.ds, dt.datetime.fromisoformat(cands.generated_at)
     log_settings("precompute_feeds.rank", settings, ds)
-    spark, store = get_spark(settings.spark), Warehouse(settings.root.warehouse)
+    spark, store = get_spark(settings.spark), settings.open_warehouse()
     started = time.perf_counter()
     table = store.read_spark(spark, FEED_CANDIDATES, ds).drop(C.DS)
     table = table.where(F.col(C.GENERATED_AT) == F.lit(at))
@@ -252,18 +253,21 @@ def rank(settings: Settings, cands: FeedCandidates) -> RankedFeeds:
 def publish(settings: Settings, ranked: RankedFeeds) -> PublishedFeeds:
     """The feed contract on the staged partition; commit it when it passes."""
     ds = ranked.ds
-    spark, store = get_spark(settings.spark), Warehouse(settings.root.warehouse)
+    spark, store = get_spark(settings.spark), settings.open_warehouse()
     use_tracking(settings)
     days = log_days(settings.first_day, ds, settings.precompute.pool_hours)
     versions = reg.versions(settings.mlflow.registered_model)
     frames = {
         USER_NEWS_FEED.name: store.read_spark(spark, USER_NEWS_FEED, ds, staged=True).drop(C.DS),
         POSTS.name: store.read_spark(spark, POSTS, days).drop(C.DS),
+        USERS.name: store.read_spark(spark, USERS, ds).drop(C.DS),
         IMPRESSIONS.name: store.read_spark(spark, IMPRESSIONS, days).drop(C.DS),
+        ENGAGEMENTS.name: store.read_spark(spark, ENGAGEMENTS, days).drop(C.DS),
         MODEL_VERSIONS: spark.createDataFrame([(v,) for v in versions], "version string"),
     }
+    p = settings.precompute
     with store.lock(Layer.GOLD, ds, job="precompute_feeds.publish"):
-        report = check_feed_partition(ds, frames, settings.precompute.feed_size)
+        report = check_feed_partition(ds, frames, p.feed_size, pool_hours=p.pool_hours)
         contracts.enforce(report)
         store.accept(USER_NEWS_FEED, ds, by=f"{USER_NEWS_FEED.qualified}'s contract")
         info = store.publish(USER_NEWS_FEED, ds)

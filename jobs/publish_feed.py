@@ -20,7 +20,6 @@ from warehouse.catalog import USER_NEWS_FEED, USERS, C
 from warehouse.feeds.base import VersionInfo
 from warehouse.feeds.batch import prepare_batch
 from warehouse.feeds.open import open_store
-from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +28,8 @@ def run(settings: Settings, ds: str) -> VersionInfo:
     """Publish gold.user_news_feed ds; returns the new current version."""
     log_settings("publish_feed", settings, ds)
     started = time.perf_counter()
-    warehouse = Warehouse(settings.root.warehouse)
-    feeds = warehouse.read_arrow(USER_NEWS_FEED, ds)
+    warehouse = settings.open_warehouse()
+    feeds = warehouse.read_arrow(USER_NEWS_FEED, ds, verify=True)  # leaves the warehouse
     users = None
     if warehouse.is_committed(USERS, ds):
         users = warehouse.read_arrow(USERS, ds, columns=[C.USER_ID]).column(C.USER_ID).to_pylist()

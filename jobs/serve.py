@@ -1,14 +1,19 @@
 """The feed read path over HTTP: FastAPI on uvicorn (`feedrank serve`).
 
     GET /feed/{user_id}?limit=20&cursor=...   a page, as `feedrank feed --json` prints it
-    GET /healthz                              200 with the current version, 503 without one
-    GET /metrics                              Prometheus text: requests, errors, latency
+    GET /healthz                              200 with the current version ("ok", or
+                                              "degraded" while the served log fails), 503
+                                              without one
+    GET /metrics                              Prometheus text: requests, errors, latency,
+                                              served-log rows dropped
     GET /                                     an index linking the endpoints
     GET /docs                                 the endpoints and their parameters (OpenAPI:
                                               /openapi.json), a page without scripts
 
-Errors: 400 names the bad parameter (user_id, limit, cursor), 404 an unknown user, 503 a
-store with nothing published. The page logic is warehouse.feeds.reader's; this is wiring.
+Errors: 400 names the bad parameter (user_id, limit, cursor), 404 an unknown user or path,
+405 another method, 503 a store with nothing published or that cannot be read; every error
+is JSON with a `detail`, never a traceback. A failing served log never fails a page
+(warehouse.feeds.reader). The page logic is warehouse.feeds.reader's; this is wiring.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from __future__ import annotations
 import html
 import json
 import logging
+import sqlite3
 import time
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,9 +34,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from starlette.exceptions import HTTPException
 
 from jobs.settings import Settings
-from warehouse.feeds.base import NoVersion
+from warehouse.feeds.base import FeedStoreError, NoVersion
 from warehouse.feeds.open import open_store
 from warehouse.feeds.reader import BadParameter, FeedReader, UnknownUser
 
@@ -77,11 +86,54 @@ class _Metrics:
                 self.errors.labels(route).inc()
 
 
+class _ServedLogMetrics:
+    """The reader's served-log losses, read at each scrape."""
+
+    def __init__(self, reader: FeedReader):
+        self.reader = reader
+
+    def collect(self):
+        health = self.reader.served_log
+        rows = CounterMetricFamily(
+            "feedrank_served_log_dropped_rows", "Served items whose log write failed"
+        )
+        rows.add_metric([], health.dropped_rows)
+        pages = CounterMetricFamily(
+            "feedrank_served_log_dropped_pages", "Served pages whose log write failed"
+        )
+        pages.add_metric([], health.dropped_pages)
+        failing = GaugeMetricFamily(
+            "feedrank_served_log_failing", "1 while the served log's writes fail"
+        )
+        failing.add_metric([], int(health.failing))
+        return [rows, pages, failing]
+
+
+def _unavailable_errors() -> tuple[type[BaseException], ...]:
+    """A store that cannot answer: SQLite's errors, the OS's, Redis's when installed."""
+    errors: tuple[type[BaseException], ...] = (FeedStoreError, sqlite3.Error, OSError)
+    try:
+        from redis.exceptions import RedisError
+    except ModuleNotFoundError:
+        return errors
+    return (*errors, RedisError)
+
+
 def create_app(reader: FeedReader) -> FastAPI:
     """The app over one reader; metrics go to a registry of its own."""
     app = FastAPI(title="feedrank feeds", docs_url=None, redoc_url=None)
     registry = CollectorRegistry()
+    registry.register(_ServedLogMetrics(reader))
     app.add_middleware(_Metrics, registry=registry)
+    unavailable = _unavailable_errors()
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, err: HTTPException):  # 404 path, 405 method: JSON
+        return JSONResponse({"detail": str(err.detail)}, err.status_code, headers=err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, err: RequestValidationError):
+        return JSONResponse({"detail": "malformed request"}, 400)
 
     # Store reads are local and sub-millisecond: answered on the event loop, no thread hop.
     @app.get("/feed/{user_id}")
@@ -100,13 +152,27 @@ def create_app(reader: FeedReader) -> FastAPI:
             return JSONResponse({"detail": str(err)}, 404)
         except NoVersion as err:
             return JSONResponse({"detail": str(err)}, 503)
+        except unavailable as err:  # the store cannot answer now: say so, no traceback
+            log.error("feed store read failed: %s: %s", type(err).__name__, err)
+            return JSONResponse({"detail": "the feed store cannot be read now; retry"}, 503)
 
     @app.get("/healthz")
     async def healthz():
         """200 with the current feed version; 503 when nothing is published."""
-        current = reader.store.status().current
+        try:
+            current = reader.store.status().current
+        except unavailable as err:
+            return JSONResponse({"status": f"feed store unreadable: {type(err).__name__}"}, 503)
         if current is None:
             return JSONResponse({"status": "no feed version published"}, 503)
+        served = reader.served_log
+        if served.failing:  # pages are still served: degraded, not down
+            return {
+                "status": "degraded",
+                "version": current.version,
+                "served_log": f"failing since {served.failing_since}: {served.last_error}",
+                "served_log_dropped_rows": served.dropped_rows,
+            }
         return {"status": "ok", "version": current.version}
 
     @app.get("/metrics")

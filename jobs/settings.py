@@ -22,7 +22,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -33,9 +33,12 @@ from models.feed.config import PrecomputeSettings
 from models.ranking.config import MlflowSettings, TrainingSettings
 from models.retrieval.config import RetrievalSettings
 from simulator.config import SimulatorSettings
-from warehouse.config import FeedSettings
+from warehouse.config import FeedSettings, WarehouseSettings
 from warehouse.ingest.config import RECORDED, LogSettings
 from warehouse.layout import DEFAULT_HOME, PROFILES_DIR, DataRoot, default_home, profile_file
+
+if TYPE_CHECKING:
+    from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,7 @@ class Settings(BaseModel):
     mlflow: MlflowSettings = MlflowSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     precompute: PrecomputeSettings = PrecomputeSettings()
+    warehouse: WarehouseSettings = WarehouseSettings()
     feeds: FeedSettings = FeedSettings()
     airflow: AirflowSettings = AirflowSettings()
     log: LogSettings = LogSettings()  # a real log instead of the simulator (logs/)
@@ -72,6 +76,12 @@ class Settings(BaseModel):
     @property
     def root(self) -> DataRoot:
         return DataRoot(self.home)
+
+    def open_warehouse(self) -> Warehouse:
+        """The data root's warehouse, reading with the `warehouse` section's checks."""
+        from warehouse.store import Warehouse  # pyarrow and pandas: not for every settings user
+
+        return Warehouse(self.root.warehouse, checksum_tables=self.warehouse.checksum_tables)
 
     @property
     def tracking_uri(self) -> str:

@@ -44,7 +44,7 @@ from warehouse.catalog import (
     table,
 )
 from warehouse.feeds.open import open_store
-from warehouse.store import Warehouse, WarehouseError
+from warehouse.store import WarehouseError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def simulate(settings: Settings, ds: str) -> dict[str, int]:
     """Generate the day and stage every simulated table; returns rows per table."""
     check_day(settings, ds)
     log_settings("simulate", settings, ds)
-    cfg, store = settings.simulator, Warehouse(settings.root.warehouse)
+    cfg, store = settings.simulator, settings.open_warehouse()
     day = day_index(cfg, ds)
     with (
         store.lock(Layer.RAW, ds, job="simulate_platform.simulate"),
@@ -79,7 +79,7 @@ def validate(settings: Settings, ds: str) -> list[contracts.ContractReport]:
     """Check the staged day's files and contracts; raise if any check fails, else record
     that every table passed (publish refuses a table that did not)."""
     spark = get_spark(settings.spark)
-    store, cfg = Warehouse(settings.root.warehouse), settings.simulator
+    store, cfg = settings.open_warehouse(), settings.simulator
     with store.lock(Layer.RAW, ds, job="simulate_platform.validate"):
         reports = audit.check_staged_day(
             spark,
@@ -99,7 +99,7 @@ def validate(settings: Settings, ds: str) -> list[contracts.ContractReport]:
 def publish(settings: Settings, ds: str) -> dict[str, int]:
     """Commit the day: truth, then the raw layer in one commit. Idempotent if it is re-run
     after a crash; refuses tables that did not pass `validate`."""
-    store = Warehouse(settings.root.warehouse)
+    store = settings.open_warehouse()
     rows = {}
     with store.lock(Layer.RAW, ds, job="simulate_platform.publish"):
         # Every table is checked before the first commit: a bad one stops the whole day.
@@ -128,7 +128,7 @@ def missing_inputs(settings: Settings, ds: str) -> str | None:
         nxt = next_day(settings)
         then = f"the next day to build is {nxt}" if nxt else "every day of it is built"
         raise NothingToDo(f"{err}; {then}") from None
-    store = Warehouse(settings.root.warehouse)
+    store = settings.open_warehouse()
     before = days[days.index(ds) - 1] if ds != days[0] else None
     if before is not None and not store.is_committed(IMPRESSIONS, before):
         return f"ds={ds} waits for the day before it, {before}, to be published"
@@ -145,7 +145,7 @@ def missing_inputs(settings: Settings, ds: str) -> str | None:
 
 def next_day(settings: Settings) -> str | None:
     """The first day of the calendar whose logs are not published (None: all are)."""
-    done = set(Warehouse(settings.root.warehouse).partitions(IMPRESSIONS))
+    done = set(settings.open_warehouse().partitions(IMPRESSIONS))
     return next((d for d in settings.dates() if d not in done), None)
 
 

@@ -15,12 +15,11 @@ from warehouse.catalog import (
     TRAINING_EXAMPLES,
     C,
 )
-from warehouse.store import Warehouse
 
 
 def raw_summary(settings: Settings) -> dict:
     """Rows per table over all committed days, and each action's rate per impression."""
-    store = Warehouse(settings.root.warehouse)
+    store = settings.open_warehouse()
     rows, days = {}, {}
     for tbl in (*SIMULATED_TABLES, IMPRESSION_FEATURES, TRAINING_EXAMPLES):
         parts = store.partitions(tbl)

@@ -74,14 +74,14 @@ def missing_inputs(settings: Settings, ds: str) -> str | None:
     """What the night of ds still waits for (its day's features), None when it can train;
     NothingToDo outside the calendar or on a day too early for the split."""
     check_split(settings, ds)
-    if not Warehouse(settings.root.warehouse).is_committed(IMPRESSION_FEATURES, ds):
+    if not settings.open_warehouse().is_committed(IMPRESSION_FEATURES, ds):
         return f"ds={ds} waits for the day's features ({IMPRESSION_FEATURES.qualified})"
     return None
 
 
 def split_days(settings: Settings, ds: str) -> Split:
     t = settings.training
-    days = training_days(Warehouse(settings.root.warehouse), ds)
+    days = training_days(settings.open_warehouse(), ds)
     return time_split(days, train_days=t.train_days, val_days=t.val_days, test_days=t.test_days)
 
 
@@ -101,7 +101,7 @@ def train(settings: Settings, ds: str, kind: str = GBDT) -> TrainedRun:
     if kind not in settings.training.member_kinds():
         raise ValueError(f"kind {kind!r} is not a member kind of training.kinds")
     log_settings(f"{JOB}.train[{kind}]", settings, ds)
-    t, store = settings.training, Warehouse(settings.root.warehouse)
+    t, store = settings.training, settings.open_warehouse()
     split = split_days(settings, ds)
     log.info("time split up to %s: %s", ds, json.dumps(split.as_dict()))
     started = time.perf_counter()
@@ -142,7 +142,7 @@ def train_ensemble(settings: Settings, ds: str, members: Sequence[TrainedRun]) -
     """Combine the trained members (models.ranking.ensemble) and log the ensemble in its own run."""
     log_settings(f"{JOB}.train_ensemble", settings, ds)
     use_tracking(settings)
-    store = Warehouse(settings.root.warehouse)
+    store = settings.open_warehouse()
     split = Split(**{k: tuple(v) for k, v in reg.load_split(members[0].run_id).items()})
     if any(reg.load_split(m.run_id) != split.as_dict() for m in members[1:]):
         raise ValueError("an ensemble's members must share their time split")
@@ -211,7 +211,7 @@ def log_run(
 
 def evaluate_run(settings: Settings, trained: TrainedRun) -> EvaluatedRun:
     """Evaluate the run's model on its validation and test days; log into the same run."""
-    t, store = settings.training, Warehouse(settings.root.warehouse)
+    t, store = settings.training, settings.open_warehouse()
     use_tracking(settings)
     split = reg.load_split(trained.run_id)
     ranker = reg.load_ranker(trained.model_uri)
@@ -266,7 +266,7 @@ def promote(settings: Settings, registered: Sequence[RegisteredVersion]) -> Gate
     way."""
     t = settings.training
     use_tracking(settings)
-    store = Warehouse(settings.root.warehouse)
+    store = settings.open_warehouse()
     name = settings.mlflow.registered_model
     guard = HarmGuard(t.harm_tasks, t.harm_margin)
     return reg.promote(

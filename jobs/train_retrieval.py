@@ -53,7 +53,6 @@ from models.retrieval.stage import (
 )
 from warehouse.artifacts import ArtifactStore
 from warehouse.catalog import ENGAGEMENTS
-from warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +63,14 @@ def missing_inputs(settings: Settings, ds: str) -> str | None:
     """What the night of ds still waits for (its day's engagements), None when it can train;
     NothingToDo outside the calendar or on a day too early for the split."""
     check_split(settings, ds)
-    if not Warehouse(settings.root.warehouse).is_committed(ENGAGEMENTS, ds):
+    if not settings.open_warehouse().is_committed(ENGAGEMENTS, ds):
         return f"ds={ds} waits for the day's logs ({ENGAGEMENTS.qualified})"
     return None
 
 
 def read_data(settings: Settings, ds: str) -> Data:
     """The retrieval data of the days up to ds, time-split as the training settings say."""
-    store = Warehouse(settings.root.warehouse)
+    store = settings.open_warehouse()
     days, t = log_days(store, ds), settings.training
     split = time_split(days, train_days=t.train_days, val_days=t.val_days, test_days=t.test_days)
     return load_data(store, days, split, settings.retrieval)
@@ -171,7 +170,7 @@ def build_index(settings: Settings, ds: str) -> dict[str, Any]:
         raise RuntimeError(f"{r.registered_model} has no champion yet: nothing to index for {ds}")
     model = rt.load_towers(f"models:/{r.registered_model}@{reg.CHAMPION}")
     data = read_data(settings, ds)
-    store, artifacts = Warehouse(settings.root.warehouse), ArtifactStore(settings.root.artifacts)
+    store, artifacts = settings.open_warehouse(), ArtifactStore(settings.root.artifacts)
     return publish_index(store, artifacts, data, model, version, ds, r)
 
 

@@ -213,6 +213,66 @@ CASES = {
         "expect_column_values_to_be_between",
         "[impression_id=1002 propensity=1.5]",
     ),
+    # Issue 28: off-policy estimates divide by it; 0 passed on the base code (c744a08).
+    "propensity 0": Case(
+        edit(IMPRESSIONS.name, 2, **{C.PROPENSITY: 0.0}),
+        IMPRESSIONS.name,
+        C.PROPENSITY,
+        "expect_column_values_to_be_between",
+        "(0.0 < propensity <= 1.0): 1 unexpected, e.g. [impression_id=1002 propensity=0.0]",
+    ),
+    "impression of an unknown user": Case(
+        edit(IMPRESSIONS.name, 0, **{C.USER_ID: 55}),
+        IMPRESSIONS.name,
+        C.USER_ID,
+        "expect_column_values_to_not_be_null",
+        "(user_id exists in raw.users): 1 unexpected, e.g. [impression_id=1000 user_id=55]",
+    ),
+    "impression with another author than its post's": Case(
+        edit(IMPRESSIONS.name, 0, **{C.AUTHOR_ID: 100}),
+        IMPRESSIONS.name,
+        C.AUTHOR_ID,
+        "expect_column_pair_values_to_be_equal",
+        "(author_id = its post's author_id): 1 unexpected, "
+        "e.g. [impression_id=1000 author_id=100 _post_author_id=0]",
+    ),
+    "engagement on another post than its impression's": Case(
+        edit(ENGAGEMENTS.name, 2, **{C.POST_ID: 10}),
+        ENGAGEMENTS.name,
+        C.POST_ID,
+        "expect_column_pair_values_to_be_equal",
+        "[impression_id=1002 action='share' post_id=10 _imp_post_id=11]",
+    ),
+    "follow by an unknown user": Case(
+        edit(FOLLOWS.name, 2, **{C.FOLLOWER_ID: 55}),
+        FOLLOWS.name,
+        C.FOLLOWER_ID,
+        "expect_column_values_to_not_be_null",
+        "(follower_id exists in raw.users): 1 unexpected, e.g. [follower_id=55 followee_id=100]",
+    ),
+    "follow of an unknown author": Case(
+        edit(FOLLOWS.name, 2, **{C.FOLLOWEE_ID: 55}),
+        FOLLOWS.name,
+        C.FOLLOWEE_ID,
+        "expect_column_values_to_not_be_null",
+        "(followee_id exists in raw.authors): 1 unexpected, e.g. [follower_id=0 followee_id=55]",
+    ),
+    # Issue 28: user 0 is person author 0. A page may share a number with a user: not a self.
+    "self-follow": Case(
+        append(FOLLOWS.name, 2, **{C.FOLLOWEE_ID: 0}),
+        FOLLOWS.name,
+        C.FOLLOWEE_ID,
+        "expect_column_values_to_be_in_set",
+        "(follower_id != followee_id (nobody follows themself)): 1 unexpected, "
+        "e.g. [follower_id=0 followee_id=0]",
+    ),
+    "post of an unknown author": Case(
+        edit(POSTS.name, 0, **{C.AUTHOR_ID: 55}),
+        POSTS.name,
+        C.AUTHOR_ID,
+        "expect_column_values_to_not_be_null",
+        "(author_id exists in raw.authors): 1 unexpected, e.g. [post_id=10 author_id=55]",
+    ),
     "negative length": Case(
         edit(POSTS.name, 0, **{C.LENGTH: -1}),
         POSTS.name,

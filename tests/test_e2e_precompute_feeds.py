@@ -25,12 +25,14 @@ from models.registry import runs as tracking
 from models.registry import versions as reg
 from models.registry.tags import AB_STAGE, DS_TAG, FEEDS_STAGE
 from warehouse.catalog import (
+    ENGAGEMENTS,
     FEED_CANDIDATES,
     IMPRESSION_FEATURES,
     IMPRESSIONS,
     POSTS,
     SIMULATED_TABLES,
     USER_NEWS_FEED,
+    USERS,
     C,
 )
 from warehouse.contracts import DataContractError, enforce
@@ -192,11 +194,14 @@ def test_a_broken_feed_is_refused_naming_table_column_and_check(spark, settings,
     frames = {
         USER_NEWS_FEED.name: broken,
         POSTS.name: store.read_spark(spark, POSTS, days).drop(C.DS),
+        USERS.name: store.read_spark(spark, USERS, ds).drop(C.DS),
         IMPRESSIONS.name: store.read_spark(spark, IMPRESSIONS, days).drop(C.DS),
+        ENGAGEMENTS.name: store.read_spark(spark, ENGAGEMENTS, days).drop(C.DS),
         MODEL_VERSIONS: spark.createDataFrame([("999",)], "version string"),
     }
+    p = settings.precompute
     with pytest.raises(DataContractError) as err:
-        enforce(check_feed_partition(ds, frames, settings.precompute.feed_size))
+        enforce(check_feed_partition(ds, frames, p.feed_size, pool_hours=p.pool_hours))
     text = str(err.value)
     assert "gold.user_news_feed" in text
     assert "post not served to the user before generated_at" in text

@@ -8,6 +8,7 @@ Tests run in file order: they share one staged day and undo each corruption.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -36,7 +37,7 @@ from warehouse.catalog import (
     truth_column,
 )
 from warehouse.contracts import DataContractError
-from warehouse.store import Warehouse, WarehouseError
+from warehouse.store import MARKER, Warehouse, WarehouseError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark]
 
@@ -293,12 +294,45 @@ def test_an_overlapping_run_fails_fast_and_a_killed_one_frees_the_day(settings, 
         pass
 
 
+# -- a committed day is checked on read (issue 28) -----------------------------------------
+
+
+def _recommit(store: Warehouse, t, ds: str) -> None:
+    """Make a version's marker agree with its (rewritten) files again."""
+    folder = store.partition_dir(t, ds)
+    marker = json.loads((folder / MARKER).read_text())
+    marker["rows"] = store.footer_rows(t, ds, folder.name)
+    marker["checksum"] = store.files_checksum(folder)
+    (folder / MARKER).write_text(json.dumps(marker))
+
+
+def test_half_the_rows_of_a_published_day_stop_the_features(settings, store):
+    """Issue 28: build_features read 5,291 rows of a raw.impressions day whose marker says
+    10,582 and published features for them (the base code c744a08 still does)."""
+    path = _file(store, IMPRESSIONS, staged=False)
+    original = path.read_bytes()
+    n = pq.read_metadata(path).num_rows
+    _rewrite(store, IMPRESSIONS, lambda d: d.slice(0, n // 2), staged=False)
+    try:
+        message = (
+            rf"raw\.impressions ds={FIRST}: the files of version v-\S+ hold {n // 2} rows, "
+            rf"its commit marker says {n}; refusing to read them"
+        )
+        with pytest.raises(WarehouseError, match=message):
+            build_features.run(settings, FIRST)
+        assert FIRST not in store.partitions(IMPRESSION_FEATURES)
+    finally:
+        path.write_bytes(original)
+
+
 # -- state is published with the features, after their contract (2) -------------------------
 
 
 def test_features_that_fail_their_contract_publish_no_state(settings, store):
-    # A duplicated impression in a committed raw day (written past the contracts).
+    # A duplicated impression in a committed raw day, written past the contracts by a writer
+    # that committed it properly (its marker records the rows and checksum it wrote).
     _rewrite(store, IMPRESSIONS, lambda d: pa.concat_tables([d, d.slice(0, 1)]), staged=False)
+    _recommit(store, IMPRESSIONS, FIRST)
     with pytest.raises(DataContractError) as err:
         build_features.run(settings, FIRST)
     assert (IMPRESSION_FEATURES.name, C.IMPRESSION_ID, "expect_column_values_to_be_unique") in (

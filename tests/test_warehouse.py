@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from warehouse import store as store_module
-from warehouse.catalog import POSTS, USERS
+from warehouse.catalog import POSTS, TRAINING_EXAMPLES, USER_NEWS_FEED, USERS
 from warehouse.store import MARKER, Warehouse, WarehouseError
 
 DS = "2026-01-05"
@@ -75,9 +77,12 @@ def test_crash_mid_write_keeps_the_old_partition(wh, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(store_module.pq, "write_table", crash)
+    before = sorted(p.name for p in wh.partition_dir(USERS, DS).parent.iterdir())
     with pytest.raises(OSError):
         wh.write_arrow(USERS, DS, users_frame(9, "br"))
     assert list(wh.read_pandas(USERS, DS)["country"]) == ["us"] * 3
+    # The failed write's version folder is gone at once, not at the next collection.
+    assert sorted(p.name for p in wh.partition_dir(USERS, DS).parent.iterdir()) == before
     # The interrupted write has no marker, so it can never be published by mistake.
     assert not wh.is_committed(USERS, DS, staged=True)
     with pytest.raises(WarehouseError, match="nothing complete is staged"):
@@ -102,10 +107,85 @@ def test_crash_before_the_manifest_is_replaced_keeps_the_old_partition(wh, monke
     assert list(wh.read_pandas(USERS, DS)["country"]) == ["br", "br"]
 
 
-def test_folder_without_marker_is_ignored_by_readers(wh):
-    wh.write_arrow(USERS, DS, users_frame(2))
-    (wh.partition_dir(USERS, DS) / MARKER).unlink()
+def test_a_staged_folder_without_marker_is_ignored_by_readers(wh):
+    wh.write_arrow(USERS, DS, users_frame(2), publish=False)
+    (wh.partition_dir(USERS, DS, staged=True) / MARKER).unlink()
+    assert not wh.is_committed(USERS, DS, staged=True)
     assert wh.partitions(USERS) == []
+
+
+# -- verify on read (issue 28): a committed version is checked, not trusted ----------------
+# On the base code (c744a08) each of these read the damaged version without a word.
+
+
+def test_a_committed_version_without_its_marker_is_an_error_not_a_missing_day(wh):
+    wh.write_arrow(USERS, DS, users_frame(2))
+    version = wh.version(USERS, DS)
+    (wh.partition_dir(USERS, DS) / MARKER).unlink()
+    for read in (wh.partitions, lambda t: wh.read_pandas(t, DS), lambda t: wh.is_committed(t, DS)):
+        with pytest.raises(WarehouseError, match=rf"raw\.users ds={DS}: .*{version}.*marker"):
+            read(USERS)
+
+
+def test_a_deleted_version_folder_names_table_day_and_version(wh):
+    wh.write_arrow(USERS, DS, users_frame(2))
+    folder = wh.partition_dir(USERS, DS)
+    shutil.rmtree(folder)
+    message = rf"raw\.users ds={DS}: the layer's manifest names version {folder.name}, but its"
+    with pytest.raises(WarehouseError, match=message + " folder is missing") as err:
+        wh.partitions(USERS)
+    assert "rebuild the day" in str(err.value)
+    with pytest.raises(WarehouseError, match=message):
+        wh.read_arrow(USERS, DS)
+
+
+def test_a_read_checks_the_files_rows_against_the_marker(wh):
+    wh.write_arrow(USERS, DS, users_frame(6))
+    path = wh.partition_dir(USERS, DS) / "part-00000.parquet"
+    pq.write_table(pq.read_table(path).slice(0, 3), path)  # half the rows, same schema
+    message = r"raw\.users ds=2026-01-05: the files of version v-\S+ hold 3 rows, its commit"
+    with pytest.raises(WarehouseError, match=message + " marker says 6"):
+        wh.read_pandas(USERS, DS)
+    with pytest.raises(WarehouseError, match=message):
+        list(wh.iter_batches(USERS, DS))
+
+
+def test_a_marker_edited_to_other_rows_is_refused_on_read(wh):
+    wh.write_arrow(USERS, DS, users_frame(4))
+    marker = wh.partition_dir(USERS, DS) / MARKER
+    marker.write_text(marker.read_text().replace('"rows": 4', '"rows": 1'))
+    with pytest.raises(WarehouseError, match="hold 4 rows, its commit marker says 1"):
+        wh.read_arrow(USERS, DS)
+
+
+def test_rewritten_files_fail_the_checksum_where_it_is_asked_for(tmp_path):
+    default = Warehouse(tmp_path / "warehouse")
+    default.write_arrow(USERS, DS, users_frame(3, "us"))
+    path = default.partition_dir(USERS, DS) / "part-00000.parquet"
+    pq.write_table(pa.Table.from_pandas(users_frame(3, "br"), schema=USERS.schema), path)
+    # The same rows, other values: only the sha256 tells. raw.users is not a checksummed
+    # table by default; a read that asks, or a warehouse configured for it, checks it.
+    assert "users" not in store_module.CHECKSUM_TABLES
+    assert list(default.read_pandas(USERS, DS)["country"]) == ["br"] * 3
+    message = r"raw\.users ds=2026-01-05: the files of version \S+ changed after they were"
+    with pytest.raises(WarehouseError, match=message):
+        default.read_arrow(USERS, DS, verify=True)
+    for checksum_tables in (["users"], ["*"]):
+        strict = Warehouse(tmp_path / "warehouse", checksum_tables=checksum_tables)
+        with pytest.raises(WarehouseError, match=message):
+            strict.read_arrow(USERS, DS)
+
+
+def test_the_training_set_and_the_feeds_are_checksummed_by_default(wh):
+    assert set(store_module.CHECKSUM_TABLES) == {TRAINING_EXAMPLES.name, USER_NEWS_FEED.name}
+    frame = pa.table({"impression_id": [1, 2], "label_click": [0, 1]})
+    wh.write_arrow(TRAINING_EXAMPLES, DS, frame)
+    path = wh.partition_dir(TRAINING_EXAMPLES, DS) / "part-00000.parquet"
+    pq.write_table(pa.table({"impression_id": [1, 2], "label_click": [1, 1]}), path)
+    with pytest.raises(WarehouseError, match=r"gold\.training_examples .*changed after"):
+        wh.read_arrow(TRAINING_EXAMPLES, DS)
+    with pytest.raises(WarehouseError, match=r"gold\.training_examples .*changed after"):
+        list(wh.iter_batches(TRAINING_EXAMPLES, DS))
 
 
 def test_schema_mismatch_names_table_and_column(wh):
@@ -237,3 +317,37 @@ def test_a_reader_finishes_on_the_version_it_began_with(wh, spark):
     wh.write_arrow(USERS, DS, users_frame(2, "br"))  # republished meanwhile
     assert sorted(r.country for r in reading.collect()) == ["us"] * 3
     assert [r.country for r in wh.read_spark(spark, USERS, DS).collect()] == ["br", "br"]
+
+
+def test_a_write_that_dies_half_way_leaves_no_folder(wh, monkeypatch):
+    """A write that fails after its data file (the marker's disk write fails: a full disk)
+    removes its version at once; on the base code the folder stayed until a collection."""
+    real = store_module._atomic_write
+
+    def full_disk(path, text):
+        if path.name == MARKER:
+            raise OSError(28, "No space left on device")
+        real(path, text)
+
+    monkeypatch.setattr(store_module, "_atomic_write", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        wh.write_arrow(USERS, DS, users_frame(3))
+    day = wh.root / "raw" / "users" / f"ds={DS}"
+    assert not day.exists() or list(day.iterdir()) == []
+    monkeypatch.undo()
+    assert wh.write_arrow(USERS, DS, users_frame(3)).rows == 3  # the rerun succeeds
+
+
+@pytest.mark.spark
+def test_a_failed_spark_write_removes_its_partial_version(wh, spark):
+    from pyspark.sql import functions as F
+
+    next_day = (dt.date.fromisoformat(DS) + dt.timedelta(days=1)).isoformat()
+    wh.write_arrow(POSTS, DS, posts_frame(4, DS))
+    df = wh.read_spark(spark, POSTS, DS).drop("ds")
+    boom = F.udf(lambda n: 1 // (n - 3), "int")  # fails on the row where post_id == 3
+    bad = df.withColumn("length", boom(F.col("post_id")))
+    with pytest.raises(Exception, match=r"ZeroDivisionError"):
+        wh.write_spark(POSTS, next_day, bad)
+    day = wh.root / "raw" / "posts" / f"ds={next_day}"
+    assert not day.exists() or list(day.iterdir()) == []

@@ -1,10 +1,38 @@
-"""Settings of the feed store and its read path (the `feeds` section)."""
+"""Settings of the warehouse's reads (the `warehouse` section) and of the feed store and its
+read path (the `feeds` section)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 STORE_SCHEMES = ("sqlite", "redis", "rediss")
+# Tables whose reads check the files' sha256 by default: the training set (it feeds the
+# rankers) and the precomputed feeds (the feed store publishes them to users).
+CHECKSUM_TABLES = ("training_examples", "user_news_feed")
+ALL_TABLES = "*"
+
+
+class WarehouseSettings(BaseModel):
+    """How reads check what the warehouse committed. Every read of a committed version
+    checks its Parquet footers' row count against its `_COMMITTED` marker; the tables named
+    here also have their files' sha256 checked (once per version and process)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checksum_tables: tuple[str, ...] = CHECKSUM_TABLES  # table names, or ["*"] for every table
+
+    @field_validator("checksum_tables")
+    @classmethod
+    def _known_tables(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        from warehouse.catalog import TABLES
+
+        unknown = [n for n in names if n != ALL_TABLES and n not in TABLES]
+        if unknown:
+            raise ValueError(
+                f"warehouse.checksum_tables: unknown tables {unknown}; use names of "
+                f"{sorted(TABLES)} or {ALL_TABLES!r}"
+            )
+        return names
 
 
 class FeedSettings(BaseModel):

@@ -21,6 +21,9 @@ Write -> audit -> publish:
    count against the marker and the acceptance) and then replaces the layer's day manifest
    in one atomic rename. That rename is the commit: readers resolve every partition through
    the manifest, so they see a day of a layer as it was, or whole as it is, never a mix.
+4. A read checks again what it resolved: the version the manifest names must be there (else
+   an error naming table, day and version), its footers must hold the marker's rows, and for
+   `checksum_tables` its files the marker's sha256 (warehouse.integrity checks a whole root).
 
 This is a small commit log of our own (Delta Lake and Iceberg do the same with theirs, but
 their Spark connectors need jars from a registry we cannot reach). A reader that resolved a
@@ -55,6 +58,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse.catalog import C, Layer, Table
+from warehouse.config import ALL_TABLES, CHECKSUM_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +95,19 @@ class FileProblem:
 
 
 class Warehouse:
-    """Reads and writes catalog tables under one root folder."""
+    """Reads and writes catalog tables under one root folder.
 
-    def __init__(self, root: Path):
+    Every read of a committed version checks its Parquet footers' row count against its
+    `_COMMITTED` marker (cheap: footers only). Reads of `checksum_tables` (default
+    CHECKSUM_TABLES: what feeds a model or leaves the warehouse; the `warehouse` settings
+    section) also check the files' sha256 against the marker, once per version and process;
+    `"*"` checks every table, `()` none unless a read asks (`verify=True`).
+    """
+
+    def __init__(self, root: Path, *, checksum_tables: Collection[str] = CHECKSUM_TABLES):
         self.root = Path(root)
+        self.checksum_tables = frozenset(checksum_tables)
+        self._checksummed: set[Path] = set()  # versions whose sha256 this process checked
 
     # -- paths ---------------------------------------------------------------------------
     def table_dir(self, table: Table) -> Path:
@@ -124,27 +137,48 @@ class Warehouse:
         return json.loads(path.read_text())["tables"] if path.exists() else {}
 
     def version(self, table: Table, ds: str, *, staged: bool = False) -> str | None:
-        """The committed (or staged) version of (table, ds) that is complete, or None."""
+        """The committed (or staged) version of (table, ds) that is complete, or None.
+        A committed version that the manifest names but whose files are gone raises."""
         if staged:
             pointer = self._pointer(table, ds)
             version = json.loads(pointer.read_text())["version"] if pointer.exists() else None
         else:
             version = self.manifest(table.layer, ds).get(table.name)
-        if version is None or not (self._day_dir(table, ds) / version / MARKER).exists():
+        if version is None or (self._day_dir(table, ds) / version / MARKER).exists():
+            return version
+        if staged:  # an interrupted write: nothing is staged
             return None
-        return version
+        # The manifest is the commit: the version it names must be there, whole.
+        folder = self._day_dir(table, ds) / version
+        lost = "its _COMMITTED marker" if folder.exists() else "its folder"
+        raise WarehouseError(
+            f"{table.qualified} ds={ds}: the layer's manifest names version {version}, but "
+            f"{lost} is missing ({folder}); the day's data is lost: rebuild the day "
+            f"(`feedrank verify --layer {table.layer.value} --ds {ds}` says how)"
+        )
+
+    def manifest_days(self, layer: Layer) -> list[str]:
+        """The days a layer has a manifest for, oldest first."""
+        folder, prefix = self.root / layer.value / "_manifests", f"{C.DS}="
+        return sorted(p.name[len(prefix) : -len(".json")] for p in folder.glob(f"{prefix}*.json"))
 
     def partitions(self, table: Table) -> list[str]:
-        """The committed partitions of a table, oldest first."""
-        folder = self.root / table.layer.value / "_manifests"
-        if not folder.exists():
-            return []
-        prefix, days = f"{C.DS}=", []
-        for path in folder.glob(f"{prefix}*.json"):
-            ds = path.name[len(prefix) : -len(".json")]
-            if self.version(table, ds) is not None:
-                days.append(ds)
-        return sorted(days)
+        """The committed partitions of a table, oldest first. A day whose manifest names a
+        version that is gone raises (see `version`): a reader never skips a lost day."""
+        return [ds for ds in self.manifest_days(table.layer) if self.version(table, ds)]
+
+    def version_dir(self, table: Table, ds: str, version: str) -> Path:
+        """The folder of one version of (table, ds), whether or not it exists."""
+        return self._day_dir(table, ds) / version
+
+    def footer_rows(self, table: Table, ds: str, version: str) -> int:
+        """The rows the Parquet footers of a version's files say they hold."""
+        return self._footer_rows(table, ds, self.version_dir(table, ds, version))
+
+    @staticmethod
+    def files_checksum(folder: Path) -> str:
+        """The sha256 of a version folder's data files, as its commit marker records it."""
+        return _checksum(folder)
 
     def is_committed(self, table: Table, ds: str, *, staged: bool = False) -> bool:
         return self.version(table, ds, staged=staged) is not None
@@ -167,8 +201,10 @@ class Warehouse:
         tables without a contract: the writer vouches for the data and it is published."""
         arrow = _conform(table, data)
         folder = self._fresh_version(table, ds)
-        pq.write_table(arrow, folder / "part-00000.parquet", compression="zstd")
-        return self._finish(table, ds, folder, arrow.num_rows, meta, publish)
+        with _discarded_on_failure(folder):
+            pq.write_table(arrow, folder / "part-00000.parquet", compression="zstd")
+            info = self._stage(table, ds, folder, arrow.num_rows, meta)
+        return self._published(table, ds, info, publish)
 
     def write_spark(
         self, table: Table, ds: str, df, *, publish: bool = True, meta: dict[str, Any] | None = None
@@ -176,9 +212,10 @@ class Warehouse:
         """Write one partition from a Spark DataFrame (without its ds column); see write_arrow."""
         df = _conform_spark(table, df)
         folder = self._fresh_version(table, ds)
-        df.write.mode("overwrite").option("compression", "zstd").parquet(str(folder))
-        rows = self._footer_rows(table, ds, folder)
-        return self._finish(table, ds, folder, rows, meta, publish)
+        with _discarded_on_failure(folder):
+            df.write.mode("overwrite").option("compression", "zstd").parquet(str(folder))
+            info = self._stage(table, ds, folder, self._footer_rows(table, ds, folder), meta)
+        return self._published(table, ds, info, publish)
 
     def accept(self, table: Table, ds: str, *, by: str) -> PartitionInfo:
         """Record that the staged partition passed its contract (`by` names it), for the
@@ -284,12 +321,16 @@ class Warehouse:
         folder.mkdir(parents=True)
         return folder
 
-    def _finish(self, table, ds, folder: Path, rows: int, meta, publish: bool) -> PartitionInfo:
+    def _stage(self, table, ds, folder: Path, rows: int, meta) -> PartitionInfo:
+        """Mark the written folder complete and point the table's staging pointer at it."""
         info = PartitionInfo(
             table.name, ds, rows, _now(), folder.name, _checksum(folder), dict(meta or {})
         )
         _atomic_write(folder / MARKER, json.dumps(dataclasses.asdict(info)))
         _atomic_write(self._pointer(table, ds), json.dumps({"version": folder.name}))
+        return info
+
+    def _published(self, table, ds, info: PartitionInfo, publish: bool) -> PartitionInfo:
         if not publish:
             return info
         self.accept(table, ds, by="its writer (no contract)")
@@ -356,7 +397,12 @@ class Warehouse:
                 )
         return [FileProblem(col, check, "; ".join(seen)) for (col, check), seen in problems.items()]
 
-    def _checked_dir(self, table: Table, ds: str, staged: bool) -> Path:
+    def _checked_dir(self, table: Table, ds: str, staged: bool, verify: bool | None) -> Path:
+        """The version folder to read, checked: its files agree with the catalog and, for a
+        committed version, their footers hold the rows its marker records and, where
+        `verify` (default: the table is one of checksum_tables), their sha256 is the
+        marker's. (A staged version is its writer's, checked by `accept` and publishing;
+        its contract reads it first, to name bad rows.)"""
         folder = self.partition_dir(table, ds, staged=staged)
         problems = self.check_files(table, ds, staged=staged)
         if problems:
@@ -364,6 +410,27 @@ class Warehouse:
             raise WarehouseError(
                 f"{table.qualified} ds={ds}: files disagree with the catalog: {found}"
             )
+        if staged and not verify:
+            return folder
+        info = self.info(table, ds, staged=staged)
+        rows = self._footer_rows(table, ds, folder)
+        if rows != info.rows:
+            raise WarehouseError(
+                f"{table.qualified} ds={ds}: the files of version {folder.name} hold {rows} "
+                f"rows, its commit marker says {info.rows}; refusing to read them "
+                f"(rebuild the day; `feedrank verify --ds {ds}` checks the others)"
+            )
+        if verify is None:
+            verify = ALL_TABLES in self.checksum_tables or table.name in self.checksum_tables
+        if verify and folder not in self._checksummed:
+            checksum = _checksum(folder)
+            if checksum != info.checksum:
+                raise WarehouseError(
+                    f"{table.qualified} ds={ds}: the files of version {folder.name} changed "
+                    f"after they were written (sha256 {checksum[:12]}, its commit marker says "
+                    f"{info.checksum[:12]}); refusing to read them (rebuild the day)"
+                )
+            self._checksummed.add(folder)
         return folder
 
     def read_arrow(
@@ -373,14 +440,16 @@ class Warehouse:
         *,
         staged: bool = False,
         columns: Sequence[str] | None = None,
+        verify: bool | None = None,
     ) -> pa.Table:
         """Committed (or staged) partitions as one Arrow table, with the ds column.
 
-        `columns` reads only those (and ds); a column the table lacks raises.
+        `columns` reads only those (and ds); a column the table lacks raises. `verify`
+        checks the files' sha256 (default: for checksum_tables).
         """
         parts = []
         for day in self._existing(table, _as_list(ds), staged):
-            folder = self._checked_dir(table, day, staged)
+            folder = self._checked_dir(table, day, staged, verify)
             first = next(iter(_data_files(folder)), None)
             if columns is not None and first is not None:
                 have = pq.read_schema(first).names
@@ -405,12 +474,13 @@ class Warehouse:
         *,
         columns: Sequence[str] | None = None,
         batch_rows: int = 65_536,
+        verify: bool | None = None,
     ) -> Iterator[pa.Table]:
         """Committed partitions as Arrow tables of at most `batch_rows` rows, day by day and
         file by file in name order (the same order on every pass), without the ds column:
         a reader streams days it could not hold in memory. A column a day lacks raises."""
         for day in self._existing(table, _as_list(ds), False):
-            for f in _data_files(self._checked_dir(table, day, False)):
+            for f in _data_files(self._checked_dir(table, day, False, verify)):
                 parquet = pq.ParquetFile(f)
                 missing = [c for c in columns or () if c not in parquet.schema_arrow.names]
                 if missing:
@@ -428,6 +498,7 @@ class Warehouse:
         ds: str | Sequence[str],
         *,
         staged: bool | Collection[str] = False,
+        verify: bool | None = None,
     ):
         """Committed (or staged) partitions as a Spark DataFrame, with the ds column.
 
@@ -443,7 +514,7 @@ class Warehouse:
             group = [d for d in days if (d in from_staging) == flag]
             if group or not days:  # no day at all: _existing says whether that can be read
                 found = self._existing(table, group, flag)
-                paths += [str(self._checked_dir(table, d, flag)) for d in found]
+                paths += [str(self._checked_dir(table, d, flag, verify)) for d in found]
         if not paths:
             return spark.createDataFrame([], from_arrow_schema(_with_ds(table.schema)))
         # The version folders sit under ds=...: Spark takes ds from the path below basePath.
@@ -461,6 +532,19 @@ class Warehouse:
             where = "staged" if staged else "committed"
             raise WarehouseError(f"{table.qualified}: no {where} partition for ds={missing}")
         return days
+
+
+@contextlib.contextmanager
+def _discarded_on_failure(folder: Path) -> Iterator[None]:
+    """Remove a version folder at once if its write fails (a full disk, a killed Spark
+    job): the partial files would otherwise wait for a later `collect`. The staging pointer
+    was removed before the write began, so nothing points at the folder."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        log.warning("write of %s failed: removed its partial version", folder)
+        raise
 
 
 def _check_ds(ds: str) -> str:

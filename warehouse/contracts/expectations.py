@@ -93,11 +93,13 @@ def in_set(column: str, values: Sequence[str]) -> Any:
     )
 
 
-def between(column: str, low: Any = None, high: Any = None, *, strict_max=False) -> Any:
+def between(
+    column: str, low: Any = None, high: Any = None, *, strict_min=False, strict_max=False
+) -> Any:
     def text(value):
         return f"${value['$PARAMETER']}" if isinstance(value, dict) else str(value)
 
-    rule = column if low is None else f"{text(low)} <= {column}"
+    rule = column if low is None else f"{text(low)} {'<' if strict_min else '<='} {column}"
     rule = rule if high is None else f"{rule} {'<' if strict_max else '<='} {text(high)}"
     return expect(
         "ExpectColumnValuesToBeBetween",
@@ -106,8 +108,15 @@ def between(column: str, low: Any = None, high: Any = None, *, strict_max=False)
         column=column,
         min_value=low,
         max_value=high,
+        strict_min=strict_min,
         strict_max=strict_max,
     )
+
+
+def never(flag: str, columns: Sequence[str], rule: str, show=()) -> Any:
+    """A derived boolean `flag` is never True (null: another rule's business)."""
+    kind = "ExpectColumnValuesToBeInSet"
+    return expect(kind, columns, rule, show=show, column=flag, value_set=[False])
 
 
 def exists(column: str, marker: str, reference: Table) -> Any:

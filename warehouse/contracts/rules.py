@@ -52,6 +52,7 @@ from warehouse.contracts.expectations import (
     equal,
     exists,
     in_set,
+    never,
     param,
 )
 
@@ -70,6 +71,8 @@ class D:
     IMP_SERVED_AT = "_imp_served_at"  # the engagement's impression's served_at
     IMP_USER_ID = "_imp_user_id"  # the engagement's impression's user_id
     IMP_POST_ID = "_imp_post_id"  # the engagement's impression's post_id
+    SELF_FOLLOW = "_self_follow"  # True where a person follows their own author account
+    FOLLOWEE_KIND = "_followee_kind"  # the followee's kind (person | page)
     DWELL_IFF_CLICK = DWELL_IFF_CLICK  # dwell_s is set exactly when action is a click
     JOIN_KEY = "_join_key"  # transient: the reference's key while joining
 
@@ -94,6 +97,13 @@ def _follows_rules() -> list[Any]:
         *_snapshot_rules(),
         exists(C.FOLLOWER_ID, D.IN_USERS, USERS),
         exists(C.FOLLOWEE_ID, D.IN_AUTHORS, AUTHORS),
+        # A person's author account has their user id (pages have ids of their own).
+        never(
+            D.SELF_FOLLOW,
+            [C.FOLLOWEE_ID],
+            "follower_id != followee_id (nobody follows themself)",
+            show=[C.FOLLOWER_ID, C.FOLLOWEE_ID],
+        ),
     ]
 
 
@@ -114,7 +124,8 @@ def _impressions_rules() -> list[Any]:
         in_set(C.SOURCE, IMPRESSION_SOURCES),
         in_set(C.BUCKET, BUCKETS),
         in_set(C.POLICY, POLICIES),
-        between(C.PROPENSITY, 0.0, 1.0),
+        # Off-policy estimates divide by it: a logged item had a chance to be shown.
+        between(C.PROPENSITY, 0.0, 1.0, strict_min=True),
         exists(C.POST_ID, D.IN_POSTS, POSTS),
         after(C.SERVED_AT, D.POST_CREATED_AT, "served_at > its post's created_at"),
         equal(C.AUTHOR_ID, D.POST_AUTHOR_ID, "author_id = its post's author_id"),
@@ -154,8 +165,10 @@ def attach(df, ref, *, on: str, ref_key: str, marker: str, **carry: str):
 
 def _derive_follows(df, frames):
     df = attach(df, frames[USERS.name], on=C.FOLLOWER_ID, ref_key=C.USER_ID, marker=D.IN_USERS)
-    authors = frames[AUTHORS.name]
-    return attach(df, authors, on=C.FOLLOWEE_ID, ref_key=C.AUTHOR_ID, marker=D.IN_AUTHORS)
+    authors, kind = frames[AUTHORS.name], {D.FOLLOWEE_KIND: C.KIND}
+    df = attach(df, authors, on=C.FOLLOWEE_ID, ref_key=C.AUTHOR_ID, marker=D.IN_AUTHORS, **kind)
+    person = F.col(D.FOLLOWEE_KIND) == F.lit("person")
+    return df.withColumn(D.SELF_FOLLOW, person & (F.col(C.FOLLOWER_ID) == F.col(C.FOLLOWEE_ID)))
 
 
 def _derive_posts(df, frames):

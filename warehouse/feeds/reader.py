@@ -13,6 +13,11 @@ still has it, else starts from the top; `cursor_status` says which:
 
 A known user without a feed of their own gets the version's fallback feed (its trending
 posts), marked `fallback: true`. The CLI and the HTTP app both call `FeedReader.page`.
+
+The served log is best effort: a page whose log write fails (a full disk, a lock held too
+long, Redis gone) is still returned; its rows are dropped and counted (`ServedLogHealth`),
+the failure is logged once per outage, and the HTTP app reports itself degraded until a
+write succeeds again.
 """
 
 from __future__ import annotations
@@ -22,12 +27,17 @@ import binascii
 import dataclasses
 import hashlib
 import hmac
+import logging
+import threading
 
 from warehouse.catalog import C
 from warehouse.config import FeedSettings
 from warehouse.feeds.base import Anchor, FeedStore, now_iso
 
+log = logging.getLogger(__name__)
+
 MAX_USER_ID = 2**63 - 1
+MAX_INT64 = 2**63 - 1  # ranks and post ids in a cursor fit the stores' 64-bit integers
 _SIG_BYTES = 12
 
 
@@ -65,8 +75,15 @@ class Cursor:
         expected = hmac.new(key, body, hashlib.sha256).digest()[:_SIG_BYTES]
         if len(raw) <= _SIG_BYTES or not hmac.compare_digest(sig, expected):
             raise BadParameter("cursor", "tampered or not issued by this service")
-        version, user, rank, post = body.decode().split("|")
-        return cls(version, int(user), int(rank), int(post))
+        # Signed, but by whoever holds the key: its fields are checked like any input.
+        try:
+            version, *numbers = body.decode("ascii").split("|")
+            user, rank, post = (_int64(n) for n in numbers)
+        except ValueError:
+            raise BadParameter(
+                "cursor", "malformed (signed, but not as this service signs)"
+            ) from None
+        return cls(version, user, rank, post)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +104,20 @@ class Page:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
+@dataclasses.dataclass
+class ServedLogHealth:
+    """What the served log lost since the reader started, and whether it is failing now."""
+
+    dropped_pages: int = 0  # pages served whose log write failed
+    dropped_rows: int = 0  # their items
+    failing_since: str | None = None  # when the current outage began; None: writes succeed
+    last_error: str | None = None  # the latest failure, as "ExceptionType: message"
+
+    @property
+    def failing(self) -> bool:
+        return self.failing_since is not None
+
+
 class FeedReader:
     """Pages of the store's current version, with parameter checks and the served log."""
 
@@ -94,6 +125,8 @@ class FeedReader:
         self.store = store
         self.settings = settings
         self._key = settings.cursor_key.encode()
+        self.served_log = ServedLogHealth()
+        self._health_lock = threading.Lock()
 
     def page(
         self, user_id: str | int, limit: str | int | None = None, cursor: str | None = None
@@ -127,18 +160,46 @@ class FeedReader:
         )
         if self.settings.log_served and items:
             served_at = now_iso()
-            self.store.record_served(
-                [(uid, i[C.POST_ID], i[C.RANK], snap.version, served_at) for i in items]
-            )
+            self._record([(uid, i[C.POST_ID], i[C.RANK], snap.version, served_at) for i in items])
         return page
+
+    def _record(self, rows: list[tuple[int, int, int, str, str]]) -> None:
+        """Log a served page; a failure drops the rows, counted, and never fails the read."""
+        health = self.served_log
+        try:
+            self.store.record_served(rows)
+        except Exception as err:  # any backend's failure: sqlite3, OSError, redis
+            with self._health_lock:
+                health.dropped_pages += 1
+                health.dropped_rows += len(rows)
+                health.last_error = f"{type(err).__name__}: {err}"
+                first = health.failing_since is None
+                if first:
+                    health.failing_since = now_iso()
+            if first:  # once per outage, not once per page
+                log.warning(
+                    "the served log is failing (%s): pages are still served, their log rows "
+                    "dropped and counted in feedrank_served_log_dropped_rows",
+                    health.last_error,
+                )
+            return
+        if health.failing:
+            with self._health_lock:
+                health.failing_since = None
+            log.warning(
+                "the served log recovered; %d rows of %d pages dropped since the reader started",
+                health.dropped_rows,
+                health.dropped_pages,
+            )
 
     def parse_limit(self, limit: str | int | None) -> int:
         if limit is None or limit == "":
             return self.settings.default_limit
         try:
-            value = int(limit)
-        except (TypeError, ValueError):
-            raise BadParameter("limit", f"must be an integer, got {limit!r}") from None
+            value = _int64(str(limit))
+        except ValueError:
+            top, shown = self.settings.max_limit, str(limit)[:40]
+            raise BadParameter("limit", f"must be an integer in 1..{top}, got {shown!r}") from None
         if not 1 <= value <= self.settings.max_limit:
             raise BadParameter("limit", f"must be within 1..{self.settings.max_limit}, got {value}")
         return value
@@ -146,9 +207,24 @@ class FeedReader:
 
 def parse_user_id(user_id: str | int) -> int:
     text = str(user_id)
-    if not text.isascii() or not text.isdigit() or int(text) > MAX_USER_ID:
-        raise BadParameter("user_id", f"must be a non-negative 64-bit integer, got {text!r}")
-    return int(text)
+    try:
+        return _int64(text, MAX_USER_ID)
+    except ValueError:
+        shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+        raise BadParameter(
+            "user_id", f"must be a non-negative 64-bit integer, got {shown!r}"
+        ) from None
+
+
+def _int64(text: str, high: int = MAX_INT64) -> int:
+    """A non-negative integer of ASCII digits only (no sign, space or underscore) <= high.
+    The length is checked first: int() of a huge string is slow, then refused by Python."""
+    if not text or len(text) > len(str(high)) or not (text.isascii() and text.isdigit()):
+        raise ValueError(f"not a non-negative integer <= {high}: {text[:40]!r}")
+    value = int(text)
+    if value > high:
+        raise ValueError(f"{value} > {high}")
+    return value
 
 
 def _status(anchor: str, after: Cursor | None, version: str) -> str:

@@ -69,6 +69,7 @@ _SELECT_ITEMS = (
     "ORDER BY rank LIMIT ?"
 )
 _CHUNK = 50_000  # rows per insert transaction: bounds the time a writer holds the lock
+_SERVED_WAIT_S = 0.2  # how long logging a served page waits for the served log's lock
 
 
 class SqliteFeedStore(FeedStore):
@@ -85,8 +86,8 @@ class SqliteFeedStore(FeedStore):
         self._served().executescript(_SERVED_SCHEMA)
 
     # -- connections ---------------------------------------------------------------------
-    def _connect(self, path: Path) -> sqlite3.Connection:
-        conn = sqlite3.connect(path, isolation_level=None, timeout=30)  # explicit transactions
+    def _connect(self, path: Path, timeout: float = 30) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=timeout)  # explicit BEGINs
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
         return conn
@@ -98,7 +99,9 @@ class SqliteFeedStore(FeedStore):
 
     def _served(self) -> sqlite3.Connection:
         if getattr(self._local, "served", None) is None:
-            self._local.served = self._connect(self.served_path)
+            # A page waits on the log this long at most when another process holds its lock;
+            # then the write fails and the reader drops the rows (warehouse.feeds.reader).
+            self._local.served = self._connect(self.served_path, timeout=_SERVED_WAIT_S)
         return self._local.served
 
     def close(self) -> None:
@@ -281,8 +284,13 @@ class SqliteFeedStore(FeedStore):
     def record_served(self, rows: list[tuple[int, int, int, str, str]]) -> None:
         conn = self._served()
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("INSERT INTO served VALUES (?, ?, ?, ?, ?)", rows)
-        conn.execute("COMMIT")
+        try:
+            conn.executemany("INSERT INTO served VALUES (?, ?, ?, ?, ?)", rows)
+            conn.execute("COMMIT")
+        except BaseException:  # a full disk fails the insert or the commit: end the transaction
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def served_log(self) -> pa.Table:
         rows = self._served().execute("SELECT * FROM served ORDER BY rowid").fetchall()
