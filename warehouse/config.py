@@ -22,6 +22,7 @@ class FeedSettings(BaseModel):
     keep_versions: int = Field(2, ge=2, le=10)  # versions kept: current, previous (rollback)...
     redis_prefix: str = Field("feedrank", min_length=1)  # namespace of every Redis key
     redis_ttl_s: int = Field(7 * 86400, ge=60)  # a feed not republished this long expires
+    lock_ttl_s: int = Field(60, ge=1, le=3600)  # Redis writer lease, renewed while writing
     default_limit: int = Field(20, ge=1, le=500)  # items per page when the client names none
     max_limit: int = Field(100, ge=1, le=500)  # the largest page a client may ask for
     trending_size: int = Field(100, ge=1, le=500)  # length of the fallback (trending) feed

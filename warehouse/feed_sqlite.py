@@ -7,6 +7,10 @@ version and user, one row per rank). A publish inserts the new version's rows, t
 pointer in one short transaction. A read runs in one read transaction, so WAL gives it one
 snapshot: the pointer and the rows it reads always belong together.
 
+Writers (publish, rollback, the collection of old versions) hold an exclusive `flock` on
+`<name>.lock` beside the store for their whole run; a second writer fails at once naming the
+holder. The flip checks that the pointer still names the version the publish started from.
+
 The served log lives in a second file next to the store (`<name>.served<suffix>`), so that
 readers appending to it never wait on a publish holding the store's write lock.
 """
@@ -14,7 +18,9 @@ readers appending to it never wait on a publish holding the store's write lock.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -33,6 +39,8 @@ from warehouse.feed_store import (
     StoreStatus,
     UserFeed,
     VersionInfo,
+    busy,
+    holder,
     item_dict,
     now_iso,
 )
@@ -77,6 +85,7 @@ class SqliteFeedStore(FeedStore):
     def __init__(self, path: Path, settings):
         self.path = Path(path)
         self.served_path = self.path.with_name(f"{self.path.stem}.served{self.path.suffix}")
+        self.lock_path = self.path.with_name(f"{self.path.stem}.lock")  # the writer lock
         self.keep_versions = settings.keep_versions
         self._local = threading.local()  # one connection per thread (sqlite3's rule)
         self._names: dict[int, str] = {}  # vid -> version name: ids are never reused
@@ -119,24 +128,73 @@ class SqliteFeedStore(FeedStore):
             raise
         conn.execute("COMMIT")
 
+    # -- the writer lock -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self, operation: str):
+        """Hold the store's writer lock (flock on `<name>.lock`) or raise StoreBusy at once.
+
+        The OS releases the lock when the holding process dies, so a crashed publisher never
+        leaves the store locked; the file holds the holder's description, for the message.
+        """
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held_by = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+                raise busy(f"SQLite ({self.path.name})", held_by) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder(operation).encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
     # -- writes --------------------------------------------------------------------------
     def publish(self, batch: FeedBatch) -> VersionInfo:
-        self._drop_states("staging")  # left by a publish that crashed before its flip
-        with self._write() as conn:
-            vid = conn.execute(
-                "INSERT INTO versions (ds, users, items, published_at, state) "
-                "VALUES (?, ?, ?, ?, 'staging')",
-                (batch.ds, len(batch.feeds), batch.n_items, now_iso()),
-            ).lastrowid
-            conn.execute(
-                "UPDATE versions SET version = ? WHERE vid = ?", (f"{batch.ds}.{vid}", vid)
-            )
-        self._insert_users(vid, batch)
-        rows = itertools.chain.from_iterable(f.rows for f in (*batch.feeds, batch.trending))
-        while chunk := list(itertools.islice(rows, _CHUNK)):
+        with self._locked("publish"):
+            self._drop_states("staging")  # left by a publish that crashed before its flip
             with self._write() as conn:
-                conn.executemany(_INSERT_ITEM.format(vid=vid), chunk)
-        with self._write() as conn:  # the flip: one row, one short transaction
+                row = conn.execute("SELECT vid FROM pointer WHERE name = 'current'").fetchone()
+                replaces = row[0] if row else None
+                vid = conn.execute(
+                    "INSERT INTO versions (ds, users, items, published_at, state) "
+                    "VALUES (?, ?, ?, ?, 'staging')",
+                    (batch.ds, len(batch.feeds), batch.n_items, now_iso()),
+                ).lastrowid
+                conn.execute(
+                    "UPDATE versions SET version = ? WHERE vid = ?", (f"{batch.ds}.{vid}", vid)
+                )
+            try:
+                self._insert_users(vid, batch)
+                rows = itertools.chain.from_iterable(f.rows for f in (*batch.feeds, batch.trending))
+                while chunk := list(itertools.islice(rows, _CHUNK)):
+                    with self._write() as conn:
+                        conn.executemany(_INSERT_ITEM.format(vid=vid), chunk)
+                self._flip(vid, replaces)
+            except BaseException:
+                self._drop_vids([vid])  # what a failed or refused publish wrote: gone at once
+                raise
+            self._drop_states("dropped")
+            return self._info(self._conn(), vid)
+
+    def _flip(self, vid: int, replaces: int | None, drop: int | None = None) -> None:
+        """Make vid current if the pointer still names `replaces` (compare-and-set); a
+        rollback drops the version it replaces (`drop`)."""
+        with self._write() as conn:  # one row, one short transaction
+            row = conn.execute("SELECT vid FROM pointer WHERE name = 'current'").fetchone()
+            now = row[0] if row else None
+            if now != replaces:
+                raise FeedStoreError(
+                    f"refused at the flip: the current version moved from "
+                    f"{self._label(conn, replaces)} to {self._label(conn, now)} meanwhile "
+                    "(another writer without the lock); the pointer is unchanged"
+                )
+            if drop is not None:
+                conn.execute("UPDATE versions SET state = 'dropped' WHERE vid = ?", (drop,))
             conn.execute("UPDATE versions SET state = 'live' WHERE vid = ?", (vid,))
             conn.execute("INSERT OR REPLACE INTO pointer (name, vid) VALUES ('current', ?)", (vid,))
             live = [r[0] for r in conn.execute(_LIVE_DESC)]
@@ -144,8 +202,12 @@ class SqliteFeedStore(FeedStore):
                 "UPDATE versions SET state = 'dropped' WHERE vid = ?",
                 [(v,) for v in live[self.keep_versions :]],
             )
-        self._drop_states("dropped")
-        return self._info(self._conn(), vid)
+
+    def _label(self, conn, vid: int | None) -> str:
+        if vid is None:
+            return "none"
+        row = conn.execute("SELECT version FROM versions WHERE vid = ?", (vid,)).fetchone()
+        return row[0] if row else f"a deleted version (id {vid})"
 
     def replace_user(self, feed: UserFeed) -> str:
         with self._write() as conn:
@@ -169,14 +231,15 @@ class SqliteFeedStore(FeedStore):
             return self._name(conn, vid)
 
     def rollback(self) -> VersionInfo:
-        with self._write() as conn:
+        with self._locked("rollback"):
+            conn = self._conn()
             live = [r[0] for r in conn.execute(_LIVE_DESC)]
             if len(live) < 2:
                 raise FeedStoreError("no previous version to roll back to")
-            conn.execute("UPDATE pointer SET vid = ? WHERE name = 'current'", (live[1],))
-            conn.execute("UPDATE versions SET state = 'dropped' WHERE vid = ?", (live[0],))
-        self._drop_states("dropped")
-        return self._info(self._conn(), live[1])
+            info = self._info(conn, live[1])
+            self._flip(live[1], live[0], drop=live[0])
+            self._drop_states("dropped")
+            return info
 
     def _insert_users(self, vid: int, batch: FeedBatch) -> None:
         with_feed = {f.user_id: f for f in (*batch.feeds, batch.trending)}
@@ -190,11 +253,16 @@ class SqliteFeedStore(FeedStore):
 
     def _drop_states(self, state: str) -> None:
         """Delete the rows of versions in a state no reader can reach (staging or dropped)."""
+        vids = self._conn().execute("SELECT vid FROM versions WHERE state = ?", (state,))
+        self._drop_vids([r[0] for r in vids])
+
+    def _drop_vids(self, vids: list[int]) -> None:
+        """Delete versions that are not current (never the pointer's), every row of them."""
         with self._write() as conn:
-            vids = [
-                r[0] for r in conn.execute("SELECT vid FROM versions WHERE state = ?", (state,))
-            ]
+            current = conn.execute("SELECT vid FROM pointer WHERE name = 'current'").fetchone()
             for vid in vids:
+                if current is not None and vid == current[0]:
+                    continue
                 conn.execute("DELETE FROM feed_items WHERE vid = ?", (vid,))
                 conn.execute("DELETE FROM feed_users WHERE vid = ?", (vid,))
                 conn.execute("DELETE FROM versions WHERE vid = ?", (vid,))
@@ -261,7 +329,7 @@ class SqliteFeedStore(FeedStore):
     def _current(self, conn) -> int:
         row = conn.execute("SELECT vid FROM pointer WHERE name = 'current'").fetchone()
         if row is None:
-            raise NoVersion(f"the feed store {self.path} has no published version")
+            raise NoVersion("the feed store has no published version")
         return row[0]
 
     def _name(self, conn, vid: int) -> str:
@@ -275,6 +343,8 @@ class SqliteFeedStore(FeedStore):
         row = conn.execute(
             "SELECT version, ds, users, items, published_at FROM versions WHERE vid = ?", (vid,)
         ).fetchone()
+        if row is None:
+            raise FeedStoreError(f"the pointer names version id {vid}, which has no metadata")
         return VersionInfo(*row)
 
     # -- served log ----------------------------------------------------------------------

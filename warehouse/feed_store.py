@@ -12,7 +12,12 @@ Besides the feeds, each version holds the users it knows (from raw.users when th
 has it) and a fallback feed for known users without a feed of their own: the posts that most
 feeds of the version hold (the version's trending posts; no upstream computes trending yet).
 
-One publisher at a time (as for the warehouse's partitions); any number of readers.
+One writer at a time, any number of readers: a publish, a rollback and the collection of old
+versions hold the store's writer lock (SQLite: an exclusive lock on a file beside the store,
+released by the OS when its process dies; Redis: a lease with a token and an expiry, renewed
+while the publish writes and checked again at the flip). A second writer fails at once with
+`StoreBusy`, naming the holder. The flip is a compare-and-set on the version it replaces, and
+a publish that fails or is refused removes what it wrote before it raises.
 Backends: warehouse.feed_sqlite (default, one file under the data root, WAL) and
 warehouse.feed_redis. `open_store` picks one from the `feeds` settings.
 """
@@ -25,6 +30,9 @@ import dataclasses
 import datetime as dt
 import gc
 import itertools
+import os
+import socket
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -56,6 +64,25 @@ class FeedStoreError(RuntimeError):
 
 class NoVersion(FeedStoreError):
     """Nothing is published yet."""
+
+
+class StoreBusy(FeedStoreError):
+    """Another process holds the store's writer lock (a publish or rollback is running)."""
+
+
+def holder(operation: str) -> str:
+    """Who takes a writer lock, as a busy store names them: operation, process, host, time."""
+    return (
+        f"{operation} by pid {os.getpid()} on {socket.gethostname()} since {now_iso()} "
+        f"(token {uuid.uuid4().hex[:12]})"
+    )
+
+
+def busy(store: str, held_by: str | None) -> StoreBusy:
+    return StoreBusy(
+        f"the {store} feed store is locked by another writer: {held_by or 'unknown holder'}; "
+        "one publish or rollback at a time: wait for it to finish and retry"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
