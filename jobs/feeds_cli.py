@@ -18,7 +18,8 @@ import sys
 from jobs.common import parse_ds
 from jobs.settings import Settings
 from warehouse.feed_reader import BadParameter, FeedReader, Page, UnknownUser
-from warehouse.feed_store import FeedStoreError, StoreStatus, open_store
+from warehouse.feed_store import FeedStoreError, StoreStatus, cursor_key, open_store
+from warehouse.layout import DataRootError
 from warehouse.store import WarehouseError
 
 COMMANDS = ("feed", "feeds", "serve")
@@ -48,7 +49,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         from jobs import serve
 
-        serve.run(settings, args.host, args.port)
+        try:
+            serve.run(settings, args.host, args.port)
+        except (serve.UnsafeExposure, FeedStoreError, DataRootError) as err:
+            print(f"feedrank serve: {err}", file=sys.stderr)
+            return 1
         return 0
     if args.command == "feeds" and args.feeds_command == "publish":
         from jobs import publish_feed
@@ -63,7 +68,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings.feeds, settings.root)
     try:
         if args.command == "feed":
-            return read_page(FeedReader(store, settings.feeds), args)
+            key = cursor_key(settings.feeds, settings.root)
+            return read_page(FeedReader(store, settings.feeds, key), args)
         if args.feeds_command == "rollback":
             info = store.rollback()
             print(f"rolled back: current version is {info.version} (ds {info.ds})")

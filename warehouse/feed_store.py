@@ -210,6 +210,14 @@ def open_store(settings: FeedSettings, root: DataRoot) -> FeedStore:
     return SqliteFeedStore(Path(url.removeprefix("sqlite:///")), settings)
 
 
+def cursor_key(settings: FeedSettings, root: DataRoot) -> bytes:
+    """The key that signs cursors: `feeds.cursor_key` when set, else the data root's own
+    (generated at first use, owner-only), so that no key is shared through the repository."""
+    if settings.cursor_key is not None:
+        return settings.cursor_key.get_secret_value().encode()
+    return root.secret("cursor_key")
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
