@@ -237,3 +237,23 @@ def test_a_reader_finishes_on_the_version_it_began_with(wh, spark):
     wh.write_arrow(USERS, DS, users_frame(2, "br"))  # republished meanwhile
     assert sorted(r.country for r in reading.collect()) == ["us"] * 3
     assert [r.country for r in wh.read_spark(spark, USERS, DS).collect()] == ["br", "br"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda text: text[: len(text) // 2], r"is not valid JSON \(truncated\?\)"),
+        (lambda text: "{not json", r"is not valid JSON: Expecting property name"),
+        (lambda text: '{"layer": "raw", "ds": "2026-01-05"}', r"has no 'tables' key"),
+        (lambda text: "[1, 2]", r"is not a JSON object"),
+        (lambda text: '{"tables": {"users": null}}', r"tables \['users'\] name no version"),
+    ],
+)
+def test_a_damaged_manifest_is_named_with_what_is_wrong(wh, damage, message):
+    wh.write_arrow(USERS, DS, users_frame(3))
+    path = wh.root / "raw" / "_manifests" / f"ds={DS}.json"
+    path.write_text(damage(path.read_text()))
+    where = rf"the manifest of raw ds={DS} \({path}\) "
+    for read in (lambda: wh.read_pandas(USERS, DS), lambda: wh.manifest(USERS.layer, DS)):
+        with pytest.raises(WarehouseError, match=where.rstrip() + r"[ :].*" + message):
+            read()
