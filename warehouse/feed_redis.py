@@ -32,14 +32,19 @@ version's metadata (then every user gets 404 and a rollback has nothing to go ba
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import secrets
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import redis
 
+from warehouse.catalog import C
 from warehouse.feed_store import (
+    ITEM_FIELDS,
     SERVED_SCHEMA,
     Anchor,
     FeedBatch,
@@ -58,7 +63,8 @@ from warehouse.feed_store import (
 
 log = logging.getLogger(__name__)
 
-_PIPELINE_USERS = 200  # users per pipeline round trip while publishing
+_PIPELINE_USERS = 1_000  # users per pipeline round trip while publishing
+_CHUNK_ROWS = 100_000  # items formatted and sent per pipeline while publishing
 _SERVED_MAXLEN = 1_000_000  # pages kept in the served stream (approximate trim)
 SAFE_POLICIES = ("noeviction", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl")
 
@@ -209,16 +215,11 @@ class RedisFeedStore(FeedStore):
         r.set(f"{self.p}:staging", version)
         base = self._base(version)
         try:
-            feeds = [*batch.feeds, batch.trending]
-            for start in range(0, len(feeds), _PIPELINE_USERS):
-                pipe = r.pipeline(transaction=False)
-                for feed in feeds[start : start + _PIPELINE_USERS]:
-                    self._write_feed(pipe, base, feed, f"{base}:feed:{feed.user_id}")
-                pipe.execute()
-                self._keep_lease()
+            self._write_items(base, batch)
+            self._write_feed(r, base, batch.trending, f"{base}:feed:{batch.trending.user_id}")
             for start in range(0, len(batch.known_users), 10_000):
                 r.sadd(f"{base}:users", *batch.known_users[start : start + 10_000])
-            info = VersionInfo(version, batch.ds, len(batch.feeds), batch.n_items, now_iso())
+            info = VersionInfo(version, batch.ds, batch.n_users, batch.n_items, now_iso())
             r.hset(f"{base}:meta", mapping=_meta(info))
             self._flip(replaces, version, publish=True)
         except BaseException:
@@ -232,6 +233,31 @@ class RedisFeedStore(FeedStore):
             r.lrem(f"{self.p}:versions", 1, old)
             self._delete_version(old)
         return info
+
+    def _write_items(self, base: str, batch: FeedBatch) -> None:
+        """Every user's list, through pipelines: the items of a chunk of rows are formatted
+        as JSON arrays column-wise (Arrow), then RPUSHed per user (a user's rows may span two
+        chunks: RPUSH appends). Then each list's TTL and the users' lastGenerated."""
+        for part in batch.chunks(_CHUNK_ROWS):
+            texts = _item_texts(part)
+            users = part.column(C.USER_ID).to_numpy()
+            bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
+            pipe = self.client.pipeline(transaction=False)
+            for a, b in itertools.pairwise(bounds.tolist()):
+                pipe.rpush(f"{base}:feed:{users[a]}", *texts[a:b])
+            pipe.execute()
+            self._keep_lease()
+        users = batch.user_ids.tolist()
+        gens = zip(users, batch.generated, batch.models, batch.lengths.tolist(), strict=True)
+        for start in range(0, len(users), _PIPELINE_USERS):
+            pipe = self.client.pipeline(transaction=False)
+            part = list(itertools.islice(gens, _PIPELINE_USERS))
+            for user, *_ in part:
+                pipe.expire(f"{base}:feed:{user}", self.ttl)
+            pipe.hset(f"{base}:gen", mapping={u: json.dumps([g, m, n]) for u, g, m, n in part})
+            pipe.execute()
+            if start % (50 * _PIPELINE_USERS) == 0:
+                self._keep_lease()
 
     def _write_feed(self, pipe, base: str, feed: UserFeed, key: str) -> None:
         pipe.delete(key)
@@ -372,6 +398,33 @@ def _meta(info: VersionInfo) -> dict:
         "items": info.items,
         "published_at": info.published_at,
     }
+
+
+def _item_texts(part: pa.Table) -> list[str]:
+    """The list elements of a chunk of a batch's table, as `_items` writes them, built
+    column-wise: JSON arrays [rank, post_id, floats..., "sources"] (floats in their shortest
+    round-trip form, as Python's repr). Rows Arrow cannot write as JSON exactly (a non-finite
+    float, a source needing escapes) go through json.dumps."""
+    floats = list(ITEM_FIELDS[2:-1])
+    sources = part.column(C.SOURCES)
+    names = pc.unique(sources).drop_null().to_pylist()
+    finite = all(pc.all(pc.is_finite(part.column(n))).as_py() is not False for n in floats)
+    if not finite or any(_needs_escape(v) for v in names):
+        rows = zip(*(part.column(n).to_pylist() for n in ITEM_FIELDS), strict=True)
+        return [json.dumps(list(row), separators=(",", ":")) for row in rows]
+    parts = [pc.cast(part.column(n), pa.string()) for n in ITEM_FIELDS[:2]]
+    for name in floats:
+        text = pc.cast(part.column(name), pa.string())
+        integral = pc.match_substring_regex(text, r"^-?[0-9]+$")  # 1.0 is written "1"
+        parts.append(pc.if_else(integral, pc.binary_join_element_wise(text, ".0", ""), text))
+    quoted = pc.binary_join_element_wise('"', sources, '"', "")
+    parts.append(pc.fill_null(quoted, "null"))
+    body = pc.binary_join_element_wise(*parts, ",")
+    return pc.binary_join_element_wise("[", body, "]", "").to_pylist()
+
+
+def _needs_escape(text: str) -> bool:
+    return any(c in '"\\' or ord(c) < 0x20 or ord(c) > 0x7E for c in text)
 
 
 def _items(feed: UserFeed) -> list[str]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import itertools
 import os
 import sqlite3
 import threading
@@ -163,17 +162,14 @@ class SqliteFeedStore(FeedStore):
                 vid = conn.execute(
                     "INSERT INTO versions (ds, users, items, published_at, state) "
                     "VALUES (?, ?, ?, ?, 'staging')",
-                    (batch.ds, len(batch.feeds), batch.n_items, now_iso()),
+                    (batch.ds, batch.n_users, batch.n_items, now_iso()),
                 ).lastrowid
                 conn.execute(
                     "UPDATE versions SET version = ? WHERE vid = ?", (f"{batch.ds}.{vid}", vid)
                 )
             try:
                 self._insert_users(vid, batch)
-                rows = itertools.chain.from_iterable(f.rows for f in (*batch.feeds, batch.trending))
-                while chunk := list(itertools.islice(rows, _CHUNK)):
-                    with self._write() as conn:
-                        conn.executemany(_INSERT_ITEM.format(vid=vid), chunk)
+                self._insert_items(vid, batch)
                 self._flip(vid, replaces)
             except BaseException:
                 self._drop_vids([vid])  # what a failed or refused publish wrote: gone at once
@@ -242,14 +238,25 @@ class SqliteFeedStore(FeedStore):
             return info
 
     def _insert_users(self, vid: int, batch: FeedBatch) -> None:
-        with_feed = {f.user_id: f for f in (*batch.feeds, batch.trending)}
-        rows = [
-            (vid, f.user_id, f.generated_at, f.model_version, len(f.rows))
-            for f in with_feed.values()
-        ]
+        users = batch.user_ids.tolist()
+        columns = [[vid] * len(users), users, batch.generated, batch.models]
+        rows = list(zip(*columns, batch.lengths.tolist(), strict=True))
+        trend = batch.trending
+        rows.append((vid, trend.user_id, trend.generated_at, trend.model_version, len(trend.rows)))
+        with_feed = set(users)
         rows += [(vid, u, None, None, 0) for u in batch.known_users if u not in with_feed]
         with self._write() as conn:
             conn.executemany("INSERT INTO feed_users VALUES (?, ?, ?, ?, ?)", rows)
+
+    def _insert_items(self, vid: int, batch: FeedBatch) -> None:
+        """The version's items, column-wise from the batch's Arrow table: one executemany
+        over zipped column lists per chunk (no per-user Python objects)."""
+        insert = _INSERT_ITEM.format(vid=vid)
+        for columns in batch.column_chunks(_CHUNK):
+            with self._write() as conn:
+                conn.executemany(insert, zip(*columns, strict=True))
+        with self._write() as conn:
+            conn.executemany(insert, batch.trending.rows)
 
     def _drop_states(self, state: str) -> None:
         """Delete the rows of versions in a state no reader can reach (staging or dropped)."""

@@ -28,12 +28,13 @@ import abc
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import gc
 import itertools
 import os
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -135,16 +136,58 @@ class UserFeed:
 
 @dataclasses.dataclass(frozen=True)
 class FeedBatch:
-    """A version to publish: every user's feed, the known users and the fallback feed."""
+    """A version to publish: every user's feed, the known users and the fallback feed.
+
+    The feeds stay columnar (`table`: user_id and ITEM_FIELDS, sources joined, by user and
+    rank; `starts`: each user's first row) so that a store writes them column-wise; `feeds`
+    builds per-user UserFeeds (Python tuples) only when something asks for them.
+    """
 
     ds: str
-    feeds: list[UserFeed]
+    table: pa.Table
+    starts: np.ndarray  # first row of each user in `table`
+    generated: list[str]  # per user with a feed: lastGenerated (ISO 8601)
+    models: list[str]  # per user with a feed: model version
     known_users: list[int]  # includes every user with a feed
     trending: UserFeed
 
     @property
     def n_items(self) -> int:
-        return sum(len(f.rows) for f in self.feeds)
+        return self.table.num_rows
+
+    @property
+    def n_users(self) -> int:
+        return len(self.starts)
+
+    @property
+    def user_ids(self) -> np.ndarray:
+        return self.table.column(C.USER_ID).to_numpy()[self.starts]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(np.r_[self.starts, self.table.num_rows])
+
+    def chunks(self, size: int) -> Iterator[pa.Table]:
+        """The table, `size` rows at a time (a user's rows may span two chunks)."""
+        for offset in range(0, self.table.num_rows, size):
+            yield self.table.slice(offset, size)
+
+    def column_chunks(self, size: int) -> Iterator[list[list]]:
+        """Python lists of the columns (user_id, *ITEM_FIELDS), `size` rows at a time."""
+        for part in self.chunks(size):
+            yield [_python_column(part, name) for name in (C.USER_ID, *ITEM_FIELDS)]
+
+    @functools.cached_property
+    def feeds(self) -> list[UserFeed]:
+        columns = [_python_column(self.table, name) for name in (C.USER_ID, *ITEM_FIELDS)]
+        with _no_gc():  # millions of new tuples: the cyclic GC would rescan them over and over
+            rows = list(zip(*columns, strict=True))
+        bounds = [*self.starts.tolist(), len(rows)]
+        users = self.user_ids.tolist()
+        return [
+            UserFeed(users[i], rows[a:b], self.generated[i], self.models[i])
+            for i, (a, b) in enumerate(itertools.pairwise(bounds))
+        ]
 
 
 class FeedStore(abc.ABC):
@@ -242,20 +285,16 @@ def prepare_batch(
             f"{USER_NEWS_FEED.qualified}: column {C.RANK} must run 1..n without gaps or "
             f"repeats within each user; user_id={bad} does not"
         )
-    columns = [_python_column(feeds, name) for name in (C.USER_ID, *ITEM_FIELDS)]
-    with _no_gc():  # millions of new tuples: the cyclic GC would rescan them over and over
-        rows = list(zip(*columns, strict=True))
     firsts = pa.array(starts, pa.int64())
     generated = [t.isoformat() for t in feeds.column(C.GENERATED_AT).take(firsts).to_pylist()]
     models = feeds.column(C.MODEL_VERSION).take(firsts).to_pylist()
-    bounds = [*starts.tolist(), len(rows)]
-    user_feeds = [
-        UserFeed(int(users[a]), rows[a:b], generated[i], models[i])
-        for i, (a, b) in enumerate(itertools.pairwise(bounds))
-    ]
+    table = feeds.select([C.USER_ID, *ITEM_FIELDS[:-1]]).append_column(
+        C.SOURCES, pc.binary_join(feeds.column(C.SOURCES), SOURCE_SEP)
+    )
     known = set(int(u) for u in known_users) if known_users is not None else set()
-    known.update(f.user_id for f in user_feeds)
-    return FeedBatch(ds, user_feeds, sorted(known), trending_feed(feeds, trending_size))
+    known.update(users[starts].tolist())
+    trending = trending_feed(feeds, trending_size)
+    return FeedBatch(ds, table, starts, generated, models, sorted(known), trending)
 
 
 @contextlib.contextmanager
@@ -319,10 +358,8 @@ def item_dict(row: tuple) -> dict:
 
 
 def _python_column(feeds: pa.Table, name: str) -> list:
-    """Python values of a column; sources joined into one string (stores keep it so)."""
+    """Python values of a column of a batch's table (sources already joined)."""
     column = feeds.column(name)
-    if name == C.SOURCES:
-        return pc.binary_join(column, SOURCE_SEP).to_pylist()
     if column.null_count == 0 and pa.types.is_primitive(column.type):
         return column.to_numpy().tolist()  # many times faster than to_pylist
     return column.to_pylist()
