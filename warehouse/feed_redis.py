@@ -239,13 +239,7 @@ class RedisFeedStore(FeedStore):
         as JSON arrays column-wise (Arrow), then RPUSHed per user (a user's rows may span two
         chunks: RPUSH appends). Then each list's TTL and the users' lastGenerated."""
         for part in batch.chunks(_CHUNK_ROWS):
-            texts = _item_texts(part)
-            users = part.column(C.USER_ID).to_numpy()
-            bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
-            pipe = self.client.pipeline(transaction=False)
-            for a, b in itertools.pairwise(bounds.tolist()):
-                pipe.rpush(f"{base}:feed:{users[a]}", *texts[a:b])
-            pipe.execute()
+            self._rpush_all(base, part)
             self._keep_lease()
         users = batch.user_ids.tolist()
         gens = zip(users, batch.generated, batch.models, batch.lengths.tolist(), strict=True)
@@ -258,6 +252,36 @@ class RedisFeedStore(FeedStore):
             pipe.execute()
             if start % (50 * _PIPELINE_USERS) == 0:
                 self._keep_lease()
+
+    def _rpush_all(self, base: str, part: pa.Table) -> None:
+        """RPUSH each user's items of a chunk (whole feeds), as one write of Redis protocol
+        (RESP) built column-wise: the items framed by Arrow (`$<len>\\r\\n<item>\\r\\n`),
+        each user's run of them one slice of the framed array's data buffer."""
+        if not part.num_rows:
+            return
+        texts = _item_texts(part)
+        size = pc.cast(pc.binary_length(texts), pa.string())
+        framed = pc.binary_join_element_wise("$", size, "\r\n", texts, "\r\n", "")
+        framed = framed.combine_chunks() if isinstance(framed, pa.ChunkedArray) else framed
+        offsets = np.frombuffer(framed.buffers()[1], np.int32)[framed.offset :]
+        data = memoryview(framed.buffers()[2])
+        users = part.column(C.USER_ID).to_numpy()
+        bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True]).tolist()
+        out = []
+        for a, b in itertools.pairwise(bounds):
+            key = f"{base}:feed:{users[a]}".encode()
+            out.append(b"*%d\r\n$5\r\nRPUSH\r\n$%d\r\n%s\r\n" % (b - a + 2, len(key), key))
+            out.append(data[offsets[a] : offsets[b]])
+        conn = self.client.connection_pool.get_connection("RPUSH")
+        try:
+            conn.send_packed_command(out)
+            for _ in range(len(bounds) - 1):
+                conn.read_response()  # raises the first error reply
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: never reuse this connection
+            raise
+        finally:
+            self.client.connection_pool.release(conn)
 
     def _write_feed(self, pipe, base: str, feed: UserFeed, key: str) -> None:
         pipe.delete(key)
@@ -339,7 +363,7 @@ class RedisFeedStore(FeedStore):
             return None
         version, fallback, gen, anchor, raw = out
         generated_at, model_version = json.loads(gen)[:2] if gen else (None, None)
-        items = [item_dict((user_id, *json.loads(x))) for x in raw]
+        items = [item_dict(_row(user_id, x)) for x in raw]
         return Snapshot(version, items, anchor, bool(fallback), generated_at, model_version)
 
     def last_generated(self, user_id: int) -> str | None:
@@ -400,27 +424,31 @@ def _meta(info: VersionInfo) -> dict:
     }
 
 
-def _item_texts(part: pa.Table) -> list[str]:
+def _row(user_id: int, text: str) -> tuple:
+    """A stored row from a list element: the float fields as floats (JSON may say 1)."""
+    rank, post, *rest = json.loads(text)
+    return (user_id, rank, post, *(float(v) for v in rest[:-1]), rest[-1])
+
+
+def _item_texts(part: pa.Table) -> pa.Array:
     """The list elements of a chunk of a batch's table, as `_items` writes them, built
     column-wise: JSON arrays [rank, post_id, floats..., "sources"] (floats in their shortest
-    round-trip form, as Python's repr). Rows Arrow cannot write as JSON exactly (a non-finite
-    float, a source needing escapes) go through json.dumps."""
+    round-trip form; an integral one may lose its ".0": reads make them floats again). Rows
+    Arrow cannot write as JSON exactly (a non-finite float, a source needing escapes) go
+    through json.dumps."""
     floats = list(ITEM_FIELDS[2:-1])
     sources = part.column(C.SOURCES)
     names = pc.unique(sources).drop_null().to_pylist()
     finite = all(pc.all(pc.is_finite(part.column(n))).as_py() is not False for n in floats)
     if not finite or any(_needs_escape(v) for v in names):
         rows = zip(*(part.column(n).to_pylist() for n in ITEM_FIELDS), strict=True)
-        return [json.dumps(list(row), separators=(",", ":")) for row in rows]
-    parts = [pc.cast(part.column(n), pa.string()) for n in ITEM_FIELDS[:2]]
-    for name in floats:
-        text = pc.cast(part.column(name), pa.string())
-        integral = pc.match_substring_regex(text, r"^-?[0-9]+$")  # 1.0 is written "1"
-        parts.append(pc.if_else(integral, pc.binary_join_element_wise(text, ".0", ""), text))
+        return pa.array([json.dumps(list(row), separators=(",", ":")) for row in rows])
+    parts = [pc.cast(part.column(n), pa.string()) for n in ITEM_FIELDS[:-1]]
     quoted = pc.binary_join_element_wise('"', sources, '"', "")
     parts.append(pc.fill_null(quoted, "null"))
     body = pc.binary_join_element_wise(*parts, ",")
-    return pc.binary_join_element_wise("[", body, "]", "").to_pylist()
+    texts = pc.binary_join_element_wise("[", body, "]", "")
+    return texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
 
 
 def _needs_escape(text: str) -> bool:

@@ -2,10 +2,13 @@
 
 Tables: `versions` (one row per publish, with its state), `pointer` (the current version),
 `feed_users` (per version: every known user, with lastGenerated and model version; users
-without a feed have n_items 0; user_id -1 is the fallback feed) and `feed_items` (per
-version and user, one row per rank). A publish inserts the new version's rows, then flips the
-pointer in one short transaction. A read runs in one read transaction, so WAL gives it one
-snapshot: the pointer and the rows it reads always belong together.
+without a feed have n_items 0; user_id -1 is the fallback feed) and `feed_blobs` (per version
+and user, the whole feed as one blob of fixed-width records, rank = position: post_id, score,
+value, the truths, e_dwell_s and a code into the row's list of sources). One row per user
+instead of one per item lets a publish write 5M items as ~10k rows built column-wise from
+Arrow; a page reads one row and slices it. A publish inserts the new version's rows, then
+flips the pointer in one short transaction. A read runs in one read transaction, so WAL gives
+it one snapshot: the pointer and the rows it reads always belong together.
 
 Writers (publish, rollback, the collection of old versions) hold an exclusive `flock` on
 `<name>.lock` beside the store for their whole run; a second writer fails at once naming the
@@ -19,13 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
+import json
 import os
 import sqlite3
 import threading
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from warehouse.catalog import C
 from warehouse.feed_store import (
     ITEM_FIELDS,
     SERVED_SCHEMA,
@@ -44,14 +52,11 @@ from warehouse.feed_store import (
     now_iso,
 )
 
-_ITEM_COLUMNS = ", ".join(ITEM_FIELDS)
+_FLOATS = ITEM_FIELDS[2:-1]  # score, value, the truths, e_dwell_s
+# One item in a feed blob: rank is its position (1-based); sources a code into the row's list.
+_ITEM = np.dtype([(C.POST_ID, "<i8"), *((f, "<f8") for f in _FLOATS), ("src", "<i2")])
 
-
-def _type(column: str) -> str:
-    return {"rank": "INTEGER", "post_id": "INTEGER", "sources": "TEXT"}.get(column, "REAL")
-
-
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
     vid INTEGER PRIMARY KEY AUTOINCREMENT, version TEXT UNIQUE, ds TEXT, users INTEGER,
     items INTEGER, published_at TEXT, state TEXT NOT NULL);
@@ -59,23 +64,46 @@ CREATE TABLE IF NOT EXISTS pointer (name TEXT PRIMARY KEY, vid INTEGER NOT NULL)
 CREATE TABLE IF NOT EXISTS feed_users (
     vid INTEGER, user_id INTEGER, generated_at TEXT, model_version TEXT, n_items INTEGER,
     PRIMARY KEY (vid, user_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS feed_items (
-    vid INTEGER, user_id INTEGER, {", ".join(f"{c} {_type(c)}" for c in ITEM_FIELDS)},
-    PRIMARY KEY (vid, user_id, rank)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS feed_blobs (
+    vid INTEGER NOT NULL, user_id INTEGER NOT NULL, items BLOB NOT NULL, sources TEXT NOT NULL,
+    UNIQUE (vid, user_id));
 """
 _SERVED_SCHEMA = """
 CREATE TABLE IF NOT EXISTS served (
     user_id INTEGER, post_id INTEGER, rank INTEGER, version TEXT, served_at TEXT);
 """
-_INSERT_ITEM = (  # the version id is formatted in (an int): rows stay the store's tuples
-    f"INSERT INTO feed_items (vid, user_id, {_ITEM_COLUMNS}) "
-    f"VALUES ({{vid:d}}, ?, {', '.join('?' * len(ITEM_FIELDS))})"
-)
-_SELECT_ITEMS = (
-    f"SELECT user_id, {_ITEM_COLUMNS} FROM feed_items WHERE vid = ? AND user_id = ? AND rank >= ? "
-    "ORDER BY rank LIMIT ?"
-)
-_CHUNK = 50_000  # rows per insert transaction: bounds the time a writer holds the lock
+_INSERT_BLOB = "INSERT OR REPLACE INTO feed_blobs VALUES (?, ?, ?, ?)"
+_SELECT_BLOB = "SELECT items, sources FROM feed_blobs WHERE vid = ? AND user_id = ?"
+_ROWS_PER_TX = 500_000  # items per insert transaction: bounds the time a writer holds the lock
+
+
+def _blobs(vid: int, part: pa.Table, starts: np.ndarray, users: list[int]) -> list[tuple]:
+    """Rows of feed_blobs for the users of `part` (whole feeds, by user and rank), built
+    column-wise: one fixed-width record per item, sources as codes into the row's list."""
+    items = np.empty(part.num_rows, _ITEM)
+    items[C.POST_ID] = part.column(C.POST_ID).to_numpy()
+    for name in _FLOATS:
+        items[name] = part.column(name).to_numpy()
+    encoded = pc.dictionary_encode(part.column(C.SOURCES).combine_chunks())
+    items["src"] = pc.fill_null(encoded.indices, -1).to_numpy()
+    names = json.dumps(encoded.dictionary.to_pylist())
+    raw = items.tobytes()
+    bounds = [*(starts * _ITEM.itemsize).tolist(), len(raw)]
+    return [
+        (vid, user, raw[a:b], names)
+        for user, (a, b) in zip(users, itertools.pairwise(bounds), strict=True)
+    ]
+
+
+def _feed_blob(vid: int, feed: UserFeed) -> tuple:
+    """The feed_blobs row of one UserFeed (tuples (user_id, *ITEM_FIELDS), ranks 1..n)."""
+    ranks = [row[1] for row in feed.rows]
+    if ranks != list(range(1, len(ranks) + 1)):
+        raise FeedStoreError(f"user {feed.user_id}: ranks must run 1..n, got {ranks[:10]}...")
+    names = sorted({row[-1] for row in feed.rows if row[-1] is not None})
+    code = {name: i for i, name in enumerate(names)}
+    records = [(row[2], *row[3:-1], code.get(row[-1], -1)) for row in feed.rows]
+    return (vid, feed.user_id, np.array(records, _ITEM).tobytes(), json.dumps(names))
 
 
 class SqliteFeedStore(FeedStore):
@@ -208,10 +236,12 @@ class SqliteFeedStore(FeedStore):
     def replace_user(self, feed: UserFeed) -> str:
         with self._write() as conn:
             vid = self._current(conn)
-            conn.execute(
-                "DELETE FROM feed_items WHERE vid = ? AND user_id = ?", (vid, feed.user_id)
-            )
-            conn.executemany(_INSERT_ITEM.format(vid=vid), feed.rows)
+            if feed.rows:
+                conn.execute(_INSERT_BLOB, _feed_blob(vid, feed))
+            else:
+                conn.execute(
+                    "DELETE FROM feed_blobs WHERE vid = ? AND user_id = ?", (vid, feed.user_id)
+                )
             old = conn.execute(
                 "SELECT n_items FROM feed_users WHERE vid = ? AND user_id = ?", (vid, feed.user_id)
             ).fetchone()
@@ -249,14 +279,16 @@ class SqliteFeedStore(FeedStore):
             conn.executemany("INSERT INTO feed_users VALUES (?, ?, ?, ?, ?)", rows)
 
     def _insert_items(self, vid: int, batch: FeedBatch) -> None:
-        """The version's items, column-wise from the batch's Arrow table: one executemany
-        over zipped column lists per chunk (no per-user Python objects)."""
-        insert = _INSERT_ITEM.format(vid=vid)
-        for columns in batch.column_chunks(_CHUNK):
+        """One feed_blobs row per user, built column-wise from the batch's Arrow table, about
+        _ROWS_PER_TX items per transaction."""
+        for part in batch.chunks(_ROWS_PER_TX):
+            users = part.column(C.USER_ID).to_numpy()
+            starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+            rows = _blobs(vid, part, starts, users[starts].tolist())
             with self._write() as conn:
-                conn.executemany(insert, zip(*columns, strict=True))
+                conn.executemany(_INSERT_BLOB, rows)
         with self._write() as conn:
-            conn.executemany(insert, batch.trending.rows)
+            conn.execute(_INSERT_BLOB, _feed_blob(vid, batch.trending))
 
     def _drop_states(self, state: str) -> None:
         """Delete the rows of versions in a state no reader can reach (staging or dropped)."""
@@ -270,7 +302,7 @@ class SqliteFeedStore(FeedStore):
             for vid in vids:
                 if current is not None and vid == current[0]:
                     continue
-                conn.execute("DELETE FROM feed_items WHERE vid = ?", (vid,))
+                conn.execute("DELETE FROM feed_blobs WHERE vid = ?", (vid,))
                 conn.execute("DELETE FROM feed_users WHERE vid = ?", (vid,))
                 conn.execute("DELETE FROM versions WHERE vid = ?", (vid,))
 
@@ -287,30 +319,20 @@ class SqliteFeedStore(FeedStore):
             feed_user = -1 if fallback else user_id
             if fallback:
                 user = conn.execute(_SELECT_USER, (vid, -1)).fetchone()
-            start, anchor = self._resolve(conn, vid, feed_user, after)
-            rows = conn.execute(_SELECT_ITEMS, (vid, feed_user, start, limit + 1)).fetchall()
+            blob = conn.execute(_SELECT_BLOB, (vid, feed_user)).fetchone()
             version = self._name(conn, vid)
         finally:
             conn.execute("COMMIT")
-        items = [item_dict(r) for r in rows]
-        return Snapshot(version, items, anchor, fallback, user[0], user[1])
-
-    def _resolve(self, conn, vid: int, user_id: int, after: Anchor | None) -> tuple[int, str]:
-        """The first rank of the page and how the client's last item was found."""
-        if after is None:
-            return 1, "none"
-        at = conn.execute(
-            "SELECT post_id FROM feed_items WHERE vid = ? AND user_id = ? AND rank = ?",
-            (vid, user_id, after.rank),
-        ).fetchone()
-        if at is not None and at[0] == after.post_id:
-            return after.rank + 1, "rank"
-        moved = conn.execute(
-            "SELECT rank FROM feed_items WHERE vid = ? AND user_id = ? AND post_id = ? "
-            "ORDER BY rank LIMIT 1",
-            (vid, user_id, after.post_id),
-        ).fetchone()
-        return (moved[0] + 1, "post") if moved else (1, "lost")
+        if blob is None:
+            raise FeedStoreError(f"version {version} has no items for user {feed_user}")
+        items = np.frombuffer(blob[0], _ITEM)
+        start, anchor = _resolve(items[C.POST_ID], after)
+        names = json.loads(blob[1]) if blob[1] != "[]" else []
+        page = [
+            item_dict((feed_user, start + k + 1, post, *floats, names[src] if src >= 0 else None))
+            for k, (post, *floats, src) in enumerate(items[start : start + limit + 1].tolist())
+        ]
+        return Snapshot(version, page, anchor, fallback, user[0], user[1])
 
     def last_generated(self, user_id: int) -> str | None:
         conn = self._conn()
@@ -371,3 +393,13 @@ _LIVE_DESC = "SELECT vid FROM versions WHERE state = 'live' ORDER BY vid DESC"
 _SELECT_USER = (
     "SELECT generated_at, model_version, n_items FROM feed_users WHERE vid = ? AND user_id = ?"
 )
+
+
+def _resolve(posts: np.ndarray, after: Anchor | None) -> tuple[int, str]:
+    """The index of the page's first item and how the client's last item was found."""
+    if after is None:
+        return 0, "none"
+    if 1 <= after.rank <= len(posts) and posts[after.rank - 1] == after.post_id:
+        return after.rank, "rank"
+    moved = np.flatnonzero(posts == after.post_id)
+    return (int(moved[0]) + 1, "post") if moved.size else (0, "lost")

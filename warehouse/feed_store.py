@@ -168,14 +168,13 @@ class FeedBatch:
         return np.diff(np.r_[self.starts, self.table.num_rows])
 
     def chunks(self, size: int) -> Iterator[pa.Table]:
-        """The table, `size` rows at a time (a user's rows may span two chunks)."""
-        for offset in range(0, self.table.num_rows, size):
-            yield self.table.slice(offset, size)
-
-    def column_chunks(self, size: int) -> Iterator[list[list]]:
-        """Python lists of the columns (user_id, *ITEM_FIELDS), `size` rows at a time."""
-        for part in self.chunks(size):
-            yield [_python_column(part, name) for name in (C.USER_ID, *ITEM_FIELDS)]
+        """The table about `size` rows at a time, each chunk whole users' feeds."""
+        begin, n = 0, self.table.num_rows
+        while begin < n:
+            after = int(np.searchsorted(self.starts, begin + size))
+            end = int(self.starts[after]) if after < len(self.starts) else n
+            yield self.table.slice(begin, end - begin)
+            begin = end
 
     @functools.cached_property
     def feeds(self) -> list[UserFeed]:
