@@ -20,7 +20,7 @@ from jobs.settings import Settings
 from warehouse.feed_reader import BadParameter, FeedReader, Page, UnknownUser
 from warehouse.feed_store import FeedStoreError, StoreStatus, cursor_key, open_store
 from warehouse.layout import DataRootError
-from warehouse.store import WarehouseError
+from warehouse.store import Warehouse, WarehouseError
 
 COMMANDS = ("feed", "feeds", "serve")
 
@@ -74,7 +74,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             info = store.rollback()
             print(f"rolled back: current version is {info.version} (ds {info.ds})")
             return 0
-        print(format_status(store.status()))
+        status = store.status()
+        print(format_status(status))
+        if status.current is not None:
+            from jobs.publish_feed import stale_inputs
+
+            stale = stale_inputs(Warehouse(settings.root.warehouse), status.current)
+            for line in stale:
+                print(f"stale: {line}; run `feedrank feeds publish --ds {status.current.ds}`")
         return 0
     except FeedStoreError as err:
         print(f"feedrank {args.command}: {err}", file=sys.stderr)
@@ -119,4 +126,7 @@ def format_status(status: StoreStatus) -> str:
                 f"{name:<9} {info.version} ds={info.ds} users={info.users:,} "
                 f"items={info.items:,} published_at={info.published_at}"
             )
+            if info.built_from:
+                inputs = " ".join(f"{t}={v}" for t, v in sorted(info.built_from.items()))
+                lines.append(f"{'':<9} built from {inputs}")
     return "\n".join(lines)

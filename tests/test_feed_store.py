@@ -495,3 +495,13 @@ def test_redis_items_built_column_wise_equal_the_per_row_json(odd):
     read = [_row(1, t)[1:] for t in fast]
     assert read == rows
     assert [[type(v) for v in row] for row in read] == [[type(v) for v in row] for row in rows]
+
+
+def test_a_version_records_the_warehouse_versions_it_was_built_from(env, store):
+    lineage = {"user_news_feed": "v-abc", "users": "v-def"}
+    feeds = make_feeds(1, [1, 2], 3)
+    info = store.publish(prepare_batch(feeds, DS, None, 10, built_from=lineage))
+    assert info.built_from == lineage
+    store.publish(batch(2, [1, 2], 3))  # a publish without lineage records none
+    status = store.status()
+    assert (status.previous.built_from, status.current.built_from) == (lineage, {})

@@ -7,7 +7,7 @@ Keys, under the `feeds.redis_prefix` namespace P (V is a version name):
     P:seq                   publish counter: version names are <ds>.<seq>
     P:staging               the version a publish is writing (collected if it crashed)
     P:lock                  the writer lease: "<token> <holder>", with an expiry (PX)
-    P:v:V:meta              hash: ds, users, items, published_at
+    P:v:V:meta              hash: ds, users, items, published_at, built_from (lineage)
     P:v:V:users             set of the users the version knows
     P:v:V:gen               hash user -> [generated_at, model_version] (lastGenerated)
     P:v:V:feed:U            list of U's items, rank 1 first, one JSON array each; TTL
@@ -219,7 +219,9 @@ class RedisFeedStore(FeedStore):
             self._write_feed(r, base, batch.trending, f"{base}:feed:{batch.trending.user_id}")
             for start in range(0, len(batch.known_users), 10_000):
                 r.sadd(f"{base}:users", *batch.known_users[start : start + 10_000])
-            info = VersionInfo(version, batch.ds, batch.n_users, batch.n_items, now_iso())
+            info = VersionInfo(
+                version, batch.ds, batch.n_users, batch.n_items, now_iso(), batch.built_from
+            )
             r.hset(f"{base}:meta", mapping=_meta(info))
             self._flip(replaces, version, publish=True)
         except BaseException:
@@ -389,7 +391,12 @@ class RedisFeedStore(FeedStore):
                 "maxmemory-policy volatile-lru)"
             )
         return VersionInfo(
-            version, meta["ds"], int(meta["users"]), int(meta["items"]), meta["published_at"]
+            version,
+            meta["ds"],
+            int(meta["users"]),
+            int(meta["items"]),
+            meta["published_at"],
+            json.loads(meta.get("built_from", "{}")),
         )
 
     # -- served log ----------------------------------------------------------------------
@@ -421,6 +428,7 @@ def _meta(info: VersionInfo) -> dict:
         "users": info.users,
         "items": info.items,
         "published_at": info.published_at,
+        "built_from": json.dumps(info.built_from),
     }
 
 

@@ -118,6 +118,16 @@ class SqliteFeedStore(FeedStore):
         self._names: dict[int, str] = {}  # vid -> version name: ids are never reused
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn().executescript(_SCHEMA)
+        columns = {r[1] for r in self._conn().execute("PRAGMA table_info(versions)")}
+        if "built_from" not in columns:  # a store from before lineage
+            self._conn().execute("ALTER TABLE versions ADD COLUMN built_from TEXT")
+        # A store written before feed_blobs keeps its items in feed_items: collected, not read
+        # (its versions answer with an error naming them until the next publish).
+        self._legacy = bool(
+            self._conn()
+            .execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'feed_items'")
+            .fetchone()
+        )
         self._served().executescript(_SERVED_SCHEMA)
 
     # -- connections ---------------------------------------------------------------------
@@ -188,9 +198,15 @@ class SqliteFeedStore(FeedStore):
                 row = conn.execute("SELECT vid FROM pointer WHERE name = 'current'").fetchone()
                 replaces = row[0] if row else None
                 vid = conn.execute(
-                    "INSERT INTO versions (ds, users, items, published_at, state) "
-                    "VALUES (?, ?, ?, ?, 'staging')",
-                    (batch.ds, batch.n_users, batch.n_items, now_iso()),
+                    "INSERT INTO versions (ds, users, items, published_at, state, built_from) "
+                    "VALUES (?, ?, ?, ?, 'staging', ?)",
+                    (
+                        batch.ds,
+                        batch.n_users,
+                        batch.n_items,
+                        now_iso(),
+                        json.dumps(batch.built_from),
+                    ),
                 ).lastrowid
                 conn.execute(
                     "UPDATE versions SET version = ? WHERE vid = ?", (f"{batch.ds}.{vid}", vid)
@@ -303,6 +319,8 @@ class SqliteFeedStore(FeedStore):
                 if current is not None and vid == current[0]:
                     continue
                 conn.execute("DELETE FROM feed_blobs WHERE vid = ?", (vid,))
+                if self._legacy:
+                    conn.execute("DELETE FROM feed_items WHERE vid = ?", (vid,))
                 conn.execute("DELETE FROM feed_users WHERE vid = ?", (vid,))
                 conn.execute("DELETE FROM versions WHERE vid = ?", (vid,))
 
@@ -324,7 +342,10 @@ class SqliteFeedStore(FeedStore):
         finally:
             conn.execute("COMMIT")
         if blob is None:
-            raise FeedStoreError(f"version {version} has no items for user {feed_user}")
+            raise FeedStoreError(
+                f"version {version} has no items for user {feed_user} (a version published "
+                "before feed_blobs? publish again)"
+            )
         items = np.frombuffer(blob[0], _ITEM)
         start, anchor = _resolve(items[C.POST_ID], after)
         names = json.loads(blob[1]) if blob[1] != "[]" else []
@@ -370,11 +391,13 @@ class SqliteFeedStore(FeedStore):
 
     def _info(self, conn, vid: int) -> VersionInfo:
         row = conn.execute(
-            "SELECT version, ds, users, items, published_at FROM versions WHERE vid = ?", (vid,)
+            "SELECT version, ds, users, items, published_at, built_from FROM versions "
+            "WHERE vid = ?",
+            (vid,),
         ).fetchone()
         if row is None:
             raise FeedStoreError(f"the pointer names version id {vid}, which has no metadata")
-        return VersionInfo(*row)
+        return VersionInfo(*row[:5], json.loads(row[5] or "{}"))
 
     # -- served log ----------------------------------------------------------------------
     def record_served(self, rows: list[tuple[int, int, int, str, str]]) -> None:

@@ -95,6 +95,8 @@ class VersionInfo:
     users: int  # users with a feed
     items: int
     published_at: str  # ISO 8601, UTC
+    # the warehouse versions it was built from: catalog table name -> version (lineage)
+    built_from: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +152,7 @@ class FeedBatch:
     models: list[str]  # per user with a feed: model version
     known_users: list[int]  # includes every user with a feed
     trending: UserFeed
+    built_from: dict[str, str] = dataclasses.field(default_factory=dict)  # table -> version
 
     @property
     def n_items(self) -> int:
@@ -265,7 +268,11 @@ def now_iso() -> str:
 
 
 def prepare_batch(
-    feeds: pa.Table, ds: str, known_users: Iterable[int] | None, trending_size: int
+    feeds: pa.Table,
+    ds: str,
+    known_users: Iterable[int] | None,
+    trending_size: int,
+    built_from: dict[str, str] | None = None,
 ) -> FeedBatch:
     """Check a day's gold.user_news_feed and split it into per-user feeds plus the fallback.
 
@@ -293,7 +300,8 @@ def prepare_batch(
     known = set(int(u) for u in known_users) if known_users is not None else set()
     known.update(users[starts].tolist())
     trending = trending_feed(feeds, trending_size)
-    return FeedBatch(ds, table, starts, generated, models, sorted(known), trending)
+    lineage = dict(built_from or {})
+    return FeedBatch(ds, table, starts, generated, models, sorted(known), trending, lineage)
 
 
 @contextlib.contextmanager
