@@ -337,18 +337,20 @@ def trending_feed(feeds: pa.Table, size: int) -> UserFeed:
     so that a fallback item reads like any other. Its user_id is -1.
     """
     n_users = max(1, pc.count_distinct(feeds.column(C.USER_ID)).as_py())
-    counts = feeds.group_by(C.POST_ID).aggregate([(C.USER_ID, "count")])
-    top = counts.sort_by([(f"{C.USER_ID}_count", "descending"), (C.POST_ID, "ascending")])
-    top = top.slice(0, size)
+    # Counted by sorting (np.unique): many times faster than a hash group-by over millions
+    # of rows with as many distinct posts.
+    posts, counts = np.unique(feeds.column(C.POST_ID).to_numpy(), return_counts=True)
+    order = np.lexsort((posts, -counts))[:size]  # most feeds first, then lower post_id
+    top_posts, top_counts = posts[order], counts[order]
     means = [truth_column(a) for a in ACTIONS]
     means = [C.VALUE, *means, C.E_DWELL_S]
-    held = feeds.filter(pc.is_in(feeds.column(C.POST_ID), top.column(C.POST_ID)))
+    held = feeds.filter(pc.is_in(feeds.column(C.POST_ID), pa.array(top_posts)))
     stats = held.group_by(C.POST_ID).aggregate([(c, "mean") for c in means])
     by_post = {row[C.POST_ID]: tuple(row[f"{c}_mean"] for c in means) for row in stats.to_pylist()}
     rows = [
         (-1, rank, post, count / n_users, *by_post[post], TRENDING)
         for rank, (post, count) in enumerate(
-            zip(top.column(C.POST_ID).to_pylist(), top.column(1).to_pylist(), strict=True), 1
+            zip(top_posts.tolist(), top_counts.tolist(), strict=True), 1
         )
     ]
     models = feeds.column(C.MODEL_VERSION).unique().to_pylist()
