@@ -18,9 +18,10 @@ import sys
 from jobs.common import parse_ds
 from jobs.settings import Settings
 from warehouse.feeds.base import FeedStoreError, StoreStatus
-from warehouse.feeds.open import open_store
+from warehouse.feeds.open import cursor_key, open_store
 from warehouse.feeds.reader import BadParameter, FeedReader, UnknownUser, format_page
-from warehouse.store import WarehouseError
+from warehouse.layout import DataRootError
+from warehouse.store import Warehouse, WarehouseError
 
 COMMANDS = ("feed", "feeds", "serve")
 
@@ -49,7 +50,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         from jobs import serve
 
-        serve.run(settings, args.host, args.port)
+        try:
+            serve.run(settings, args.host, args.port)
+        except (serve.UnsafeExposure, FeedStoreError, DataRootError) as err:
+            print(f"feedrank serve: {err}", file=sys.stderr)
+            return 1
         return 0
     if args.command == "feeds" and args.feeds_command == "publish":
         from jobs import publish_feed
@@ -64,12 +69,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings.feeds, settings.root)
     try:
         if args.command == "feed":
-            return read_page(FeedReader(store, settings.feeds), args)
+            key = cursor_key(settings.feeds, settings.root)
+            return read_page(FeedReader(store, settings.feeds, key), args)
         if args.feeds_command == "rollback":
             info = store.rollback()
             print(f"rolled back: current version is {info.version} (ds {info.ds})")
             return 0
-        print(format_status(store.status()))
+        status = store.status()
+        print(format_status(status))
+        if status.current is not None:
+            from jobs.publish_feed import stale_inputs
+
+            stale = stale_inputs(Warehouse(settings.root.warehouse), status.current)
+            for line in stale:
+                print(f"stale: {line}; run `feedrank feeds publish --ds {status.current.ds}`")
         return 0
     except FeedStoreError as err:
         print(f"feedrank {args.command}: {err}", file=sys.stderr)
@@ -101,4 +114,7 @@ def format_status(status: StoreStatus) -> str:
                 f"{name:<9} {info.version} ds={info.ds} users={info.users:,} "
                 f"items={info.items:,} published_at={info.published_at}"
             )
+            if info.built_from:
+                inputs = " ".join(f"{t}={v}" for t, v in sorted(info.built_from.items()))
+                lines.append(f"{'':<9} built from {inputs}")
     return "\n".join(lines)

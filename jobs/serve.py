@@ -19,6 +19,7 @@ is JSON with a `detail`, never a traceback. A failing served log never fails a p
 from __future__ import annotations
 
 import html
+import ipaddress
 import json
 import logging
 import sqlite3
@@ -38,8 +39,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.exceptions import HTTPException
 
 from jobs.settings import Settings
+from warehouse.config import DEVELOPMENT_KEYS
 from warehouse.feeds.base import FeedStoreError, NoVersion
-from warehouse.feeds.open import open_store
+from warehouse.feeds.open import cursor_key, open_store
 from warehouse.feeds.reader import BadParameter, FeedReader, UnknownUser
 
 log = logging.getLogger(__name__)
@@ -238,8 +240,35 @@ def run(settings: Settings, host: str | None = None, port: int | None = None) ->
     """Serve the settings' feed store until interrupted."""
     import uvicorn
 
-    store = open_store(settings.feeds, settings.root)
-    app = create_app(FeedReader(store, settings.feeds))
     host, port = host or settings.feeds.host, port or settings.feeds.port
+    key = cursor_key(settings.feeds, settings.root)
+    check_exposure(host, key)
+    store = open_store(settings.feeds, settings.root)
+    app = create_app(FeedReader(store, settings.feeds, key))
     log.info("serving feeds from the %s store on http://%s:%d", store.backend, host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+class UnsafeExposure(RuntimeError):
+    """Serving beyond loopback with a key anyone can read in the repository."""
+
+
+def check_exposure(host: str, key: bytes) -> None:
+    """Refuse a non-loopback address when cursors are signed with a development key (one
+    published in this repository): anyone could forge a cursor for any user."""
+    if key.decode(errors="replace") not in DEVELOPMENT_KEYS or _is_loopback(host):
+        return
+    raise UnsafeExposure(
+        f"refusing to serve on {host}: feeds.cursor_key is a development key published in the "
+        "repository. Unset it (the data root's own key, secrets/cursor_key, is used) or set "
+        "FEEDRANK__FEEDS__CURSOR_KEY to a long random secret, or serve on 127.0.0.1"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: may resolve anywhere

@@ -178,7 +178,7 @@ def test_a_full_served_log_drops_and_counts_rows_and_logs_once(home, caplog):
 
 
 def _signed(body: bytes, key: str = "feedrank-local-cursor-key") -> str:
-    """A cursor signed as the service signs, with the default key: forgeable by anyone."""
+    """A cursor signed as the service signs, with the repository's old default key."""
     sig = hmac.new(key.encode(), body, hashlib.sha256).digest()[:12]
     return base64.urlsafe_b64encode(body + sig).decode().rstrip("=")
 
@@ -245,9 +245,8 @@ def test_other_methods_and_a_forged_but_wellformed_cursor(server):
     base, output = server
     response = httpx.post(f"{base}/feed/1")
     assert response.status_code == 405 and response.json()["detail"]
-    # Signed with the default key for an item this user's feed has: served from it (the
-    # key must be set in production: the other half of the issue, not this test's).
+    # Signed with the key the repository once published as the default, for an item this
+    # user's feed has: the data root's own key signs cursors now, so the forgery is refused.
     page = httpx.get(f"{base}/feed/1", params={"cursor": _signed(b"x|1|3|1001003")})
-    assert page.status_code == 200 and page.json()["cursor_status"] == "resumed"
-    assert [i["rank"] for i in page.json()["items"]][:2] == [4, 5]
+    assert page.status_code == 400 and "cursor" in page.json()["detail"]
     assert "Traceback" not in output.read_text()

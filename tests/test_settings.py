@@ -131,17 +131,24 @@ def test_airflow_reads_dag_processor_limits_that_keep_every_dag_listed():
     assert conf.getfloat("workers", "execution_api_timeout") >= 30  # Airflow's 5 s, under load
 
 
-def test_the_profile_params_help_gives_each_profiles_own_calendar():
+def test_the_profile_params_help_gives_each_profiles_own_calendar(tmp_path):
     from jobs.airflow_support import params
+    from jobs.settings import SettingsError
 
     help_text = params()["profile"].description
     for name in available_profiles():
-        days = load_settings(name, environ={}).dates()
+        settings = load_settings(name, environ={})
         assert f"{name} (" in help_text
+        try:
+            days = settings.dates()
+        except SettingsError:  # a log profile whose log is not ingested in its root yet
+            assert (
+                f"{name} (the {settings.log.format} log, its calendar from `feedrank ingest`)"
+                in help_text
+            )
+            continue
         assert f"{len(days)} days, {days[0]} .. {days[-1]})" in help_text, name
-    # The logs' own calendars (their profiles' comments), not the simulator's default.
-    assert "mind (the mind log, 6 days, 2019-11-09 .. 2019-11-14)" in help_text
-    assert "ebnerd (the ebnerd log, 7 days, 2023-05-18 .. 2023-05-24)" in help_text
+    assert "tiny (500 simulated users, 4 days, 2026-01-05 .. 2026-01-08)" in help_text
 
 
 @pytest.mark.parametrize(

@@ -351,3 +351,23 @@ def test_a_failed_spark_write_removes_its_partial_version(wh, spark):
         wh.write_spark(POSTS, next_day, bad)
     day = wh.root / "raw" / "posts" / f"ds={next_day}"
     assert not day.exists() or list(day.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda text: text[: len(text) // 2], r"is not valid JSON \(truncated\?\)"),
+        (lambda text: "{not json", r"is not valid JSON: Expecting property name"),
+        (lambda text: '{"layer": "raw", "ds": "2026-01-05"}', r"has no 'tables' key"),
+        (lambda text: "[1, 2]", r"is not a JSON object"),
+        (lambda text: '{"tables": {"users": null}}', r"tables \['users'\] name no version"),
+    ],
+)
+def test_a_damaged_manifest_is_named_with_what_is_wrong(wh, damage, message):
+    wh.write_arrow(USERS, DS, users_frame(3))
+    path = wh.root / "raw" / "_manifests" / f"ds={DS}.json"
+    path.write_text(damage(path.read_text()))
+    where = rf"the manifest of raw ds={DS} \({path}\) "
+    for read in (lambda: wh.read_pandas(USERS, DS), lambda: wh.manifest(USERS.layer, DS)):
+        with pytest.raises(WarehouseError, match=where.rstrip() + r"[ :].*" + message):
+            read()

@@ -3,7 +3,9 @@ read path (the `feeds` section)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, field_validator
 
 STORE_SCHEMES = ("sqlite", "redis", "rediss")
 # Tables whose reads check the files' sha256 by default: the training set (it feeds the
@@ -35,6 +37,10 @@ class WarehouseSettings(BaseModel):
         return names
 
 
+# Keys published in this repository (the old default): never to serve beyond loopback.
+DEVELOPMENT_KEYS = frozenset({"feedrank-local-cursor-key"})
+
+
 class FeedSettings(BaseModel):
     """Where published feeds live and how pages are served.
 
@@ -50,13 +56,29 @@ class FeedSettings(BaseModel):
     keep_versions: int = Field(2, ge=2, le=10)  # versions kept: current, previous (rollback)...
     redis_prefix: str = Field("feedrank", min_length=1)  # namespace of every Redis key
     redis_ttl_s: int = Field(7 * 86400, ge=60)  # a feed not republished this long expires
+    lock_ttl_s: int = Field(60, ge=1, le=3600)  # Redis writer lease, renewed while writing
     default_limit: int = Field(20, ge=1, le=500)  # items per page when the client names none
     max_limit: int = Field(100, ge=1, le=500)  # the largest page a client may ask for
     trending_size: int = Field(100, ge=1, le=500)  # length of the fallback (trending) feed
     log_served: bool = True  # record each page served: user, post, rank, version, served_at
-    cursor_key: str = Field("feedrank-local-cursor-key", min_length=8)  # signs cursors (HMAC)
+    # Signs cursors (HMAC). None: the data root's own key (secrets/cursor_key, generated at
+    # first use, mode 0600); set it when several servers on different roots share cursors.
+    # Secret: logs, MLflow params and artifacts show it as '**********'.
+    cursor_key: SecretStr | None = Field(None, min_length=16)
     host: str = "127.0.0.1"  # where `feedrank serve` listens
     port: int = Field(8000, ge=1, le=65535)  # and on which port
+
+    @field_serializer("store_url", when_used="json")
+    def _hide_password(self, url: str | None) -> str | None:
+        """A Redis URL's password never reaches a log or MLflow."""
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = f"{parts.username or ''}:**********@{parts.hostname}"
+        netloc += f":{parts.port}" if parts.port else ""
+        return urlunsplit(parts._replace(netloc=netloc))
 
     @field_validator("store_url")
     @classmethod

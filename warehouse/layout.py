@@ -11,7 +11,9 @@ import contextlib
 import dataclasses
 import json
 import os
+import secrets
 import shutil
+import stat
 import sys
 import tempfile
 import uuid
@@ -118,6 +120,37 @@ class DataRoot:
         """Where a job's training of `name` for ds keeps its checkpoints, so that a retried or
         killed task resumes from them: artifacts/checkpoints/<job>/<ds>/<name>/."""
         return Folder(self.artifacts / "checkpoints" / job / ds / name)
+
+    @property
+    def secrets(self) -> Path:
+        """Secrets generated for this root (secrets/<name>, owner-only: 0700 folder, 0600)."""
+        return self.home / "secrets"
+
+    def secret(self, name: str) -> bytes:
+        """This root's secret `name` (64 hex digits), generated at first use, readable by the
+        owner only; raises DataRootError if its file is open to others or empty."""
+        path = self.secrets / name
+        if not path.exists():
+            self.secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(dir=self.secrets, prefix=f".{name}-")  # mode 0600
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32) + "\n")
+            try:  # link fails if a concurrent first user created it meanwhile: keep theirs
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise DataRootError(
+                f"{path} is open to other users (mode {mode:04o}): `chmod 600 {path}`, and "
+                "replace it if others may have read it"
+            )
+        value = path.read_bytes().strip()
+        if len(value) < 16:
+            raise DataRootError(f"{path} holds no usable secret: delete it to generate one")
+        return value
 
     def log_file(self, name: str) -> Path:
         """A log file under logs/, its folder created."""

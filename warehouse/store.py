@@ -134,7 +134,7 @@ class Warehouse:
     def manifest(self, layer: Layer, ds: str) -> dict[str, str]:
         """The committed version of each table of a layer's day; empty if none."""
         path = self._manifest_path(layer, ds)
-        return json.loads(path.read_text())["tables"] if path.exists() else {}
+        return _read_manifest(path, layer.value, ds) if path.exists() else {}
 
     def version(self, table: Table, ds: str, *, staged: bool = False) -> str | None:
         """The committed (or staged) version of (table, ds) that is complete, or None.
@@ -545,6 +545,29 @@ def _discarded_on_failure(folder: Path) -> Iterator[None]:
         shutil.rmtree(folder, ignore_errors=True)
         log.warning("write of %s failed: removed its partial version", folder)
         raise
+
+
+def _read_manifest(path: Path, layer: str, ds: str) -> dict[str, str]:
+    """A layer's day manifest's tables; a WarehouseError naming the file and what is wrong."""
+    where = f"the manifest of {layer} ds={ds} ({path})"
+    text = path.read_text()
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as err:
+        ends = err.pos >= len(text.rstrip()) or err.msg.startswith("Unterminated string")
+        cut = " (truncated?)" if ends else ""
+        raise WarehouseError(
+            f"{where} is not valid JSON{cut}: {err.msg} (line {err.lineno}, column "
+            f"{err.colno}); restore it from a backup or rebuild the day"
+        ) from None
+    tables = body.get("tables") if isinstance(body, dict) else None
+    if not isinstance(tables, dict):
+        problem = "has no 'tables' key" if isinstance(body, dict) else "is not a JSON object"
+        raise WarehouseError(f"{where} {problem}; restore it from a backup or rebuild the day")
+    bad = sorted(k for k, v in tables.items() if not isinstance(v, str) or not v)
+    if bad:
+        raise WarehouseError(f"{where}: tables {bad} name no version (a non-empty string)")
+    return tables
 
 
 def _check_ds(ds: str) -> str:

@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import hmac
 import logging
+import secrets
 import threading
 
 from warehouse.catalog import C
@@ -121,10 +122,15 @@ class ServedLogHealth:
 class FeedReader:
     """Pages of the store's current version, with parameter checks and the served log."""
 
-    def __init__(self, store: FeedStore, settings: FeedSettings):
+    def __init__(self, store: FeedStore, settings: FeedSettings, key: bytes | None = None):
+        """key signs cursors (feed_store.cursor_key); without one, `feeds.cursor_key` if set,
+        else a random key of this reader: its cursors are good in this process only."""
         self.store = store
         self.settings = settings
-        self._key = settings.cursor_key.encode()
+        if key is None:
+            secret = settings.cursor_key
+            key = secret.get_secret_value().encode() if secret else secrets.token_bytes(32)
+        self._key = key
         self.served_log = ServedLogHealth()
         self._health_lock = threading.Lock()
 

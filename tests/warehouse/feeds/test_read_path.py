@@ -232,3 +232,19 @@ def test_a_real_uvicorn_on_loopback(home):
         server.should_exit = True
         thread.join(timeout=10)
         store.close()
+
+
+def test_status_names_an_input_republished_since_the_publish(home, capsys):
+    warehouse = Warehouse(load_settings("tiny").root.warehouse)
+    built = warehouse.version(USER_NEWS_FEED, DS)
+    code, out, _ = cli(capsys, "feeds", "status")
+    assert code == 0 and "stale" not in out
+    assert f"built from user_news_feed={built} users={warehouse.version(USERS, DS)}" in out
+    warehouse.write_arrow(USER_NEWS_FEED, DS, make_feeds(2, [1, 2, 3], 25))  # upstream rebuilt
+    now = warehouse.version(USER_NEWS_FEED, DS)
+    code, out, _ = cli(capsys, "feeds", "status")
+    assert code == 0
+    assert f"stale: gold.user_news_feed ds={DS}: built from version {built}, now {now}" in out
+    assert main(["--profile", "tiny", "feeds", "publish", "--ds", DS]) == 0
+    code, out, _ = cli(capsys, "feeds", "status")
+    assert "stale" not in out and f"user_news_feed={now}" in out

@@ -8,13 +8,17 @@ compares a page with the version it claims.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
+import re
 import threading
+import time
+from pathlib import Path
 
 import pytest
 from feed_data import DS, batch, make_feeds, post_of, settings_for, tag_of
 
-from warehouse.feeds.base import FeedStoreError
+from warehouse.feeds.base import FeedStoreError, StoreBusy
 from warehouse.feeds.batch import prepare_batch
 from warehouse.feeds.open import open_store
 from warehouse.feeds.reader import FeedReader, UnknownUser
@@ -102,7 +106,7 @@ def test_collected_versions_leave_no_rows_behind(env, store):
         store.publish(batch(tag, [1, 2], 3))
     if store.backend == "sqlite":
         conn = store._conn()
-        vids = {r[0] for r in conn.execute("SELECT DISTINCT vid FROM feed_items")}
+        vids = {r[0] for r in conn.execute("SELECT DISTINCT vid FROM feed_blobs")}
         assert len(vids) == 2  # current and previous only
     else:
         keys = list(store.client.scan_iter(f"{store.p}:v:*"))
@@ -189,21 +193,21 @@ def test_bad_feeds_are_refused_naming_the_column(env, store):
         prepare_batch(make_feeds(1, [1], 3).drop_columns(["score"]), DS, None, 10)
 
 
-class _Crash(list):
-    """Rows that break off half-way through a publish."""
-
-    def __iter__(self):
-        yield from list.__iter__(self[: len(self) // 2])
-        raise RuntimeError("crash while writing")
-
-
-def test_a_crashed_publish_leaves_the_old_version_and_is_cleaned_up(env, store):
+def test_a_crashed_publish_leaves_the_old_version_and_is_cleaned_up(env, store, monkeypatch):
     v1 = store.publish(batch(1, [1, 2], 5))
     broken = batch(2, [1, 2], 5)
-    broken.feeds[1] = type(broken.feeds[1])(2, _Crash(broken.feeds[1].rows), "x", "m2")
+    chunks = type(broken).chunks
+
+    def crash_half_way(self, size):  # the items break off after the first half
+        yield next(chunks(self, self.n_items // 2))
+        raise RuntimeError("crash while writing")
+
+    monkeypatch.setattr(type(broken), "chunks", crash_half_way)
     with pytest.raises(RuntimeError, match="crash while writing"):
         store.publish(broken)
+    monkeypatch.undo()
     assert store.status().current.version == v1.version
+    assert stored_versions(store) == {v1.version}  # the broken version's rows: gone at once
     assert {tag_of(i["post_id"]) for i in FeedReader(store, env[0]).page(2, 10).items} == {1}
     v3 = store.publish(batch(3, [1, 2], 5))
     assert store.status().previous.version == v1.version  # the broken one never became live
@@ -274,3 +278,232 @@ def test_concurrent_reader_processes_never_see_a_partial_version(env, store):
     assert [p for problems, _ in results for p in problems] == []
     seen = set().union(*(s for _, s in results))
     assert len(seen) > 1 and last > 2
+
+
+# -- one writer at a time, across processes ----------------------------------------------------
+def stored_versions(store) -> set[str]:
+    """The versions that have any rows (SQLite) or keys (Redis) in the store."""
+    if store.backend == "sqlite":
+        conn = store._conn()
+        vids = {r[0] for r in conn.execute("SELECT DISTINCT vid FROM feed_blobs")}
+        vids |= {r[0] for r in conn.execute("SELECT DISTINCT vid FROM feed_users")}
+        names = dict(conn.execute("SELECT vid, version FROM versions"))
+        return {names.get(v, f"orphan vid {v}") for v in vids}
+    return {k.split(":")[2] for k in store.client.scan_iter(f"{store.p}:v:*")}
+
+
+def _writer(settings, root, op: str, tag: int, started, go, results) -> None:
+    """A writer in its own process: `op` (publish of version `tag`, or rollback); with events,
+    it stops just before its flip (holding the writer lock) until `go` is set. Puts (outcome,
+    detail, seconds the call took) on `results`: outcome "ok" or the exception's class."""
+    store = open_store(settings, root)
+    if started is not None:
+        flip = store._flip
+
+        def gated(*args, **kwargs):
+            started.set()
+            if not go.wait(120):
+                raise RuntimeError("never released")
+            return flip(*args, **kwargs)
+
+        store._flip = gated
+    prepared = _tagged(tag) if op == "publish" else None
+    t0 = time.monotonic()
+    try:
+        info = store.publish(prepared) if op == "publish" else store.rollback()
+        results.put(("ok", info.version, time.monotonic() - t0))
+    except Exception as err:
+        results.put((type(err).__name__, str(err), time.monotonic() - t0))
+    finally:
+        store.close()
+
+
+def _tagged(tag: int):
+    return batch(tag, range(N_USERS), lambda u: _length(tag, u))
+
+
+def _start_holder(env, op: str, tag: int):
+    """A writer process that takes the lock and waits at its flip: (process, go, results)."""
+    ctx = multiprocessing.get_context("spawn")
+    started, go, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=_writer, args=(*env, op, tag, started, go, results))
+    proc.start()
+    if not started.wait(120):
+        proc.kill()
+        pytest.fail("the holder never reached its flip")
+    return proc, go, results
+
+
+def assert_serves(store, settings, tag: int) -> None:
+    reader = FeedReader(store, settings.model_copy(update={"log_served": False}))
+    for user in range(N_USERS):
+        page = reader.page(user, 500)
+        assert {tag_of(i["post_id"]) for i in page.items} == {tag}
+        assert len(page.items) == _length(tag, user)
+
+
+@pytest.mark.parametrize(
+    ("held_by", "refused"),
+    [("publish", "publish"), ("publish", "rollback"), ("rollback", "publish")],
+)
+def test_a_second_writer_fails_at_once_naming_the_holder(env, store, held_by, refused):
+    v1, v2 = store.publish(_tagged(1)), store.publish(_tagged(2))
+    proc, go, results = _start_holder(env, held_by, 3)
+    try:
+        prepared = _tagged(4)
+        t0 = time.monotonic()
+        with pytest.raises(StoreBusy, match=rf"{held_by} by pid {proc.pid} on ") as err:
+            store.publish(prepared) if refused == "publish" else store.rollback()
+        assert time.monotonic() - t0 < 10  # at once: the holder waits up to 120 s
+        assert "wait for it to finish and retry" in str(err.value)
+    finally:
+        go.set()
+        proc.join(120)
+    outcome, version, _ = results.get(timeout=10)
+    assert outcome == "ok"
+    status = store.status()
+    if held_by == "publish":
+        assert (status.current.version, status.previous.version) == (version, v2.version)
+        assert_serves(store, env[0], 3)
+    else:
+        assert (status.current.version, status.previous) == (v1.version, None)
+        assert_serves(store, env[0], 1)
+    assert stored_versions(store) == {v.version for v in (status.current, status.previous) if v}
+    store.publish(_tagged(5))  # the lock was released: the next writer goes through
+    assert_serves(store, env[0], 5)
+
+
+def test_a_publisher_in_another_process_is_refused_while_this_one_publishes(env, store):
+    """The other order: this process holds the lock, a second process is refused."""
+    store.publish(_tagged(1))
+    ctx = multiprocessing.get_context("spawn")
+    at_flip, go = threading.Event(), threading.Event()
+    flip = store._flip
+
+    def gated(*args, **kwargs):
+        at_flip.set()
+        go.wait(120)
+        return flip(*args, **kwargs)
+
+    store._flip = gated
+    mine: list = []
+    publisher = threading.Thread(target=lambda: mine.append(store.publish(_tagged(2))))
+    publisher.start()
+    try:
+        assert at_flip.wait(60)
+        results = ctx.Queue()
+        other = ctx.Process(target=_writer, args=(*env, "publish", 3, None, None, results))
+        other.start()
+        outcome, message, seconds = results.get(timeout=120)
+        other.join(60)
+    finally:
+        go.set()
+        publisher.join(120)
+    assert outcome == "StoreBusy" and f"publish by pid {os.getpid()} on " in message
+    assert seconds < 10  # at once: this process would hold the lock for up to 120 s
+    assert store.status().current.version == mine[0].version
+    assert_serves(store, env[0], 2)
+    assert stored_versions(store) == {mine[0].version, store.status().previous.version}
+
+
+def test_the_flip_is_refused_when_the_pointer_or_the_lease_moved(env, store):
+    """A writer that bypassed the lock moved the pointer (SQLite), or the lease expired and
+    another writer took it (Redis): the publish waiting at its flip is refused, removes what
+    it wrote and leaves the pointer where the other writer put it."""
+    v1, v2 = store.publish(_tagged(1)), store.publish(_tagged(2))
+    proc, go, results = _start_holder(env, "publish", 3)
+    try:
+        if store.backend == "sqlite":
+            conn = store._conn()
+            vid = conn.execute("SELECT vid FROM versions WHERE version = ?", (v1.version,))
+            conn.execute("UPDATE pointer SET vid = ? WHERE name = 'current'", (vid.fetchone()[0],))
+            expected = rf"moved from {v2.version} to {v1.version}"
+        else:
+            store.client.set(f"{store.p}:lock", "t0 rollback by pid 1 on elsewhere")
+            expected = r"writer lease is no longer ours \(held by t0 rollback by pid 1"
+    finally:
+        go.set()
+        proc.join(120)
+    outcome, message, _ = results.get(timeout=10)
+    assert outcome == "FeedStoreError" and "refused at the flip" in message
+    assert re.search(expected, message), message
+    current = store.status().current.version
+    assert current == (v1.version if store.backend == "sqlite" else v2.version)
+    assert stored_versions(store) == {v1.version, v2.version}  # nothing of the refused one
+
+
+# -- Redis configuration ------------------------------------------------------------------------
+def test_redis_with_an_allkeys_eviction_policy_is_refused(redis_url, tmp_path):
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        with pytest.raises(FeedStoreError, match=r"allkeys-lru.*--maxmemory-policy volatile-lru"):
+            open_store(settings_for(redis_url), DataRoot(tmp_path))
+    finally:
+        client.config_set("maxmemory-policy", "volatile-lru")
+        client.close()
+    open_store(settings_for(redis_url), DataRoot(tmp_path)).close()
+
+
+def test_compose_and_readme_run_redis_with_a_safe_eviction_policy():
+    from warehouse.feeds.redis import SAFE_POLICIES
+
+    repo = Path(__file__).resolve().parents[3]
+    compose = (repo / "docker" / "compose.yaml").read_text()
+    command = next(line for line in compose.splitlines() if "redis-server" in line)
+    policy = command.split('"--maxmemory-policy", "')[1].split('"')[0]
+    assert policy in SAFE_POLICIES
+    assert f"maxmemory-policy {policy}" in (repo / "README.md").read_text()
+
+
+def test_redis_rollback_to_a_version_without_metadata_changes_nothing(redis_url, tmp_path):
+    store = open_store(settings_for(redis_url), DataRoot(tmp_path))
+    v1, v2 = store.publish(_tagged(1)), store.publish(_tagged(2))
+    store.client.delete(f"{store.p}:v:{v1.version}:meta")  # what an allkeys-* eviction does
+    with pytest.raises(FeedStoreError, match=rf"cannot roll back to {v1.version}: its meta key"):
+        store.rollback()
+    assert store.client.get(f"{store.p}:current") == v2.version
+    assert_serves(store, settings_for(redis_url, max_limit=500), 2)
+    with pytest.raises(FeedStoreError, match=rf"version {v1.version} has no metadata"):
+        store.status()  # a clear error, not a KeyError
+    store.close()
+
+
+# -- the column-wise publish writes what the per-row one did ------------------------------------
+@pytest.mark.parametrize("odd", [None, "inf", "quote"])
+def test_redis_items_built_column_wise_equal_the_per_row_json(odd):
+    from warehouse.feeds.redis import _item_texts, _items, _row
+
+    rng = random.Random(3)
+    values = [1.0, 0.0, 0.1, 1 / 3, 1e-7, 2.5e20, 123456789.123, 5e-324, 42.0]
+    feeds = make_feeds(1, [1, 2, 3], 12)
+    for name in ("score", "value", "p_click", "e_dwell_s"):
+        column = [rng.choice(values) * rng.choice([1, -1]) for _ in range(feeds.num_rows)]
+        if odd == "inf" and name == "value":
+            column[5] = float("inf")
+        feeds = feeds.set_column(feeds.schema.get_field_index(name), name, [column])
+    sources = [["network"], [], None, ["network", "interest"]] * (feeds.num_rows // 4)
+    if odd == "quote":
+        sources[7] = ['odd "source"\\']
+    feeds = feeds.set_column(feeds.schema.get_field_index("sources"), "sources", [sources])
+    prepared = prepare_batch(feeds, DS, None, 5)
+    fast = _item_texts(prepared.table).to_pylist()
+    slow = [text for feed in prepared.feeds for text in _items(feed)]
+    assert [_row(1, t) for t in fast] == [_row(1, t) for t in slow]
+    # what a read returns: the same values and types as the rows published
+    rows = [row[1:] for feed in prepared.feeds for row in feed.rows]
+    read = [_row(1, t)[1:] for t in fast]
+    assert read == rows
+    assert [[type(v) for v in row] for row in read] == [[type(v) for v in row] for row in rows]
+
+
+def test_a_version_records_the_warehouse_versions_it_was_built_from(env, store):
+    lineage = {"user_news_feed": "v-abc", "users": "v-def"}
+    feeds = make_feeds(1, [1, 2], 3)
+    info = store.publish(prepare_batch(feeds, DS, None, 10, built_from=lineage))
+    assert info.built_from == lineage
+    store.publish(batch(2, [1, 2], 3))  # a publish without lineage records none
+    status = store.status()
+    assert (status.previous.built_from, status.current.built_from) == (lineage, {})
