@@ -10,6 +10,7 @@ import ipaddress
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -138,6 +139,7 @@ def run_ui(root: DataRoot, api_host: str) -> int:
     env = {**os.environ, **prepare_airflow(root), "AIRFLOW__API__HOST": api_host}
     env["AIRFLOW__API__EXPOSE_STACKTRACE"] = str(is_loopback(api_host))
     airflow = str(executable("airflow"))
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill <pid>` stops every part, as Ctrl-C does
     parts = {cmd[0]: subprocess.Popen([airflow, *cmd], env=env) for cmd in ui_commands(api_host)}
     port = env.get("AIRFLOW__API__PORT", "8080")
     logins = root.airflow_home / "simple_auth_manager_passwords.json.generated"
@@ -157,3 +159,7 @@ def run_ui(root: DataRoot, api_host: str) -> int:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
