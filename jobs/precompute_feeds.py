@@ -223,17 +223,22 @@ def serving_frame(spark, store: Warehouse, settings: Settings, ds: str, table, a
 
 @contextlib.contextmanager
 def shipped_champion(spark, settings: Settings) -> Iterator[tuple[str, str]]:
-    """(version, file name): the champion ranker saved to a scratch folder and added to the
-    Spark workers' files under a name unique to this call (SparkContext.addFile refuses a
-    name it already has with another path); the folder is removed afterwards."""
+    """(version, file name): the champion ranker, its GBDTs compiled, in a scratch folder
+    added to the Spark workers' files under a name unique to this call (SparkContext.addFile
+    refuses a name it already has with another path); the folder is removed afterwards.
+
+    The compiled boosters are the version's artifact (built when it was registered); a
+    version registered before that is compiled here, once, and its artifact stored: the
+    workers load the compiled code and never compile."""
     use_tracking(settings)
     name = settings.mlflow.registered_model
     version = reg.champion_version(name)
     if version is None:
         raise RuntimeError(f"{name} has no champion yet: train_rankers must promote one first")
-    ranker = reg.load_ranker(f"models:/{name}@{reg.CHAMPION}")
     with settings.root.scratch(f"ranker-v{version}") as scratch:
-        folder = ranker.save(scratch)
+        if reg.compiled_folder(name, version, scratch) is None:
+            reg.save_compiled(name, version, scratch)  # saves the ranker, compiled or not
+        folder = scratch
         spark.sparkContext.addFile(str(folder), recursive=True)
         yield version, folder.path.name
 

@@ -4,8 +4,10 @@
     scores = ranker.predict(feature_frame(rows))   # p_<action>, e_dwell_s, score
 
 Every kind saves a `ranker.json` with `"kind"` beside its own files; a folder without one is
-a GBDT saved before kinds existed. Each kind's module is imported only when a folder of that
-kind is loaded, so a GBDT loads without torch (the DNN's modules).
+a GBDT saved before kinds existed; a GBDT folder with compiled boosters (COMPILED) loads
+as models.gbdt_compiled.CompiledRanker where they fit the CPU. Each kind's module is
+imported only when a folder of that kind is loaded, so a GBDT loads without torch (the
+DNN's modules).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ KINDS = (GBDT, DNN, ENSEMBLE)  # the registry's `feedrank.kind` tag takes one of
 MEMBER_KINDS = (GBDT, DNN)  # kinds trained on examples; an ensemble is made of them
 KIND_TAG = "feedrank.kind"  # on a ranker's MLflow run and its registered version
 META = "ranker.json"  # every kind's description file, with "kind"
+COMPILED = "compiled"  # a saved GBDT's compiled boosters, if any (models.gbdt_compiled)
 
 
 @runtime_checkable
@@ -72,7 +75,12 @@ def load_ranker_folder(folder: Folder) -> RankerLike:
     if kind == GBDT:
         from models.gbdt import Ranker
 
-        return Ranker.load(folder)
+        ranker = Ranker.load(folder)
+        if not folder.file(COMPILED).exists():
+            return ranker
+        from models.gbdt_compiled import load_compiled  # lleaves: only where compiled
+
+        return load_compiled(ranker, folder)
     if kind == DNN:
         from models.dnn import DnnRanker
 

@@ -22,6 +22,7 @@ from models.ensemble import fit_ensemble
 from models.feed_config import RerankSettings
 from models.feed_scoring import KEPT, PREDICTIONS, rerank_feeds, score_candidates, whole_users
 from models.gbdt import SCORE, fit_ranker
+from models.gbdt_compiled import compile_saved
 from models.rankers import (
     DNN,
     ENSEMBLE,
@@ -191,3 +192,41 @@ def test_rerank_feeds_in_the_workers_equals_rerank_table_on_the_driver(spark):
     for col in (C.USER_ID, C.POST_ID, C.RANK, C.SCORE, C.VALUE, IN_NETWORK):
         assert feeds[col].tolist() == expected[col].tolist(), col
     assert feeds[C.SOURCES].map(list).tolist() == expected[C.SOURCES].map(list).tolist()
+
+
+def test_workers_score_through_the_compiled_gbdt_without_compiling(
+    spark, rankers, candidates, tmp_path
+):
+    """The champion's GBDT compiled once (as at registration) and shipped: each cold worker
+    loads the object files (lleaves' compiler refused there) and scores as `predict`."""
+    folder = rankers[GBDT].save(Folder(tmp_path / "feed-scoring-compiled"))
+    assert compile_saved(folder) == 1
+    spark.sparkContext.addFile(str(folder), recursive=True)
+    name = folder.path.name
+
+    def probe(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import lleaves.compiler
+        from pyspark import SparkFiles
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("a worker compiled")
+
+        saved, lleaves.compiler.compile_to_module = lleaves.compiler.compile_to_module, refuse
+        try:
+            ranker = load_ranker_folder(Folder(Path(SparkFiles.get(name))))
+        finally:
+            lleaves.compiler.compile_to_module = saved
+        for _ in batches:
+            yield pd.DataFrame({"ranker": [type(ranker).__name__]})
+
+    seen = spark.range(0, 2, 1, 2).mapInPandas(probe, "ranker string").toPandas()
+    assert seen["ranker"].tolist() == ["CompiledRanker"] * 2
+    features = spark.createDataFrame(candidates.to_pandas()).repartition(3)
+    scored = score_candidates(features, name).toPandas()
+    expected = rankers[GBDT].predict(feature_frame(candidates)).rename(columns={SCORE: C.VALUE})
+    expected = pd.concat([candidates.select([C.USER_ID, C.POST_ID]).to_pandas(), expected], axis=1)
+    both = expected.merge(scored, on=[C.USER_ID, C.POST_ID], suffixes=("", "_spark"))
+    assert len(both) == candidates.num_rows
+    assert both[C.VALUE].nunique() > candidates.num_rows // 2  # scores that tell rows apart
+    for col in PREDICTIONS:
+        assert (both[f"{col}_spark"] - both[col]).abs().max() <= 1e-6, col
