@@ -4,7 +4,8 @@
 
 1. candidates: active users (a feed request in `precompute.active_days`), and per user the
    network's new posts since the previous generation, older network posts that gained
-   engagement since, the two-tower's neighbours from the day's FAISS index, and the trending
+   engagement since, the two-tower's neighbours from the day's FAISS index (searched in the
+   Spark workers, the index shipped to them as a file), and the trending
    posts; seen and own posts dropped, capped (features.candidates) -> silver.feed_candidates;
 2. rank: serving-time features by the training set's point-in-time code, the registry's
    champion ranker per Spark worker, the value model, the re-ranker (models.feed_scoring)
@@ -28,9 +29,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-import faiss
 import mlflow
-import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
@@ -50,11 +49,10 @@ from jobs.simulate_platform import world
 from jobs.spark import get_spark
 from models import feed_config as cfg
 from models import feed_quality as fq
-from models import index as ix
 from models import registry as reg
 from models.feed_scoring import rerank_feeds, score_candidates
 from models.handoff import FeedCandidates, PublishedFeeds, RankedFeeds, extend
-from models.retrieval_index import load_published
+from models.retrieval_index import search_in_workers, write_search_files
 from models.tracking import FEEDS_STAGE, REPORT, STAGE_TAG, log_figure
 from models.value import value_score
 from simulator.oracle import oracle_truth
@@ -130,19 +128,22 @@ def candidates(settings: Settings, ds: str, generated_at: str | None = None) -> 
     )
     trending = fc.trending_candidates(active, trend, pool, p.trending_k, trending=cfg.TRENDING)
     proposals = [network, resurfaced, trending]
-    index_ds = None
-    if p.interest_k > 0:
-        index_ds, neighbours = _neighbours(spark, settings, index_day(ds, at), p.interest_k)
-        if neighbours is not None:
-            interest = fc.interest_candidates(active, neighbours, pool, interest=cfg.INTEREST)
-            proposals.append(interest)
-    seen = fc.seen_posts(impressions, at)
-    merged = fc.merge_candidates(proposals, seen, pool, p.shares.as_dict(), p.max_candidates)
-    merged = merged.withColumn(C.GENERATED_AT, F.lit(at).cast("timestamp"))
-    n_active = active.count()
-    meta = {"generated_at": at.isoformat(), ACTIVE_USERS: n_active, INDEX_DS: index_ds}
-    with store.lock(Layer.SILVER, ds, job="precompute_feeds.candidates"):
-        info = store.write_spark(FEED_CANDIDATES, ds, merged, meta=meta)
+    with contextlib.ExitStack() as shipped:  # the index files, until the table is written
+        index_ds = None
+        if p.interest_k > 0:
+            index_ds, neighbours = shipped.enter_context(
+                _neighbours(spark, settings, index_day(ds, at), active, p.interest_k)
+            )
+            if neighbours is not None:
+                interest = fc.interest_candidates(active, neighbours, pool, interest=cfg.INTEREST)
+                proposals.append(interest)
+        seen = fc.seen_posts(impressions, at)
+        merged = fc.merge_candidates(proposals, seen, pool, p.shares.as_dict(), p.max_candidates)
+        merged = merged.withColumn(C.GENERATED_AT, F.lit(at).cast("timestamp"))
+        n_active = active.count()
+        meta = {"generated_at": at.isoformat(), ACTIVE_USERS: n_active, INDEX_DS: index_ds}
+        with store.lock(Layer.SILVER, ds, job="precompute_feeds.candidates"):
+            info = store.write_spark(FEED_CANDIDATES, ds, merged, meta=meta)
     written = store.read_spark(spark, FEED_CANDIDATES, ds)
     sources = written.select(F.explode(C.SOURCES).alias("s")).groupBy("s").count().collect()
     n_users = written.select(C.USER_ID).distinct().count()
@@ -181,27 +182,21 @@ def index_day(ds: str, at: dt.datetime) -> str:
     return ds if at == generation_time(ds) else shift_ds(ds, -1)
 
 
-def _neighbours(spark, settings: Settings, ds: str, k: int):
+@contextlib.contextmanager
+def _neighbours(spark, settings: Settings, ds: str, active, k: int):
     """(index day, DataFrame of user_id, post_id, similarity): the k nearest posts of each
-    user the day's index embedded; (None, None) when there is no index for ds."""
+    active user the day's index embedded, searched in the Spark workers (the index files
+    shipped to them while the context is open); (None, None) when there is no index for ds."""
     artifacts = ArtifactStore(settings.root.artifacts)
     if artifacts.latest(RETRIEVAL_INDEX, upto=ds) != ds:
         log.warning("no %s for ds=%s: no interest candidates", RETRIEVAL_INDEX.name, ds)
-        return None, None
-    pub = load_published(artifacts, ds)
-    faiss.omp_set_num_threads(settings.retrieval.index.threads)
-    k = min(k, pub.index.ntotal)
-    ix.set_search_width(pub.index, k, settings.retrieval.index)
-    sims, rows = pub.index.search(np.ascontiguousarray(pub.user_vectors, np.float32), k)
-    found = rows >= 0
-    frame = pd.DataFrame(
-        {
-            C.USER_ID: np.repeat(pub.user_ids, k)[found.ravel()],
-            C.POST_ID: pub.post_ids[rows[found]],
-            fc.SIMILARITY: sims[found].astype(np.float64),
-        }
-    )
-    return ds, spark.createDataFrame(frame)
+        yield None, None
+        return
+    with settings.root.scratch(f"retrieval-index-{ds}") as scratch:
+        folder = write_search_files(artifacts, ds, scratch)
+        spark.sparkContext.addFile(str(folder), recursive=True)
+        ef_search = settings.retrieval.index.ef_search
+        yield ds, search_in_workers(active, folder.path.name, k, ef_search)
 
 
 def serving_frame(spark, store: Warehouse, settings: Settings, ds: str, table, at: dt.datetime):
