@@ -26,7 +26,8 @@ logical date that data day; unpaused, it runs them in order (`airflow.catchup`).
    against reverse-chronological, popularity (smoothed engagement rate) and logged-order
    baselines and the oracle (the simulator's true probabilities).
 5. **register** (per kind): a new version of `feedrank-ranker`, alias `challenger`, tag
-   `feedrank.kind`.
+   `feedrank.kind`; its GBDTs compiled once (lleaves) into the version's run as the
+   `compiled_ranker` artifact, which the feed precompute's workers load.
 6. **promote** (once): the kinds' versions and the champion compared on the same
    validation days; alias `champion` moves to the best validation NDCG of the value score
    only if it beats the champion (re-scored on those days) and every baseline by the

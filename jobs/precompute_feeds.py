@@ -4,7 +4,8 @@
 
 1. candidates: active users (a feed request in `precompute.active_days`), and per user the
    network's new posts since the previous generation, older network posts that gained
-   engagement since, the two-tower's neighbours from the day's FAISS index, and the trending
+   engagement since, the two-tower's neighbours from the day's FAISS index (searched in the
+   Spark workers, the index shipped to them as a file), and the trending
    posts; seen and own posts dropped, capped (features.candidates) -> silver.feed_candidates;
 2. rank: serving-time features by the training set's point-in-time code, the registry's
    champion ranker per Spark worker, the value model, the re-ranker (models.feed.scoring)
@@ -53,8 +54,7 @@ from models.registry.handoff import (
     RankedFeeds,
     extend,
 )
-from models.retrieval.published import load_published
-from models.retrieval.search import nearest_posts
+from models.retrieval.published import search_in_workers, write_search_files
 from warehouse import contracts
 from warehouse.artifacts import RETRIEVAL_INDEX, ArtifactStore
 from warehouse.catalog import (
@@ -108,29 +108,32 @@ def candidates(settings: Settings, ds: str, generated_at: str | None = None) -> 
         .cache()
     )
     pool = fc.pool(posts, at, p.pool_hours).cache()
-    index_ds, neighbours = None, None
-    if p.interest_k > 0:
-        index_ds, neighbours = _neighbours(spark, settings, index_day(ds, at), p.interest_k)
-    merged = fc.compose_candidates(
-        active,
-        pool,
-        impressions,
-        engagements,
-        follows,
-        neighbours,
-        at,
-        pool_hours=p.pool_hours,
-        trending_hours=p.trending_hours,
-        resurfaced_k=p.resurfaced_k,
-        trending_k=p.trending_k,
-        shares=p.shares.as_dict(),
-        max_candidates=p.max_candidates,
-    )
-    merged = merged.withColumn(C.GENERATED_AT, F.lit(at).cast("timestamp"))
-    n_active = active.count()
-    meta = {"generated_at": at.isoformat(), ACTIVE_USERS: n_active, INDEX_DS: index_ds}
-    with store.lock(Layer.SILVER, ds, job="precompute_feeds.candidates"):
-        info = store.write_spark(FEED_CANDIDATES, ds, merged, meta=meta)
+    with contextlib.ExitStack() as shipped:  # the index files, until the table is written
+        index_ds, neighbours = None, None
+        if p.interest_k > 0:
+            index_ds, neighbours = shipped.enter_context(
+                _neighbours(spark, settings, index_day(ds, at), active, p.interest_k)
+            )
+        merged = fc.compose_candidates(
+            active,
+            pool,
+            impressions,
+            engagements,
+            follows,
+            neighbours,
+            at,
+            pool_hours=p.pool_hours,
+            trending_hours=p.trending_hours,
+            resurfaced_k=p.resurfaced_k,
+            trending_k=p.trending_k,
+            shares=p.shares.as_dict(),
+            max_candidates=p.max_candidates,
+        )
+        merged = merged.withColumn(C.GENERATED_AT, F.lit(at).cast("timestamp"))
+        n_active = active.count()
+        meta = {"generated_at": at.isoformat(), ACTIVE_USERS: n_active, INDEX_DS: index_ds}
+        with store.lock(Layer.SILVER, ds, job="precompute_feeds.candidates"):
+            info = store.write_spark(FEED_CANDIDATES, ds, merged, meta=meta)
     written = store.read_spark(spark, FEED_CANDIDATES, ds)
     sources = written.select(F.explode(C.SOURCES).alias("s")).groupBy("s").count().collect()
     n_users = written.select(C.USER_ID).distinct().count()
@@ -164,16 +167,21 @@ def index_day(ds: str, at: dt.datetime) -> str:
     return ds if at == generation_time(ds) else shift_ds(ds, -1)
 
 
-def _neighbours(spark, settings: Settings, ds: str, k: int):
+@contextlib.contextmanager
+def _neighbours(spark, settings: Settings, ds: str, active, k: int):
     """(index day, DataFrame of user_id, post_id, similarity): the k nearest posts of each
-    user the day's index embedded; (None, None) when there is no index for ds."""
+    active user the day's index embedded, searched in the Spark workers (the index files
+    shipped to them while the context is open); (None, None) when there is no index for ds."""
     artifacts = ArtifactStore(settings.root.artifacts)
     if artifacts.latest(RETRIEVAL_INDEX, upto=ds) != ds:
         log.warning("no %s for ds=%s: no interest candidates", RETRIEVAL_INDEX.name, ds)
-        return None, None
-    pub = load_published(artifacts, ds)
-    frame = nearest_posts(pub, k, settings.retrieval.index)
-    return ds, spark.createDataFrame(frame)
+        yield None, None
+        return
+    with settings.root.scratch(f"retrieval-index-{ds}") as scratch:
+        folder = write_search_files(artifacts, ds, scratch)
+        spark.sparkContext.addFile(str(folder), recursive=True)
+        ef_search = settings.retrieval.index.ef_search
+        yield ds, search_in_workers(active, folder.path.name, k, ef_search)
 
 
 def serving_frame(
@@ -203,17 +211,22 @@ def serving_frame(
 
 @contextlib.contextmanager
 def shipped_champion(spark, settings: Settings) -> Iterator[tuple[str, str]]:
-    """(version, file name): the champion ranker saved to a scratch folder and added to the
-    Spark workers' files under a name unique to this call (SparkContext.addFile refuses a
-    name it already has with another path); the folder is removed afterwards."""
+    """(version, file name): the champion ranker, its GBDTs compiled, in a scratch folder
+    added to the Spark workers' files under a name unique to this call (SparkContext.addFile
+    refuses a name it already has with another path); the folder is removed afterwards.
+
+    The compiled boosters are the version's artifact (built when it was registered); a
+    version registered before that is compiled here, once, and its artifact stored: the
+    workers load the compiled code and never compile."""
     use_tracking(settings)
     name = settings.mlflow.registered_model
     version = reg.champion_version(name)
     if version is None:
         raise RuntimeError(f"{name} has no champion yet: train_rankers must promote one first")
-    ranker = reg.load_ranker(f"models:/{name}@{reg.CHAMPION}")
     with settings.root.scratch(f"ranker-v{version}") as scratch:
-        folder = ranker.save(scratch)
+        if reg.compiled_folder(name, version, scratch) is None:
+            reg.save_compiled(name, version, scratch)  # saves the ranker, compiled or not
+        folder = scratch
         spark.sparkContext.addFile(str(folder), recursive=True)
         yield version, folder.path.name
 

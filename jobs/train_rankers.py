@@ -245,7 +245,9 @@ def evaluate_run(settings: Settings, trained: TrainedRun) -> EvaluatedRun:
 
 
 def register(settings: Settings, evaluated: EvaluatedRun) -> RegisteredVersion:
-    """A new version of the registered model with the alias challenger and its kind's tag."""
+    """A new version of the registered model with the alias challenger and its kind's tag,
+    its GBDTs compiled (models.registry.versions.save_compiled) for the feed precompute's
+    workers."""
     use_tracking(settings)
     kind = reg.run_kind(evaluated.run_id)
     tags = {
@@ -256,7 +258,11 @@ def register(settings: Settings, evaluated: EvaluatedRun) -> RegisteredVersion:
             "undefined" if evaluated.gate_metric is None else f"{evaluated.gate_metric:.6f}"
         ),
     }
-    version = reg.register(evaluated.model_uri, settings.mlflow.registered_model, tags)
+    name = settings.mlflow.registered_model
+    version = reg.register(evaluated.model_uri, name, tags)
+    if kind in (GBDT, ENSEMBLE):  # compiled once, here; the feed's workers only load it
+        with settings.root.scratch(f"compile-v{version}") as scratch:
+            reg.save_compiled(name, version, scratch)
     return extend(evaluated, RegisteredVersion, version=version)
 
 

@@ -7,7 +7,8 @@ The ranker's folder is shipped to the workers with SparkContext.addFile (the job
 loaded once per Python worker; batches of candidate rows arrive as Arrow record batches
 (`mapInArrow`) and become model inputs by the training set's own `feature_frame`, so the
 feature rows never sit on the driver or on disk. The re-ranker
-(models.feed.rerank) runs per user with `applyInPandas`.
+(models.feed.rerank) runs on Arrow batches of whole users (`mapInArrow`), every user of a batch
+at once.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ import gc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from features import registry as R
 from models.feed.config import RerankSettings
-from models.feed.rerank import IN_NETWORK, rerank
+from models.feed.rerank import IN_NETWORK, rerank_table
 from models.ranking.base import VALUE_SCORE, RankerLike, prediction_column
 from models.ranking.dataset import FEATURES, TOPIC_RECENCY, feature_frame
 from models.ranking.load import load_ranker_folder
@@ -92,7 +93,11 @@ def rerank_feeds(
     scored: DataFrame, sources: DataFrame, settings: RerankSettings, size: int
 ) -> DataFrame:
     """Each user's scored candidates (with their `sources`) through models.feed.rerank: the
-    `size` best in feed order, with the adjusted score and rank 1..n."""
+    `size` best in feed order, with the adjusted score and rank 1..n.
+
+    The rows are partitioned by user and sorted by user within a partition (one shuffle and
+    a sort in the JVM), so an Arrow batch holds whole users except its last, whose rows are
+    carried into the next batch; `rerank_table` re-ranks every user of a batch at once."""
     rows = scored.join(sources, [C.USER_ID, C.POST_ID]).withColumn(
         IN_NETWORK, F.coalesce(F.col(R.UA_FOLLOWS).cast("boolean"), F.lit(False))
     )
@@ -103,9 +108,35 @@ def rerank_feeds(
             T.StructField(C.RANK, T.IntegerType(), False),
         ]
     )
+    grouped = rows.repartition(C.USER_ID).sortWithinPartitions(C.USER_ID)
+    return grouped.mapInArrow(_rerank_batches(settings, size), schema)
 
-    def one_user(items: pd.DataFrame) -> pd.DataFrame:
-        out = rerank(items, settings, size)
-        return out[[f.name for f in schema.fields]].astype({C.RANK: "int32"})
 
-    return rows.groupBy(C.USER_ID).applyInPandas(one_user, schema)
+def _rerank_batches(settings: RerankSettings, size: int) -> Callable:
+    def rerank_users(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for table in whole_users(batches, C.USER_ID):
+            yield from rerank_table(table, settings, size).to_batches()
+
+    return rerank_users
+
+
+def whole_users(batches: Iterator[pa.RecordBatch], key: str) -> Iterator[pa.Table]:
+    """Tables of whole users from record batches sorted by `key`: each batch's last user is
+    held back and joined to the next batch's rows (a user may span several batches)."""
+    carry: pa.Table | None = None
+    for batch in batches:
+        table = pa.Table.from_batches([batch])
+        if carry is not None:
+            table = pa.concat_tables([carry, table])
+        if table.num_rows == 0:
+            carry = table
+            continue
+        users = table.column(key)
+        last = users[table.num_rows - 1]
+        # Sorted by key: the last user's rows are the tail of the batch.
+        tail = table.num_rows - int(pc.sum(pc.equal(users, last)).as_py())
+        if tail:
+            yield table.slice(0, tail)
+        carry = table.slice(tail)
+    if carry is not None and carry.num_rows:
+        yield carry

@@ -5,6 +5,8 @@
 Every kind saves a `ranker.json` with `"kind"` beside its own files (`write_meta`); a folder
 without one is a GBDT saved before kinds existed. Loading a folder by its kind is
 models.ranking.load's, the one module that knows every kind; this one imports none of them.
+A GBDT folder with compiled boosters (COMPILED) loads as models.ranking.compiled's
+CompiledRanker where they fit the CPU.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class IncompatibleRanker(ValueError):
 def prediction_column(action: str) -> str:
     """The column of an action's calibrated probability in a ranker's predict (p_click, ...)."""
     return truth_column(action)  # the same names as the oracle's, so reports line up
+
+
+COMPILED = "compiled"  # a saved GBDT's compiled boosters, if any (models.ranking.compiled)
 
 
 @runtime_checkable
@@ -71,3 +76,8 @@ def write_meta(folder: Folder, meta: dict) -> None:
 def read_meta(folder: Folder) -> dict:
     """The description a saved ranker folder holds in META."""
     return json.loads(folder.file(META).read_text())
+
+
+def ranker_kind(folder: Folder) -> str:
+    """The kind a saved ranker folder names (no "kind": a GBDT saved before kinds)."""
+    return read_meta(folder).get("kind", GBDT)

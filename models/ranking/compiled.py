@@ -2,6 +2,8 @@
 
     compiled = CompiledRanker.compile(ranker, folder)    # folder: a Folder from warehouse/
     scores = compiled.predict(feature_frame(table))      # Ranker.predict's columns and values
+    compile_saved(ranker_folder)                          # once per registered version
+    ranker = load_ranker_folder(ranker_folder)            # compiled, loaded without compiling
 
 Each booster's trees become one native function that makes LightGBM's comparisons and sums
 in double precision, so the outputs equal LightGBM's to rounding (~1e-16; the test checks
@@ -11,13 +13,19 @@ Ranker's own (`model_matrix`), only `task_outputs` differs.
 
 Compiling is slow (LLVM at -O3: about a second per tree on a loaded 2-core machine), so the
 object files are kept in the folder and a later compile of the same ranker only loads them.
-They are reused only when the model text and the CPU they were built for are the same as
+They are reused only when the model text and the target they were built for are the same as
 now (stamp.json): code built for one CPU's instruction set may not run on another.
+
+A saved ranker folder carries its compiled boosters in COMPILED (`compile_saved`: every GBDT
+in it, an ensemble's members included), built for the architecture's baseline CPU
+(`portable`), so that any worker of the same architecture loads them (`load_compiled`)
+without compiling; a worker where they do not fit scores through LightGBM, never compiles.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from importlib.metadata import version
 
@@ -25,15 +33,48 @@ import lleaves
 import llvmlite.binding as llvm
 import numpy as np
 
+from models.ranking.base import COMPILED, ENSEMBLE, GBDT, ranker_kind, read_meta
 from models.ranking.gbdt import Ranker
 from warehouse.layout import Folder
 
+log = logging.getLogger(__name__)
+
 STAMP = "stamp.json"
+# The baseline CPU of an architecture (LLVM's names): code for it runs on every CPU of that
+# architecture, a few percent slower than code tuned to the host.
+_BASELINE = {"x86_64": "x86-64", "aarch64": "generic", "arm64": "generic"}
 
 
-def _host_cpu() -> dict[str, str]:
+class NotCompiled(ValueError):
+    """A folder's compiled boosters cannot be loaded here (missing, other trees, other CPU)."""
+
+
+def _target(portable: bool) -> dict[str, str]:
+    """What the code is built for: the process's triple and the host's or the baseline CPU."""
     llvm.initialize_native_target()
-    return {"cpu": llvm.get_host_cpu_name(), "features": llvm.get_host_cpu_features().flatten()}
+    llvm.initialize_native_asmprinter()
+    triple = llvm.get_process_triple()
+    if portable:
+        arch = triple.split("-")[0]
+        return {"triple": triple, "cpu": _BASELINE.get(arch, "generic"), "features": ""}
+    cpu, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+    return {"triple": triple, "cpu": cpu, "features": features}
+
+
+def _stamp(portable: bool) -> dict:
+    return {
+        "target": _target(portable),
+        "portable": portable,
+        "lleaves": version("lleaves"),
+        "llvmlite": version("llvmlite"),
+    }
+
+
+def _lleaves_model(folder: Folder, task: str, target: dict[str, str]) -> lleaves.Model:
+    model = lleaves.Model(model_file=str(folder.file(f"{task}.txt")))
+    cpu = {"target_cpu": target["cpu"], "target_cpu_features": target["features"]}
+    model.compile(cache=str(folder.file(f"{task}.o")), **cpu)  # loads the object file if any
+    return model
 
 
 class CompiledRanker(Ranker):
@@ -49,28 +90,69 @@ class CompiledRanker(Ranker):
         self.threads = threads
 
     @classmethod
-    def compile(cls, ranker: Ranker, folder: Folder, threads: int = 1) -> CompiledRanker:
+    def compile(
+        cls, ranker: Ranker, folder: Folder, threads: int = 1, *, portable: bool = False
+    ) -> CompiledRanker:
         """Compile every booster into `folder` (<task>.txt, <task>.o), reusing what a
-        compile of the same boosters on this CPU left there."""
+        compile of the same boosters for the same target left there. `portable`: for the
+        architecture's baseline CPU rather than this host's."""
         texts = {task: b.model_to_string() for task, b in ranker.boosters.items()}
-        stamp = {
-            "host": _host_cpu(),
-            "lleaves": version("lleaves"),
-            "llvmlite": version("llvmlite"),
-        }
+        stamp = _stamp(portable)
         previous = folder.file(STAMP)
-        same_host = previous.exists() and json.loads(previous.read_text()) == stamp
+        same_target = previous.exists() and json.loads(previous.read_text()) == stamp
         models = {}
         for task, text in texts.items():
             model_file, object_file = folder.file(f"{task}.txt"), folder.file(f"{task}.o")
-            if not (same_host and model_file.exists() and model_file.read_text() == text):
+            if not (same_target and model_file.exists() and model_file.read_text() == text):
                 object_file.unlink(missing_ok=True)  # built from other trees or another CPU
                 folder.writable(model_file.name).write_text(text)
-            model = lleaves.Model(model_file=str(model_file))
-            model.compile(cache=str(object_file))
-            models[task] = model
+            models[task] = _lleaves_model(folder, task, stamp["target"])
         folder.writable(STAMP).write_text(json.dumps(stamp))
+        return cls(ranker, models, threads)
+
+    @classmethod
+    def load(cls, ranker: Ranker, folder: Folder, threads: int = 1) -> CompiledRanker:
+        """The boosters `compile` left in `folder`, loaded without compiling; NotCompiled
+        when they are missing, of other trees, or built for a CPU this process is not."""
+        if not folder.file(STAMP).exists():
+            raise NotCompiled(f"{folder}: no {STAMP}")
+        stamp = json.loads(folder.file(STAMP).read_text())
+        here = _stamp(stamp.get("portable", False))
+        if stamp != here:
+            raise NotCompiled(f"{folder}: built for {stamp}, this process is {here}")
+        models = {}
+        for task, booster in ranker.boosters.items():
+            model_file, object_file = folder.file(f"{task}.txt"), folder.file(f"{task}.o")
+            if not object_file.exists() or not model_file.exists():
+                raise NotCompiled(f"{folder}: {task} is not compiled")
+            if model_file.read_text() != booster.model_to_string():
+                raise NotCompiled(f"{folder}: {task} was compiled from other trees")
+            models[task] = _lleaves_model(folder, task, stamp["target"])
         return cls(ranker, models, threads)
 
     def task_outputs(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
         return {task: m.predict(matrix, n_jobs=self.threads) for task, m in self.models.items()}
+
+
+def load_compiled(ranker: Ranker, folder: Folder) -> Ranker:
+    """The GBDT saved in `folder` with its COMPILED boosters when they load here without
+    compiling, else the ranker as it is (LightGBM's predict: the same scores, slower)."""
+    if not folder.file(f"{COMPILED}/{STAMP}").exists():
+        return ranker
+    try:
+        return CompiledRanker.load(ranker, folder.sub(COMPILED))
+    except NotCompiled as err:
+        log.warning("scoring through LightGBM: %s", err)
+        return ranker
+
+
+def compile_saved(folder: Folder) -> int:
+    """Compile every GBDT in a saved ranker folder (itself, or an ensemble's members) into its
+    COMPILED subfolder, for the architecture's baseline CPU; how many GBDTs it holds."""
+    kind = ranker_kind(folder)
+    if kind == GBDT:
+        CompiledRanker.compile(Ranker.load(folder), folder.sub(COMPILED), portable=True)
+        return 1
+    if kind == ENSEMBLE:
+        return sum(compile_saved(folder.sub(name)) for name in read_meta(folder)["members"])
+    return 0

@@ -9,13 +9,8 @@ without torch (the DNN's modules). An ensemble's members are loaded through this
 
 from __future__ import annotations
 
-from models.ranking.base import DNN, ENSEMBLE, GBDT, KINDS, RankerLike, read_meta
+from models.ranking.base import COMPILED, DNN, ENSEMBLE, GBDT, KINDS, RankerLike, ranker_kind
 from warehouse.layout import Folder
-
-
-def ranker_kind(folder: Folder) -> str:
-    """The kind a saved ranker folder names (no "kind": a GBDT saved before kinds)."""
-    return read_meta(folder).get("kind", GBDT)
 
 
 def load_ranker_folder(folder: Folder) -> RankerLike:
@@ -24,7 +19,12 @@ def load_ranker_folder(folder: Folder) -> RankerLike:
     if kind == GBDT:
         from models.ranking.gbdt import Ranker
 
-        return Ranker.load(folder)
+        ranker = Ranker.load(folder)
+        if not folder.file(COMPILED).exists():
+            return ranker
+        from models.ranking.compiled import load_compiled  # lleaves: only where compiled
+
+        return load_compiled(ranker, folder)
     if kind == DNN:
         from models.ranking.dnn.ranker import DnnRanker
 

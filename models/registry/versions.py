@@ -85,6 +85,9 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 MODEL_NAME = "ranker"  # the logged model's name within its run
 RANKER_ARTIFACT = "ranker"  # the ranker's files within the logged model (pyfunc_model.py)
 PYFUNC_CODE = importlib.util.find_spec("models.registry.pyfunc").origin  # logged as code
+# A registered version's ranker folder with its GBDTs compiled (models.ranking.compiled), in its
+# run: built once, when the version is registered, and loaded by every scoring worker.
+COMPILED_ARTIFACT = "compiled_ranker"
 SPLIT_ARTIFACT = "split.json"  # a run's time split: {"train": [...], "val": [...], ...}
 # a run's gate metric per validation request (columns: the scorers and `positives`)
 GATE_SAMPLE = "gate/val_sample.parquet"
@@ -175,6 +178,39 @@ def register(model_uri: str, name: str, tags: dict[str, str] | None = None) -> s
     MlflowClient().set_registered_model_alias(name, CHALLENGER, version)
     log.info("registered %s version %s as %s", name, version, CHALLENGER)
     return str(version)
+
+
+def save_compiled(name: str, version: str, scratch: Folder) -> Folder | None:
+    """Save a registered version's ranker into the empty folder `scratch`, compile its GBDTs
+    (itself or an ensemble's members) there and store the folder as COMPILED_ARTIFACT of the
+    version's run; the folder, or None when the version holds no GBDT (nothing is stored,
+    the ranker is saved all the same)."""
+    from models.ranking.compiled import compile_saved  # lleaves: only where it compiles
+
+    folder = load_ranker(f"models:/{name}/{version}").save(scratch)
+    if not compile_saved(folder):
+        return None
+    run_id = MlflowClient().get_model_version(name, version).run_id
+    MlflowClient().log_artifacts(run_id, str(folder.path), COMPILED_ARTIFACT)
+    log.info("compiled the GBDTs of %s version %s into its run %s", name, version, run_id)
+    return folder
+
+
+def compiled_folder(name: str, version: str, scratch: Folder) -> Folder | None:
+    """The COMPILED_ARTIFACT of a registered version, downloaded into the empty folder
+    `scratch` (its files at the top); None when the version has none."""
+    run_id = MlflowClient().get_model_version(name, version).run_id
+    names = {Path(a.path).name for a in MlflowClient().list_artifacts(run_id)}
+    if COMPILED_ARTIFACT not in names:
+        return None
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=COMPILED_ARTIFACT, dst_path=str(scratch.path)
+    )
+    downloaded = Path(path)
+    for item in downloaded.iterdir():  # up one level: the folder's name is the caller's
+        item.rename(scratch.path / item.name)
+    downloaded.rmdir()
+    return scratch
 
 
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # no model / no alias

@@ -14,8 +14,12 @@ import pytest
 from benchmarks.inference_data import example_table, requests
 from small_dnn import DNN as SMALL_DNN
 
-from models.feed.scoring import KEPT, PREDICTIONS, score_candidates
+from features import registry as R
+from models.feed.config import RerankSettings
+from models.feed.rerank import IN_NETWORK, rerank_table
+from models.feed.scoring import KEPT, PREDICTIONS, rerank_feeds, score_candidates, whole_users
 from models.ranking.base import DNN, ENSEMBLE, GBDT, KINDS, VALUE_SCORE, RankerLike
+from models.ranking.compiled import compile_saved
 from models.ranking.config import GbdtSettings, TrainingSettings
 from models.ranking.dataset import feature_frame, load_examples
 from models.ranking.dnn.train import fit_dnn
@@ -117,3 +121,107 @@ def test_a_worker_s_torch_uses_the_task_s_cores(spark, rankers, tmp_path):
 
     seen = spark.range(0, 2, 1, 2).mapInPandas(threads, "torch int, cpus int").toPandas()
     assert len(seen) == 2 and (seen["torch"] == seen["cpus"]).all()
+
+
+# --- re-ranking in the workers -----------------------------------------------------------------
+
+
+def test_whole_users_carries_a_user_split_over_batches():
+    # Users 1 (3 rows) 2 (4 rows, over three batches) 3 (1 row); an empty batch in between.
+    users = [1, 1, 1, 2, 2, 2, 2, 3]
+    table = pa.table({C.USER_ID: users, "row": range(8)})
+    batches = [*table.slice(0, 4).to_batches(), *table.slice(4, 0).to_batches()]
+    batches += [*table.slice(4, 1).to_batches(), *table.slice(5, 3).to_batches()]
+    got = [t.column(C.USER_ID).to_pylist() for t in whole_users(iter(batches), C.USER_ID)]
+    assert got == [[1, 1, 1], [2, 2, 2, 2], [3]]
+
+
+def scored_rows(seed: int, users: int, per_user: int) -> pd.DataFrame:
+    """Scored candidates of `users` users (KEPT and PREDICTIONS columns), few authors (repeats)
+    and rounded values (ties), some not followed and some with no follow feature."""
+    rng = np.random.default_rng(seed)
+    n = users * per_user
+    frame = pd.DataFrame(
+        {
+            C.USER_ID: np.repeat(np.arange(users, dtype=np.int64) * 7, per_user),
+            C.POST_ID: rng.permutation(10 * n)[:n].astype(np.int64),
+            C.AUTHOR_ID: rng.integers(0, 5, n).astype(np.int64),
+            C.MEDIA_TYPE: rng.choice(["text", "link", "photo", "video"], n),
+            R.POST_AGE_H: rng.choice([0.0, 6.0, 30.0], n),
+            R.UA_FOLLOWS: rng.choice([0.0, 1.0, np.nan], n),
+        }
+    )
+    for col in PREDICTIONS:
+        frame[col] = np.round(rng.normal(0.3, 1.0, n), 1)
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def test_rerank_feeds_in_the_workers_equals_rerank_table_on_the_driver(spark):
+    frame = scored_rows(8, users=40, per_user=25)
+    sources = frame[[C.USER_ID, C.POST_ID]].assign(
+        **{C.SOURCES: [["network"] if i % 3 else ["interest"] for i in range(len(frame))]}
+    )
+    settings, size = RerankSettings(), 12
+    conf = {
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "30",
+        "spark.sql.shuffle.partitions": "3",
+    }
+    before = {k: spark.conf.get(k) for k in conf}
+    try:  # small batches and several partitions: users split over batches, several tasks
+        for k, v in conf.items():
+            spark.conf.set(k, v)
+        scored = spark.createDataFrame(frame).repartition(4)
+        feeds = rerank_feeds(scored, spark.createDataFrame(sources), settings, size).toPandas()
+    finally:
+        for k, v in before.items():
+            spark.conf.set(k, v)
+    rows = frame.merge(sources, on=[C.USER_ID, C.POST_ID])
+    rows[IN_NETWORK] = rows[R.UA_FOLLOWS].fillna(0).astype(bool)
+    expected = rerank_table(pa.Table.from_pandas(rows, preserve_index=False), settings, size)
+    expected = expected.to_pandas()
+    assert len(feeds) == 40 * size
+    feeds = feeds.sort_values([C.USER_ID, C.RANK]).reset_index(drop=True)
+    assert feeds[C.RANK].tolist() == list(range(1, size + 1)) * 40
+    for col in (C.USER_ID, C.POST_ID, C.RANK, C.SCORE, C.VALUE, IN_NETWORK):
+        assert feeds[col].tolist() == expected[col].tolist(), col
+    assert feeds[C.SOURCES].map(list).tolist() == expected[C.SOURCES].map(list).tolist()
+
+
+def test_workers_score_through_the_compiled_gbdt_without_compiling(
+    spark, rankers, candidates, tmp_path
+):
+    """The champion's GBDT compiled once (as at registration) and shipped: each cold worker
+    loads the object files (lleaves' compiler refused there) and scores as `predict`."""
+    folder = rankers[GBDT].save(Folder(tmp_path / "feed-scoring-compiled"))
+    assert compile_saved(folder) == 1
+    spark.sparkContext.addFile(str(folder), recursive=True)
+    name = folder.path.name
+
+    def probe(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import lleaves.compiler
+        from pyspark import SparkFiles
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("a worker compiled")
+
+        saved, lleaves.compiler.compile_to_module = lleaves.compiler.compile_to_module, refuse
+        try:
+            ranker = load_ranker_folder(Folder(Path(SparkFiles.get(name))))
+        finally:
+            lleaves.compiler.compile_to_module = saved
+        for _ in batches:
+            yield pd.DataFrame({"ranker": [type(ranker).__name__]})
+
+    seen = spark.range(0, 2, 1, 2).mapInPandas(probe, "ranker string").toPandas()
+    assert seen["ranker"].tolist() == ["CompiledRanker"] * 2
+    features = spark.createDataFrame(candidates.to_pandas()).repartition(3)
+    scored = score_candidates(features, name).toPandas()
+    expected = (
+        rankers[GBDT].predict(feature_frame(candidates)).rename(columns={VALUE_SCORE: C.VALUE})
+    )
+    expected = pd.concat([candidates.select([C.USER_ID, C.POST_ID]).to_pandas(), expected], axis=1)
+    both = expected.merge(scored, on=[C.USER_ID, C.POST_ID], suffixes=("", "_spark"))
+    assert len(both) == candidates.num_rows
+    assert both[C.VALUE].nunique() > candidates.num_rows // 2  # scores that tell rows apart
+    for col in PREDICTIONS:
+        assert (both[f"{col}_spark"] - both[col]).abs().max() <= 1e-6, col

@@ -1,16 +1,26 @@
 """models.ranking.compiled: the compiled boosters score as Ranker.predict does, and the folder's
-object files are reused only for the same trees."""
+object files are reused only for the same trees; a saved ranker's compiled boosters (built
+when a version is registered) load without compiling, or not at all where they do not fit."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
+import lleaves.compiler
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
-from models.ranking.compiled import CompiledRanker
+from models.ranking.base import COMPILED
+from models.ranking.compiled import STAMP, CompiledRanker, NotCompiled, compile_saved
 from models.ranking.config import GbdtSettings, TrainingSettings
 from models.ranking.dataset import FEATURES, IDS, Examples, feature_frame
+from models.ranking.ensemble import EnsembleRanker
 from models.ranking.gbdt import Ranker, fit_ranker
+from models.ranking.load import load_ranker_folder
+from models.registry import versions as reg
 from warehouse.catalog import ACTIONS, IMPRESSION_SOURCES, C, label_column
 from warehouse.layout import Folder
 
@@ -95,3 +105,100 @@ def test_a_compile_reuses_the_object_files_of_the_same_trees_only(ranker, compil
     diff = recompiled.predict(X).to_numpy() - other.predict(X).to_numpy()
     assert np.abs(diff).max() <= TOLERANCE
     assert np.abs(again.predict(X).to_numpy() - ranker.predict(X).to_numpy()).max() <= TOLERANCE
+
+
+# --- compiled once, loaded by every worker -----------------------------------------------------
+
+# Three trees per task: these tests are about where the code comes from, not its speed.
+TINY = SETTINGS.model_copy(
+    update={"gbdt": SETTINGS.gbdt.model_copy(update={"max_rounds": 3, "early_stopping_rounds": 3})}
+)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Ranker:
+    return fit_ranker(examples(3_000, 11), examples(1_000, 12), TINY)[0]
+
+
+@pytest.fixture
+def no_compiling(monkeypatch):
+    """lleaves' compiler made to fail: what runs under it only loads object files."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("lleaves compiled a model")
+
+    monkeypatch.setattr(lleaves.compiler, "compile_to_module", refuse)
+
+
+def saved(ranker, path) -> Folder:
+    return ranker.save(Folder(path))
+
+
+def test_a_saved_ranker_loads_its_compiled_boosters_without_compiling(tiny, tmp_path, request):
+    folder = saved(tiny, tmp_path / "ranker")
+    assert compile_saved(folder) == 1
+    built = {p.name: p.stat().st_mtime_ns for p in folder.path.glob(f"{COMPILED}/*.o")}
+    assert len(built) == len(tiny.boosters)
+    assert json.loads(folder.file(f"{COMPILED}/{STAMP}").read_text())["portable"] is True
+    request.getfixturevalue("no_compiling")  # a cold process from here on
+    loaded = load_ranker_folder(folder)
+    assert isinstance(loaded, CompiledRanker)
+    X = examples(2_000, 13).X
+    assert np.abs(loaded.predict(X).to_numpy() - tiny.predict(X).to_numpy()).max() <= 1e-6
+    assert {p.name: p.stat().st_mtime_ns for p in folder.path.glob(f"{COMPILED}/*.o")} == built
+
+
+def test_compiled_boosters_that_do_not_fit_are_not_used_nor_rebuilt(tiny, tmp_path, request):
+    other = fit_ranker(examples(3_000, 14), examples(1_000, 15), TINY)[0]
+    folder = saved(tiny, tmp_path / "ranker")
+    compile_saved(folder)
+    alien = saved(other, tmp_path / "other")
+    shutil.copytree(folder.file(COMPILED), alien.file(COMPILED))  # another ranker's code
+    request.getfixturevalue("no_compiling")
+    with pytest.raises(NotCompiled, match="other trees"):
+        CompiledRanker.load(other, alien.sub(COMPILED))
+    loaded = load_ranker_folder(alien)
+    assert type(loaded) is Ranker  # LightGBM's own predict: the same scores
+    X = examples(500, 16).X
+    pd.testing.assert_frame_equal(loaded.predict(X), other.predict(X))
+    # Code built for another CPU is not loaded either.
+    stamp = json.loads(folder.file(f"{COMPILED}/{STAMP}").read_text())
+    stamp["target"]["triple"] = "riscv64-unknown-linux-gnu"
+    folder.file(f"{COMPILED}/{STAMP}").write_text(json.dumps(stamp))
+    with pytest.raises(NotCompiled, match="built for"):
+        CompiledRanker.load(tiny, folder.sub(COMPILED))
+    assert type(load_ranker_folder(folder)) is Ranker
+
+
+def test_an_ensemble_s_gbdt_members_are_compiled(tiny, tmp_path, request):
+    other = fit_ranker(examples(3_000, 17), examples(1_000, 18), TINY)[0]
+    ensemble = EnsembleRanker([tiny, other], tiny.weights)
+    folder = saved(ensemble, tmp_path / "ensemble")
+    assert compile_saved(folder) == 2
+    request.getfixturevalue("no_compiling")
+    loaded = load_ranker_folder(folder)
+    assert [type(m) for m in loaded.members] == [CompiledRanker, CompiledRanker]
+    X = examples(1_000, 19).X
+    assert np.abs(loaded.predict(X).to_numpy() - ensemble.predict(X).to_numpy()).max() <= 1e-6
+
+
+def test_a_registered_version_stores_its_compiled_ranker(tiny, tmp_path, request):
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    try:
+        reg.use_tracking(f"sqlite:///{tmp_path / 'mlflow.db'}", "compiled", tmp_path / "art")
+        with mlflow.start_run():
+            info = reg.log_ranker(tiny, examples(300, 20).X, Folder(tmp_path / "log"))
+        version = reg.register(info.model_uri, "ranker")
+        assert reg.compiled_folder("ranker", version, Folder(tmp_path / "none")) is None
+        assert reg.save_compiled("ranker", version, Folder(tmp_path / "build")) is not None
+        request.getfixturevalue("no_compiling")  # the precompute's side: download and load
+        (tmp_path / "ship").mkdir()
+        folder = reg.compiled_folder("ranker", version, Folder(tmp_path / "ship"))
+        assert folder.file(COMPILED).is_dir()
+        loaded = load_ranker_folder(folder)
+    finally:
+        mlflow.set_tracking_uri(tracking)
+        mlflow.set_registry_uri(registry)
+    assert isinstance(loaded, CompiledRanker)
+    X = examples(500, 21).X
+    assert np.abs(loaded.predict(X).to_numpy() - tiny.predict(X).to_numpy()).max() <= 1e-6

@@ -1,13 +1,21 @@
-"""The FAISS index: exact below the size threshold, approximate above, recall checked at build."""
+"""The FAISS index: exact below the size threshold, approximate above, recall checked at build;
+searched in the Spark workers from the shipped files as on the driver."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from models.evaluation.metrics import recall_at_k
 from models.retrieval.config import IndexSettings
 from models.retrieval.index import IndexRecallError, build_index, exact_top, from_bytes, to_bytes
+from models.retrieval.published import search_in_workers, write_search_files
+from warehouse.artifacts import RETRIEVAL_INDEX, ArtifactStore
+from warehouse.catalog import C
+from warehouse.layout import Folder
 
 
 def _clustered(n: int, dim: int = 16, centres: int = 20, seed: int = 0) -> np.ndarray:
@@ -64,3 +72,50 @@ def test_serialised_index_answers_the_same():
     built = build_index(VECS, QUERIES, 10, IndexSettings(flat_max=1000, kind="hnsw"))
     again = from_bytes(to_bytes(built.index))
     assert np.array_equal(again.search(QUERIES, 10)[1], built.search(QUERIES, 10)[1])
+
+
+# --- the search in the Spark workers ----------------------------------------------------------
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_workers_search_the_shipped_index_as_the_driver_does(spark, tmp_path, kind):
+    # 50 users (ids 1000, 1003, ...) over 3,000 posts (ids 7, 14, ...); the workers are asked
+    # for 30 of them and 2 ids the index never embedded, which get no neighbours.
+    cfg = IndexSettings(
+        flat_max=5000 if kind == "flat" else 1000, kind="hnsw", ef_search=8, min_recall=0.5
+    )
+    built = build_index(VECS, QUERIES, 20, cfg)
+    assert built.kind == kind
+    user_ids, post_ids = 1000 + 3 * np.arange(len(QUERIES)), 7 * np.arange(1, len(VECS) + 1)
+    store = ArtifactStore(tmp_path / "artifacts")
+    files = {"post_ids.npy": post_ids, "user_ids.npy": user_ids, "user_vectors.npy": QUERIES}
+    files = {name: _npy(a) for name, a in files.items()}
+    files |= {"index.faiss": to_bytes(built.index), "meta.json": b"{}"}
+    store.publish(RETRIEVAL_INDEX, "2026-01-05", files)
+    folder = write_search_files(store, "2026-01-05", Folder(tmp_path / f"ship-{kind}"))
+    spark.sparkContext.addFile(str(folder), recursive=True)
+    asked = [*user_ids[::5], *user_ids[1::5], *user_ids[2::5], 1, 2]  # 30 known, 2 unknown
+    users = spark.createDataFrame(pd.DataFrame({C.USER_ID: asked})).repartition(3)
+    # ef_search 8 < k: the workers raise HNSW's beam to k, as the build's recall check did.
+    got = search_in_workers(users, folder.path.name, 20, ef_search=8).toPandas()
+    assert len(got) == 30 * 20 and not got[C.USER_ID].isin([1, 2]).any()
+    rows = np.searchsorted(user_ids, np.array(asked[:30]))
+    sims, found = built.search(QUERIES[rows], 20)
+    expected = pd.DataFrame(
+        {
+            C.USER_ID: np.repeat(asked[:30], 20),
+            C.POST_ID: post_ids[found.ravel()],
+            C.SIMILARITY: sims.ravel().astype(np.float64),
+        }
+    )
+    keys = [C.USER_ID, C.POST_ID]
+    both = expected.merge(got, on=keys, how="outer", suffixes=("", "_spark"), indicator=True)
+    assert (both["_merge"] == "both").all()
+    np.testing.assert_allclose(both[f"{C.SIMILARITY}_spark"], both[C.SIMILARITY], rtol=1e-5)
