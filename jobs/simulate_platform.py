@@ -1,6 +1,10 @@
 """Simulate one day of the platform, check its data contracts, then publish it.
 
     spark-submit jobs/simulate_platform.py --ds 2026-01-05 --profile demo
+    spark-submit jobs/simulate_platform.py --from 2026-01-02 --to 2026-01-15 --profile demo
+
+A range simulates its days in order in one process (one Spark session for the contracts),
+each day exactly as a one-day run: its own contracts and atomic publish.
 
 Three steps, each a DAG task (write -> audit -> publish): `simulate` stages every raw table
 of the day, `validate` checks the staged files against the catalog and runs the data
@@ -27,7 +31,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 
-from jobs.common import check_day, days_before, log_settings, run_job, shift_ds
+from jobs.common import check_day, days_before, log_settings, run_range_job, shift_ds
 from jobs.settings import Settings
 from jobs.spark import get_spark
 from simulator import build_world, simulate_day
@@ -165,8 +169,14 @@ def prior_engagements(store: Warehouse, cfg: SimulatorSettings, ds: str) -> pd.D
         ) from None
 
 
+def run_days(settings: Settings, days: list[str]) -> None:
+    """Simulate several days, oldest first (each reads the days before it)."""
+    for ds in sorted(days):
+        run(settings, ds)
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_job(run, __doc__, argv)
+    return run_range_job(run_days, __doc__, argv)
 
 
 if __name__ == "__main__":
