@@ -106,12 +106,21 @@ def _load() -> float:
     return round(os.getloadavg()[0], 1)
 
 
-def bench(size: str, days: int, label: str, candidates: list[int], posts: int, duck: bool):
+def bench(
+    size: str,
+    days: int,
+    label: str,
+    candidates: list[int],
+    posts: int,
+    duck: bool,
+    conf: dict[str, str] | None = None,
+):
     profile, sim = SIZES[size]
     with tempfile.TemporaryDirectory(prefix="feedrank-bench-") as home:
         try:
             events = Path(home) / "spark-events"
-            overrides = {"home": home, "simulator": sim, "spark": {"conf": event_log_conf(events)}}
+            spark_conf = {**event_log_conf(events), **(conf or {})}
+            overrides = {"home": home, "simulator": sim, "spark": {"conf": spark_conf}}
             settings = load_settings(profile, overrides)
             dates = settings.dates()[:days]
             for ds in dates:
@@ -365,11 +374,26 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=500, help="candidate posts per user")
     parser.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB reference")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--conf",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra spark.* settings, e.g. spark.sql.adaptive.enabled=false",
+    )
     args = parser.parse_args()
     configure_logging()
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     new = [
-        bench(size, args.days, args.label, args.candidates, args.posts, not args.no_duckdb)
+        bench(
+            size,
+            args.days,
+            args.label,
+            args.candidates,
+            args.posts,
+            not args.no_duckdb,
+            dict(kv.split("=", 1) for kv in args.conf),
+        )
         | {"at": started}
         for size in args.sizes
     ]
