@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from features import registry as R
 from features.author import ratio
-from features.pit import asof_sums, needed, windowed
+from features.pit import AsofPart, asof_pass, asof_sums, needed, windowed
 from features.post import post_events
 from features.registry import AS_OF, BUCKET
 from features.windows import count_col, kind_buckets
@@ -55,10 +55,12 @@ def user_negative_tile(impressions: DataFrame, engagements: DataFrame) -> DataFr
     return kind_buckets(imp.unionByName(eng), [C.USER_ID], "_kind", "_ts", _KINDS[:2], False)
 
 
-def _smoothed(events: str, window_h: int, prior_rate: float, prior_strength: float):
+def _smoothed(
+    events: str, window_h: int, prior_rate: float, prior_strength: float, impressions: str = _IMP
+):
     """(events + prior_rate * prior_strength) / (impressions + prior_strength), in the window."""
     num = windowed(events, window_h) + prior_rate * prior_strength
-    return num / (windowed(_IMP, window_h) + prior_strength)
+    return num / (windowed(impressions, window_h) + prior_strength)
 
 
 def _rates(
@@ -85,25 +87,61 @@ def post_negative_features(
     return _rates(req, tile, C.POST_ID, R.POST_NEGATIVE_WINDOW_H, names, priors)
 
 
+_A_IMP, _A_HIDE, _A_REPORT = "_an_imp", "_an_hide", "_an_report"
+_AUTHOR_LAGS = (0, R.AUTHOR_NEGATIVE_D * 24)
+
+
+def author_negative_parts(tile: DataFrame) -> list[AsofPart]:
+    """author_negative_features' share of a per-author as-of pass (features.pit.asof_pass):
+    the post tile's rows as they are (a running sum needs no per-author-hour total first)."""
+    own = {_A_IMP: _IMP, _A_HIDE: _HIDE, _A_REPORT: _REPORT}
+    return [AsofPart(tile, BUCKET, own, _AUTHOR_LAGS)]
+
+
 def author_negative_features(
-    impressions_as_of: DataFrame, tile: DataFrame, priors: Priors
+    impressions_as_of: DataFrame,
+    tile: DataFrame,
+    priors: Priors,
+    *,
+    sums: DataFrame | None = None,
 ) -> DataFrame:
     """Per (author_id, as_of): the same rates over all the author's posts, 30d. tile:
-    post_negative_tile, summed per author hour here."""
-    req = needed(impressions_as_of, [C.AUTHOR_ID])
-    sums = [F.sum(c).alias(c) for c in (_IMP, _HIDE, _REPORT)]
-    per_author = tile.groupBy(C.AUTHOR_ID, BUCKET).agg(*sums)
-    names = (R.AUTHOR_SMOOTHED_HIDE_RATE, R.AUTHOR_SMOOTHED_REPORT_RATE)
-    return _rates(req, per_author, C.AUTHOR_ID, R.AUTHOR_NEGATIVE_D * 24, names, priors)
+    post_negative_tile. sums: a per-author as-of pass holding author_negative_parts, if the
+    caller shares one between families."""
+    if sums is None:
+        req = needed(impressions_as_of, [C.AUTHOR_ID])
+        sums = asof_pass(req, [C.AUTHOR_ID], author_negative_parts(tile))
+    lag, p = R.AUTHOR_NEGATIVE_D * 24, priors
+    hide = _smoothed(_A_HIDE, lag, p.hide_rate, p.hide_strength, _A_IMP)
+    report = _smoothed(_A_REPORT, lag, p.report_rate, p.report_strength, _A_IMP)
+    return sums.select(
+        C.AUTHOR_ID,
+        AS_OF,
+        hide.alias(R.AUTHOR_SMOOTHED_HIDE_RATE),
+        report.alias(R.AUTHOR_SMOOTHED_REPORT_RATE),
+    )
 
 
-def user_hide_rate(impressions_as_of: DataFrame, tile: DataFrame) -> DataFrame:
+_U_IMP, _U_HIDE = "_un_imp", "_un_hide"
+_USER_LAGS = (0, R.USER_NEGATIVE_D * 24)
+
+
+def user_hide_parts(tile: DataFrame) -> list[AsofPart]:
+    """user_hide_rate's share of a per-user as-of pass (features.pit.asof_pass)."""
+    return [AsofPart(tile, BUCKET, {_U_IMP: _IMP, _U_HIDE: _HIDE}, _USER_LAGS)]
+
+
+def user_hide_rate(
+    impressions_as_of: DataFrame, tile: DataFrame, *, sums: DataFrame | None = None
+) -> DataFrame:
     """Per (user_id, as_of): the viewer's hides / impressions served to the viewer over the
     30d before as_of; null before any impression there, like the user's engagement rates
     (a viewer's own rate is known from their own logs, no prior is needed to rank them).
-    tile: user_negative_tile."""
-    req = needed(impressions_as_of, [C.USER_ID])
+    tile: user_negative_tile. sums: a per-user as-of pass holding user_hide_parts, if the
+    caller shares one between families."""
+    if sums is None:
+        req = needed(impressions_as_of, [C.USER_ID])
+        sums = asof_pass(req, [C.USER_ID], user_hide_parts(tile))
     lag = R.USER_NEGATIVE_D * 24
-    sums = asof_sums(req, tile, [C.USER_ID], BUCKET, [_IMP, _HIDE], [0, lag])
-    rate = ratio(windowed(_HIDE, lag), windowed(_IMP, lag))
+    rate = ratio(windowed(_U_HIDE, lag), windowed(_U_IMP, lag))
     return sums.select(C.USER_ID, AS_OF, rate.alias(R.USER_HIDE_RATE))

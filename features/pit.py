@@ -8,8 +8,10 @@ Snapshots are computed only for the (entity, as_of) pairs the impressions ask fo
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -140,6 +142,45 @@ def asof_sums(
         for L in lags_h
     ]
     return run.where(F.col("_flag") == 0).groupBy(*keys, AS_OF).agg(*aggs)
+
+
+@dataclasses.dataclass(frozen=True)
+class AsofPart:
+    """What one family reads from a shared as-of pass (asof_pass): its events, their time
+    column, its value columns (output name -> Column or column of events) and its lags."""
+
+    events: DataFrame
+    ts: str
+    values: Mapping[str, object]
+    lags_h: tuple[int, ...] = (0,)
+
+
+def asof_pass(requests: DataFrame, keys: Sequence[str], parts: Sequence[AsofPart]) -> DataFrame:
+    """asof_sums of several families' events of the same keys in one running sum: per request
+    (keys, as_of), `{value}__{L}` for each part's values and the union of the lags.
+
+    Each part's rows carry its own values and 0 in the others' columns, so every value's
+    running sum is the one asof_sums gives for that part alone: the other rows add exact
+    zeros (the values are counts, exact in a double). One sort per key instead of one per
+    family (Chronon's one pass per group-by over every window and aggregation).
+    """
+    names = [n for p in parts for n in p.values]
+    if len(set(names)) != len(names):
+        raise ValueError(f"asof_pass: value names repeat across parts: {names}")
+    keys = list(keys)
+    rows = []
+    for p in parts:
+        own = {n: F.col(c) if isinstance(c, str) else c for n, c in p.values.items()}
+        rows.append(
+            p.events.select(
+                *keys,
+                F.col(p.ts).alias("_pass_ts"),
+                *[own.get(n, F.lit(0)).cast("double").alias(n) for n in names],
+            )
+        )
+    events = functools.reduce(DataFrame.unionByName, rows)
+    lags = sorted({L for p in parts for L in p.lags_h})
+    return asof_sums(requests, events, keys, "_pass_ts", names, lags)
 
 
 def windowed(value: str, lag_h: int):

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 
 from features import registry as R
 from features.author import positives, ratio
-from features.pit import asof_sums, hourly, needed, windowed
+from features.pit import AsofPart, asof_pass, asof_sums, hourly, needed, windowed
 from features.registry import AS_OF, BUCKET
 from warehouse.catalog import C
 
@@ -94,19 +94,30 @@ def hashtag_tfidf(req: DataFrame, tile: DataFrame, posts: DataFrame, cutoff) -> 
     )
 
 
-def topic_share(req: DataFrame, tile: DataFrame, posts: DataFrame) -> DataFrame:
+_ALL = "_sim_all_pos"  # the viewer's positives on every topic, in a per-user as-of pass
+
+
+def topic_user_parts(tile: DataFrame) -> list[AsofPart]:
+    """topic_share's share of a per-user as-of pass (features.pit.asof_pass): the topic
+    tile's rows of every topic (a running sum needs no per-user-hour total first)."""
+    return [AsofPart(tile, BUCKET, {_ALL: R.T_POSITIVES}, (0, _BOUND_H))]
+
+
+def topic_share(
+    req: DataFrame, tile: DataFrame, posts: DataFrame, *, user_sums: DataFrame | None = None
+) -> DataFrame:
     """Per (user_id, post_id, as_of): the share of the user's positives in the bounded window
     before as_of that fell on the post's topic (the topic-profile dot the post's one-hot); null
-    before any positive. tile: user_topic_tile."""
+    before any positive. tile: user_topic_tile. user_sums: a per-user as-of pass holding
+    topic_user_parts, if the caller shares one."""
     topics = posts.select(C.POST_ID, C.TOPIC)
     pos = R.T_POSITIVES
-    total = tile.groupBy(C.USER_ID, BUCKET).agg(F.sum(pos).alias(pos))
     req_t = req.join(topics, C.POST_ID)
     lags = [0, _BOUND_H]
     on_topic = asof_sums(req_t, tile, [C.USER_ID, C.TOPIC], BUCKET, [pos], lags)
-    overall = asof_sums(req, total, [C.USER_ID], BUCKET, [pos], lags).select(
-        C.USER_ID, AS_OF, windowed(pos, _BOUND_H).alias("_all")
-    )
+    if user_sums is None:
+        user_sums = asof_pass(req, [C.USER_ID], topic_user_parts(tile))
+    overall = user_sums.select(C.USER_ID, AS_OF, windowed(_ALL, _BOUND_H).alias("_all"))
     return (
         req_t.join(on_topic, [C.USER_ID, C.TOPIC, AS_OF], "left")
         .join(overall, [C.USER_ID, AS_OF], "left")
@@ -125,11 +136,13 @@ def similarity_features(
     topic_tile: DataFrame,
     posts: DataFrame,
     idf_cutoff,
+    *,
+    user_sums: DataFrame | None = None,
 ) -> DataFrame:
     """Both similarities per (user_id, post_id, as_of); tiles: user_hashtag_tile and
-    features.user.user_topic_tile."""
+    features.user.user_topic_tile; user_sums: topic_share's."""
     keys = [C.USER_ID, C.POST_ID, AS_OF]
     req = needed(impressions_as_of, [C.USER_ID, C.POST_ID])
     return hashtag_tfidf(req, hashtag_tile, posts, idf_cutoff).join(
-        topic_share(req, topic_tile, posts), keys
+        topic_share(req, topic_tile, posts, user_sums=user_sums), keys
     )

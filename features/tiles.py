@@ -27,24 +27,32 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from features import registry as R
-from features.author import author_features, author_tiles, author_topic_features
+from features.author import author_features, author_parts, author_tiles, author_topic_features
 from features.content import post_content
 from features.context import context_features
 from features.history import history_features, history_tile
 from features.negative import (
     Priors,
     author_negative_features,
+    author_negative_parts,
     post_negative_features,
     post_negative_tile,
+    user_hide_parts,
     user_hide_rate,
     user_negative_tile,
 )
-from features.pit import follow_edges, with_as_of
+from features.pit import asof_pass, follow_edges, needed, with_as_of
 from features.post import network_interactions, network_tile, post_interactions, post_tile
 from features.registry import AS_OF, BUCKET
-from features.similarity import similarity_features, user_hashtag_tile
-from features.user import request_times, user_features, user_tile, user_topic_tile
-from features.user_author import user_author_features, user_author_tile
+from features.similarity import similarity_features, topic_user_parts, user_hashtag_tile
+from features.user import (
+    activity_parts,
+    request_times,
+    user_features,
+    user_tile,
+    user_topic_tile,
+)
+from features.user_author import share_user_parts, user_author_features, user_author_tile
 from warehouse.catalog import C
 
 IMPRESSION_KEYS = (C.IMPRESSION_ID, C.REQUEST_ID, C.USER_ID, C.POST_ID, C.AUTHOR_ID, C.SERVED_AT)
@@ -167,6 +175,14 @@ def merge_tile(name: str, tile: DataFrame) -> DataFrame:
     return tile.groupBy(*spec.keys).agg(*[agg(c) for c in tile.columns if c not in spec.keys])
 
 
+# The tiles merged (one row per key) before the features read them. Every reader of the others
+# sums counts (exact in a double whatever the grouping) or takes a max, so a key in two days'
+# partitions gives the same features unmerged, and each merge would cost a shuffle. The post
+# tile's decay moments are floats (a merged sum rounds differently), and a request must be one
+# row (context's previous request, the requests counted in 7d).
+MERGED = frozenset({"post_hourly", "requests"})
+
+
 def features_from_tiles(
     impressions: DataFrame,
     tiles: Mapping[str, DataFrame],
@@ -188,7 +204,8 @@ def features_from_tiles(
 ) -> DataFrame:
     """One row per impression_id: its keys, as_of and every family's features.
 
-    tiles[name]: the union of the tile's partitions over (at least) its lookback, merged here.
+    tiles[name]: the union of the tile's partitions over (at least) its lookback, merged here
+    where a reader needs one row per key (MERGED).
     posts: the posts the impressions and the tiles' days reference; the IDF corpus is those
     created before graph_cutoff. follows, users, authors: snapshots (ds-partitioned or not).
 
@@ -204,12 +221,35 @@ def features_from_tiles(
     missing = sorted(set(TILES) - set(tiles))
     if missing:
         raise KeyError(f"missing tiles {missing}")
-    t = {name: merge_tile(name, tiles[name]) for name in TILES}
+    t = {name: merge_tile(name, tiles[name]) if name in MERGED else tiles[name] for name in TILES}
     imps = with_as_of(impressions.select(*IMPRESSION_KEYS, C.DEVICE))
     cutoff = F.lit(graph_cutoff)
     # Five lookups read the follow graph, each with its own columns, so Spark would dedupe
     # the snapshots (a shuffle of the whole graph) once per lookup: do it once, materialized.
     edges = follow_edges(follows).localCheckpoint()
+    # One as-of pass per entity key for the families that keep running sums over its hourly
+    # tiles (every window a difference of two running sums of the same select), each read by
+    # its family: one sort per key, not one per family. Materialized (like the edges): each
+    # family reads other columns of it, and the optimizer would prune each reader's copy to
+    # its own columns, so the copies would differ and each would sort every family's rows.
+    user_sums = asof_pass(
+        needed(imps, [C.USER_ID]),
+        [C.USER_ID],
+        [
+            *activity_parts(t["user_hourly"], t["requests"]),
+            *user_hide_parts(t["user_negative_hourly"]),
+            *share_user_parts(t["user_author_hourly"]),
+            *topic_user_parts(t["user_topic_hourly"]),
+        ],
+    ).localCheckpoint()
+    author_sums = asof_pass(
+        needed(imps, [C.AUTHOR_ID]),
+        [C.AUTHOR_ID],
+        [
+            *author_parts(t["author_hourly"], edges, cutoff),
+            *author_negative_parts(t["post_negative_hourly"]),
+        ],
+    ).localCheckpoint()
     families = {
         "post": (
             post_interactions(imps, t["post_hourly"], posts, prior_rate, prior_strength),
@@ -229,6 +269,7 @@ def features_from_tiles(
                 cutoff,
                 pagerank_iterations,
                 edges=edges,
+                sums=author_sums,
             ),
             [C.AUTHOR_ID, AS_OF],
         ),
@@ -244,23 +285,33 @@ def features_from_tiles(
                 t["user_topic_hourly"],
                 users,
                 last_k_topics,
+                sums=user_sums,
             ),
             [C.USER_ID, AS_OF],
         ),
         "user_author": (
-            user_author_features(imps, t["user_author_hourly"], follows, edges=edges),
+            user_author_features(
+                imps, t["user_author_hourly"], follows, edges=edges, user_sums=user_sums
+            ),
             [C.USER_ID, C.AUTHOR_ID, AS_OF],
         ),
         "similarity": (
             similarity_features(
-                imps, t["user_hashtag_hourly"], t["user_topic_hourly"], posts, cutoff
+                imps,
+                t["user_hashtag_hourly"],
+                t["user_topic_hourly"],
+                posts,
+                cutoff,
+                user_sums=user_sums,
             ),
             [C.USER_ID, C.POST_ID, AS_OF],
         ),
         "context": (context_features(imps, t["requests"]).drop(C.DEVICE), [C.IMPRESSION_ID]),
     }
     priors = Priors(hide_prior_rate, hide_prior_strength, report_prior_rate, report_prior_strength)
-    families |= _negative_and_history(imps, t, posts, priors, history_len)
+    families |= _negative_and_history(
+        imps, t, posts, priors, history_len, user_sums=user_sums, author_sums=author_sums
+    )
     columns = imps.columns  # the order of joining every family to the impressions in turn
     for feats, keys in families.values():
         columns = _using_join_columns(columns, feats.columns, keys)
@@ -287,18 +338,22 @@ _JOINED_INTO = {
 }
 
 
-def _negative_and_history(imps, t, posts, priors: Priors, history_len: int) -> dict:
+def _negative_and_history(
+    imps, t, posts, priors: Priors, history_len: int, *, user_sums, author_sums
+) -> dict:
     """The negative-feedback and history families (registry: negative_feedback, history),
-    each joined to a host family with its keys (_JOINED_INTO)."""
+    each joined to a host family with its keys (_JOINED_INTO); the viewer's and the author's
+    rates from the shared as-of passes."""
     hist = history_features(imps, t["user_history_hourly"], posts, history_len)
-    user = user_hide_rate(imps, t["user_negative_hourly"]).join(hist, [C.USER_ID, AS_OF])
+    hide = user_hide_rate(imps, t["user_negative_hourly"], sums=user_sums)
+    user = hide.join(hist, [C.USER_ID, AS_OF])
     return {
         "post_negative": (
             post_negative_features(imps, t["post_negative_hourly"], priors),
             [C.POST_ID, AS_OF],
         ),
         "author_negative": (
-            author_negative_features(imps, t["post_negative_hourly"], priors),
+            author_negative_features(imps, t["post_negative_hourly"], priors, sums=author_sums),
             [C.AUTHOR_ID, AS_OF],
         ),
         "user_negative": (user, [C.USER_ID, AS_OF]),

@@ -7,7 +7,15 @@ from pyspark.sql import functions as F
 
 from features import registry as R
 from features.author import positives, ratio
-from features.pit import asof_sums, bucket_col, hourly, latest_snapshot, needed, windowed
+from features.pit import (
+    AsofPart,
+    asof_pass,
+    bucket_col,
+    hourly,
+    latest_snapshot,
+    needed,
+    windowed,
+)
 from features.registry import AS_OF, BUCKET
 from features.windows import range_join
 from warehouse.catalog import C
@@ -45,32 +53,51 @@ def user_topic_tile(engagements: DataFrame, posts: DataFrame) -> DataFrame:
     )
 
 
-def user_activity(requests: DataFrame, tile: DataFrame, request_tile: DataFrame) -> DataFrame:
-    """Per (user_id, as_of): impressions and requests in the 7d before as_of, and the user's
-    positives / impressions over 7d and 30d (null before the first impression).
+_ACT_IMP, _ACT_REQ, _ACT_POS = "_act_imp", "_act_req", "_act_pos"
+_ACT_LAGS = (0, *sorted({7 * 24, *(d * 24 for d in R.USER_RATE_WINDOWS_D)}))
 
-    tile: user_tile; request_tile: request_times, one row per request (merged over days)."""
-    lags = sorted({7 * 24, *(d * 24 for d in R.USER_RATE_WINDOWS_D)})
+
+def activity_parts(tile: DataFrame, request_tile: DataFrame) -> list[AsofPart]:
+    """user_activity's share of a per-user as-of pass (features.pit.asof_pass)."""
     reqs = hourly(request_tile, [C.USER_ID], C.SERVED_AT, {_REQ: F.lit(1)})
-    ev = tile.withColumn(_REQ, F.lit(0)).unionByName(
-        reqs.withColumn(R.T_IMPRESSIONS, F.lit(0)).withColumn(R.T_POSITIVES, F.lit(0))
-    )
-    sums = asof_sums(
-        requests, ev, [C.USER_ID], BUCKET, [R.T_IMPRESSIONS, _REQ, R.T_POSITIVES], [0, *lags]
-    )
+    own = {_ACT_IMP: R.T_IMPRESSIONS, _ACT_POS: R.T_POSITIVES}
+    return [
+        AsofPart(tile, BUCKET, own, _ACT_LAGS),
+        AsofPart(reqs, BUCKET, {_ACT_REQ: _REQ}, _ACT_LAGS),
+    ]
+
+
+def activity_from_sums(sums: DataFrame) -> DataFrame:
+    """user_activity's columns from an as-of pass that holds activity_parts."""
     rates = [
-        ratio(windowed(R.T_POSITIVES, d * 24), windowed(R.T_IMPRESSIONS, d * 24)).alias(
-            R.user_rate(d)
-        )
+        ratio(windowed(_ACT_POS, d * 24), windowed(_ACT_IMP, d * 24)).alias(R.user_rate(d))
         for d in R.USER_RATE_WINDOWS_D
     ]
     return sums.select(
         C.USER_ID,
         AS_OF,
-        windowed(R.T_IMPRESSIONS, 168).cast("long").alias(R.USER_IMPRESSIONS_7D),
-        windowed(_REQ, 168).cast("long").alias(R.USER_REQUESTS_7D),
+        windowed(_ACT_IMP, 168).cast("long").alias(R.USER_IMPRESSIONS_7D),
+        windowed(_ACT_REQ, 168).cast("long").alias(R.USER_REQUESTS_7D),
         *rates,
     )
+
+
+def user_activity(
+    requests: DataFrame,
+    tile: DataFrame,
+    request_tile: DataFrame,
+    *,
+    sums: DataFrame | None = None,
+) -> DataFrame:
+    """Per (user_id, as_of): impressions and requests in the 7d before as_of, and the user's
+    positives / impressions over 7d and 30d (null before the first impression).
+
+    tile: user_tile; request_tile: request_times, one row per request (merged over days).
+    sums: a per-user as_of pass over `requests` that holds activity_parts, if the caller
+    shares one between families."""
+    if sums is None:
+        sums = asof_pass(requests, [C.USER_ID], activity_parts(tile, request_tile))
+    return activity_from_sums(sums)
 
 
 def last_topics(
@@ -100,15 +127,17 @@ def user_features(
     topic_tile: DataFrame,
     users: DataFrame,
     k: int,
+    *,
+    sums: DataFrame | None = None,
 ) -> DataFrame:
     """Per (user_id, as_of): demographics, activity, own rates, last k topics (empty array if
-    none). Tiles: user_tile, request_times (merged), user_topic_tile."""
+    none). Tiles: user_tile, request_times (merged), user_topic_tile. sums: user_activity's."""
     req = needed(impressions_as_of, [C.USER_ID])
     demo = latest_snapshot(users, [C.USER_ID]).select(C.USER_ID, *DEMOGRAPHICS)
     topics = last_topics(req, topic_tile, k)
     empty = F.array().cast("array<int>")
     return (
-        user_activity(req, tile, request_tile)
+        user_activity(req, tile, request_tile, sums=sums)
         .join(topics, [C.USER_ID, AS_OF], "left")
         .withColumn(R.USER_LAST_TOPICS, F.coalesce(R.USER_LAST_TOPICS, empty))
         .join(demo, C.USER_ID, "left")

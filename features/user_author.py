@@ -7,11 +7,11 @@ from pyspark.sql import functions as F
 
 from features import registry as R
 from features.author import positives, ratio
-from features.pit import asof_sums, follow_edges, hourly, needed, windowed
+from features.pit import AsofPart, asof_pass, follow_edges, hourly, needed, windowed
 from features.registry import AS_OF, BUCKET
 from warehouse.catalog import C
 
-_IMP, _ONE = "_imp", "_one"
+_IMP = "_imp"
 _LAGS = [d * 24 for d in R.USER_AUTHOR_WINDOWS_D]
 
 
@@ -30,25 +30,51 @@ def user_author_tile(impressions: DataFrame, engagements: DataFrame) -> DataFram
     return hourly(imp.unionByName(pos), [C.USER_ID, C.AUTHOR_ID], "_ts", values)
 
 
-def _shares(sums: DataFrame):
-    return {
-        d: ratio(windowed(R.T_POSITIVES, d * 24), windowed(R.T_IMPRESSIONS, d * 24))
-        for d in R.USER_AUTHOR_WINDOWS_D
-    }
+_PAIR_IMP, _PAIR_POS = "_ua_imp", "_ua_pos"  # the pair's values in an as-of pass
+_USER_IMP, _USER_POS = "_uu_imp", "_uu_pos"  # the viewer's, over every author
+_COMMON = "_ua_common"
 
 
-def interaction_shares(req: DataFrame, tile: DataFrame):
+def _shares(imp: str, pos: str):
+    return {d: ratio(windowed(pos, d * 24), windowed(imp, d * 24)) for d in R.USER_AUTHOR_WINDOWS_D}
+
+
+def share_user_parts(tile: DataFrame) -> list[AsofPart]:
+    """interaction_shares' share of a per-user as-of pass (features.pit.asof_pass): the
+    tile's rows of every author (a running sum needs no per-user-hour total first)."""
+    own = {_USER_IMP: R.T_IMPRESSIONS, _USER_POS: R.T_POSITIVES}
+    return [AsofPart(tile, BUCKET, own, (0, *_LAGS))]
+
+
+def user_author_parts(req: DataFrame, tile: DataFrame, edges: DataFrame) -> list[AsofPart]:
+    """The per-(user, author) as-of pass of this family: the pair's shares and the common
+    followees."""
+    own = {_PAIR_IMP: R.T_IMPRESSIONS, _PAIR_POS: R.T_POSITIVES}
+    return [AsofPart(tile, BUCKET, own, (0, *_LAGS)), common_followee_part(req, edges)]
+
+
+def interaction_shares(
+    req: DataFrame,
+    tile: DataFrame,
+    *,
+    sums: DataFrame | None = None,
+    user_sums: DataFrame | None = None,
+):
     """Per (user, author, as_of): the user's positives / impressions on the author's posts in
     90d and 365d, and that share over the user's overall share in the same window (the tile
-    summed over authors)."""
+    summed over authors). sums: the pair pass (user_author_parts), user_sums: a per-user
+    pass holding share_user_parts, if the caller shares them."""
     pair = [C.USER_ID, C.AUTHOR_ID]
-    vals = [R.T_IMPRESSIONS, R.T_POSITIVES]
-    sums = asof_sums(req, tile, pair, BUCKET, vals, [0, *_LAGS])
-    per_user = tile.groupBy(C.USER_ID, BUCKET).agg(*[F.sum(v).alias(v) for v in vals])
-    user = asof_sums(req.select(C.USER_ID, AS_OF), per_user, [C.USER_ID], BUCKET, vals, [0, *_LAGS])
-    user = user.select(C.USER_ID, AS_OF, *[s.alias(f"_u{d}") for d, s in _shares(user).items()])
+    if sums is None:
+        own = {_PAIR_IMP: R.T_IMPRESSIONS, _PAIR_POS: R.T_POSITIVES}
+        sums = asof_pass(req, pair, [AsofPart(tile, BUCKET, own, (0, *_LAGS))])
+    if user_sums is None:
+        user_sums = asof_pass(req.select(C.USER_ID, AS_OF), [C.USER_ID], share_user_parts(tile))
+    user = user_sums.select(
+        C.USER_ID, AS_OF, *[s.alias(f"_u{d}") for d, s in _shares(_USER_IMP, _USER_POS).items()]
+    )
     cols = []
-    for d, share in _shares(sums).items():
+    for d, share in _shares(_PAIR_IMP, _PAIR_POS).items():
         cols += [share.alias(R.ua_share(d)), ratio(share, F.col(f"_u{d}")).alias(R.ua_norm(d))]
     return sums.join(user, [C.USER_ID, AS_OF]).select(*pair, AS_OF, *cols)
 
@@ -73,14 +99,9 @@ def follow_flags(req: DataFrame, edges: DataFrame) -> DataFrame:
     )
 
 
-def common_followees(req: DataFrame, edges: DataFrame) -> DataFrame:
-    """Per (user, author, as_of): how many of the user's followees follow the author, both
-    follows created before as_of.
-
-    Paths user -> m -> author are found once per (user, author) pair, dated by their later
-    follow, and counted as of each as_of by a running sum: no join fans out by as_of.
-    edges: follow_edges.
-    """
+def common_followee_part(req: DataFrame, edges: DataFrame) -> AsofPart:
+    """Paths user -> m -> author of the requested pairs, dated by their later follow
+    (common_followees)."""
     first = edges.select(
         F.col(C.FOLLOWER_ID).alias(C.USER_ID),
         F.col(C.FOLLOWEE_ID).alias("_m"),
@@ -93,13 +114,24 @@ def common_followees(req: DataFrame, edges: DataFrame) -> DataFrame:
     )
     pairs = req.select(C.USER_ID, C.AUTHOR_ID).distinct()
     paths = pairs.join(first, C.USER_ID).join(second, ["_m", C.AUTHOR_ID])
-    ev = paths.select(
-        C.USER_ID, C.AUTHOR_ID, F.greatest("_t1", "_t2").alias("_ts"), F.lit(1).alias(_ONE)
-    )
-    got = asof_sums(req, ev, [C.USER_ID, C.AUTHOR_ID], "_ts", [_ONE])
-    return got.select(
-        C.USER_ID, C.AUTHOR_ID, AS_OF, F.col(f"{_ONE}__0").cast("long").alias(R.UA_COMMON_FOLLOWEES)
-    )
+    ev = paths.select(C.USER_ID, C.AUTHOR_ID, F.greatest("_t1", "_t2").alias("_ts"))
+    return AsofPart(ev, "_ts", {_COMMON: F.lit(1)})
+
+
+def common_followees(
+    req: DataFrame, edges: DataFrame, *, sums: DataFrame | None = None
+) -> DataFrame:
+    """Per (user, author, as_of): how many of the user's followees follow the author, both
+    follows created before as_of.
+
+    Paths user -> m -> author are found once per (user, author) pair, dated by their later
+    follow, and counted as of each as_of by a running sum: no join fans out by as_of.
+    edges: follow_edges. sums: the pair pass (user_author_parts), if the caller shares it.
+    """
+    if sums is None:
+        sums = asof_pass(req, [C.USER_ID, C.AUTHOR_ID], [common_followee_part(req, edges)])
+    n = F.col(f"{_COMMON}__0").cast("long")
+    return sums.select(C.USER_ID, C.AUTHOR_ID, AS_OF, n.alias(R.UA_COMMON_FOLLOWEES))
 
 
 def user_author_features(
@@ -108,14 +140,20 @@ def user_author_features(
     follows: DataFrame,
     *,
     edges: DataFrame | None = None,
+    user_sums: DataFrame | None = None,
 ) -> DataFrame:
     """All viewer-author features per (user_id, author_id, as_of); tile: user_author_tile;
-    edges: follow_edges(follows), if the caller has it."""
+    edges: follow_edges(follows), if the caller has it; user_sums: a per-user as-of pass
+    holding share_user_parts, if the caller shares one. The pair's shares and common
+    followees come from one as-of pass per (user, author)."""
     edges = follow_edges(follows) if edges is None else edges
     keys = [C.USER_ID, C.AUTHOR_ID, AS_OF]
     req = needed(impressions_as_of, [C.USER_ID, C.AUTHOR_ID])
+    # materialized: its two readers would otherwise each get a pruned copy of the whole pass
+    pair = [C.USER_ID, C.AUTHOR_ID]
+    sums = asof_pass(req, pair, user_author_parts(req, tile, edges)).localCheckpoint()
     return (
-        interaction_shares(req, tile)
+        interaction_shares(req, tile, sums=sums, user_sums=user_sums)
         .join(follow_flags(req, edges), keys)
-        .join(common_followees(req, edges), keys)
+        .join(common_followees(req, edges, sums=sums), keys)
     )

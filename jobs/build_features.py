@@ -1,6 +1,10 @@
 """Build the point-in-time features of one day, incrementally from per-day state.
 
     spark-submit jobs/build_features.py --ds 2026-01-08 --profile demo
+    spark-submit jobs/build_features.py --from 2026-01-02 --to 2026-01-15 --profile demo
+
+A range builds its days in order in one Spark application (one session, one contract
+context), each day exactly as a one-day run: its own contract and atomic publish.
 
 1. state: the day's aggregate tiles (features.tiles) from that day's raw partitions only,
    published as silver.state_<tile> ds. Earlier days' state is reused, never recomputed.
@@ -26,7 +30,7 @@ import time
 from features import registry as R
 from features.pit import graph_cutoff
 from features.tiles import TILES, build_tiles, features_from_tiles
-from jobs.common import check_day, log_settings, run_job
+from jobs.common import check_day, log_settings, run_range_job
 from jobs.reading import RawDay, read_raw, read_state, state_table
 from jobs.settings import Settings
 from jobs.spark import get_spark
@@ -98,10 +102,10 @@ def step(spark, name: str, ds: str):
         log.info("features ds=%s step %s: %.1fs", ds, name, time.perf_counter() - started)
 
 
-def run_days(settings: Settings, days: list[str]) -> None:
-    """Build several days, oldest first (each reads the state of the ones before)."""
-    for ds in sorted(days):
-        run(settings, ds)
+def run_days(settings: Settings, days: list[str]) -> int:
+    """Build several days, oldest first (each reads the state of the ones before), in this
+    process's Spark session; returns the impressions featurized."""
+    return sum(run(settings, ds) for ds in sorted(days))
 
 
 def build_state(store: Warehouse, raw: RawDay, ds: str) -> None:
@@ -111,7 +115,7 @@ def build_state(store: Warehouse, raw: RawDay, ds: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job(run, __doc__, argv)
+    return run_range_job(run_days, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,43 @@ def job_args(description: str, argv: Sequence[str] | None = None) -> tuple[Setti
     return load_settings(args.profile, overrides), args.ds
 
 
+def range_args(description: str, argv: Sequence[str] | None = None) -> tuple[Settings, list[str]]:
+    """Parse `--ds D` or `--from D1 --to D2` (every calendar day of the range, in order) and
+    the settings flags of job_args; each day must be one of the profile's calendar."""
+    parser = argparse.ArgumentParser(description=description)
+    one = parser.add_mutually_exclusive_group(required=True)
+    one.add_argument("--ds", type=parse_ds, help="one partition day, YYYY-MM-DD")
+    one.add_argument("--from", dest="first", type=parse_ds, help="first day of a range")
+    parser.add_argument("--to", type=parse_ds, help="last day of the range (with --from)")
+    parser.add_argument("--profile", help="tiny | demo | large (default: FEEDRANK_PROFILE)")
+    parser.add_argument("--seed", type=int, help="override simulator.seed")
+    args = parser.parse_args(argv)
+    if (args.first is None) != (args.to is None):
+        parser.error("--from and --to go together")
+    overrides = {"simulator": {"seed": args.seed}} if args.seed is not None else None
+    settings = load_settings(args.profile, overrides)
+    if args.ds is not None:
+        return settings, [args.ds]
+    if args.to < args.first:
+        parser.error(f"--to {args.to} is before --from {args.first}")
+    days = [d for d in settings.dates() if args.first <= d <= args.to]
+    for ds in (args.first, args.to):
+        check_day(settings, ds)
+    return settings, days
+
+
+def run_range_job(
+    run_days: Callable[[Settings, list[str]], object], doc: str, argv: Sequence[str] | None
+) -> int:
+    """`main` of a job that builds a range of days in one process (one Spark application):
+    `--ds D` is the one-day case of `--from D --to D`. Each day keeps its own contracts and
+    atomic publish; a failing day stops the range, the days before it stay published."""
+    configure_logging()
+    settings, days = range_args(doc.splitlines()[0], argv)
+    run_days(settings, days)
+    return 0
+
+
 def run_job(run: Callable[[Settings, str], object], doc: str, argv: Sequence[str] | None) -> int:
     """`main` of a job script: parse the command line, run the day, exit 0."""
     configure_logging()

@@ -1,6 +1,10 @@
 """Simulate one day of the platform, check its data contracts, then publish it.
 
     spark-submit jobs/simulate_platform.py --ds 2026-01-05 --profile demo
+    spark-submit jobs/simulate_platform.py --from 2026-01-02 --to 2026-01-15 --profile demo
+
+A range simulates its days in order in one process (one Spark session for the contracts),
+each day exactly as a one-day run: its own contracts and atomic publish.
 
 Three steps, each a DAG task (write -> audit -> publish): `simulate` stages every raw table
 of the day, `validate` checks the staged files against the catalog and runs the data
@@ -26,7 +30,7 @@ from jobs.common import (
     calendar_day,
     check_day,
     log_settings,
-    run_job,
+    run_range_job,
     shift_ds,
 )
 from jobs.reading import day_index, prior_engagements, read_path, stale_feeds, world
@@ -149,8 +153,14 @@ def next_day(settings: Settings) -> str | None:
     return next((d for d in settings.dates() if d not in done), None)
 
 
+def run_days(settings: Settings, days: list[str]) -> None:
+    """Simulate several days, oldest first (each reads the days before it)."""
+    for ds in sorted(days):
+        run(settings, ds)
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_job(run, __doc__, argv)
+    return run_range_job(run_days, __doc__, argv)
 
 
 if __name__ == "__main__":

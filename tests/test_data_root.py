@@ -9,7 +9,7 @@ import pytest
 
 from jobs import build_features, simulate_platform
 from jobs.cli import main as feedrank
-from jobs.common import OutsideCalendar, check_day
+from jobs.common import OutsideCalendar, check_day, range_args
 from jobs.settings import available_profiles, load_settings
 from warehouse.layout import DataRoot, DataRootError
 
@@ -111,3 +111,17 @@ def test_days_outside_the_calendar_are_named(tmp_path):
     ):
         simulate_platform.simulate(tiny, "2026-11-23")
     assert files_under(tmp_path) == []  # refused before anything was written
+
+
+def test_a_range_of_days_is_the_calendar_days_between_its_ends(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEEDRANK_HOME", str(tmp_path))
+    days = load_settings("tiny").dates()
+    _, got = range_args("x", ["--profile", "tiny", "--from", days[0], "--to", days[2]])
+    assert got == days[:3]
+    _, got = range_args("x", ["--profile", "tiny", "--ds", days[1]])
+    assert got == [days[1]]  # a nightly run is the one-day range
+    with pytest.raises(OutsideCalendar, match="ds=2026-11-23 is not a day"):
+        range_args("x", ["--profile", "tiny", "--from", days[0], "--to", "2026-11-23"])
+    for bad in (["--from", days[2], "--to", days[0]], ["--from", days[0]], []):
+        with pytest.raises(SystemExit):
+            range_args("x", ["--profile", "tiny", *bad])

@@ -119,3 +119,36 @@ def test_network_counts_need_the_follow_before_as_of(spark):
     assert got[R.net_count("like", "1h")] == 0  # 2 h before
     assert got[R.net_count("like", "1d")] == 1
     assert got[R.net_count("click", "7d")] == 0
+
+
+def test_one_asof_pass_equals_a_pass_per_family(spark):
+    # Two families' events of one key in one running sum: each value column is the same as
+    # its family's own pass, at every lag (user 7's events, strictly before as_of, count;
+    # the event at as_of does not, nor user 8's).
+    from features.pit import AsofPart, asof_pass, asof_sums
+
+    req = spark.createDataFrame([(7, T), (7, T + timedelta(hours=3)), (8, T)], [C.USER_ID, R.AS_OF])
+    a = spark.createDataFrame(
+        [(7, T - timedelta(hours=2), 2), (7, T, 5), (8, T + timedelta(hours=1), 1)],
+        [C.USER_ID, "ts", "n"],
+    )
+    b = spark.createDataFrame(
+        [(7, T - timedelta(days=2), 3), (7, T + timedelta(hours=1), 4)], [C.USER_ID, "ts", "n"]
+    )
+    shared = asof_pass(
+        req,
+        [C.USER_ID],
+        [AsofPart(a, "ts", {"a": "n"}, (0, 1)), AsofPart(b, "ts", {"b": "n"}, (0, 24))],
+    )
+    got = {(r[C.USER_ID], r[R.AS_OF]): r.asDict() for r in shared.collect()}
+    for name, events, lags in (("a", a, [0, 1]), ("b", b, [0, 24])):
+        alone = asof_sums(req, events.withColumnRenamed("n", name), [C.USER_ID], "ts", [name], lags)
+        for r in alone.collect():
+            for L in lags:
+                assert got[(r[C.USER_ID], r[R.AS_OF])][f"{name}__{L}"] == r[f"{name}__{L}"]
+    # by hand: at T, user 7 has a's 2 (2h before, so also before T - 1h) and b's 3 (2 days
+    # before: in the sums to T - 24h too, so none in the last 24h); the a event at T counts
+    # only from T + 3h on
+    assert got[(7, T)]["a__0"] == 2 and got[(7, T)]["a__1"] == 2 and got[(7, T)]["b__24"] == 3
+    assert got[(7, T + timedelta(hours=3))]["a__0"] == 7 and got[(7, T)]["b__0"] == 3
+    assert got[(8, T)]["a__0"] == 0 and got[(8, T)]["b__0"] == 0

@@ -106,12 +106,21 @@ def _load() -> float:
     return round(os.getloadavg()[0], 1)
 
 
-def bench(size: str, days: int, label: str, candidates: list[int], posts: int, duck: bool):
+def bench(
+    size: str,
+    days: int,
+    label: str,
+    candidates: list[int],
+    posts: int,
+    duck: bool,
+    conf: dict[str, str] | None = None,
+):
     profile, sim = SIZES[size]
     with tempfile.TemporaryDirectory(prefix="feedrank-bench-") as home:
         try:
             events = Path(home) / "spark-events"
-            overrides = {"home": home, "simulator": sim, "spark": {"conf": event_log_conf(events)}}
+            spark_conf = {**event_log_conf(events), **(conf or {})}
+            overrides = {"home": home, "simulator": sim, "spark": {"conf": spark_conf}}
             settings = load_settings(profile, overrides)
             dates = settings.dates()[:days]
             for ds in dates:
@@ -124,12 +133,19 @@ def bench(size: str, days: int, label: str, candidates: list[int], posts: int, d
                     per_day.append((time.perf_counter() - started, rows))
             loads.append(_load())
             last = dates[-1]
+            breakdown = step_breakdown(events)
             steps = {
                 name: row["job_s"]
-                for desc, row in step_breakdown(events).items()
+                for desc, row in breakdown.items()
                 for name in STEPS
                 if desc == f"build_features ds={last}: {name}"
             }
+            # every Spark job the day ran (each step is tagged; AQE makes each exchange a job)
+            day = [
+                row
+                for desc, row in breakdown.items()
+                if desc.startswith(f"build_features ds={last}:")
+            ]
             seconds, rows = per_day[-1]
             out = {
                 "label": label,
@@ -140,6 +156,8 @@ def bench(size: str, days: int, label: str, candidates: list[int], posts: int, d
                 "impressions_per_s": round(rows / seconds),
                 "seconds_per_day": [round(s, 1) for s, _ in per_day],
                 "busy_s_per_step": {k: round(v, 1) for k, v in steps.items()},
+                "spark_jobs_last_day": sum(row["jobs"] for row in day),
+                "spark_stages_last_day": sum(row["stages"] for row in day),
                 "peak_rss_mib": round(mem.peak / 2**20),
                 "load_avg_1m": loads,
             }
@@ -320,13 +338,20 @@ def _section(
 
 def _table(results: list[dict]) -> str:
     head = f"{'label':<8} {'size':<7} {'impr/day':>9} {'s/day':>6} {'impr/s':>7} "
+    head += f"{'jobs':>5} {'stages':>6} "
     head += " ".join(f"{s[:8]:>8}" for s in STEPS) + f" {'peak MiB':>9} {'load 1m':>12}"
-    lines = ["build_features, last day (step: Spark busy s from the event log)", head]
+    lines = [
+        "build_features, last day (jobs and stages run: Spark's, that day, from the event log;"
+        " step: Spark busy s)",
+        head,
+    ]
     for r in results:
         steps = " ".join(f"{r['busy_s_per_step'].get(s, 0.0):>8}" for s in STEPS)
+        jobs = f"{r.get('spark_jobs_last_day', '-'):>5} {r.get('spark_stages_last_day', '-'):>6}"
         lines.append(
             f"{r['label']:<8} {r['size']:<7} {r['impressions_last_day']:>9,} "
-            f"{r['seconds_last_day']:>6} {r['impressions_per_s']:>7,} {steps} "
+            f"{r['seconds_last_day']:>6} {r['impressions_per_s']:>7,} "
+            f"{jobs} {steps} "
             f"{r['peak_rss_mib']:>9} {r['load_avg_1m']!s:>12}"
         )
     candidates = [(r, c) for r in results for c in r.get("candidates", [])]
@@ -349,11 +374,26 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=500, help="candidate posts per user")
     parser.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB reference")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--conf",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra spark.* settings, e.g. spark.sql.adaptive.enabled=false",
+    )
     args = parser.parse_args()
     configure_logging()
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     new = [
-        bench(size, args.days, args.label, args.candidates, args.posts, not args.no_duckdb)
+        bench(
+            size,
+            args.days,
+            args.label,
+            args.candidates,
+            args.posts,
+            not args.no_duckdb,
+            dict(kv.split("=", 1) for kv in args.conf),
+        )
         | {"at": started}
         for size in args.sizes
     ]
