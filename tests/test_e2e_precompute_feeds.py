@@ -17,7 +17,7 @@ from features import registry as R
 from features.pit import as_of_col, graph_cutoff
 from features.tiles import TILES
 from jobs import build_training_set, simulate_platform, train_rankers, train_retrieval
-from jobs.common import days_before, use_tracking
+from jobs.common import EVALUATE_FEEDS, days_before, use_tracking
 from jobs.reading import read_raw, read_state
 from jobs.settings import load_settings
 from models.ranking.dataset import feature_frame
@@ -132,7 +132,7 @@ def test_the_evaluation_is_logged_against_the_oracle(dag_run, settings, ds):
     assert 0 < m["feeds/recall/all"] <= 1
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "feeds")}
     assert "feeds/quality.png" in artifacts
-    assert settings.root.report_folder(job.JOB, ds).file("report.md").exists()
+    assert settings.root.report_folder(EVALUATE_FEEDS, ds).file("report.md").exists()
 
 
 def test_serving_features_equal_the_training_features(spark, settings, store, ds, dag_run):
