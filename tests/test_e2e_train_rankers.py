@@ -26,8 +26,9 @@ from jobs.summary import ranker_summary
 from models.ranking.dataset import INPUTS, Examples, feature_frame, load_examples, signature_frame
 from models.ranking.ensemble import EnsembleRanker
 from models.ranking.gbdt import History, Ranker, fit_ranker
+from models.registry.gate import HarmGuard
 from models.registry.tags import KIND_TAG
-from models.registry.versions import CHALLENGER, CHAMPION, load_ranker, set_champion
+from models.registry.versions import CHALLENGER, CHAMPION, load_ranker, promote, set_champion
 from warehouse.catalog import TRAINING_EXAMPLES, C, label_column
 from warehouse.contracts import DataContractError
 from warehouse.store import Warehouse
@@ -251,7 +252,20 @@ def blind(kinds, settings):
     no_click = variant(("click",), "blind to clicks")
     set_champion(NAME, no_click.version)
     challenger = variant(("hide", "report"), "blind to hides and reports")
-    return {"no_click": no_click, "blind": challenger, "gate": job.promote(settings, [challenger])}
+    # The gate with its sample rule set aside (point estimates decide): what this test reads is
+    # the harm guard's refusal, not the bootstrap's (tests/models/registry/test_gate.py has it).
+    t = settings.training
+    gate = promote(
+        [challenger],
+        NAME,
+        store,
+        t.value,
+        k=t.ranking_k,
+        margin=t.promotion_margin,
+        guard=HarmGuard(t.harm_tasks, t.harm_margin),
+        which=job.gate_choice(settings),
+    )
+    return {"no_click": no_click, "blind": challenger, "gate": gate}
 
 
 def test_the_harm_guard_refuses_a_ranker_blind_to_negative_feedback(blind, client):
