@@ -314,13 +314,16 @@ def fit_ranker(
     fitted = TASKS if tasks is None else tuple(t for t in TASKS if t in tasks)
     history = History()
     boosters: dict[str, lgb.Booster] = {}
+    kept = {}  # every task's sample, checked before any is fitted: a broken input fails fast
     for a in (a for a in ACTIONS if a in fitted):
         y, yv = (s.labels[label_column(a)].to_numpy() for s in (train, val))
         keep = sample_mask(y, train.sample_u, rate)
         keep_v = sample_mask(yv, val.sample_u, rate)
-        history.positives[a] = int(y[keep].sum())
         if y[keep].sum() == 0 or yv[keep_v].sum() == 0:
             raise ValueError(f"no positive {a!r} in the training or validation days: cannot fit")
+        kept[a] = y, yv, keep, keep_v
+    for a, (y, yv, keep, keep_v) in kept.items():
+        history.positives[a] = int(y[keep].sum())
         params = _params(gbdt, "binary", "binary_logloss", settings.seed)
         boosters[a] = _fit(
             a, params, gbdt, (train.X[keep], y[keep]), (val.X[keep_v], yv[keep_v]), history
