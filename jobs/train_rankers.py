@@ -262,7 +262,7 @@ def register(settings: Settings, evaluated: EvaluatedRun) -> RegisteredVersion:
     version = reg.register(evaluated.model_uri, name, tags)
     if kind in (GBDT, ENSEMBLE):  # compiled once, here; the feed's workers only load it
         with settings.root.scratch(f"compile-v{version}") as scratch:
-            reg.save_compiled(name, version, scratch)
+            reg.save_compiled(name, version, scratch, settings.root.compiled_cache)
     return extend(evaluated, RegisteredVersion, version=version)
 
 

@@ -105,6 +105,12 @@ class DataRoot:
         return self.home / "artifacts"
 
     @property
+    def compiled_cache(self) -> Folder:
+        """Compiled models' object files by a hash of the model and the target CPU
+        (models.ranking.compiled): the same trees are compiled once per root."""
+        return Folder(self.home / "cache" / "compiled")
+
+    @property
     def reports(self) -> Path:
         return self.home / "reports"
 

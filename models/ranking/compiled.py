@@ -14,7 +14,11 @@ Ranker's own (`model_matrix`), only `task_outputs` differs.
 Compiling is slow (LLVM at -O3: about a second per tree on a loaded 2-core machine), so the
 object files are kept in the folder and a later compile of the same ranker only loads them.
 They are reused only when the model text and the target they were built for are the same as
-now (stamp.json): code built for one CPU's instruction set may not run on another.
+now (stamp.json): code built for one CPU's instruction set may not run on another. A `cache`
+folder (the data root's `compiled_cache`) keeps object files by a hash of the model text and
+the target, so that the same trees are compiled once however many folders hold them (a
+night's gbdt version and the ensemble that has it as a member); the boosters still to compile
+are compiled in parallel, one spawned process each, up to the machine's cores.
 
 A saved ranker folder carries its compiled boosters in COMPILED (`compile_saved`: every GBDT
 in it, an ensemble's members included), built for the architecture's baseline CPU
@@ -24,10 +28,14 @@ without compiling; a worker where they do not fit scores through LightGBM, never
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import shutil
 from collections.abc import Mapping
 from importlib.metadata import version
+from pathlib import Path
 
 import lleaves
 import llvmlite.binding as llvm
@@ -35,11 +43,13 @@ import numpy as np
 
 from models.ranking.base import COMPILED, ENSEMBLE, GBDT, ranker_kind, read_meta
 from models.ranking.gbdt import Ranker
+from models.ranking.native import compile_file, compile_objects
 from warehouse.layout import Folder
 
 log = logging.getLogger(__name__)
 
 STAMP = "stamp.json"
+CACHE_KEEP = 64  # object files a cache keeps, the most recently used
 # The baseline CPU of an architecture (LLVM's names): code for it runs on every CPU of that
 # architecture, a few percent slower than code tuned to the host.
 _BASELINE = {"x86_64": "x86-64", "aarch64": "generic", "arm64": "generic"}
@@ -71,10 +81,35 @@ def _stamp(portable: bool) -> dict:
 
 
 def _lleaves_model(folder: Folder, task: str, target: dict[str, str]) -> lleaves.Model:
-    model = lleaves.Model(model_file=str(folder.file(f"{task}.txt")))
-    cpu = {"target_cpu": target["cpu"], "target_cpu_features": target["features"]}
-    model.compile(cache=str(folder.file(f"{task}.o")), **cpu)  # loads the object file if any
-    return model
+    return compile_file(folder.file(f"{task}.txt"), folder.file(f"{task}.o"), target)
+
+
+def _cache_key(text: str, stamp: dict) -> str:
+    blob = json.dumps(stamp, sort_keys=True) + "\n" + text
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _from_cache(cache: Folder, key: str, object_file: Path) -> bool:
+    cached = cache.file(f"{key}.o")
+    if not cached.exists():
+        return False
+    shutil.copyfile(cached, object_file)
+    os.utime(cached)  # recently used: kept by the pruning
+    return True
+
+
+def _to_cache(cache: Folder, key: str, object_file: Path) -> None:
+    """Copy an object file into the cache (written aside, then renamed: readers never see a
+    part), and keep only the CACHE_KEEP most recently used."""
+    target = cache.writable(f"{key}.o")
+    if target.exists():
+        return
+    partial = target.with_name(f".{key}.{os.getpid()}.part")
+    shutil.copyfile(object_file, partial)
+    os.replace(partial, target)
+    kept = sorted(target.parent.glob("*.o"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in kept[CACHE_KEEP:]:
+        old.unlink(missing_ok=True)
 
 
 class CompiledRanker(Ranker):
@@ -91,22 +126,39 @@ class CompiledRanker(Ranker):
 
     @classmethod
     def compile(
-        cls, ranker: Ranker, folder: Folder, threads: int = 1, *, portable: bool = False
+        cls,
+        ranker: Ranker,
+        folder: Folder,
+        threads: int = 1,
+        *,
+        portable: bool = False,
+        cache: Folder | None = None,
     ) -> CompiledRanker:
         """Compile every booster into `folder` (<task>.txt, <task>.o), reusing what a
-        compile of the same boosters for the same target left there. `portable`: for the
-        architecture's baseline CPU rather than this host's."""
+        compile of the same boosters for the same target left there or in `cache`.
+        `portable`: for the architecture's baseline CPU rather than this host's."""
         texts = {task: b.model_to_string() for task, b in ranker.boosters.items()}
         stamp = _stamp(portable)
         previous = folder.file(STAMP)
         same_target = previous.exists() and json.loads(previous.read_text()) == stamp
-        models = {}
+        todo = []
         for task, text in texts.items():
             model_file, object_file = folder.file(f"{task}.txt"), folder.file(f"{task}.o")
             if not (same_target and model_file.exists() and model_file.read_text() == text):
                 object_file.unlink(missing_ok=True)  # built from other trees or another CPU
                 folder.writable(model_file.name).write_text(text)
-            models[task] = _lleaves_model(folder, task, stamp["target"])
+            if object_file.exists():
+                continue
+            if cache is None or not _from_cache(cache, _cache_key(text, stamp), object_file):
+                todo.append((task, model_file, object_file))
+        if todo:
+            log.info("compiling %d boosters: %s", len(todo), ", ".join(t for t, _, _ in todo))
+            trees = sum(ranker.boosters[t].num_trees() for t, _, _ in todo)
+            compile_objects([(m, o) for _, m, o in todo], stamp["target"], trees)
+        if cache is not None:
+            for task, _, object_file in todo:
+                _to_cache(cache, _cache_key(texts[task], stamp), object_file)
+        models = {task: _lleaves_model(folder, task, stamp["target"]) for task in texts}
         folder.writable(STAMP).write_text(json.dumps(stamp))
         return cls(ranker, models, threads)
 
@@ -146,13 +198,16 @@ def load_compiled(ranker: Ranker, folder: Folder) -> Ranker:
         return ranker
 
 
-def compile_saved(folder: Folder) -> int:
+def compile_saved(folder: Folder, cache: Folder | None = None) -> int:
     """Compile every GBDT in a saved ranker folder (itself, or an ensemble's members) into its
-    COMPILED subfolder, for the architecture's baseline CPU; how many GBDTs it holds."""
+    COMPILED subfolder, for the architecture's baseline CPU, reusing `cache`'s object files of
+    the same trees; how many GBDTs it holds."""
     kind = ranker_kind(folder)
     if kind == GBDT:
-        CompiledRanker.compile(Ranker.load(folder), folder.sub(COMPILED), portable=True)
+        ranker = Ranker.load(folder)
+        CompiledRanker.compile(ranker, folder.sub(COMPILED), portable=True, cache=cache)
         return 1
     if kind == ENSEMBLE:
-        return sum(compile_saved(folder.sub(name)) for name in read_meta(folder)["members"])
+        members = read_meta(folder)["members"]
+        return sum(compile_saved(folder.sub(name), cache) for name in members)
     return 0

@@ -180,15 +180,18 @@ def register(model_uri: str, name: str, tags: dict[str, str] | None = None) -> s
     return str(version)
 
 
-def save_compiled(name: str, version: str, scratch: Folder) -> Folder | None:
+def save_compiled(
+    name: str, version: str, scratch: Folder, cache: Folder | None = None
+) -> Folder | None:
     """Save a registered version's ranker into the empty folder `scratch`, compile its GBDTs
-    (itself or an ensemble's members) there and store the folder as COMPILED_ARTIFACT of the
-    version's run; the folder, or None when the version holds no GBDT (nothing is stored,
-    the ranker is saved all the same)."""
+    (itself or an ensemble's members) there, reusing `cache`'s object files of the same
+    trees, and store the folder as COMPILED_ARTIFACT of the version's run; the folder, or
+    None when the version holds no GBDT (nothing is stored, the ranker is saved all the
+    same)."""
     from models.ranking.compiled import compile_saved  # lleaves: only where it compiles
 
     folder = load_ranker(f"models:/{name}/{version}").save(scratch)
-    if not compile_saved(folder):
+    if not compile_saved(folder, cache):
         return None
     run_id = MlflowClient().get_model_version(name, version).run_id
     MlflowClient().log_artifacts(run_id, str(folder.path), COMPILED_ARTIFACT)

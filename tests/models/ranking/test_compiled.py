@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import models.ranking.compiled as compiled_module
+from models.ranking import native
 from models.ranking.base import COMPILED
 from models.ranking.compiled import STAMP, CompiledRanker, NotCompiled, compile_saved
 from models.ranking.config import GbdtSettings, TrainingSettings
@@ -120,14 +122,14 @@ def tiny() -> Ranker:
     return fit_ranker(examples(3_000, 11), examples(1_000, 12), TINY)[0]
 
 
+def _refuse(*args, **kwargs):
+    raise AssertionError("lleaves compiled a model")
+
+
 @pytest.fixture
 def no_compiling(monkeypatch):
     """lleaves' compiler made to fail: what runs under it only loads object files."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("lleaves compiled a model")
-
-    monkeypatch.setattr(lleaves.compiler, "compile_to_module", refuse)
+    monkeypatch.setattr(lleaves.compiler, "compile_to_module", _refuse)
 
 
 def saved(ranker, path) -> Folder:
@@ -168,6 +170,32 @@ def test_compiled_boosters_that_do_not_fit_are_not_used_nor_rebuilt(tiny, tmp_pa
     with pytest.raises(NotCompiled, match="built for"):
         CompiledRanker.load(tiny, folder.sub(COMPILED))
     assert type(load_ranker_folder(folder)) is Ranker
+
+
+def test_the_same_trees_are_compiled_once_per_cache(tiny, tmp_path):
+    """A night's gbdt version and the ensemble holding it: the second folder's boosters come
+    from the cache, not the compiler (nor its worker processes); other trees add their own."""
+    cache = Folder(tmp_path / "cache")
+    compile_saved(saved(tiny, tmp_path / "gbdt"), cache)
+    assert len(list(cache.path.glob("*.o"))) == len(tiny.boosters)
+    folder = saved(tiny, tmp_path / "again")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compiled_module, "compile_objects", _refuse)
+        assert compile_saved(folder, cache) == 1
+    X = examples(1_000, 23).X
+    loaded = load_ranker_folder(folder)
+    assert np.abs(loaded.predict(X).to_numpy() - tiny.predict(X).to_numpy()).max() <= 1e-6
+    other = fit_ranker(examples(3_000, 21), examples(1_000, 22), TINY)[0]
+    compile_saved(saved(other, tmp_path / "other"), cache)
+    assert len(list(cache.path.glob("*.o"))) == len(tiny.boosters) + len(other.boosters)
+
+
+def test_boosters_compiled_in_worker_processes_score_the_same(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(native, "PARALLEL_TREES", 0)  # spawn workers for any size
+    compiled = CompiledRanker.compile(tiny, Folder(tmp_path / "parallel"))
+    assert len(list((tmp_path / "parallel").glob("*.o"))) == len(tiny.boosters)
+    X = examples(1_000, 24).X
+    assert np.abs(compiled.predict(X).to_numpy() - tiny.predict(X).to_numpy()).max() <= TOLERANCE
 
 
 def test_an_ensemble_s_gbdt_members_are_compiled(tiny, tmp_path, request):

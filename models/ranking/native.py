@@ -1,0 +1,48 @@
+"""Boosters' model text compiled to object files by lleaves, in worker processes where it pays.
+
+    compile_objects([(model_file, object_file), ...], target, trees)
+
+What models.ranking.compiled's spawned workers import: lleaves and nothing of the pipeline's
+heavy modules, so that a worker starts in about a second.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import lleaves
+
+# Below this many trees to compile, spawning worker processes (each imports lleaves and
+# LLVM, about a second) costs more than it saves.
+PARALLEL_TREES = 100
+
+
+def compile_file(model_file: Path, object_file: Path, target: dict[str, str]) -> lleaves.Model:
+    model = lleaves.Model(model_file=str(model_file))
+    cpu = {"target_cpu": target["cpu"], "target_cpu_features": target["features"]}
+    model.compile(cache=str(object_file), **cpu)  # loads the object file if there is one
+    return model
+
+
+def _compile_to(model_file: Path, object_file: Path, target: dict[str, str]) -> None:
+    """A spawned worker's job: compile one booster's text into its object file."""
+    compile_file(model_file, object_file, target)
+
+
+def compile_objects(jobs: list[tuple[Path, Path]], target: dict[str, str], trees: int) -> None:
+    """Compile each (model file, object file): in parallel processes (spawned, so no thread
+    pool of this process is inherited) when there are several, several cores and at least
+    PARALLEL_TREES `trees` in all."""
+    workers = min(len(jobs), os.cpu_count() or 1)
+    if workers <= 1 or trees < PARALLEL_TREES:
+        for model_file, object_file in jobs:
+            _compile_to(model_file, object_file, target)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        done = [pool.submit(_compile_to, m, o, target) for m, o in jobs]
+        for future in done:
+            future.result()
