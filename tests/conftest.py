@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,9 @@ os.environ["FEEDRANK__AIRFLOW__INPUTS_TIMEOUT_S"] = "120"
 
 from jobs.airflow_env import airflow_environ  # noqa: E402
 from jobs.spark import SparkSettings, get_spark  # noqa: E402
+from warehouse.catalog import Layer  # noqa: E402
 from warehouse.layout import DataRoot  # noqa: E402
+from warehouse.store import Warehouse  # noqa: E402
 
 os.environ.update(airflow_environ(DataRoot(_HOME).ensure()))
 logging.getLogger("py4j").setLevel(logging.WARNING)  # its INFO at exit hits closed streams
@@ -100,8 +103,9 @@ def redis_url(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_days(tmp_path_factory, spark):
     """Every tiny day's raw logs and features, built once per test session by the jobs
-    (not via Airflow); call it with a module's data root to start from a copy. No absolute
-    paths are stored in a warehouse, so a copy is a root of its own."""
+    (not via Airflow); call it with a module's data root to start from a copy, of some
+    layers only if given (`layers=(Layer.RAW, Layer.TRUTH)`: the simulated days alone). No
+    absolute paths are stored in a warehouse, so a copy is a root of its own."""
     from jobs import build_features, simulate_platform
     from jobs.settings import load_settings
 
@@ -116,11 +120,33 @@ def tiny_days(tmp_path_factory, spark):
     finally:
         patch.undo()
 
-    def copy_to(home: Path) -> None:
+    def copy_to(home: Path, layers: Sequence[Layer] | None = None) -> None:
         import shutil
 
         target = DataRoot(home)
-        shutil.copytree(root.warehouse, target.warehouse)
+        if layers is None:
+            shutil.copytree(root.warehouse, target.warehouse)
+        else:
+            source, copy = Warehouse(root.warehouse), Warehouse(target.warehouse)
+            for layer in layers:
+                shutil.copytree(source.layer_dir(layer), copy.layer_dir(layer))
         shutil.copy2(root.owner_file, target.owner_file)
 
     return copy_to
+
+
+TINY_GROUP, TINY_GROUP_FIXTURE = "tiny-days", "tiny_days"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Groups for pytest-xdist (`make test` runs `pytest -n 2 --dist loadgroup`): a test file
+    runs on one worker, its module fixtures built once, and the files that start from the
+    session's tiny days (`tiny_days`) run together on one worker, first, so that the days are
+    built once and the longest group does not start last (without xdist too: the marks then
+    do nothing)."""
+    tiny = {item.path for item in items if TINY_GROUP_FIXTURE in item.fixturenames}
+    for item in items:
+        group = TINY_GROUP if item.path in tiny else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.path not in tiny)  # stable: the rest keep their order

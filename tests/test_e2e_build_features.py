@@ -13,7 +13,7 @@ import jobs.build_features as job
 from features.assemble import point_in_time_features
 from features.pit import graph_cutoff
 from features.registry import AS_OF
-from jobs import reading, simulate_platform
+from jobs import reading
 from jobs.settings import load_settings
 from warehouse.catalog import (
     AUTHORS,
@@ -24,6 +24,7 @@ from warehouse.catalog import (
     POSTS,
     USERS,
     C,
+    Layer,
 )
 from warehouse.contracts import DataContractError
 from warehouse.store import Warehouse
@@ -49,10 +50,9 @@ def store(settings):
 
 
 @pytest.fixture(scope="module")
-def raw_days(settings, store, spark):
-    """The raw days the features read, simulated and published directly (not via Airflow)."""
-    for ds in DAYS:
-        simulate_platform.run(settings, ds)
+def raw_days(settings, tiny_days):
+    """The raw days the features read: the session's simulated days (raw and truth), copied."""
+    tiny_days(settings.home, layers=(Layer.RAW, Layer.TRUTH))
     return DAYS
 
 

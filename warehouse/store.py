@@ -110,6 +110,10 @@ class Warehouse:
         self._checksummed: set[Path] = set()  # versions whose sha256 this process checked
 
     # -- paths ---------------------------------------------------------------------------
+    def layer_dir(self, layer: Layer) -> Path:
+        """A layer's folder: its tables, day manifests and locks."""
+        return self.root / layer.value
+
     def table_dir(self, table: Table) -> Path:
         return self.root / table.layer.value / table.name
 
