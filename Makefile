@@ -30,10 +30,14 @@ redis:  # the feed store's Redis tests start their own redis-server on a free lo
 demo: $(VENV)/.installed java  ## the main job: the demo profile end to end
 	$(BIN)/feedrank --profile $(PROFILE) demo
 
+# Two pytest workers (pytest-xdist): a test file runs on one worker, the files that start from
+# the session's tiny days together and first (tests/conftest.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.installed java redis  ## lint, format check and the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 
 bench: $(VENV)/.installed java redis  ## benchmarks: print a table, write JSON under tests/benchmarks/results
 	@for b in tests/benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
