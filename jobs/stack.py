@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -70,7 +71,9 @@ class StackSettings(BaseModel):
     spark_workers: int = Field(2, ge=1, le=16)  # standalone workers on this machine
     spark_worker_port: int = Field(7078, ge=1, le=65535)  # worker i listens on this + i
     worker_cores: int = Field(1, ge=1)  # cores each worker offers
-    worker_memory: str = "1g"  # memory each worker offers (one executor of Spark's 1g)
+    # memory each worker offers: at least spark.executor.memory (Spark's default 1g), or no
+    # executor ever starts there and jobs wait for resources forever
+    worker_memory: str = "1g"
     daemon_memory: str = "256m"  # heap of the master and worker daemons themselves
     postgres_port: int = Field(5432, ge=1, le=65535)
     postgres_user: str = "feedrank"  # owner of the airflow and mlflow databases
@@ -417,6 +420,7 @@ class Stack:
             )
         self.root.ensure()
         started: list[Running] = []
+        began = time.monotonic()
         try:
             # A wave starts together and is waited on before the next: what needs Postgres or
             # the master starts once they answer, the rest of a wave starts side by side.
@@ -435,8 +439,10 @@ class Stack:
                 for service, running in zip(batch, runs, strict=True):
                     what = f"{service.name} (port {service.port})" if service.port else service.name
                     wait_until(running, service.healthy, self.cfg.health_timeout_s, what)
+                    port = service.port or "-"
                     echo(
-                        f"  {service.name:<24} up   pid {running.pid:<8} port {service.port or '-'}"
+                        f"  {service.name:<24} up   pid {running.pid:<8} port {port:<6} "
+                        f"after {time.monotonic() - began:.0f} s"
                     )
         except BaseException:
             for running in reversed(started):

@@ -1,0 +1,161 @@
+"""`make stack-e2e`: tiny from simulate to publish_feeds driven by the stack's scheduler, its
+outputs compared with the embedded run's.
+
+    python tests/stack/e2e.py [--base DIR] [--timeout-min 120]
+
+1. The embedded reference: `feedrank --profile tiny demo` (local Spark, Airflow's dag.test on
+   SQLite, MLflow on SQLite, the SQLite feed store) into <base>/embedded, unless it is there.
+2. The stack on free loopback ports in <base>/stack: `feedrank stack up` (every group); the
+   DAGs start unpaused, so the scheduler walks tiny's calendar and the Assets chain the rest
+   (features, training, retrieval, the index, the feeds, their publication to Redis) with
+   every Spark job on the standalone cluster and every run on the MLflow server. It waits
+   until `publish_feeds` has succeeded (or a DAG run failed, or the timeout).
+3. The comparison: the published content of every (layer, table, ds) both roots hold
+   (warehouse.digest: rows sorted, values exact), what only one holds, and the champion's
+   test metrics in each registry; the stack's aliases and the feed store's version.
+Then `stack down`. Prints a table, writes <base>/e2e.json; exit 1 on any difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from jobs.processes import free_port  # noqa: E402
+from jobs.settings import load_settings  # noqa: E402
+from jobs.stack import Stack  # noqa: E402
+from warehouse.catalog import Layer  # noqa: E402
+from warehouse.digest import published_digests  # noqa: E402
+from warehouse.layout import DataRoot  # noqa: E402
+from warehouse.store import Warehouse  # noqa: E402
+
+LAYERS = (Layer.RAW, Layer.TRUTH, Layer.SILVER, Layer.GOLD)
+RANKER = "feedrank-ranker"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FEEDRANK_", "AIRFLOW"))}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
+
+
+def embedded(home: Path) -> float:
+    if (home / "warehouse" / "gold").exists():
+        print(f"embedded reference: {home} (already there)")
+        return 0.0
+    began = time.monotonic()
+    env = clean_env(FEEDRANK_HOME=str(home))
+    argv = [sys.executable, "-m", "jobs.cli", "--profile", "tiny", "demo"]
+    with (home.parent / "embedded.log").open("ab") as out:
+        done = subprocess.run(argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode:
+        raise SystemExit(f"the embedded demo failed: {home.parent / 'embedded.log'}")
+    return time.monotonic() - began
+
+
+def make_stack(home: Path) -> Stack:
+    names = ("spark_master", "spark_ui", "spark_worker", "postgres", "mlflow", "airflow", "redis")
+    ports = {f"{n}_port": free_port() for n in names}
+    settings = load_settings("tiny", {"home": str(home), "stack": ports})
+    return Stack(settings.root, settings.stack, "tiny")
+
+
+def dag_runs(stack: Stack) -> list[tuple]:
+    return stack._query("airflow", "select dag_id, state, count(*) from dag_run group by 1, 2")
+
+
+def wait_for_feeds(stack: Stack, timeout_s: float) -> float:
+    began = time.monotonic()
+    last = None
+    while time.monotonic() - began < timeout_s:
+        runs = sorted(dag_runs(stack))
+        if runs != last:
+            print(
+                f"  {time.monotonic() - began:6.0f} s  "
+                + ", ".join(f"{d} {s} {n}" for d, s, n in runs)
+            )
+            last = runs
+        if any(state == "failed" for _, state, _ in runs):
+            raise SystemExit(f"a DAG run failed: {runs}; logs under {stack.root.airflow_home}")
+        if any(d == "publish_feeds" and s == "success" for d, s, _ in runs):
+            return time.monotonic() - began
+        time.sleep(20)
+    raise SystemExit(f"publish_feeds did not succeed within {timeout_s:.0f} s")
+
+
+def champion_metrics(tracking_uri: str) -> tuple[dict, dict]:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    version = client.get_model_version_by_alias(RANKER, "champion")
+    metrics = client.get_run(version.run_id).data.metrics
+    aliases = client.get_registered_model(RANKER).aliases
+    return {k: v for k, v in metrics.items() if k.startswith("test/")}, dict(aliases)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path)
+    parser.add_argument("--timeout-min", type=float, default=120)
+    args = parser.parse_args(argv)
+    base = args.base or Path(tempfile.mkdtemp(prefix="feedrank-e2e-"))
+    base.mkdir(parents=True, exist_ok=True)
+    base.chmod(0o711)  # as root, Postgres runs as `postgres` and must enter the stack's root
+    embedded_s = embedded(base / "embedded")
+    stack = make_stack(base / "stack")
+    try:
+        stack.up()
+        scheduled_s = wait_for_feeds(stack, args.timeout_min * 60)
+        stack_metrics, aliases = champion_metrics(stack.mlflow_url)
+        from warehouse.feeds.open import open_store
+
+        settings = load_settings(
+            "tiny", {"home": str(stack.root.home), "feeds": {"store_url": stack.redis_url}}
+        )
+        store = open_store(settings.feeds, settings.root)
+        store_version = store.status().current
+        store.close()
+    finally:
+        stack.down()
+    a = published_digests(Warehouse(DataRoot(base / "embedded").warehouse), LAYERS)
+    b = published_digests(Warehouse(stack.root.warehouse), LAYERS)
+    ref_metrics, _ = champion_metrics(DataRoot(base / "embedded").mlflow_tracking_uri)
+    both = sorted(a.keys() & b.keys())
+    print(f"embedded demo {embedded_s:.0f} s; scheduler on the stack {scheduled_s:.0f} s")
+    print(f"{'layer/table/ds':<58} {'rows':>8}  equal")
+    for key in both:
+        print(f"{key:<58} {a[key].rows:>8}  {a[key] == b[key]}")
+    different = [k for k in both if a[k] != b[k]]
+    metric_diff = {
+        k: (ref_metrics.get(k), stack_metrics.get(k))
+        for k in ref_metrics.keys() | stack_metrics.keys()
+        if ref_metrics.get(k) != stack_metrics.get(k)
+    }
+    result = {
+        "embedded_s": round(embedded_s),
+        "scheduled_s": round(scheduled_s),
+        "table_days_compared": len(both),
+        "different": different,
+        "only_embedded": sorted(a.keys() - b.keys()),
+        "only_stack": sorted(b.keys() - a.keys()),
+        "champion_test_metrics": len(ref_metrics),
+        "metric_differences": metric_diff,
+        "stack_aliases": aliases,
+        "stack_feed_store_version": store_version,
+    }
+    print(json.dumps(result, indent=2, default=str))
+    (base / "e2e.json").write_text(json.dumps(result, indent=2, default=str))
+    return 1 if different or metric_diff else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
