@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     stack = sub.add_parser("stack", help="start, stop or list the local production-like stack")
     stack.add_argument("action", choices=("up", "down", "status", "env"))
     stack.add_argument(
-        "--only", action="append", choices=STACK_GROUPS, help="these groups (and what they need)"
+        "--only",
+        action="append",
+        choices=STACK_GROUPS,
+        help="up: these groups and what they need; down: these groups",
     )
     feeds_cli.add_commands(sub)
     args = parser.parse_args(argv)
@@ -157,7 +160,7 @@ def _stack(args, settings) -> int:
         started = [r for r in rows if r["alive"]]
         return 0 if started and all(r["healthy"] for r in started) else 1
     if args.action == "down":
-        stack.down()
+        stack.down(groups)
         return 0
     try:
         settings.root.claim(settings.profile)

@@ -168,7 +168,15 @@ def _tree(pid: int) -> list[tuple[int, float | None]]:
     return out
 
 
+def _reap(pid: int) -> None:
+    """Collect the exit of a service this process started itself (a test's, or `up`'s own
+    cleanup): an unreaped zombie still counts as a member of its process group."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
 def group_alive(pgid: int) -> bool:
+    _reap(pgid)
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:

@@ -144,7 +144,7 @@ class Stack:
             "redis": self._redis,
             "spark": self._spark,
             "mlflow": self._mlflow,
-            "airflow": self._airflow,
+            "airflow": lambda: self._airflow(tuple(g for g in GROUPS if g in wanted)),
         }
         return [s for g in GROUPS if g in wanted for s in build[g]()]
 
@@ -251,9 +251,9 @@ class Stack:
             )
         ]
 
-    def _airflow(self) -> list[Service]:
+    def _airflow(self, groups: tuple[str, ...]) -> list[Service]:
         c, airflow = self.cfg, str(executable("airflow"))
-        env = {**_base_env(), **self.airflow_env()}
+        env = {**_base_env(), **self.airflow_env(groups)}
         parts = [
             ("airflow-api", ["api-server", "--host", c.host, "--port", str(c.airflow_port)], "api"),
             # LocalExecutor's log server would listen on every interface; the api-server reads
@@ -288,11 +288,12 @@ class Stack:
             env["FEEDRANK__FEEDS__STORE_URL"] = self.redis_url
         return env
 
-    def airflow_env(self) -> dict[str, str]:
-        """Airflow on Postgres with the LocalExecutor, its tasks pointed at the whole stack."""
+    def airflow_env(self, groups: tuple[str, ...] = GROUPS) -> dict[str, str]:
+        """Airflow on Postgres with the LocalExecutor, its tasks pointed at the stack's other
+        `groups` (their Spark jobs on the cluster, runs on the MLflow server, feeds to Redis)."""
         c = self.cfg
         env = airflow_environ(self.root, c.host)
-        env.update(self.client_env())
+        env.update(self.client_env(groups))
         env.update(
             {
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url("airflow"),
@@ -460,10 +461,17 @@ class Stack:
             user=service.user,
         )
 
-    def down(self, echo: Callable[[str], None] = print) -> list[str]:
-        """Stop every service with a pid file, last started first; returns their names."""
+    def down(
+        self, groups: tuple[str, ...] = GROUPS, echo: Callable[[str], None] = print
+    ) -> list[str]:
+        """Stop the services of `groups` (default: every one with a pid file), last started
+        first; returns their names."""
         services = {s.name: s for s in self.services()}
         found = self.running()
+        if set(groups) != set(GROUPS):
+            found = {
+                n: r for n, r in found.items() if n in services and services[n].group in groups
+            }
         order = [s for s in services if s in found] + [n for n in found if n not in services]
         for name in reversed(order):
             self._stop_one(found[name], services)
@@ -502,12 +510,15 @@ class Stack:
         its file by the shell when the lines are evaluated, never printed."""
         lines = [f"export {k}={_quote(v)}" for k, v in self.client_env(groups).items()]
         if "airflow" in groups:
-            secret = self.root.secrets / "postgres"
-            conn = self.db_url("airflow").replace(self.password(), f'"$(cat {secret})"')
+            c, secret = self.cfg, self.root.secrets / "postgres"
+            conn = (
+                f"postgresql+psycopg2://{c.postgres_user}:$(cat {_quote(str(secret))})"
+                f"@{c.host}:{c.postgres_port}/airflow"
+            )
             lines += [
                 f"export AIRFLOW_HOME={_quote(str(self.root.airflow_home))}",
                 f"export AIRFLOW__CORE__DAGS_FOLDER={_quote(str(self.root.dags_folder()))}",
-                f'export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="{conn}"'.replace('""', ""),
+                f'export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="{conn}"',
                 "export AIRFLOW__CORE__EXECUTOR=LocalExecutor",
             ]
         return "\n".join(lines)

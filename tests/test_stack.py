@@ -77,7 +77,7 @@ def test_stack_runs_a_spark_job_and_an_mlflow_run_then_stops_everything(home, tm
     stack = _stack(home)
     groups = ("spark", "mlflow")  # mlflow brings Postgres
     try:
-        stack.up(groups, echo=lambda line: None)
+        stack.up(groups)  # its lines (service, pid, port, seconds) show with -s
         rows = {r["service"]: r for r in stack.status()}
         started = ["postgres", "spark-master", "spark-worker-1", "mlflow"]
         assert all(rows[name]["healthy"] and rows[name]["pid"] for name in started), rows
