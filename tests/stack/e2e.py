@@ -2,6 +2,7 @@
 outputs compared with the embedded run's.
 
     python tests/stack/e2e.py [--base DIR] [--timeout-min 120]
+    python tests/stack/e2e.py --base DIR --stack-home ROOT   # a stack already up on ROOT
 
 1. The embedded reference: `feedrank --profile tiny demo` (local Spark, Airflow's dag.test on
    SQLite, MLflow on SQLite, the SQLite feed store) into <base>/embedded, unless it is there.
@@ -106,14 +107,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path)
     parser.add_argument("--timeout-min", type=float, default=120)
+    parser.add_argument(
+        "--stack-home",
+        type=Path,
+        help="use the stack running on this root (its settings from "
+        "the environment); neither started nor stopped here",
+    )
     args = parser.parse_args(argv)
     base = args.base or Path(tempfile.mkdtemp(prefix="feedrank-e2e-"))
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o711)  # as root, Postgres runs as `postgres` and must enter the stack's root
     embedded_s = embedded(base / "embedded")
-    stack = make_stack(base / "stack")
+    if args.stack_home:
+        settings = load_settings("tiny", {"home": str(args.stack_home)})
+        stack = Stack(settings.root, settings.stack, "tiny")
+    else:
+        stack = make_stack(base / "stack")
     try:
-        stack.up()
+        if not args.stack_home:
+            stack.up()
         scheduled_s = wait_for_feeds(stack, args.timeout_min * 60)
         stack_metrics, aliases = champion_metrics(stack.mlflow_url)
         from warehouse.feeds.open import open_store
@@ -125,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         store_version = store.status().current
         store.close()
     finally:
-        stack.down()
+        if not args.stack_home:
+            stack.down()
     a = published_digests(Warehouse(DataRoot(base / "embedded").warehouse), LAYERS)
     b = published_digests(Warehouse(stack.root.warehouse), LAYERS)
     ref_metrics, _ = champion_metrics(DataRoot(base / "embedded").mlflow_tracking_uri)
