@@ -12,10 +12,11 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 
 import pyarrow as pa
 
-from warehouse.catalog import Layer, table
+from warehouse.catalog import Layer, Table, table
 from warehouse.store import Warehouse
 
 
@@ -59,9 +60,18 @@ def published_digests(warehouse: Warehouse, layers=tuple(Layer)) -> dict[str, Di
     for layer in layers:
         for ds in warehouse.manifest_days(layer):
             for name in sorted(warehouse.manifest(layer, ds)):
-                data = warehouse.read_arrow(table(name), ds)
+                data = warehouse.read_arrow(producer_table(name, layer), ds)
                 out[f"{layer.value}/{name}/ds={ds}"] = table_digest(data)
     return out
+
+
+def producer_table(name: str, layer: Layer) -> Table:
+    """The catalog's entry, or one for a table its producer owns (the feature state's tiles,
+    silver.state_*: their schema is the producer's, read as written)."""
+    try:
+        return table(name)
+    except KeyError:
+        return Table(name=name, layer=layer, schema=None, key=(), doc="producer-owned")
 
 
 def compare(a: dict[str, Digest], b: dict[str, Digest]) -> list[str]:
@@ -74,4 +84,37 @@ def compare(a: dict[str, Digest], b: dict[str, Digest]) -> list[str]:
                 f"{key}: {a[key].rows} rows {a[key].sha256[:12]} != {b[key].rows} rows "
                 f"{b[key].sha256[:12]}"
             )
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnDifference:
+    column: str
+    rows: int  # rows whose values differ
+    max_abs: float | None  # floats: the largest absolute difference; None: not a float
+    max_rel: float | None  # floats: the largest difference relative to the value
+
+
+def column_differences(a: pa.Table, b: pa.Table, key: Sequence[str]) -> list[ColumnDifference]:
+    """Where two versions of a table-day differ, column by column, rows matched on `key`
+    (floats: by how much; NaN equals NaN). Raises if the keys or the columns differ."""
+    import numpy as np
+
+    x = a.to_pandas().sort_values(list(key)).reset_index(drop=True)
+    y = b.to_pandas().sort_values(list(key)).reset_index(drop=True)
+    if list(x.columns) != list(y.columns) or not x[list(key)].equals(y[list(key)]):
+        raise ValueError("the two tables do not hold the same keys and columns")
+    out = []
+    for column in x.columns:
+        u, v = x[column], y[column]
+        if u.dtype.kind == "f":
+            same = (u.values == v.values) | (np.isnan(u.values) & np.isnan(v.values))
+            if not same.all():
+                gap = np.abs(u.values - v.values)[~same]
+                rel = gap / np.maximum(np.abs(u.values[~same]), np.finfo(float).tiny)
+                out.append(ColumnDifference(column, int((~same).sum()), gap.max(), rel.max()))
+        else:
+            same = u.astype(str).values == v.astype(str).values
+            if not same.all():
+                out.append(ColumnDifference(column, int((~same).sum()), None, None))
     return out

@@ -15,6 +15,7 @@ any difference. Without --master it brings up the stack's Spark group (master + 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -29,11 +30,16 @@ sys.path.insert(0, str(ROOT))
 from jobs.processes import free_port  # noqa: E402
 from jobs.settings import load_settings  # noqa: E402
 from jobs.stack import Stack  # noqa: E402
-from warehouse.digest import compare, published_digests  # noqa: E402
+from warehouse.catalog import Layer  # noqa: E402
+from warehouse.digest import column_differences, compare, producer_table, published_digests  # noqa: E402
 from warehouse.layout import DataRoot  # noqa: E402
 from warehouse.store import Warehouse  # noqa: E402
 
 JOBS = ("simulate_platform", "build_features")
+# A table-day whose bytes differ passes when every float differs by at most this, relative:
+# a sum of doubles depends on the order its terms arrive in, which a shuffle between
+# executors does not fix (a few ulps, ~1e-16); anything else must be identical.
+REL_TOL = 1e-12
 
 
 def run_jobs(home: Path, days: list[str], extra_env: dict[str, str], log: Path) -> float:
@@ -69,20 +75,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--master", help="a running cluster (default: start one)")
     parser.add_argument("--base", type=Path, help="where the roots go (default: a temp dir)")
     parser.add_argument("--json", type=Path, help="write the result here too")
+    parser.add_argument(
+        "--compare-only", action="store_true", help="compare the roots already in --base"
+    )
     args = parser.parse_args(argv)
     base = args.base or Path(tempfile.mkdtemp(prefix="feedrank-equality-"))
     base.mkdir(parents=True, exist_ok=True)
     days = load_settings("tiny", {"home": str(base / "embedded")}).dates()[: args.days]
     log = base / "jobs.log"
-    stack = None
-    if args.master is None:
+    stack, embedded_s, cluster_s = None, 0.0, 0.0
+    if args.compare_only:
+        args.master = args.master or "(earlier run)"
+    elif args.master is None:
         stack = spark_stack(base / "cluster-stack")
         stack.up(("spark",))
     master = args.master or stack.spark_url
     try:
-        embedded_s = run_jobs(base / "embedded", days, {}, log)
-        cluster_env = {"FEEDRANK__SPARK__MASTER": master, "SPARK_LOCAL_IP": "127.0.0.1"}
-        cluster_s = run_jobs(base / "cluster", days, cluster_env, log)
+        if not args.compare_only:
+            embedded_s = run_jobs(base / "embedded", days, {}, log)
+            cluster_env = {"FEEDRANK__SPARK__MASTER": master, "SPARK_LOCAL_IP": "127.0.0.1"}
+            cluster_s = run_jobs(base / "cluster", days, cluster_env, log)
     finally:
         if stack is not None:
             stack.down()
@@ -97,20 +109,45 @@ def main(argv: list[str] | None = None) -> int:
     for key in sorted(a.keys() | b.keys()):
         d = a.get(key) or b[key]
         print(f"{key:<60} {d.rows:>8}  {d.sha256[:16]}  {a.get(key) == b.get(key)}")
+    beyond, columns = [], {}
     for line in differences:
-        print("DIFFERENT:", line)
+        key = line.split(":")[0]
+        if key not in a or key not in b:
+            beyond.append(line)
+            continue
+        layer, name, ds = key.split("/")
+        tab = producer_table(name, Layer(layer))
+        wa, wb = (Warehouse(DataRoot(base / r).warehouse) for r in ("embedded", "cluster"))
+        diffs = column_differences(
+            wa.read_arrow(tab, ds[3:]), wb.read_arrow(tab, ds[3:]), tab.key or ("impression_id",)
+        )
+        columns[key] = [dataclasses.asdict(d) for d in diffs]
+        for d in diffs:
+            within = d.max_rel is not None and d.max_rel <= REL_TOL
+            print(
+                f"  {key}: {d.column}: {d.rows} rows differ, max abs {d.max_abs}, "
+                f"max rel {d.max_rel} ({'within' if within else 'BEYOND'} {REL_TOL:g})"
+            )
+            if not within:
+                beyond.append(f"{key}: {d.column}")
     result = {
         "days": days,
         "master": master,
         "embedded_s": round(embedded_s, 1),
         "cluster_s": round(cluster_s, 1),
         "table_days": len(a),
-        "differences": differences,
+        "bytes_differ": differences,
+        "columns_differ": columns,
+        "beyond_tolerance": beyond,
+        "rel_tol": REL_TOL,
     }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
-    print(f"{len(a)} table-days compared, {len(differences)} different")
-    return 1 if differences else 0
+    print(
+        f"{len(a)} table-days compared: {len(a) - len(differences)} bit-identical, "
+        f"{len(differences)} not, {len(beyond)} beyond the tolerance"
+    )
+    return 1 if beyond else 0
 
 
 if __name__ == "__main__":
