@@ -34,10 +34,9 @@ sys.path.insert(0, str(ROOT))
 from jobs.processes import free_port  # noqa: E402
 from jobs.settings import load_settings  # noqa: E402
 from jobs.stack import Stack  # noqa: E402
+from tests.stack.compare import REL_TOL, compare_roots  # noqa: E402
 from warehouse.catalog import Layer  # noqa: E402
-from warehouse.digest import published_digests  # noqa: E402
 from warehouse.layout import DataRoot  # noqa: E402
-from warehouse.store import Warehouse  # noqa: E402
 
 LAYERS = (Layer.RAW, Layer.TRUTH, Layer.SILVER, Layer.GOLD)
 RANKER = "feedrank-ranker"
@@ -50,7 +49,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def embedded(home: Path) -> float:
-    if (home / "warehouse" / "gold").exists():
+    if (home / "warehouse" / "raw").exists():
         print(f"embedded reference: {home} (already there)")
         return 0.0
     began = time.monotonic()
@@ -94,10 +93,15 @@ def wait_for_feeds(stack: Stack, timeout_s: float) -> float:
 
 
 def champion_metrics(tracking_uri: str) -> tuple[dict, dict]:
+    """The champion ranker's test metrics and the registry's aliases; empty when there is
+    no champion (yet)."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
-    version = client.get_model_version_by_alias(RANKER, "champion")
+    try:
+        version = client.get_model_version_by_alias(RANKER, "champion")
+    except mlflow.exceptions.MlflowException:
+        return {}, {}
     metrics = client.get_run(version.run_id).data.metrics
     aliases = client.get_registered_model(RANKER).aliases
     return {k: v for k, v in metrics.items() if k.startswith("test/")}, dict(aliases)
@@ -107,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path)
     parser.add_argument("--timeout-min", type=float, default=120)
+    parser.add_argument(
+        "--no-wait", action="store_true", help="compare what the stack has published so far"
+    )
     parser.add_argument(
         "--stack-home",
         type=Path,
@@ -126,48 +133,57 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.stack_home:
             stack.up()
-        scheduled_s = wait_for_feeds(stack, args.timeout_min * 60)
+        scheduled_s = None if args.no_wait else wait_for_feeds(stack, args.timeout_min * 60)
+        runs = sorted(dag_runs(stack))
         stack_metrics, aliases = champion_metrics(stack.mlflow_url)
-        from warehouse.feeds.open import open_store
-
-        settings = load_settings(
-            "tiny", {"home": str(stack.root.home), "feeds": {"store_url": stack.redis_url}}
-        )
-        store = open_store(settings.feeds, settings.root)
-        store_version = store.status().current
-        store.close()
+        store_version = feed_store_version(stack)
     finally:
         if not args.stack_home:
             stack.down()
-    a = published_digests(Warehouse(DataRoot(base / "embedded").warehouse), LAYERS)
-    b = published_digests(Warehouse(stack.root.warehouse), LAYERS)
+    cmp = compare_roots(base / "embedded", stack.root.home, LAYERS)
     ref_metrics, _ = champion_metrics(DataRoot(base / "embedded").mlflow_tracking_uri)
-    both = sorted(a.keys() & b.keys())
-    print(f"embedded demo {embedded_s:.0f} s; scheduler on the stack {scheduled_s:.0f} s")
-    print(f"{'layer/table/ds':<58} {'rows':>8}  equal")
-    for key in both:
-        print(f"{key:<58} {a[key].rows:>8}  {a[key] == b[key]}")
-    different = [k for k in both if a[k] != b[k]]
+    print(f"embedded demo {embedded_s:.0f} s; scheduler on the stack {scheduled_s} s")
+    print(f"{'layer/table/ds':<58} {'rows':>8}  bit-identical")
+    for key in cmp.both:
+        print(f"{key:<58} {cmp.rows[key]:>8}  {key in cmp.identical}")
     metric_diff = {
         k: (ref_metrics.get(k), stack_metrics.get(k))
         for k in ref_metrics.keys() | stack_metrics.keys()
-        if ref_metrics.get(k) != stack_metrics.get(k)
+        if stack_metrics and ref_metrics.get(k) != stack_metrics.get(k)
     }
     result = {
         "embedded_s": round(embedded_s),
-        "scheduled_s": round(scheduled_s),
-        "table_days_compared": len(both),
-        "different": different,
-        "only_embedded": sorted(a.keys() - b.keys()),
-        "only_stack": sorted(b.keys() - a.keys()),
-        "champion_test_metrics": len(ref_metrics),
+        "scheduled_s": scheduled_s and round(scheduled_s),
+        "dag_runs": runs,
+        "table_days_compared": len(cmp.both),
+        "bit_identical": len(cmp.identical),
+        "columns_differ": cmp.columns,
+        "beyond_tolerance": cmp.beyond,
+        "rel_tol": REL_TOL,
+        "only_embedded": cmp.only_first,
+        "only_stack": cmp.only_second,
+        "champion_test_metrics": len(stack_metrics),
         "metric_differences": metric_diff,
         "stack_aliases": aliases,
         "stack_feed_store_version": store_version,
     }
     print(json.dumps(result, indent=2, default=str))
     (base / "e2e.json").write_text(json.dumps(result, indent=2, default=str))
-    return 1 if different or metric_diff else 0
+    done = scheduled_s is not None and stack_metrics
+    return 1 if cmp.beyond or metric_diff or not done else 0
+
+
+def feed_store_version(stack: Stack):
+    from warehouse.feeds.open import open_store
+
+    settings = load_settings(
+        "tiny", {"home": str(stack.root.home), "feeds": {"store_url": stack.redis_url}}
+    )
+    store = open_store(settings.feeds, settings.root)
+    try:
+        return store.status().current
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":

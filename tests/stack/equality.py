@@ -15,7 +15,6 @@ any difference. Without --master it brings up the stack's Spark group (master + 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -30,16 +29,10 @@ sys.path.insert(0, str(ROOT))
 from jobs.processes import free_port  # noqa: E402
 from jobs.settings import load_settings  # noqa: E402
 from jobs.stack import Stack  # noqa: E402
-from warehouse.catalog import Layer  # noqa: E402
-from warehouse.digest import column_differences, compare, producer_table, published_digests  # noqa: E402
+from tests.stack.compare import REL_TOL, compare_roots  # noqa: E402
 from warehouse.layout import DataRoot  # noqa: E402
-from warehouse.store import Warehouse  # noqa: E402
 
 JOBS = ("simulate_platform", "build_features")
-# A table-day whose bytes differ passes when every float differs by at most this, relative:
-# a sum of doubles depends on the order its terms arrive in, which a shuffle between
-# executors does not fix (a few ulps, ~1e-16); anything else must be identical.
-REL_TOL = 1e-12
 
 
 def run_jobs(home: Path, days: list[str], extra_env: dict[str, str], log: Path) -> float:
@@ -98,56 +91,35 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if stack is not None:
             stack.down()
-    a = published_digests(Warehouse(DataRoot(base / "embedded").warehouse))
-    b = published_digests(Warehouse(DataRoot(base / "cluster").warehouse))
-    differences = compare(a, b)
+    cmp = compare_roots(base / "embedded", base / "cluster")
     print(
         f"days {days[0]} .. {days[-1]}; embedded (local[2]) {embedded_s:.0f} s, "
         f"cluster ({master}) {cluster_s:.0f} s; jobs' log {log}"
     )
-    print(f"{'layer/table/ds':<60} {'rows':>8}  sha256 (first 16)  equal")
-    for key in sorted(a.keys() | b.keys()):
-        d = a.get(key) or b[key]
-        print(f"{key:<60} {d.rows:>8}  {d.sha256[:16]}  {a.get(key) == b.get(key)}")
-    beyond, columns = [], {}
-    for line in differences:
-        key = line.split(":")[0]
-        if key not in a or key not in b:
-            beyond.append(line)
-            continue
-        layer, name, ds = key.split("/")
-        tab = producer_table(name, Layer(layer))
-        wa, wb = (Warehouse(DataRoot(base / r).warehouse) for r in ("embedded", "cluster"))
-        diffs = column_differences(
-            wa.read_arrow(tab, ds[3:]), wb.read_arrow(tab, ds[3:]), tab.key or ("impression_id",)
-        )
-        columns[key] = [dataclasses.asdict(d) for d in diffs]
-        for d in diffs:
-            within = d.max_rel is not None and d.max_rel <= REL_TOL
-            print(
-                f"  {key}: {d.column}: {d.rows} rows differ, max abs {d.max_abs}, "
-                f"max rel {d.max_rel} ({'within' if within else 'BEYOND'} {REL_TOL:g})"
-            )
-            if not within:
-                beyond.append(f"{key}: {d.column}")
+    print(f"{'layer/table/ds':<60} {'rows':>8}  bit-identical")
+    for key in cmp.both:
+        print(f"{key:<60} {cmp.rows[key]:>8}  {key in cmp.identical}")
+    for key in cmp.only_first + cmp.only_second:
+        print(f"{key}: in one root only")
     result = {
         "days": days,
         "master": master,
         "embedded_s": round(embedded_s, 1),
         "cluster_s": round(cluster_s, 1),
-        "table_days": len(a),
-        "bytes_differ": differences,
-        "columns_differ": columns,
-        "beyond_tolerance": beyond,
+        "table_days": len(cmp.both),
+        "bit_identical": len(cmp.identical),
+        "columns_differ": cmp.columns,
+        "beyond_tolerance": cmp.beyond,
+        "in_one_root_only": cmp.only_first + cmp.only_second,
         "rel_tol": REL_TOL,
     }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     print(
-        f"{len(a)} table-days compared: {len(a) - len(differences)} bit-identical, "
-        f"{len(differences)} not, {len(beyond)} beyond the tolerance"
+        f"{len(cmp.both)} table-days compared: {len(cmp.identical)} bit-identical, "
+        f"{len(cmp.beyond)} beyond the tolerance"
     )
-    return 1 if beyond else 0
+    return 1 if cmp.beyond or cmp.only_first or cmp.only_second else 0
 
 
 if __name__ == "__main__":
