@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= demo
 
-.PHONY: demo test lint bench airflow-ui mlflow-ui lock clean-data java redis
+.PHONY: demo test lint bench airflow-ui mlflow-ui lock clean-data java redis postgres stack stack-down stack-status stack-e2e
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
@@ -27,6 +27,15 @@ redis:  # the feed store's Redis tests start their own redis-server on a free lo
 	  echo "no redis-server on PATH: installing redis-server (Debian)"; \
 	  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 
+# Postgres for `make stack` (and its test): Debian's server, without the cluster its package
+# would create and start on port 5432 (the stack runs initdb into its data root instead).
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "no Postgres server: installing postgresql (Debian), without its main cluster"; \
+	  mkdir -p /etc/postgresql-common \
+	  && echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf \
+	  && apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
+
 demo: $(VENV)/.installed java  ## the main job: the demo profile end to end
 	$(BIN)/feedrank --profile $(PROFILE) demo
 
@@ -34,7 +43,7 @@ demo: $(VENV)/.installed java  ## the main job: the demo profile end to end
 # the session's tiny days together and first (tests/conftest.py). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 
-test: $(VENV)/.installed java redis  ## lint, format check and the whole test suite
+test: $(VENV)/.installed java redis postgres  ## lint, format check and the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
@@ -54,6 +63,22 @@ mlflow-ui: $(VENV)/.installed  ## MLflow UI on http://127.0.0.1:5000
 	@echo "training runs: pick 'Model training' in the UI's sidebar switch (the browser keeps it)"
 	exports="$$($(BIN)/feedrank --profile $(PROFILE) env)" && eval "$$exports" \
 	  && $(BIN)/mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI"
+
+# The production-like stack on this machine, on 127.0.0.1 only (jobs/stack.py): Spark master
+# + 2 workers, Postgres, the MLflow server, Airflow (LocalExecutor, DAGs unpaused), Redis.
+stack: $(VENV)/.installed java redis postgres  ## start the stack; prints the exports for jobs
+	export PATH="$(CURDIR)/$(BIN):$$PATH" && $(BIN)/feedrank --profile $(PROFILE) stack up
+
+stack-status: $(VENV)/.installed
+	$(BIN)/feedrank --profile $(PROFILE) stack status
+
+stack-down: $(VENV)/.installed  ## stop every service of the stack
+	$(BIN)/feedrank --profile $(PROFILE) stack down
+
+# tiny from simulate to publish_feeds driven by the stack's scheduler, compared with the
+# embedded run (tests/stack/e2e.py); minutes on 2 cores, so not part of `make test`.
+stack-e2e: $(VENV)/.installed java redis postgres
+	export PATH="$(CURDIR)/$(BIN):$$PATH" && $(BIN)/python tests/stack/e2e.py
 
 lock:  ## re-resolve the pins from setup.cfg's ranges
 	rm -rf /tmp/feedrank-lock && $(PYTHON) -m venv /tmp/feedrank-lock

@@ -7,6 +7,11 @@ feedrank summary [--ds DS]       what the warehouse holds; with --ds, the ranker
 feedrank env                     export lines for Airflow and MLflow on this data root
 feedrank airflow-ui              Airflow's scheduler, dag-processor, triggerer and UI on this
                                  data root (`make airflow-ui`), without the log servers
+feedrank stack up|down|status|env [--only GROUP ...]
+                                 the production-like stack on this machine, on loopback:
+                                 Spark standalone (master + workers), Postgres, an MLflow
+                                 server, Airflow (LocalExecutor) and Redis (jobs/stack.py);
+                                 `env` prints the exports that point jobs at it
 feedrank feed | feeds | serve    the feed store and its read path (jobs/feeds_cli.py)
 feedrank ingest --format mind --path DIR [--behaviors F] [--items F] [--first-day D --days N]
                                  load a real log (MIND, EB-NeRD, raw) into the raw tables; the
@@ -33,6 +38,7 @@ import sys
 from jobs import feeds_cli
 from jobs.common import configure_logging, parse_ds
 from jobs.settings import SettingsError, available_profiles, load_settings
+from jobs.stack import GROUPS as STACK_GROUPS
 from jobs.summary import format_summary, ranker_summary, raw_summary
 from warehouse.catalog import Layer
 from warehouse.ingest.config import FORMATS
@@ -69,6 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("verify", help="check the committed data, say how to repair it")
     check.add_argument("--layer", action="append", choices=[la.value for la in Layer])
     check.add_argument("--ds", action="append", type=parse_ds, help="a day (repeatable)")
+    stack = sub.add_parser("stack", help="start, stop or list the local production-like stack")
+    stack.add_argument("action", choices=("up", "down", "status", "env"))
+    stack.add_argument(
+        "--only",
+        action="append",
+        choices=STACK_GROUPS,
+        help="up: these groups and what they need; down: these groups",
+    )
     feeds_cli.add_commands(sub)
     args = parser.parse_args(argv)
     configure_logging()
@@ -92,6 +106,8 @@ def _command(args, overrides) -> int:
         return demo(settings, seed=args.seed)
     if args.command == "gap":
         return _gap(args, settings)
+    if args.command == "stack":
+        return _stack(args, settings)
     if args.command == "verify":
         from jobs import verify
 
@@ -122,6 +138,39 @@ def _command(args, overrides) -> int:
         os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
         return run_ui(settings.root, a.api_host)
     print(shell_exports(settings.profile, settings.root, a.api_host, settings.tracking_uri))
+    return 0
+
+
+def _stack(args, settings) -> int:
+    """`feedrank stack ACTION`: exit 1 when a service failed to start or is unhealthy."""
+    from jobs.processes import StackError
+    from jobs.stack import Stack
+    from warehouse.layout import DataRootError
+
+    stack = Stack(settings.root, settings.stack, settings.profile)
+    groups = tuple(args.only or STACK_GROUPS)
+    if args.action == "env":
+        print(stack.env_exports(groups))
+        return 0
+    if args.action == "status":
+        rows = stack.status()
+        print(f"{'service':<24} {'pid':>8} {'port':>6}  healthy")
+        for r in rows:
+            print(f"{r['service']:<24} {r['pid'] or '-':>8} {r['port'] or '-':>6}  {r['healthy']}")
+        started = [r for r in rows if r["alive"]]
+        return 0 if started and all(r["healthy"] for r in started) else 1
+    if args.action == "down":
+        stack.down(groups)
+        return 0
+    try:
+        settings.root.claim(settings.profile)
+        print(f"stack on {settings.stack.host}, state and logs in {stack.folder}")
+        stack.up(groups)
+    except (StackError, DataRootError) as err:
+        print(f"feedrank stack up: {err}", file=sys.stderr)
+        return 1
+    print('\n# jobs on the stack: eval "$(feedrank stack env)", which prints:')
+    print(stack.env_exports(groups))
     return 0
 
 

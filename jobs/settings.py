@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from features.config import FeatureSettings
 from jobs.airflow_env import AirflowSettings
 from jobs.spark import SparkSettings
+from jobs.stack import StackSettings
 from models.feed.config import PrecomputeSettings
 from models.ranking.config import MlflowSettings, TrainingSettings
 from models.retrieval.config import RetrievalSettings
@@ -71,6 +72,7 @@ class Settings(BaseModel):
     warehouse: WarehouseSettings = WarehouseSettings()
     feeds: FeedSettings = FeedSettings()
     airflow: AirflowSettings = AirflowSettings()
+    stack: StackSettings = StackSettings()  # the local stack's ports and sizes (jobs/stack.py)
     log: LogSettings = LogSettings()  # a real log instead of the simulator (logs/)
 
     @property

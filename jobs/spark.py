@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import sys
+import tempfile
+import zipfile
 
 from pydantic import BaseModel, ConfigDict
 
@@ -28,6 +32,10 @@ class SparkSettings(BaseModel):
     driver_memory: str = "4g"  # local mode runs everything in the driver
     ui_enabled: bool = False  # the local UI costs start-up time and a port
     conf: dict[str, str] = {}  # any other spark.* setting, passed through
+    # On a cluster, send the driver's own packages to the executors (a zip, like
+    # spark-submit --py-files), so that they run the driver's code, not whatever copy of the
+    # packages their Python finds; off only where the workers' image carries the same code.
+    ship_code: bool = True
 
 
 def get_spark(settings: SparkSettings):
@@ -59,5 +67,35 @@ def get_spark(settings: SparkSettings):
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    if settings.ship_code and not settings.master.startswith("local"):
+        _ship_code(spark.sparkContext)
     log.info("spark session on %s (Spark %s)", settings.master, spark.version)
     return spark
+
+
+# The packages executors import (features' UDFs, the simulator, models' scoring); jobs and
+# warehouse too, for functions defined there and shipped inside closures.
+CODE_PACKAGES = ("jobs", "features", "models", "warehouse", "simulator")
+_shipped: set[str] = set()  # application ids that have the code already
+
+
+def _ship_code(sc) -> None:
+    """Zip the packages from the driver's checkout and add the zip to the application's
+    Python path on every executor (SparkContext.addPyFile), once per application."""
+    from warehouse.layout import REPO_ROOT
+
+    if sc.applicationId in _shipped:
+        return
+    folder = tempfile.mkdtemp(prefix="feedrank-code-")
+    atexit.register(shutil.rmtree, folder, True)
+    path = os.path.join(folder, "feedrank_code.zip")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for package in CODE_PACKAGES:
+            for file in sorted((REPO_ROOT / package).rglob("*")):
+                if file.suffix in (".py", ".toml") and "__pycache__" not in file.parts:
+                    zf.write(file, file.relative_to(REPO_ROOT).as_posix())
+    sc.addPyFile(path)
+    # addPyFile also puts the zip on the driver's own path: the driver keeps its checkout.
+    sys.path[:] = [p for p in sys.path if not p.endswith(os.sep + "feedrank_code.zip")]
+    _shipped.add(sc.applicationId)
+    log.info("shipped %s to the executors (%d KiB)", path, os.path.getsize(path) // 1024)

@@ -16,8 +16,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("jobs", "features", "models", "warehouse", "simulator")
 # Modules of jobs/ that are not one batch step: settings, the Spark factory, what every job
-# shares, the reading several jobs need, and Airflow's wiring.
-SHARED_JOBS = {"settings", "spark", "common", "reading", "airflow_env", "airflow_support"}
+# shares, the reading several jobs need, Airflow's wiring, and the local stack's services.
+SHARED_JOBS = {
+    "settings",
+    "spark",
+    "common",
+    "reading",
+    "airflow_env",
+    "airflow_support",
+    "processes",
+    "stack",
+}
 # Modules that run other jobs: the `feedrank` command line, its `feed`/`feeds`/`serve`
 # commands, the demo, and the summary the demo and the CLI print.
 ORCHESTRATORS = {"cli", "feeds_cli", "demo", "summary"}

@@ -118,6 +118,12 @@ class DataRoot:
     def logs(self) -> Path:
         return self.home / "logs"
 
+    @property
+    def stack(self) -> Folder:
+        """The local stack's state (`feedrank stack`): run/<service>.pid, logs/<service>.log,
+        postgres/ (its cluster), spark/ (workers' folders), redis/."""
+        return Folder(self.home / "stack")
+
     def report_folder(self, job: str, ds: str) -> Folder:
         """Where a job's report for ds goes, its figures beside it: reports/<job>/<ds>/."""
         return Folder(self.reports / job / ds)
