@@ -15,6 +15,13 @@ from pathlib import Path
 
 import pytest
 
+# A pytest-xdist worker's __main__ has neither __spec__ nor __file__, which pyspark.sql.connect
+# (imported by Great Expectations) takes for a doctest run without Spark Connect's packages,
+# and exits the worker: it gets a file name.
+_MAIN = sys.modules["__main__"]
+if getattr(_MAIN, "__spec__", None) is None and not hasattr(_MAIN, "__file__"):
+    _MAIN.__file__ = "<pytest-xdist worker>"
+
 _HOME = Path(tempfile.mkdtemp(prefix="feedrank-tests-"))
 for _name in list(os.environ):
     if _name.startswith("FEEDRANK_"):  # a developer's overrides must not leak into tests
