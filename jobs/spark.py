@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator, Mapping
 
 from pydantic import BaseModel, ConfigDict
 
@@ -61,3 +63,21 @@ def get_spark(settings: SparkSettings):
     spark.sparkContext.setLogLevel("WARN")
     log.info("spark session on %s (Spark %s)", settings.master, spark.version)
     return spark
+
+
+@contextlib.contextmanager
+def sql_conf(spark, conf: Mapping[str, str]) -> Iterator[None]:
+    """Run the block with these runtime SQL settings (spark.sql.*), then restore the
+    session's own: a job that wants other settings than the process's session (which another
+    job may have opened) sets them for its own queries only."""
+    before = {key: spark.conf.get(key, None) for key in conf}
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
