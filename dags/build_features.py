@@ -11,7 +11,9 @@ history. The feature table passes its own contract (Great Expectations: keys, ra
 Triggered by the raw Asset (the days its events name): a `simulate_platform` run starts this
 DAG by itself, as it is unpaused at creation (`airflow.asset_dags_unpaused`). By hand: a
 logical date inside the profile's calendar and the Param `profile`, the data root's profile.
-Days must be built in order; to re-run a day, Clear its run.
+Days must be built in order; to re-run a day, Clear its run. A backfill by hand (or
+`feedrank demo`): the logical date its first day and the Param `to` its last; the task builds
+every day between in order, in one Spark application, each with its own contract and publish.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from jobs.airflow_support import (
     FEATURES,
     RAW_LOGS,
     asset_scheduled,
+    backfill_days,
     days_to_build,
+    features_params,
     lazy_job,
     mark_days,
-    params,
     settings_from,
 )
 
@@ -37,7 +40,7 @@ job = lazy_job("build_features")  # imported when a task runs, not when the file
     schedule=[RAW_LOGS],
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
-    params=params(),
+    params=features_params(),
     tags=["feedrank", "silver", "features", "spark"],
     doc_md=__doc__,
     **asset_scheduled(),
@@ -46,7 +49,10 @@ def build_features():
     @task(outlets=[FEATURES])
     def build(params=None, outlet_events=None):
         days = days_to_build(get_current_context())
-        job.run_days(settings_from(params, *days), days)
+        to = params.get("to")
+        settings = settings_from(params, *days, *([to] if to else []))
+        days = backfill_days(settings, days, to)
+        job.run_days(settings, days)
         mark_days(outlet_events, FEATURES, days)
 
     build()

@@ -226,7 +226,7 @@ def features_from_tiles(
     cutoff = F.lit(graph_cutoff)
     # Five lookups read the follow graph, each with its own columns, so Spark would dedupe
     # the snapshots (a shuffle of the whole graph) once per lookup: do it once, materialized.
-    edges = follow_edges(follows).localCheckpoint()
+    edges = follow_edges(follows).localCheckpoint(eager=False)
     # One as-of pass per entity key for the families that keep running sums over its hourly
     # tiles (every window a difference of two running sums of the same select), each read by
     # its family: one sort per key, not one per family. Materialized (like the edges): each
@@ -241,7 +241,7 @@ def features_from_tiles(
             *share_user_parts(t["user_author_hourly"]),
             *topic_user_parts(t["user_topic_hourly"]),
         ],
-    ).localCheckpoint()
+    ).localCheckpoint(eager=False)
     author_sums = asof_pass(
         needed(imps, [C.AUTHOR_ID]),
         [C.AUTHOR_ID],
@@ -249,7 +249,7 @@ def features_from_tiles(
             *author_parts(t["author_hourly"], edges, cutoff),
             *author_negative_parts(t["post_negative_hourly"]),
         ],
-    ).localCheckpoint()
+    ).localCheckpoint(eager=False)
     families = {
         "post": (
             post_interactions(imps, t["post_hourly"], posts, prior_rate, prior_strength),

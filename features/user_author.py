@@ -151,7 +151,7 @@ def user_author_features(
     req = needed(impressions_as_of, [C.USER_ID, C.AUTHOR_ID])
     # materialized: its two readers would otherwise each get a pruned copy of the whole pass
     pair = [C.USER_ID, C.AUTHOR_ID]
-    sums = asof_pass(req, pair, user_author_parts(req, tile, edges)).localCheckpoint()
+    sums = asof_pass(req, pair, user_author_parts(req, tile, edges)).localCheckpoint(eager=False)
     return (
         interaction_shares(req, tile, sums=sums, user_sums=user_sums)
         .join(follow_flags(req, edges), keys)

@@ -100,6 +100,30 @@ def training_params() -> dict[str, Param]:
     }
 
 
+def features_params() -> dict[str, Param]:
+    """Params of a features run, on top of `params()`: the last day of a backfill."""
+    return {
+        **params(),
+        "to": Param(
+            None,
+            type=["null", "string"],
+            description="Last day of a backfill, YYYY-MM-DD (empty: the run's day only): "
+            "every calendar day from the logical date through it, oldest first, in one task "
+            "(one Spark application), each day with its own contract and publish.",
+        ),
+    }
+
+
+def backfill_days(settings: Settings, days: list[str], to: str | None) -> list[str]:
+    """The days a features run builds: `days` (days_to_build), or, with the Param `to`, every
+    calendar day from the first of them through `to`; a `to` before it fails the run."""
+    if not to:
+        return days
+    if to < days[0]:
+        raise AirflowFailException(f"Param to={to} is before the run's day {days[0]}")
+    return [d for d in settings.dates() if days[0] <= d <= to]
+
+
 def precompute_params() -> dict[str, Param]:
     """Params of a feed precompute, on top of `params()`: when, and how many candidates."""
     return {

@@ -33,7 +33,7 @@ from features.tiles import TILES, build_tiles, features_from_tiles
 from jobs.common import check_day, log_settings, run_range_job
 from jobs.reading import RawDay, read_raw, read_state, state_table
 from jobs.settings import Settings
-from jobs.spark import get_spark
+from jobs.spark import get_spark, sql_conf
 from warehouse import contracts
 from warehouse.catalog import (
     IMPRESSION_FEATURES,
@@ -53,7 +53,7 @@ def run(settings: Settings, ds: str) -> int:
     started = time.perf_counter()
     spark = get_spark(settings.spark)
     store = settings.open_warehouse()
-    with store.lock(Layer.SILVER, ds, job="build_features"):
+    with store.lock(Layer.SILVER, ds, job="build_features"), sql_conf(spark, SQL_CONF):
         with step(spark, "read_raw", ds):
             raw = read_raw(spark, store, settings.first_day, ds)
         with step(spark, "state", ds):
@@ -70,10 +70,11 @@ def run(settings: Settings, ds: str) -> int:
                 graph_cutoff(ds),
                 **settings.features.model_dump(),
             )
-            store.write_spark(IMPRESSION_FEATURES, ds, feats, publish=False)
+            written = store.write_spark(IMPRESSION_FEATURES, ds, feats, publish=False)
         with step(spark, "contract", ds):
             staged = store.read_spark(spark, IMPRESSION_FEATURES, ds, staged=True).drop(C.DS)
-            report = check_feature_partition(ds, staged, R.feature_rules())
+            engine = "pandas" if written.rows <= CONTRACT_PANDAS_MAX_ROWS else "spark"
+            report = check_feature_partition(ds, staged, R.feature_rules(), engine=engine)
             contracts.enforce(report)
         with step(spark, "publish", ds):
             outputs = [*(state_table(name) for name in TILES), IMPRESSION_FEATURES]
@@ -83,6 +84,21 @@ def run(settings: Settings, ds: str) -> int:
     log.info("features ds=%s: %d impressions in %.1fs", ds, rows, time.perf_counter() - started)
     return rows
 
+
+# The day's queries run as about one Spark job per output: without adaptive execution, under
+# which each exchange is a job of its own, and without size-based broadcasts, each of which
+# is a job too. A tiny day's features took 119 jobs with both, 49 without AQE, 4 without
+# either (the write, PageRank's collect, two broadcasts the plan keeps), counted by
+# tests/benchmarks/bench_features.py; the CPU they spend is about the same (11-15 s).
+SQL_CONF = {
+    "spark.sql.adaptive.enabled": "false",
+    "spark.sql.autoBroadcastJoinThreshold": "-1",
+}
+
+# A day with at most this many impressions has its contract run by GX on pandas: the columns
+# the contract reads collected in one Spark job (~100 numbers a row: ~0.4 GB at the bound)
+# instead of GX's Spark jobs per expectation (15 a day, a second or more each).
+CONTRACT_PANDAS_MAX_ROWS = 500_000
 
 STEPS = ("read_raw", "state", "features", "contract", "publish")  # the job groups of a run
 

@@ -1,7 +1,9 @@
 """`feedrank demo`: the pipeline end to end through Airflow, for every day of a profile.
 
-For each day before the closed loop, `simulate_platform` then `build_features` run with
-`dag.test()`; then `train_rankers` and `train_retrieval` run once on the last of them. Then,
+For each day before the closed loop, `simulate_platform` runs with `dag.test()`; then
+`build_features` builds all of those days in one run (a backfill: its Param `to`, one Spark
+application, each day its own contract and publish); then `train_rankers` and
+`train_retrieval` run once on the last of them. Then,
 with a closed loop (`simulator.serving.loop_days`), for each loop day: the retrieval index,
 the precomputed feeds of the day before and their publication to the feed store, the loop
 day itself (treatment reads those feeds), its features and the A/B report; after the last
@@ -45,6 +47,7 @@ PIPELINE = {
     "simulate_platform": SIMULATED_TABLES,
     "build_features": (IMPRESSION_FEATURES,),
 }
+SIMULATE, FEATURES_DAG = ("simulate_platform",), "build_features"
 TRAINING_DAG = "train_rankers"  # then once, on every day: training set, rankers, registry
 # Then retrieval on every day, and the feeds of the day before the last (the last day is the
 # one their quality is measured on), published to the feed store.
@@ -96,7 +99,8 @@ def _run(settings: Settings, seed: int | None, console: Console) -> None:
     loop = [d.isoformat() for d in settings.simulator.loop_dates()]
     before = days[: len(days) - len(loop)]
     for i, ds in enumerate(before, 1):
-        _day(console, bag, conf, settings, ds, f"[{i:>2}/{len(days)}] {ds}")
+        _day(console, bag, conf, settings, ds, f"[{i:>2}/{len(days)}] {ds}", SIMULATE)
+    _backfill(console, bag, conf, settings, before)
     trained = before[-1]
     _step(console, bag, conf, TRAINING_DAG, trained, f"on the days up to {trained}")
     _step(console, bag, conf, RETRIEVAL_DAG, trained)
@@ -137,17 +141,36 @@ def _run(settings: Settings, seed: int | None, console: Console) -> None:
     )
 
 
-def _day(console, bag, conf, settings: Settings, ds: str, line: str) -> None:
-    """The day's logs and features, each DAG checked to have published its tables."""
-    store = settings.open_warehouse()
-    for dag_id, outputs in PIPELINE.items():
+def _day(
+    console, bag, conf, settings: Settings, ds: str, line: str, dag_ids=tuple(PIPELINE)
+) -> None:
+    """The day's logs and features (or the DAGs named), each DAG checked to have published
+    its tables."""
+    for dag_id in dag_ids:
         with _status(console, f"{line}  {dag_id} ..."):
             seconds = _test(bag.get_dag(dag_id), ds, conf)
-        missing = [t.name for t in outputs if not store.is_committed(t, ds)]
-        if missing:  # a run outside the DAG's calendar succeeds without running a task
-            raise StepFailed(f"{dag_id} ds={ds} published nothing for {missing}")
+        _check_published(settings, dag_id, [ds])
         line += f"  {dag_id} {seconds:>3.0f}s"
     console.print(line)
+
+
+def _backfill(console, bag, conf, settings: Settings, days: list[str]) -> None:
+    """The features of `days` (consecutive, logs published) in one build_features run: its
+    Param `to`, one task and one Spark application, each day its own contract and publish."""
+    dag_id = FEATURES_DAG
+    what = f"{days[0]} .. {days[-1]} ({len(days)} days, one run)"
+    with _status(console, f"{dag_id} {what} ..."):
+        seconds = _test(bag.get_dag(dag_id), days[0], {**conf, "to": days[-1]})
+    _check_published(settings, dag_id, days)
+    console.print(f"{dag_id} {what}  {seconds:.0f}s")
+
+
+def _check_published(settings: Settings, dag_id: str, days: list[str]) -> None:
+    store = settings.open_warehouse()
+    for ds in days:
+        missing = [t.name for t in PIPELINE[dag_id] if not store.is_committed(t, ds)]
+        if missing:  # a run outside the DAG's calendar succeeds without running a task
+            raise StepFailed(f"{dag_id} ds={ds} published nothing for {missing}")
 
 
 def _step(console, bag, conf, dag_id: str, ds: str, what: str | None = None) -> None:

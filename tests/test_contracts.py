@@ -446,3 +446,23 @@ def test_each_feature_check_uses_the_rules_it_is_given(spark):
         ("share", "expect_column_values_to_be_between")
     ]
     assert "[impression_id=1 share=2.0]" in as_share.describe()
+
+
+@pytest.mark.spark
+def test_the_feature_check_on_pandas_fails_as_on_spark(spark):
+    """build_features checks a day that fits the driver on GX's pandas engine (one Spark job
+    to collect it): the same checks fail, worded the same, naming table, column and rule."""
+    from warehouse.contracts.silver import AS_OF, FeatureRules, check_feature_partition
+
+    rows = [(1, ts(5, 10), ts(5, 9), 2.0, 0.5), (2, ts(5, 11), ts(5, 11), 0.5, None)]
+    columns = [C.IMPRESSION_ID, C.SERVED_AT, AS_OF, "share", "unchecked"]
+    df = spark.createDataFrame(rows, columns)
+    rules = FeatureRules(not_null=("share",), unit_interval=("share",))
+    on = {e: check_feature_partition(DS, df, rules, engine=e) for e in ("spark", "pandas")}
+    assert on["pandas"].failures == on["spark"].failures
+    assert on["pandas"].describe() == on["spark"].describe()
+    assert (on["pandas"].n_rows, on["pandas"].n_checks) == (2, on["spark"].n_checks)
+    described = on["pandas"].describe()
+    assert "impression_features" in described
+    assert "[impression_id=1 share=2.0]" in described  # share in [0, 1]
+    assert "as_of < served_at" in described and "impression_id=2" in described

@@ -70,3 +70,16 @@ def test_the_inputs_sensor_waits_passes_or_skips_with_the_reason():
     assert inputs_ready(missing("the day before"), conf, "2026-01-06") is False
     with pytest.raises(AirflowSkipException, match="too early"):
         inputs_ready(missing(NothingToDo("too early")), conf, "2026-01-06")
+
+
+def test_a_features_backfill_builds_the_calendar_days_through_its_param_to(tiny):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from jobs.airflow_support import backfill_days, features_params
+
+    assert features_params()["to"].value is None  # a scheduled run builds its own days
+    assert backfill_days(tiny, ["2026-01-06"], None) == ["2026-01-06"]
+    got = backfill_days(tiny, ["2026-01-05"], "2026-01-07")
+    assert got == ["2026-01-05", "2026-01-06", "2026-01-07"]  # `feedrank demo`'s backfill
+    with pytest.raises(AirflowFailException, match="to=2026-01-05 is before the run's day"):
+        backfill_days(tiny, ["2026-01-07"], "2026-01-05")

@@ -371,3 +371,33 @@ def test_a_damaged_manifest_is_named_with_what_is_wrong(wh, damage, message):
     for read in (lambda: wh.read_pandas(USERS, DS), lambda: wh.manifest(USERS.layer, DS)):
         with pytest.raises(WarehouseError, match=where.rstrip() + r"[ :].*" + message):
             read()
+
+
+@pytest.mark.spark
+def test_a_silver_table_reads_back_with_the_schema_spark_wrote_and_no_job(wh, spark):
+    """A table without a catalog schema is read with the schema its Spark writer recorded
+    in the footer: the one Spark would infer, without the inference job per read."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from warehouse.catalog import feature_state_table
+
+    tile = feature_state_table("bench_tile", ("post_id", "bucket"), "a tile")
+    df = spark.range(4).select(
+        F.col("id").alias("post_id"),
+        F.timestamp_micros(F.col("id") * 3_600_000_000).alias("bucket"),
+        F.count(F.lit(1)).over(Window.partitionBy(F.lit(0))).alias("n"),  # not nullable
+        F.array(F.col("id").cast("int")).alias("tags"),
+    )
+    wh.write_spark(tile, DS, df)
+    folder = wh.partition_dir(tile, DS)
+    inferred = spark.read.option("basePath", str(wh.table_dir(tile))).parquet(str(folder)).schema
+    sc = spark.sparkContext
+    sc.setJobGroup("silver_read", "the read of a silver table")
+    try:
+        got = wh.read_spark(spark, tile, DS)
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    assert got.schema == inferred
+    assert sc.statusTracker().getJobIdsForGroup("silver_read") == []
+    assert got.orderBy("post_id").select("n", "tags").collect()[3] == (4, [3])

@@ -525,6 +525,8 @@ class Warehouse:
         reader = spark.read.option("basePath", str(self.table_dir(table)))
         if table.schema is not None:
             reader = reader.schema(from_arrow_schema(_with_ds(table.schema)))
+        elif (written := _written_spark_schema(table, Path(paths[0]))) is not None:
+            reader = reader.schema(written)
         return reader.parquet(*paths)
 
     def _existing(self, table: Table, days: Iterable[str], staged: bool) -> list[str]:
@@ -536,6 +538,30 @@ class Warehouse:
             where = "staged" if staged else "committed"
             raise WarehouseError(f"{table.qualified}: no {where} partition for ds={missing}")
         return days
+
+
+_SPARK_ROW_METADATA = b"org.apache.spark.sql.parquet.row.metadata"
+
+
+def _written_spark_schema(table: Table, folder: Path):
+    """The Spark schema of a table without a catalog schema (silver: its producer's), plus
+    ds: what Spark infers from one data file's footer (the row schema Spark wrote there),
+    read here on the driver. Handed to the reader, it saves Spark's inference, a job per
+    read. None for files Spark did not write: Spark infers theirs."""
+    from pyspark.sql import types as T
+
+    files = _data_files(folder)
+    if not files:
+        return None
+    try:
+        meta = pq.read_metadata(files[0])
+    except (pa.ArrowInvalid, OSError) as err:
+        raise WarehouseError(f"{table.qualified}: unreadable Parquet {files[0]}: {err}") from None
+    written = (meta.metadata or {}).get(_SPARK_ROW_METADATA)
+    if written is None:
+        return None
+    schema = T.StructType.fromJson(json.loads(written))
+    return T.StructType([*schema.fields, T.StructField(C.DS, T.StringType())])
 
 
 @contextlib.contextmanager
