@@ -46,7 +46,7 @@ TEST_WORKERS ?= 2
 test: $(VENV)/.installed java redis postgres  ## lint, format check and the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+	$(BIN)/pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 bench: $(VENV)/.installed java redis  ## benchmarks: print a table, write JSON under tests/benchmarks/results
 	@for b in tests/benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

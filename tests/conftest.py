@@ -5,6 +5,7 @@ The environment is set at import, before anything imports airflow (it reads its 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import subprocess
@@ -142,18 +143,36 @@ def tiny_days(tmp_path_factory, spark):
     return copy_to
 
 
-TINY_GROUP, TINY_GROUP_FIXTURE = "tiny-days", "tiny_days"
+TINY_FIXTURE = "tiny_days"
+TESTS = Path(__file__).parent
+
+
+@functools.cache
+def starts_from_tiny_days(path: str) -> bool:
+    """Whether a test file (a path as in a node id) uses the session's tiny days: its text
+    names the fixture (the xdist controller sees node ids, not fixtures)."""
+    return TINY_FIXTURE in (TESTS.parent / path).read_text()
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Groups for pytest-xdist (`make test` runs `pytest -n 2 --dist loadgroup`): a test file
-    runs on one worker, its module fixtures built once, and the files that start from the
-    session's tiny days (`tiny_days`) run together on one worker, first, so that the days are
-    built once and the longest group does not start last (without xdist too: the marks then
-    do nothing)."""
-    tiny = {item.path for item in items if TINY_GROUP_FIXTURE in item.fixturenames}
-    for item in items:
-        group = TINY_GROUP if item.path in tiny else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: item.path not in tiny)  # stable: the rest keep their order
+    """The files that start from the session's tiny days run first: under xdist they are the
+    longest unit of work (pytest_xdist_make_scheduler), so it must not start last."""
+    items.sort(key=lambda item: not starts_from_tiny_days(item.nodeid.split("::")[0]))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs `pytest -n 2 --dist loadfile`: a test file runs on one worker, its
+    module fixtures built once; the files that start from the session's tiny days count as
+    one file, so the days are built once. (xdist's own `loadgroup` marks do not group under
+    pytest 9: xdist 3.8 renames a node id through an attribute pytest 9 no longer reads.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class TinyDaysTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return TINY_FIXTURE if starts_from_tiny_days(path) else path
+
+    return TinyDaysTogether(config, log)
