@@ -18,10 +18,10 @@ import pytest
 
 # A pytest-xdist worker's __main__ has neither __spec__ nor __file__, which pyspark.sql.connect
 # (imported by Great Expectations) takes for a doctest run without Spark Connect's packages,
-# and exits the worker: it gets a file name.
+# and exits the worker: it gets an empty file, which spawned processes run as __mp_main__.
 _MAIN = sys.modules["__main__"]
 if getattr(_MAIN, "__spec__", None) is None and not hasattr(_MAIN, "__file__"):
-    _MAIN.__file__ = "<pytest-xdist worker>"
+    _MAIN.__file__ = str(Path(__file__).with_name("xdist_main.py"))
 
 _HOME = Path(tempfile.mkdtemp(prefix="feedrank-tests-"))
 for _name in list(os.environ):
