@@ -40,7 +40,7 @@ demo: $(VENV)/.installed java  ## the main job: the demo profile end to end
 	$(BIN)/feedrank --profile $(PROFILE) demo
 
 # Two pytest workers (pytest-xdist): a test file runs on one worker, the files that start from
-# the session's tiny days together and first (tests/conftest.py). TEST_WORKERS=0: one process.
+# the session's tiny days first (tests/conftest.py). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 
 test: $(VENV)/.installed java redis postgres  ## lint, format check and the whole test suite

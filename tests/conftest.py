@@ -144,35 +144,18 @@ def tiny_days(tmp_path_factory, spark):
 
 
 TINY_FIXTURE = "tiny_days"
-TESTS = Path(__file__).parent
 
 
 @functools.cache
-def starts_from_tiny_days(path: str) -> bool:
-    """Whether a test file (a path as in a node id) uses the session's tiny days: its text
-    names the fixture (the xdist controller sees node ids, not fixtures)."""
-    return TINY_FIXTURE in (TESTS.parent / path).read_text()
+def starts_from_tiny_days(path: Path) -> bool:
+    """Whether a test file uses the session's tiny days (its text names the fixture)."""
+    return TINY_FIXTURE in path.read_text()
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """The files that start from the session's tiny days run first: under xdist they are the
-    longest unit of work (pytest_xdist_make_scheduler), so it must not start last."""
-    items.sort(key=lambda item: not starts_from_tiny_days(item.nodeid.split("::")[0]))
-
-
-def pytest_xdist_make_scheduler(config, log):
-    """`make test` runs `pytest -n 2 --dist loadfile`: a test file runs on one worker, its
-    module fixtures built once; the files that start from the session's tiny days count as
-    one file, so the days are built once. (xdist's own `loadgroup` marks do not group under
-    pytest 9: xdist 3.8 renames a node id through an attribute pytest 9 no longer reads.)"""
-    if config.getvalue("dist") != "loadfile":
-        return None
-    from xdist.scheduler import LoadFileScheduling
-
-    class TinyDaysTogether(LoadFileScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            path = super()._split_scope(nodeid)
-            return TINY_FIXTURE if starts_from_tiny_days(path) else path
-
-    return TinyDaysTogether(config, log)
+    """The files that start from the session's tiny days run first. `make test` runs
+    `pytest -n 2 --dist loadfile`: a file runs on one worker, its module fixtures built once,
+    and these, the longest files, start at once on both workers (each builds the tiny days
+    once, while the other files fill the gaps) instead of one worker running them last."""
+    items.sort(key=lambda item: not starts_from_tiny_days(item.path))
