@@ -128,7 +128,22 @@ def _fit_dnn(settings: Settings, store: Warehouse, split: Split, ds: str):
     # Checkpoints of this day's run: a retried or killed task resumes from them.
     checkpoints = settings.root.checkpoint_folder(JOB, ds, DNN)
     t = settings.training
-    return fit_dnn(store, split.train, split.val, t, checkpoints, settings.recorded_tasks)
+    if t.dnn.processes == 1:
+        return fit_dnn(store, split.train, split.val, t, checkpoints, settings.recorded_tasks)
+    from jobs.spark import get_spark
+    from models.ranking.dnn.distributed import fit_dnn_distributed
+
+    spark = get_spark(settings.spark)  # TorchDistributor runs in the active session
+    return fit_dnn_distributed(
+        store,
+        split.train,
+        split.val,
+        t,
+        checkpoints,
+        settings.recorded_tasks,
+        processes=t.dnn.processes,
+        local_mode=spark.sparkContext.master.startswith("local"),
+    )
 
 
 def dwell_median(store: Warehouse, days: Sequence[str]) -> float:

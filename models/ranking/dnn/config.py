@@ -95,4 +95,8 @@ class DnnSettings(BaseModel):
     grad_clip: float = Field(5.0, gt=0)  # max global gradient norm
     patience: int = Field(2, ge=1)  # epochs without validation gain before stopping
     num_threads: int = Field(2, ge=1)  # torch threads: fixed, so results repeat
+    # Processes that train together (PySpark's TorchDistributor, models.ranking.dnn.distributed:
+    # beside the driver on a local master, one per executor task on a cluster); 1: in the
+    # job's own process. batch_size must be a multiple of it.
+    processes: int = Field(1, ge=1)
     seed: int = 13  # initialisation, shuffling and dropout

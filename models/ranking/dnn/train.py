@@ -18,6 +18,12 @@
 * Deterministic on CPU: seeded initialisation, shuffles seeded by (seed, epoch), the torch
   RNG (dropout) saved in checkpoints, deterministic algorithms, a fixed thread count; the
   order is that of the stored files (the same files, the same model).
+* In a torch.distributed group (models.ranking.dnn.distributed starts one through PySpark's
+  TorchDistributor) each of the N processes trains on every N-th batch of the same stream,
+  batches of batch_size / N rows, so that a step still sees batch_size rows; the network is
+  wrapped in DistributedDataParallel, which averages the gradients. The processes hold the
+  same weights after every step, so each validates alike and they stop together; process 0
+  alone writes checkpoints.
 """
 
 from __future__ import annotations
@@ -29,14 +35,16 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from models.evaluation.evaluate import VALUE, value_ranking
@@ -74,6 +82,8 @@ class DnnHistory:
     best_epoch: int = 0
     epoch_seconds: list[float] = dataclasses.field(default_factory=list)
     rows_per_s: list[float] = dataclasses.field(default_factory=list)
+    rows_trained: list[int] = dataclasses.field(default_factory=list)  # per epoch, all processes
+    processes: int = 1  # torch.distributed processes that trained it together
 
     @property
     def curves(self) -> dict[str, dict[str, list[float]]]:
@@ -90,6 +100,13 @@ class DnnHistory:
     def metric(self) -> dict[str, str]:
         names = {t: "huber / delta" if t == DWELL else "logloss" for t in self.train_loss}
         return names | {VALUE: self.val_metric_name}
+
+
+def world() -> tuple[int, int]:
+    """(rank, size) of the torch.distributed group this process trains in; (0, 1) alone."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def seed_everything(seed: int, threads: int) -> None:
@@ -204,13 +221,29 @@ class _State:
     stale: int = 0  # epochs since the best
 
 
-def _train_epoch(ranker, opt, sched, loader, weights, progress) -> tuple[np.ndarray, int]:
-    """One pass over the stream; the mean loss per task over the rows it counted, rows."""
+def _share(batches: Iterator[dict], rank: int, size: int) -> Iterator[dict]:
+    """Process `rank`'s batch of each group of `size` consecutive batches, so that every
+    process of a group takes the same steps (a last group short of `size` batches, under
+    batch_size rows, is left out of the epoch)."""
+    if size == 1:
+        yield from batches
+        return
+    group = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group[rank]
+            group = []
+
+
+def _train_epoch(ranker, model, opt, sched, loader, weights, progress) -> tuple[np.ndarray, int]:
+    """One pass over the stream; the mean loss per task over the rows it counted, rows (of
+    every process of a distributed group; `model`: the network or its DDP wrapper)."""
     net, cfg = ranker.net, ranker.encoder.cfg
     net.train()
     sums, counts, rows = np.zeros(len(TASKS)), np.zeros(len(TASKS)), 0
     for batch in loader:
-        logits, dwell = net(*(batch[k] for k in TENSORS if k in batch))
+        logits, dwell = model(*(batch[k] for k in TENSORS if k in batch))
         per_task = _losses(logits, dwell, batch, cfg)  # (7,)
         loss = (per_task * weights).sum()
         opt.zero_grad(set_to_none=True)
@@ -223,11 +256,18 @@ def _train_epoch(ranker, opt, sched, loader, weights, progress) -> tuple[np.ndar
         counts += counted
         rows += len(batch["num"])
         progress.advance(float(loss.detach()))
+    if isinstance(model, DistributedDataParallel):  # loss and rows over every process's batches
+        total = torch.from_numpy(np.concatenate([sums, counts, [rows]]))
+        dist.all_reduce(total)
+        sums, counts, rows = np.split(total.numpy(), [len(TASKS), 2 * len(TASKS)])
+        rows = int(rows[0])
     return sums / np.maximum(counts, 1), rows
 
 
 def _save(folder: Folder, payload: dict) -> None:
     """Write the checkpoint whole or not at all (a kill mid-write keeps the previous one)."""
+    if world()[0] != 0:  # the processes of a group hold the same state: process 0 writes it
+        return
     tmp = folder.writable(CHECKPOINT + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(folder.file(CHECKPOINT))
@@ -265,7 +305,15 @@ def fit_dnn(
     check_crosses(cfg)
     fitted = TASKS if tasks is None else tuple(t for t in TASKS if t in tasks)
     seed_everything(cfg.seed, cfg.num_threads)
+    rank, size = world()
+    if cfg.batch_size % size:
+        raise ValueError(
+            f"training.dnn.batch_size {cfg.batch_size} does not split evenly over the {size} "
+            "training processes: make it a multiple of training.dnn.processes"
+        )
     key = _fingerprint(settings, train_days, val_days, fitted)
+    if size > 1:  # another group's checkpoint holds other steps
+        key = json.dumps([key, size])
     saved = _restore(folder, key)
     plan = (
         data.Plan.from_dict(saved["plan"], cfg)
@@ -300,18 +348,21 @@ def fit_dnn(
         torch.set_rng_state(saved["torch_rng"])
         history = DnnHistory(**saved["history"])
         state = _State(**saved["state"])
+    history.processes = size
+    model = DistributedDataParallel(net) if size > 1 else net  # DDP: rank 0's weights to all
 
     def stream():
         rng = np.random.default_rng([cfg.seed, state.epoch])
         chunks = data.chunks(store, train_days, settings, plan.encoder, fitted)
-        return data.shuffled(chunks, cfg.shuffle_buffer, cfg.batch_size, rng)
+        batches = data.shuffled(chunks, cfg.shuffle_buffer, cfg.batch_size // size, rng)
+        return _share(batches, rank, size)
 
     loader = DataLoader(data.Stream(stream), batch_size=None)
     while state.epoch < cfg.epochs and state.stale < cfg.patience:
         started = time.perf_counter()
         progress = _Progress(per_epoch, f"dnn epoch {state.epoch + 1}/{cfg.epochs}")
         try:
-            train_loss, rows = _train_epoch(ranker, opt, sched, loader, weights, progress)
+            train_loss, rows = _train_epoch(ranker, model, opt, sched, loader, weights, progress)
         finally:
             progress.close()
         seconds = time.perf_counter() - started
@@ -349,6 +400,7 @@ def _record(history, fitted, train_loss, val_loss, metric, seconds, rows) -> Non
     history.val_metric.append(metric)
     history.epoch_seconds.append(seconds)
     history.rows_per_s.append(rows / max(seconds, 1e-9))
+    history.rows_trained.append(rows)
 
 
 def _checkpoint(key, plan, net, opt, sched, history, state) -> dict:
