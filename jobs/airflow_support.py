@@ -114,6 +114,84 @@ def features_params() -> dict[str, Param]:
     }
 
 
+def ingest_params() -> dict[str, Param]:
+    """Params of a log ingest (`feedrank ingest`'s options): the log profile, its files and
+    calendar."""
+    logs = [p for p in available_profiles() if load_settings(p, environ={}).log.format]
+    parsed = load_settings().profile
+    return {
+        "profile": Param(
+            parsed if parsed in logs else logs[0],
+            type="string",
+            enum=logs,
+            description="The log's profile (its format): it must be the data root's.",
+        ),
+        "path": Param(
+            None,
+            type=["null", "string"],
+            description="The log's folder on the machine the task runs on (empty: the "
+            "profile's log.path).",
+        ),
+        "behaviors": Param(
+            None,
+            type=["null", "string"],
+            description="The impressions file in the folder (empty: the format's, e.g. "
+            "behaviors.tsv).",
+        ),
+        "items": Param(
+            None,
+            type=["null", "string"],
+            description="The item metadata file in the folder (empty: the format's, e.g. "
+            "news.tsv).",
+        ),
+        "first_day": Param(
+            None,
+            type=["null", "string"],
+            description="The calendar's first day, YYYY-MM-DD, with `days` (empty: the log's "
+            "own first and last day).",
+        ),
+        "days": Param(None, type=["null", "integer"], minimum=1, description="The log's days."),
+        "max_missing_share": Param(
+            None,
+            type=["null", "number"],
+            minimum=0,
+            maximum=1,
+            description="Share of impressions whose item has no metadata dropped before the "
+            "log is refused (empty: settings, 0.01).",
+        ),
+    }
+
+
+def log_settings_from(params: dict[str, Any]) -> Settings:
+    """Settings of a log ingest from the run's Params (ingest_params) on a data root the
+    profile owns. A bad setting fails the task at once: retrying cannot fix it."""
+    given = {k: params.get(k) for k in ("path", "behaviors", "items", "max_missing_share")}
+    log_section = {k: v for k, v in given.items() if v is not None}
+    # The calendar is the run's (or the log's own), never an earlier ingest's.
+    log_section |= {"start_date": params.get("first_day"), "days": params.get("days")}
+    try:
+        settings = load_settings(params.get("profile"), {"log": log_section})
+        settings.root.claim(settings.profile)
+    except (SettingsError, DataRootError, ValueError) as err:
+        raise AirflowFailException(str(err)) from None
+    return settings
+
+
+def run_ingest(params: dict[str, Any]):
+    """The ingest task: jobs.ingest_log.run on the Params' settings. A bad file, a log that
+    does not fit its calendar or fails a contract fails the task at once with the job's
+    one-line message naming the file (retrying cannot fix a file); nothing is published."""
+    from warehouse.contracts import DataContractError
+    from warehouse.ingest.common import LogFormatError
+    from warehouse.ingest.mapping import IngestError
+
+    settings = log_settings_from(params)
+    try:
+        return lazy_job("ingest_log").run(settings)
+    except (LogFormatError, IngestError, DataContractError, FileNotFoundError) as err:
+        raise AirflowFailException(str(err)) from None
+
+
 def backfill_days(settings: Settings, days: list[str], to: str | None) -> list[str]:
     """The days a features run builds: `days` (days_to_build), or, with the Param `to`, every
     calendar day from the first of them through `to`; a `to` before it fails the run."""

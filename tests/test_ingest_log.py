@@ -261,6 +261,62 @@ def test_ingest_publishes_every_day_of_the_log(mind_root):
     assert later.dates() == days and later.log.path == (DATA / "mind").resolve()
 
 
+def _ingest_dag_run(airflow_db, home: Path, monkeypatch, **conf):
+    """The ingest_log DAG through dag.test on `home`, with these Params."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("FEEDRANK_HOME", str(home))
+    monkeypatch.setenv("FEEDRANK__SPARK__SHUFFLE_PARTITIONS", "1")
+    dag = DagBag(dag_folder=str(airflow_db.dags_folder())).get_dag("ingest_log")
+    return dag.test(run_conf={"profile": "mind", **conf})
+
+
+@pytest.mark.spark
+@pytest.mark.airflow
+def test_the_ingest_dag_publishes_the_log_and_names_its_days_on_the_raw_asset(
+    tmp_path, spark, airflow_db, monkeypatch
+):
+    """Triggered with the Params `feedrank ingest` takes: the log's days published, and the
+    raw Asset's event names them (build_features builds the days an event names)."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from jobs.airflow_support import RAW_LOGS
+    from warehouse.layout import DataRoot
+    from warehouse.store import Warehouse
+
+    run = _ingest_dag_run(
+        airflow_db, tmp_path, monkeypatch, path=str(DATA / "mind"), max_missing_share=0.05
+    )
+    assert str(run.state) == "success"
+    days = [d.isoformat() for d in MIND_DAYS]
+    assert Warehouse(DataRoot(tmp_path).warehouse).partitions(IMPRESSIONS) == days
+    with create_session() as session:
+        extras = session.scalars(
+            select(AssetEvent.extra)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.uri == RAW_LOGS.uri, AssetEvent.source_run_id == run.run_id)
+        ).all()
+    assert [e["days"] for e in extras] == [days]
+
+
+@pytest.mark.airflow
+def test_the_ingest_dag_fails_a_bad_file_at_once_and_publishes_nothing(
+    tmp_path, airflow_db, monkeypatch
+):
+    """A malformed file is the user's to fix: the task fails on its first try (no retries
+    a minute apart), nothing is published and no Asset event starts the features."""
+    from warehouse.layout import DataRoot
+    from warehouse.store import Warehouse
+
+    folder = _broken(tmp_path, "behaviors.tsv", 12, "12\tuser2\t11/11/2019 8:45:00 PM\tN3\tN2-0")
+    run = _ingest_dag_run(airflow_db, tmp_path / "home", monkeypatch, path=str(folder))
+    (ti,) = run.get_task_instances()
+    assert (str(run.state), str(ti.state), ti.try_number) == ("failed", "failed", 1)
+    assert Warehouse(DataRoot(tmp_path / "home").warehouse).partitions(IMPRESSIONS) == []
+
+
 @pytest.mark.spark
 def test_a_malformed_file_publishes_nothing(tmp_path, spark):
     from jobs import ingest_log
