@@ -4,9 +4,11 @@
     feeds = rerank_feeds(scored, settings.rerank, size)   # score, rank per user
 
 The ranker's folder is shipped to the workers with SparkContext.addFile (the job does it) and
-loaded once per Python worker; batches of candidate rows arrive as Arrow record batches
-(`mapInArrow`) and become model inputs by the training set's own `feature_frame`, so the
-feature rows never sit on the driver or on disk. The re-ranker
+loaded once per Python worker, on its fastest exact path (a GBDT compiled, a DNN's exported
+graph on onnxruntime: models.ranking.load.load_ranker_folder's `serving`); batches of
+candidate rows arrive as Arrow record batches (`mapInArrow`) and become model inputs by the
+training set's own `feature_frame`, so the feature rows never sit on the driver or on disk.
+The re-ranker
 (models.feed.rerank) runs on Arrow batches of whole users (`mapInArrow`), every user of a batch
 at once.
 """
@@ -48,7 +50,7 @@ def scored_schema(features: DataFrame) -> T.StructType:
 
 @functools.lru_cache(maxsize=2)
 def _ranker(path: str) -> RankerLike:
-    ranker = load_ranker_folder(Folder(Path(path)))
+    ranker = load_ranker_folder(Folder(Path(path)), serving=True)  # a DNN through ONNX
     # The worker's objects so far (the model, the imports) are never garbage: a full
     # collection walking them made 1% of 500-row GBDT batches 2-3x slower (bench_inference).
     gc.collect()

@@ -9,12 +9,17 @@ without torch (the DNN's modules). An ensemble's members are loaded through this
 
 from __future__ import annotations
 
+import functools
+
 from models.ranking.base import COMPILED, DNN, ENSEMBLE, GBDT, KINDS, RankerLike, ranker_kind
 from warehouse.layout import Folder
 
 
-def load_ranker_folder(folder: Folder) -> RankerLike:
-    """The ranker saved in `folder`, by the kind its META names."""
+def load_ranker_folder(folder: Folder, *, serving: bool = False) -> RankerLike:
+    """The ranker saved in `folder`, by the kind its META names. `serving`: on its fastest
+    exact path for bulk scoring: a GBDT compiled (whenever the folder holds the compiled
+    boosters) and a DNN, alone or in an ensemble, on its ONNX graph through onnxruntime
+    (tests/models/feed/test_scoring.py holds both to `predict` within 1e-6)."""
     kind = ranker_kind(folder)
     if kind == GBDT:
         from models.ranking.gbdt import Ranker
@@ -28,11 +33,14 @@ def load_ranker_folder(folder: Folder) -> RankerLike:
     if kind == DNN:
         from models.ranking.dnn.ranker import DnnRanker
 
-        return DnnRanker.load(folder)
+        dnn = DnnRanker.load(folder)
+        if serving and dnn.has_onnx:
+            dnn.engine = "onnx"
+        return dnn
     if kind == ENSEMBLE:
         from models.ranking.ensemble import EnsembleRanker
 
-        return EnsembleRanker.load(folder, load_ranker_folder)
+        return EnsembleRanker.load(folder, functools.partial(load_ranker_folder, serving=serving))
     raise ValueError(f"{folder}: unknown ranker kind {kind!r}, expected one of {KINDS}")
 
 

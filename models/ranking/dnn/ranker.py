@@ -73,8 +73,14 @@ class DnnRanker:
         self.negative_rate = float(negative_rate)
         self.weights = weights
         self.absent = tuple(t for t in TASKS if t in absent)
+        self.engine = "eager"  # what scoring runs on unless told: eager torch or "onnx"
         self._onnx = None  # the exported graph's session, made on first use
         self._onnx_file: Path | None = None  # the saved graph, if loaded from a folder
+
+    @property
+    def has_onnx(self) -> bool:
+        """Whether the ranker was loaded with its exported graph (saved by `save`)."""
+        return self._onnx_file is not None
 
     @property
     def debiased(self) -> bool:
@@ -99,15 +105,16 @@ class DnnRanker:
         return self.encoder.encode(X, serving_bias(X.loc[:, [R.UA_FOLLOWS]]))
 
     def outputs(
-        self, X: pd.DataFrame, *, logged_bias: bool = False, engine: str = "eager"
+        self, X: pd.DataFrame, *, logged_bias: bool = False, engine: str | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Action logits (n, 6) on the sampled scale and E[dwell | click] (n,)."""
         return self.forward_arrays(self.tensors(X, logged_bias=logged_bias), engine)
 
     def forward_arrays(
-        self, arrays: dict[str, np.ndarray], engine: str = "eager"
+        self, arrays: dict[str, np.ndarray], engine: str | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """`outputs` of encoded rows (Encoder.encode), SCORING_BATCH rows per forward pass."""
+        engine = engine or self.engine
         n = len(arrays["num"])
         logits, dwell = [], []
         for start in range(0, max(n, 1), SCORING_BATCH):
@@ -122,7 +129,7 @@ class DnnRanker:
             if self._onnx is None:
                 from models.ranking.dnn.export import OnnxScorer
 
-                threads = self.encoder.cfg.num_threads
+                threads = torch.get_num_threads()  # as eager would: a Spark task's cores
                 self._onnx = (
                     OnnxScorer(self._onnx_file, threads)
                     if self._onnx_file is not None
@@ -141,13 +148,14 @@ class DnnRanker:
         *,
         corrected: bool = True,
         logged_bias: bool = False,
-        engine: Literal["eager", "onnx"] = "eager",
+        engine: Literal["eager", "onnx"] | None = None,
     ) -> pd.DataFrame:
         """p_<action> per action, e_dwell_s (given a click) and the value score, per row.
 
         `logged_bias`: score with the logged position and source instead of the serving ones
         (to measure what debiasing changes); no effect on a ranker trained without them.
-        `engine`: eager torch, or the exported ONNX graph on onnxruntime.
+        `engine`: eager torch, or the exported ONNX graph on onnxruntime; by default
+        `self.engine` (eager, unless the ranker was loaded for serving).
         """
         logits, dwell = self.outputs(X, logged_bias=logged_bias, engine=engine)
         return self.scores(logits, dwell, X.index, corrected=corrected)
