@@ -8,12 +8,14 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import filelock
 import pytest
 
 # A pytest-xdist worker's __main__ has neither __spec__ nor __file__, which pyspark.sql.connect
@@ -110,27 +112,32 @@ def redis_url(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_days(tmp_path_factory, spark):
-    """Every tiny day's raw logs and features, built once per test session by the jobs
-    (not via Airflow); call it with a module's data root to start from a copy, of some
-    layers only if given (`layers=(Layer.RAW, Layer.TRUTH)`: the simulated days alone). No
-    absolute paths are stored in a warehouse, so a copy is a root of its own."""
-    from jobs import build_features, simulate_platform
-    from jobs.settings import load_settings
+    """Every tiny day's raw logs and features, built by the jobs (not via Airflow); call it
+    with a module's data root to start from a copy, of some layers only if given
+    (`layers=(Layer.RAW, Layer.TRUTH)`: the simulated days alone). No absolute paths are
+    stored in a warehouse, so a copy is a root of its own.
 
-    root = DataRoot(tmp_path_factory.mktemp("tiny-days"))
-    patch = pytest.MonkeyPatch()
-    patch.setenv("FEEDRANK_HOME", str(root.home))
-    try:
-        settings = load_settings("tiny")
-        for ds in settings.dates():
-            simulate_platform.run(settings, ds)
-            build_features.run(settings, ds)
-    finally:
-        patch.undo()
+    Built once per test run, not once per pytest-xdist worker: the workers share the run's
+    common temp folder, where the first to need a stage builds it (`TinyDays`)."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # each worker's basetemp is a folder of the run's
+    return TinyDays(shared / "tiny-days")
 
-    def copy_to(home: Path, layers: Sequence[Layer] | None = None) -> None:
-        import shutil
 
+class TinyDays:
+    """The session's tiny days in two stages, each a data root built when a test first needs
+    it: the simulated days (raw and truth), then a copy of them with every day's features.
+    A stage is built under its own file lock, shared by the workers, and marked done only
+    once whole, so the others wait for it and copy; a failed build leaves nothing behind."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+
+    def __call__(self, home: Path, layers: Sequence[Layer] | None = None) -> None:
+        simulated = layers is not None and set(layers) <= {Layer.RAW, Layer.TRUTH}
+        root = self.stage("simulated" if simulated else "features")
         target = DataRoot(home)
         if layers is None:
             shutil.copytree(root.warehouse, target.warehouse)
@@ -140,7 +147,35 @@ def tiny_days(tmp_path_factory, spark):
                 shutil.copytree(source.layer_dir(layer), copy.layer_dir(layer))
         shutil.copy2(root.owner_file, target.owner_file)
 
-    return copy_to
+    def stage(self, name: str) -> DataRoot:
+        """A stage's data root, built first if no worker has built it yet."""
+        root, done = DataRoot(self.folder / name), self.folder / f"{name}.done"
+        with filelock.FileLock(self.folder / f"{name}.lock"):
+            if not done.exists():
+                shutil.rmtree(root.home, ignore_errors=True)
+                try:
+                    self.build(name, root)
+                except BaseException:
+                    shutil.rmtree(root.home, ignore_errors=True)
+                    raise
+                done.touch()
+        return root
+
+    def build(self, name: str, root: DataRoot) -> None:
+        from jobs import build_features, simulate_platform
+        from jobs.settings import load_settings
+
+        if name == "features":
+            shutil.copytree(self.stage("simulated").home, root.home)
+        job = simulate_platform if name == "simulated" else build_features
+        patch = pytest.MonkeyPatch()
+        patch.setenv("FEEDRANK_HOME", str(root.home))
+        try:
+            settings = load_settings("tiny")
+            for ds in settings.dates():
+                job.run(settings, ds)
+        finally:
+            patch.undo()
 
 
 TINY_FIXTURE = "tiny_days"
@@ -156,6 +191,7 @@ def starts_from_tiny_days(path: Path) -> bool:
 def pytest_collection_modifyitems(config, items):
     """The files that start from the session's tiny days run first. `make test` runs
     `pytest -n 2 --dist loadfile`: a file runs on one worker, its module fixtures built once,
-    and these, the longest files, start at once on both workers (each builds the tiny days
-    once, while the other files fill the gaps) instead of one worker running them last."""
+    and these, the longest files, start at once on both workers (the first to need a stage of
+    the tiny days builds it, the other waits for it and copies it, while the other files fill
+    the gaps) instead of one worker running them last."""
     items.sort(key=lambda item: not starts_from_tiny_days(item.path))
