@@ -57,6 +57,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from warehouse import lineage
 from warehouse.catalog import C, Layer, Table
 from warehouse.config import ALL_TABLES, CHECKSUM_TABLES
 
@@ -70,6 +71,10 @@ GRACE_S = 6 * 3600  # a superseded version outlives its publish by this long, fo
 
 class WarehouseError(RuntimeError):
     """A read or write the warehouse refuses, with the table and partition named."""
+
+
+class StaleInput(WarehouseError):
+    """A derived table's write refused: an input it read is stale (warehouse.lineage)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,10 +109,20 @@ class Warehouse:
     `"*"` checks every table, `()` none unless a read asks (`verify=True`).
     """
 
-    def __init__(self, root: Path, *, checksum_tables: Collection[str] = CHECKSUM_TABLES):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        checksum_tables: Collection[str] = CHECKSUM_TABLES,
+        allow_stale: bool = False,
+    ):
         self.root = Path(root)
         self.checksum_tables = frozenset(checksum_tables)
+        self.allow_stale = allow_stale  # build derived tables on stale inputs (lineage)
         self._checksummed: set[Path] = set()  # versions whose sha256 this process checked
+        # The committed versions this object read, (qualified table, ds) -> version: what a
+        # derived table written through it records as its inputs (warehouse.lineage).
+        self._reads: dict[tuple[str, str], str] = {}
 
     # -- paths ---------------------------------------------------------------------------
     def layer_dir(self, layer: Layer) -> Path:
@@ -230,6 +245,7 @@ class Warehouse:
         """Write one partition from Arrow or pandas and stage it. `publish=True` is for
         tables without a contract: the writer vouches for the data and it is published."""
         arrow = _conform(table, data)
+        meta = self._with_inputs(table, ds, meta)
         folder = self._fresh_version(table, ds)
         with _discarded_on_failure(folder):
             pq.write_table(arrow, folder / "part-00000.parquet", compression="zstd")
@@ -241,6 +257,7 @@ class Warehouse:
     ) -> PartitionInfo:
         """Write one partition from a Spark DataFrame (without its ds column); see write_arrow."""
         df = _conform_spark(table, df)
+        meta = self._with_inputs(table, ds, meta)
         folder = self._fresh_version(table, ds)
         with _discarded_on_failure(folder):
             df.write.mode("overwrite").option("compression", "zstd").parquet(str(folder))
@@ -388,6 +405,23 @@ class Warehouse:
                 removed.append(folder.name)
         return removed
 
+    def _with_inputs(self, table: Table, ds: str, meta: dict[str, Any] | None) -> dict[str, Any]:
+        """The writer's meta, plus (for a derived table) the versions of the inputs this
+        object read: refused, before anything is written, if one of them is stale."""
+        meta = dict(meta or {})
+        if table.layer not in lineage.DERIVED:
+            return meta
+        if not self.allow_stale and (why := lineage.Lineage(self).refusal(table, ds, self._reads)):
+            raise StaleInput(why)
+        return {**meta, lineage.INPUTS: lineage.inputs_to_record(self._reads, table, ds)}
+
+    def version_meta(self, table: Table, ds: str, version: str) -> dict[str, Any]:
+        """What the writer recorded in a version's commit marker ({} if it is gone)."""
+        try:
+            return json.loads((self.version_dir(table, ds, version) / MARKER).read_text())["meta"]
+        except (FileNotFoundError, ValueError, KeyError):
+            return {}  # gone or unreadable: `feedrank verify`'s integrity check names it
+
     def _fresh_version(self, table: Table, ds: str) -> Path:
         # Unstage first: if this write dies, nothing is staged rather than an older write.
         self._pointer(table, ds).unlink(missing_ok=True)
@@ -480,8 +514,10 @@ class Warehouse:
         its contract reads it first, to name bad rows.) A committed day published with
         another layer's as one unit must agree with it (`out_of_step`)."""
         folder = self.partition_dir(table, ds, staged=staged)
-        if not staged and (why := self.out_of_step(table.layer, ds)) is not None:
-            raise WarehouseError(why)
+        if not staged:
+            if (why := self.out_of_step(table.layer, ds)) is not None:
+                raise WarehouseError(why)
+            self._reads[table.qualified, ds] = folder.name
         problems = self.check_files(table, ds, staged=staged)
         if problems:
             found = "; ".join(f"{p.column or 'file'}: {p.check} ({p.detail})" for p in problems)
