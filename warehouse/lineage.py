@@ -2,11 +2,12 @@
 
 Each version of a derived table (silver, gold) records in its `_COMMITTED` marker the
 versions of the input partitions its writer read (`meta["inputs"]`: qualified table -> ds ->
-version; Warehouse records them from the manifests it resolved, so recording reads no data
-and starts no Spark job). A partition is stale when the version it records for an input is
-no longer the one that input's manifest names (the input moved: a day re-simulated, a
-feature day rebuilt), or when an input it was built on is itself stale (the features of a
-day whose raw moved make its training examples stale too).
+{version, sha256}; Warehouse records them from the manifests and markers it resolved, so
+recording reads no data and starts no Spark job). A partition is stale when an input moved:
+the version its manifest names now is another one, with other files (sha256), e.g. a day
+re-simulated with another seed or a feature day rebuilt; a day republished with the same
+bytes (the same seed again) has not moved. It is stale too when an input it was built on is
+itself stale (the features of a day whose raw moved make its training examples stale).
 
 What is not lineage: a read of a later layer than the output's (the candidates' previous
 generation of gold feeds, a feedback loop, not an input), a read of the output's own
@@ -33,6 +34,20 @@ WRITERS = {
     "gold.user_news_feed": "precompute_feeds",
 }
 ALLOW = "FEEDRANK__WAREHOUSE__ALLOW_STALE=true (or a job's --allow-stale)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Read:
+    """The version of an input partition a writer read, and its files' sha256."""
+
+    version: str
+    checksum: str
+
+    @classmethod
+    def parse(cls, recorded) -> Read:
+        if isinstance(recorded, dict):
+            return cls(str(recorded.get("version", "")), str(recorded.get("sha256", "")))
+        return cls(str(recorded), "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,16 +103,17 @@ def rebuild_command(qualified: str, ds: str) -> str:
 
 
 def inputs_to_record(
-    reads: Mapping[tuple[str, str], str], output: Table, ds: str
-) -> dict[str, dict[str, str]]:
-    """The reads (qualified table, ds) -> version that are the inputs of `output` ds."""
+    reads: Mapping[tuple[str, str], Read], output: Table, ds: str
+) -> dict[str, dict[str, dict[str, str]]]:
+    """The reads, (qualified table, ds) -> what was read, that are inputs of `output` ds:
+    the marker's `inputs`."""
     rank = LAYER_RANK[output.layer]
-    inputs: dict[str, dict[str, str]] = {}
-    for (qualified, day), version in sorted(reads.items()):
+    inputs: dict[str, dict[str, dict[str, str]]] = {}
+    for (qualified, day), read in sorted(reads.items()):
         layer = Layer(qualified.split(".", 1)[0])
         if LAYER_RANK[layer] > rank or (qualified, day) == (output.qualified, ds):
             continue
-        inputs.setdefault(qualified, {})[day] = version
+        inputs.setdefault(qualified, {})[day] = {"version": read.version, "sha256": read.checksum}
     return inputs
 
 
@@ -107,20 +123,40 @@ class Lineage:
     def __init__(self, store):
         self.store = store
         self._manifests: dict[tuple[Layer, str], dict[str, str]] = {}
+        self._markers: dict[tuple[str, str, str], dict] = {}
         self._stale: dict[tuple[str, str, str], Stale | None] = {}
 
-    def current(self, qualified: str, ds: str) -> str | None:
-        """The version of (table, ds) its layer's manifest names now."""
+    def current(self, qualified: str, ds: str) -> Read | None:
+        """The version of (table, ds) its layer's manifest names now, and its sha256."""
         table = as_table(qualified)
         key = (table.layer, ds)
         if key not in self._manifests:
             self._manifests[key] = self.store.manifest(table.layer, ds)
-        return self._manifests[key].get(table.name)
+        version = self._manifests[key].get(table.name)
+        if version is None:
+            return None
+        return Read(version, str(self._marker(qualified, ds, version).get("checksum", "")))
 
-    def inputs(self, qualified: str, ds: str, version: str) -> dict[str, dict[str, str]]:
-        """What a version's marker records it was built from ({} when it does not say)."""
-        recorded = self.store.version_meta(as_table(qualified), ds, version).get(INPUTS)
-        return recorded if isinstance(recorded, dict) else {}
+    def moved(self, qualified: str, ds: str, read: Read) -> Moved | None:
+        """How an input moved since it was read, or None: the same version, or another
+        with the same files (republished with the same bytes)."""
+        now = self.current(qualified, ds)
+        if now is not None and (
+            now.version == read.version or (read.checksum and now.checksum == read.checksum)
+        ):
+            return None
+        return Moved(qualified, ds, read.version, now.version if now else None)
+
+    def inputs(self, qualified: str, ds: str, version: str) -> list[tuple[str, str, Read]]:
+        """What a version's marker records it was built from ([] when it does not say)."""
+        recorded = (self._marker(qualified, ds, version).get("meta") or {}).get(INPUTS)
+        if not isinstance(recorded, dict):
+            return []
+        return [
+            (table, day, Read.parse(read))
+            for table, days in sorted(recorded.items())
+            for day, read in sorted(days.items())
+        ]
 
     def stale(self, qualified: str, ds: str, version: str) -> Stale | None:
         """Why a version of (table, ds) is stale, or None (current inputs, or unknown)."""
@@ -130,48 +166,47 @@ class Lineage:
             self._stale[key] = self._find(qualified, ds, version)
         return self._stale[key]
 
+    def stale_input(self, qualified: str, ds: str, read: Read) -> Moved | Stale | None:
+        """Whether what was read of an input moved since, or (current) is stale itself."""
+        moved = self.moved(qualified, ds, read)
+        if moved is not None:
+            return moved
+        return self.stale(qualified, ds, self.current(qualified, ds).version)
+
     def _find(self, qualified: str, ds: str, version: str) -> Stale | None:
-        inputs = [
-            (table, day, recorded)
-            for table, days in sorted(self.inputs(qualified, ds, version).items())
-            for day, recorded in sorted(days.items())
-        ]
-        for table, day, recorded in inputs:
-            now = self.current(table, day)
-            if now != recorded:
-                return Stale(qualified, ds, version, Moved(table, day, recorded, now))
-        for table, day, recorded in inputs:
-            found = self.stale(table, day, recorded)
+        for table, day, read in self.inputs(qualified, ds, version):
+            found = self.stale_input(table, day, read)
+            if isinstance(found, Moved):
+                return Stale(qualified, ds, version, found)
             if found is not None:
-                via = ((table, day), *found.via)
-                return Stale(qualified, ds, version, found.moved, via)
+                return Stale(qualified, ds, version, found.moved, ((table, day), *found.via))
         return None
 
-    def refusal(self, output: Table, ds: str, reads: Mapping[tuple[str, str], str]) -> str | None:
+    def _marker(self, qualified: str, ds: str, version: str) -> dict:
+        key = (qualified, ds, version)
+        if key not in self._markers:
+            self._markers[key] = self.store.version_marker(as_table(qualified), ds, version)
+        return self._markers[key]
+
+    def refusal(self, output: Table, ds: str, reads: Mapping[tuple[str, str], Read]) -> str | None:
         """Why a job that read `reads` must not build `output` ds on them, or None."""
-        for (qualified, day), version in sorted(inputs_flat(inputs_to_record(reads, output, ds))):
-            now = self.current(qualified, day)
-            if now != version:
-                why = f"{qualified} ds={day}, which {Moved(qualified, day, version, now)}"
-                fix = f"rerun this job to read {qualified} ds={day} as it is now"
-            else:
-                found = self.stale(qualified, day, version)
+        for qualified, days in inputs_to_record(reads, output, ds).items():
+            for day, recorded in days.items():
+                found = self.stale_input(qualified, day, Read.parse(recorded))
                 if found is None:
                     continue
-                why = f"{qualified} ds={day}, which is stale: {found.cause()}"
-                fix = f"rebuild it first: {rebuild_command(qualified, day)}"
-            return (
-                f"refusing to build {output.qualified} ds={ds} on {why}; {fix} "
-                f"(`feedrank verify` lists every stale partition and its command), or set "
-                f"{ALLOW} to build on it anyway"
-            )
+                if isinstance(found, Moved):
+                    why = f"{qualified} ds={day}, which {found}"
+                    fix = f"rerun this job to read {qualified} ds={day} as it is now"
+                else:
+                    why = f"{qualified} ds={day}, which is stale: {found.cause()}"
+                    fix = f"rebuild it first: {rebuild_command(qualified, day)}"
+                return (
+                    f"refusing to build {output.qualified} ds={ds} on {why}; {fix} "
+                    f"(`feedrank verify` lists every stale partition and its command), or "
+                    f"set {ALLOW} to build on it anyway"
+                )
         return None
-
-
-def inputs_flat(inputs: Mapping[str, Mapping[str, str]]) -> Iterable[tuple[tuple[str, str], str]]:
-    for table, days in inputs.items():
-        for day, version in days.items():
-            yield (table, day), version
 
 
 def stale_partitions(

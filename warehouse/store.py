@@ -122,7 +122,7 @@ class Warehouse:
         self._checksummed: set[Path] = set()  # versions whose sha256 this process checked
         # The committed versions this object read, (qualified table, ds) -> version: what a
         # derived table written through it records as its inputs (warehouse.lineage).
-        self._reads: dict[tuple[str, str], str] = {}
+        self._reads: dict[tuple[str, str], lineage.Read] = {}
 
     # -- paths ---------------------------------------------------------------------------
     def layer_dir(self, layer: Layer) -> Path:
@@ -415,12 +415,13 @@ class Warehouse:
             raise StaleInput(why)
         return {**meta, lineage.INPUTS: lineage.inputs_to_record(self._reads, table, ds)}
 
-    def version_meta(self, table: Table, ds: str, version: str) -> dict[str, Any]:
-        """What the writer recorded in a version's commit marker ({} if it is gone)."""
+    def version_marker(self, table: Table, ds: str, version: str) -> dict[str, Any]:
+        """A version's commit marker as written ({} if it is gone or unreadable)."""
         try:
-            return json.loads((self.version_dir(table, ds, version) / MARKER).read_text())["meta"]
-        except (FileNotFoundError, ValueError, KeyError):
-            return {}  # gone or unreadable: `feedrank verify`'s integrity check names it
+            marker = json.loads((self.version_dir(table, ds, version) / MARKER).read_text())
+        except (FileNotFoundError, ValueError):
+            return {}  # `feedrank verify`'s integrity check names it
+        return marker if isinstance(marker, dict) else {}
 
     def _fresh_version(self, table: Table, ds: str) -> Path:
         # Unstage first: if this write dies, nothing is staged rather than an older write.
@@ -514,10 +515,8 @@ class Warehouse:
         its contract reads it first, to name bad rows.) A committed day published with
         another layer's as one unit must agree with it (`out_of_step`)."""
         folder = self.partition_dir(table, ds, staged=staged)
-        if not staged:
-            if (why := self.out_of_step(table.layer, ds)) is not None:
-                raise WarehouseError(why)
-            self._reads[table.qualified, ds] = folder.name
+        if not staged and (why := self.out_of_step(table.layer, ds)) is not None:
+            raise WarehouseError(why)
         problems = self.check_files(table, ds, staged=staged)
         if problems:
             found = "; ".join(f"{p.column or 'file'}: {p.check} ({p.detail})" for p in problems)
@@ -527,6 +526,8 @@ class Warehouse:
         if staged and not verify:
             return folder
         info = self.info(table, ds, staged=staged)
+        if not staged:  # an input of what this object writes next (warehouse.lineage)
+            self._reads[table.qualified, ds] = lineage.Read(info.version, info.checksum)
         rows = self._footer_rows(table, ds, folder)
         if rows != info.rows:
             raise WarehouseError(
