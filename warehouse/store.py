@@ -415,6 +415,23 @@ class Warehouse:
             raise StaleInput(why)
         return {**meta, lineage.INPUTS: lineage.inputs_to_record(self._reads, table, ds)}
 
+    def refuse_stale(self, table: Table, days: Iterable[str], *, use: str) -> None:
+        """For a job whose output is not a warehouse table (a model, the feed store): raise
+        StaleInput if a committed day of `table` is stale, unless allow_stale."""
+        if self.allow_stale:
+            return
+        look = lineage.Lineage(self)
+        for ds in days:
+            version = self.version(table, ds)
+            found = look.stale(table.qualified, ds, version) if version else None
+            if found is not None:
+                raise StaleInput(
+                    f"refusing to {use}: {found}; rebuild it first: "
+                    f"{lineage.rebuild_command(table.qualified, ds)} (`feedrank verify` "
+                    f"lists every stale partition and its command), or set {lineage.ALLOW} "
+                    "to go on anyway"
+                )
+
     def version_marker(self, table: Table, ds: str, version: str) -> dict[str, Any]:
         """A version's commit marker as written ({} if it is gone or unreadable)."""
         try:

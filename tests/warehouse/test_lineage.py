@@ -14,10 +14,10 @@ import json
 import pandas as pd
 import pytest
 
-from jobs import cli
+from jobs import cli, publish_feed
 from jobs.settings import load_settings
 from warehouse import lineage
-from warehouse.catalog import IMPRESSION_FEATURES, TRAINING_EXAMPLES, USERS, Layer
+from warehouse.catalog import IMPRESSION_FEATURES, TRAINING_EXAMPLES, USER_NEWS_FEED, USERS, Layer
 from warehouse.store import MARKER, StaleInput, Warehouse
 
 D1, D2 = load_settings("tiny").dates()[:2]
@@ -184,3 +184,17 @@ def test_verify_lists_stale_outputs_and_exits_non_zero(settings, built, capsys):
     assert f"build_features.py --profile tiny --ds {D1}" in out, out
     assert f"build_training_set.py --profile tiny --ds {D1}" in out, out
     assert f"ds={D2}" not in out, out
+
+
+def test_publishing_stale_feeds_to_the_feed_store_is_refused(settings, built):
+    """A job whose output is not a warehouse table (the feed store) refuses too."""
+    store = job(settings)
+    store.read_pandas(USERS, D1)
+    feed = {f.name: [None] for f in USER_NEWS_FEED.schema}
+    at = pd.Timestamp("2026-01-05", tz="UTC")
+    feed |= {"user_id": [0], "rank": [1], "post_id": [7], "generated_at": [at], "sources": [[]]}
+    feed |= {k: [0.5] for k, v in feed.items() if v == [None] and k != "model_version"}
+    store.write_arrow(USER_NEWS_FEED, D1, pd.DataFrame(feed | {"model_version": ["1"]}))
+    built.write_arrow(USERS, D1, users(5))
+    with pytest.raises(StaleInput, match=f"refusing to publish feeds.*ds={D1}.*raw.users"):
+        publish_feed.run(settings, D1)
