@@ -25,6 +25,13 @@ Write -> audit -> publish:
    an error naming table, day and version), its footers must hold the marker's rows, and for
    `checksum_tables` its files the marker's sha256 (warehouse.integrity checks a whole root).
 
+Two more records ride on these commits. A day of several layers published as one unit
+(`publish_together`: the simulator's truth and raw) has each layer's manifest name the other
+layers' versions (`paired`); a read refuses a day whose layers disagree (`out_of_step`: a
+crash between the two commits). A write of a derived table (silver, gold) records in its
+marker's meta the versions of what this Warehouse object read before it (`inputs`), and is
+refused if one of them is stale (warehouse.lineage) unless `allow_stale`.
+
 This is a small commit log of our own (Delta Lake and Iceberg do the same with theirs, but
 their Spark connectors need jars from a registry we cannot reach). A reader that resolved a
 version keeps reading it after a newer one is published: old versions stay until `collect`

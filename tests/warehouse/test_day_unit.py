@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 import jobs.simulate_platform as job
+from jobs import verify
 from jobs.settings import load_settings
 from warehouse import store as store_module
 from warehouse.catalog import IMPRESSIONS, SIMULATED_TABLES, TRUTH_IMPRESSIONS, C, Layer, Table
@@ -103,10 +104,19 @@ def test_a_crash_between_truth_and_raw_of_a_resimulated_day_is_refused(settings,
         store.read_arrow(IMPRESSIONS, DS)
     assert old[TRUTH_IMPRESSIONS.name] in str(err.value) and new_truth in str(err.value)
 
+    # `feedrank verify` names the day as damage, with the command that rebuilds it.
+    found = verify.run(settings)[1]
+    assert [(r.table, r.damage[0].check) for r in found] == [
+        ("raw.*", "out_of_step"),
+        ("truth.*", "out_of_step"),
+    ]
+    assert found[0].command == f"spark-submit jobs/simulate_platform.py --profile tiny --ds {DS}"
+
     job.publish(settings, DS)  # the re-run finishes the unit with what was staged
     assert impression_ids(store, TRUTH_IMPRESSIONS) == impression_ids(store, IMPRESSIONS)
     assert impression_ids(store, IMPRESSIONS) == set(range(7))
     assert store.out_of_step(Layer.RAW, DS) is None
+    assert verify.run(settings)[0].ok
 
 
 def test_a_crash_in_the_first_publish_of_a_day_leaves_truth_unreadable(settings, monkeypatch):
