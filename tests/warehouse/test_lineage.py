@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from jobs import cli, publish_feed
+from jobs.common import job_args, range_args
 from jobs.settings import load_settings
 from warehouse import lineage
 from warehouse.catalog import IMPRESSION_FEATURES, TRAINING_EXAMPLES, USER_NEWS_FEED, USERS, Layer
@@ -198,3 +199,12 @@ def test_publishing_stale_feeds_to_the_feed_store_is_refused(settings, built):
     built.write_arrow(USERS, D1, users(5))
     with pytest.raises(StaleInput, match=f"refusing to publish feeds.*ds={D1}.*raw.users"):
         publish_feed.run(settings, D1)
+
+
+def test_allow_stale_from_a_flag_or_the_environment(settings, monkeypatch):
+    ds = ["--ds", D1, "--profile", "tiny"]
+    assert range_args("x", ds)[0].open_warehouse().allow_stale is False
+    assert range_args("x", [*ds, "--allow-stale"])[0].open_warehouse().allow_stale is True
+    assert job_args("x", [*ds, "--allow-stale"])[0].open_warehouse().allow_stale is True
+    monkeypatch.setenv("FEEDRANK__WAREHOUSE__ALLOW_STALE", "true")
+    assert load_settings("tiny").open_warehouse().allow_stale is True
