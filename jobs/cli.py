@@ -20,8 +20,10 @@ feedrank ingest --format mind --path DIR [--behaviors F] [--items F] [--first-da
                                  later jobs need none of it again (jobs/ingest_log.py)
 feedrank verify [--layer L] [--ds DS]
                                  check every committed version of the warehouse (folder,
-                                 marker, schema, rows, sha256) and say how to repair the
-                                 damaged days (jobs/verify.py); exit 1 if any is damaged
+                                 marker, schema, rows, sha256, truth and raw in step), list
+                                 stale silver and gold days (built from inputs republished
+                                 since) and say how to rebuild them (jobs/verify.py); exit 1
+                                 if any is damaged or stale
 feedrank gap --ds DS --ranker-folder DIR
                                  where a saved ranker's AUC gap to the oracle comes from on
                                  DS: the oracle with latents hidden, and the gap by cohorts
@@ -112,8 +114,9 @@ def _command(args, overrides) -> int:
         from jobs import verify
 
         checked, repairs = verify.run(settings, args.layer, args.ds)
-        print(verify.format_report(checked, repairs, settings))
-        return 0 if checked.ok else 1
+        stale = verify.stale(settings, args.layer, args.ds)
+        print(verify.format_report(checked, repairs, settings, stale))
+        return 0 if checked.ok and not stale else 1
     if args.command == "summary":
         try:
             print(format_summary(raw_summary(settings)))

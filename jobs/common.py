@@ -71,10 +71,9 @@ def job_args(description: str, argv: Sequence[str] | None = None) -> tuple[Setti
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--ds", required=True, type=parse_ds, help="partition day, YYYY-MM-DD")
     parser.add_argument("--profile", help="tiny | demo | large (default: FEEDRANK_PROFILE)")
-    parser.add_argument("--seed", type=int, help="override simulator.seed")
+    _settings_flags(parser)
     args = parser.parse_args(argv)
-    overrides = {"simulator": {"seed": args.seed}} if args.seed is not None else None
-    return load_settings(args.profile, overrides), args.ds
+    return load_settings(args.profile, _overrides(args)), args.ds
 
 
 def range_args(description: str, argv: Sequence[str] | None = None) -> tuple[Settings, list[str]]:
@@ -86,12 +85,11 @@ def range_args(description: str, argv: Sequence[str] | None = None) -> tuple[Set
     one.add_argument("--from", dest="first", type=parse_ds, help="first day of a range")
     parser.add_argument("--to", type=parse_ds, help="last day of the range (with --from)")
     parser.add_argument("--profile", help="tiny | demo | large (default: FEEDRANK_PROFILE)")
-    parser.add_argument("--seed", type=int, help="override simulator.seed")
+    _settings_flags(parser)
     args = parser.parse_args(argv)
     if (args.first is None) != (args.to is None):
         parser.error("--from and --to go together")
-    overrides = {"simulator": {"seed": args.seed}} if args.seed is not None else None
-    settings = load_settings(args.profile, overrides)
+    settings = load_settings(args.profile, _overrides(args))
     if args.ds is not None:
         return settings, [args.ds]
     if args.to < args.first:
@@ -100,6 +98,24 @@ def range_args(description: str, argv: Sequence[str] | None = None) -> tuple[Set
     for ds in (args.first, args.to):
         check_day(settings, ds)
     return settings, days
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, help="override simulator.seed")
+    parser.add_argument(
+        "--allow-stale",
+        action="store_true",
+        help="build on inputs that are stale (warehouse.allow_stale; refused by default)",
+    )
+
+
+def _overrides(args: argparse.Namespace) -> dict | None:
+    overrides: dict = {}
+    if args.seed is not None:
+        overrides["simulator"] = {"seed": args.seed}
+    if args.allow_stale:
+        overrides["warehouse"] = {"allow_stale": True}
+    return overrides or None
 
 
 def run_range_job(

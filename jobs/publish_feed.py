@@ -32,6 +32,7 @@ def run(settings: Settings, ds: str) -> VersionInfo:
     log_settings("publish_feed", settings, ds)
     started = time.perf_counter()
     warehouse = settings.open_warehouse()
+    warehouse.refuse_stale(USER_NEWS_FEED, [ds], use="publish feeds to the feed store")
     feeds = warehouse.read_arrow(USER_NEWS_FEED, ds, verify=True)  # leaves the warehouse
     built_from = {USER_NEWS_FEED.name: warehouse.version(USER_NEWS_FEED, ds)}
     users = None

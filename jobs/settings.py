@@ -83,7 +83,11 @@ class Settings(BaseModel):
         """The data root's warehouse, reading with the `warehouse` section's checks."""
         from warehouse.store import Warehouse  # pyarrow and pandas: not for every settings user
 
-        return Warehouse(self.root.warehouse, checksum_tables=self.warehouse.checksum_tables)
+        return Warehouse(
+            self.root.warehouse,
+            checksum_tables=self.warehouse.checksum_tables,
+            allow_stale=self.warehouse.allow_stale,
+        )
 
     @property
     def tracking_uri(self) -> str:

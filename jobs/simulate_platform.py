@@ -9,8 +9,9 @@ each day exactly as a one-day run: its own contracts and atomic publish.
 Three steps, each a DAG task (write -> audit -> publish): `simulate` stages every raw table
 of the day, `validate` checks the staged files against the catalog and runs the data
 contracts on them, recording which passed, `publish` commits the day: the truth table, then
-the raw layer's six tables in one commit. A day that fails its contracts is never published,
-so nothing downstream sees it. Each step holds the raw layer's lock for ds, so an
+the raw layer's six tables in one commit, the two as one unit (a read refuses a day whose
+truth and raw disagree). A day that fails its contracts is never published, so nothing
+downstream sees it. Each step holds the raw layer's lock for ds, so an
 overlapping run of the same day fails at once. Day d needs the committed engagements of the
 `pool_days` days before it (the simulator's social proof); the first day needs nothing.
 
@@ -48,7 +49,6 @@ from warehouse.catalog import (
     table,
 )
 from warehouse.feeds.open import open_store
-from warehouse.store import WarehouseError
 
 log = logging.getLogger(__name__)
 
@@ -101,24 +101,14 @@ def validate(settings: Settings, ds: str) -> list[contracts.ContractReport]:
 
 
 def publish(settings: Settings, ds: str) -> dict[str, int]:
-    """Commit the day: truth, then the raw layer in one commit. Idempotent if it is re-run
-    after a crash; refuses tables that did not pass `validate`."""
+    """Commit the day: truth, then raw (it starts features), as one unit
+    (Warehouse.publish_together: each layer's manifest records the other's versions, and a
+    read refuses a day whose two layers disagree). Idempotent if it is re-run after a
+    crash, which finishes the unit; refuses tables that did not pass `validate`."""
     store = settings.open_warehouse()
-    rows = {}
     with store.lock(Layer.RAW, ds, job="simulate_platform.publish"):
-        # Every table is checked before the first commit: a bad one stops the whole day.
-        store.verify_staged(
-            [t for t in SIMULATED_TABLES if store.is_committed(t, ds, staged=True)], ds
-        )
-        for layer_tables in ((TRUTH_IMPRESSIONS,), RAW_TABLES):  # raw last: it starts features
-            staged = [t for t in layer_tables if store.is_committed(t, ds, staged=True)]
-            if staged:
-                rows |= {n: info.rows for n, info in store.publish_day(staged, ds).items()}
-            for t in layer_tables:
-                if t not in staged and not store.is_committed(t, ds):
-                    raise WarehouseError(f"{t.qualified} ds={ds}: nothing to publish")
-                rows.setdefault(t.name, store.info(t, ds).rows)  # published by an earlier try
-    return {t.name: rows[t.name] for t in SIMULATED_TABLES}
+        infos = store.publish_together(((TRUTH_IMPRESSIONS,), RAW_TABLES), ds)
+    return {t.name: infos[t.name].rows for t in SIMULATED_TABLES}
 
 
 def missing_inputs(settings: Settings, ds: str) -> str | None:

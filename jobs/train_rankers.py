@@ -104,6 +104,8 @@ def train(settings: Settings, ds: str, kind: str = GBDT) -> TrainedRun:
     t, store = settings.training, settings.open_warehouse()
     split = split_days(settings, ds)
     log.info("time split up to %s: %s", ds, json.dumps(split.as_dict()))
+    days = (*split.train, *split.val, *split.test)
+    store.refuse_stale(TRAINING_EXAMPLES, days, use=f"train a ranker up to {ds}")
     started = time.perf_counter()
     val_ex, _ = load_examples(store, split.val)
     if kind == DNN:  # streams its training days itself

@@ -4,7 +4,13 @@ Every committed version of the chosen layers and days is checked (warehouse.inte
 folder and `_COMMITTED` marker are there, its files agree with the catalog and hold the rows
 and the sha256 the marker records. The report lists each damaged (table, day), what is wrong,
 and the job that rebuilds it; days built from a damaged day are rebuilt after it, in layer
-order (raw -> silver -> gold). Exit status: 0 all intact, 1 damage found.
+order (raw -> silver -> gold). A day whose truth and raw came from different publishes is
+damage too (`out_of_step`).
+
+Then the stale partitions of the silver and gold layers (warehouse.lineage): each was built
+from an input partition that has been republished since; the report names the input and its
+versions, and the command that rebuilds the stale day. Exit status: 0 all intact and
+current, 1 damage or stale partitions found.
 """
 
 from __future__ import annotations
@@ -13,19 +19,14 @@ import dataclasses
 from collections.abc import Sequence
 
 from jobs.settings import Settings
+from warehouse import lineage
 from warehouse.catalog import Layer
 from warehouse.integrity import Checked, Damage, verify
+from warehouse.lineage import Stale
 
 # The order a day is rebuilt in: a layer is built from the ones before it.
 LAYER_ORDER = (Layer.RAW, Layer.TRUTH, Layer.SILVER, Layer.GOLD)
 _SCRIPT = "spark-submit jobs/{job}.py --profile {profile} --ds {ds}"
-# The job that writes each table (silver state_* tables: build_features).
-_WRITER = {
-    "silver.impression_features": "build_features",
-    "silver.feed_candidates": "precompute_feeds",
-    "gold.training_examples": "build_training_set",
-    "gold.user_news_feed": "precompute_feeds",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,14 @@ def run(
     chosen = [Layer(name) for name in layers] if layers else list(LAYER_ORDER)
     checked = verify(settings.open_warehouse(), chosen, days)
     return checked, repairs(checked.damage, settings)
+
+
+def stale(
+    settings: Settings, layers: Sequence[str] | None = None, days: Sequence[str] | None = None
+) -> list[Stale]:
+    """The stale partitions of the chosen layers' days (silver and gold: what records inputs)."""
+    chosen = [Layer(name) for name in layers] if layers else list(lineage.DERIVED)
+    return lineage.stale_partitions(settings.open_warehouse(), chosen, days)
 
 
 def repairs(damage: Sequence[Damage], settings: Settings) -> list[Repair]:
@@ -67,7 +76,7 @@ def rebuild_command(table: str, ds: str, settings: Settings) -> str:
     elif table.startswith("silver.state_"):
         job = "build_features"
     else:
-        job = _WRITER.get(table, "")
+        job = lineage.WRITERS.get(table, "")
         if not job:
             return f"(no job writes {table}: delete {ds}'s manifest entry and rebuild the layer)"
     command = _SCRIPT.format(job=job, profile=settings.profile, ds=ds)
@@ -76,26 +85,53 @@ def rebuild_command(table: str, ds: str, settings: Settings) -> str:
     return command
 
 
-def format_report(checked: Checked, found: Sequence[Repair], settings: Settings) -> str:
-    """The doctor's summary: what was checked, what is wrong, how to repair it."""
+def format_report(
+    checked: Checked, found: Sequence[Repair], settings: Settings, stale: Sequence[Stale] = ()
+) -> str:
+    """The doctor's summary: what was checked, what is wrong or stale, how to repair it."""
     head = (
         f"checked {checked.partitions} committed versions ({checked.rows:,} rows) under "
         f"{settings.root.warehouse}"
     )
-    if checked.ok:
-        return f"{head}: all intact"
-    n = len(checked.damage)
-    lines = [f"{head}: {n} problem{'s' * (n != 1)} in {len(found)} (table, day) to rebuild", ""]
-    for r in found:
-        version = r.damage[0].version or "(manifest)"
-        lines.append(f"{r.table} ds={r.ds} version {version}")
-        lines += [f"  - {d.check}: {d.detail}" for d in r.damage]
-        lines.append(f"  repair: {r.command}")
-    lines += [
-        "",
-        "Rebuild each day above, oldest first and raw before silver before gold; then rebuild",
-        "what was built from it (features, training examples, feeds of that day and later),",
-        "and rerun `feedrank verify`. A rebuilt day is published as a new version; the",
-        "damaged one is collected after the grace period.",
-    ]
+    if checked.ok and not stale:
+        return f"{head}: all intact, nothing stale"
+    lines = [head + (": all intact" if checked.ok else "")]
+    if not checked.ok:
+        n = len(checked.damage)
+        lines[0] += f": {n} problem{'s' * (n != 1)} in {len(found)} (table, day) to rebuild"
+        lines.append("")
+        for r in found:
+            version = r.damage[0].version or "(manifest)"
+            lines.append(f"{r.table} ds={r.ds} version {version}")
+            lines += [f"  - {d.check}: {d.detail}" for d in r.damage]
+            lines.append(f"  repair: {r.command}")
+        lines += [
+            "",
+            "Rebuild each day above, oldest first and raw before silver before gold; then",
+            "rebuild what was built from it (features, training examples, feeds of that day",
+            "and later), and rerun `feedrank verify`. A rebuilt day is published as a new",
+            "version; the damaged one is collected after the grace period.",
+        ]
+    if stale:
+        n = len(stale)
+        lines += ["", f"{n} stale partition{'s' * (n != 1)}: built from inputs republished since"]
+        by_command: dict[str, list[Stale]] = {}
+        for s in stale:  # one command rebuilds a day's features and its state tables
+            by_command.setdefault(stale_command(s, settings), []).append(s)
+        for command, found in by_command.items():
+            lines.append(f"rebuild: {command}")
+            lines += [f"  - {s.table} ds={s.ds} version {s.version}: {s.cause()}" for s in found]
+        lines += [
+            "",
+            "Rebuild them in the order listed (by day, silver before gold), then rerun",
+            "`feedrank verify`: a rebuilt day can leave later days stale (their state",
+            "lookback), which the next run lists. Jobs refuse to build on a stale input",
+            "unless run with --allow-stale (FEEDRANK__WAREHOUSE__ALLOW_STALE=true).",
+        ]
     return "\n".join(lines)
+
+
+def stale_command(s: Stale, settings: Settings) -> str:
+    """The command that rebuilds a stale partition (state tables: their features' job)."""
+    table = "silver.impression_features" if s.table.startswith("silver.state_") else s.table
+    return rebuild_command(table, s.ds, settings)

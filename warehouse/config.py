@@ -22,6 +22,9 @@ class WarehouseSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     checksum_tables: tuple[str, ...] = CHECKSUM_TABLES  # table names, or ["*"] for every table
+    # Build silver and gold days on inputs that are stale (built from a partition that was
+    # republished since, warehouse.lineage); off: such a write is refused, naming the input.
+    allow_stale: bool = False
 
     @field_validator("checksum_tables")
     @classmethod

@@ -1,7 +1,8 @@
 """Check what a data root's warehouse has committed, as `feedrank verify` does.
 
 Every day of a layer that has a manifest is checked table by table, as a careful reader
-would: the version the manifest names is there with its `_COMMITTED` marker, its files agree
+would: the day agrees with the layers it was published with as one unit (truth and raw),
+the version the manifest names is there with its `_COMMITTED` marker, its files agree
 with the catalog, their Parquet footers hold the rows the marker records, their sha256 is
 the marker's, and (where a contract accepted it) the one the contract passed. Each finding
 is a `Damage` naming table, day, version and what is wrong; nothing is changed or repaired
@@ -53,9 +54,12 @@ def verify(store: Warehouse, layers: Iterable[Layer], days: Iterable[str] | None
                 continue
             try:
                 manifest = store.manifest(layer, ds)
-            except (ValueError, KeyError) as err:  # unreadable JSON or no "tables"
+                out_of_step = store.out_of_step(layer, ds)
+            except (ValueError, KeyError, WarehouseError) as err:  # unreadable or no "tables"
                 damage.append(Damage(f"{layer.value}.*", ds, "", "manifest", str(err)))
                 continue
+            if out_of_step is not None:  # truth and raw of a day from different publishes
+                damage.append(Damage(f"{layer.value}.*", ds, "", "out_of_step", out_of_step))
             for name, version in sorted(manifest.items()):
                 partitions += 1
                 found = list(_check_version(store, _table(name, layer), ds, version))

@@ -25,6 +25,13 @@ Write -> audit -> publish:
    an error naming table, day and version), its footers must hold the marker's rows, and for
    `checksum_tables` its files the marker's sha256 (warehouse.integrity checks a whole root).
 
+Two more records ride on these commits. A day of several layers published as one unit
+(`publish_together`: the simulator's truth and raw) has each layer's manifest name the other
+layers' versions (`paired`); a read refuses a day whose layers disagree (`out_of_step`: a
+crash between the two commits). A write of a derived table (silver, gold) records in its
+marker's meta the versions of what this Warehouse object read before it (`inputs`), and is
+refused if one of them is stale (warehouse.lineage) unless `allow_stale`.
+
 This is a small commit log of our own (Delta Lake and Iceberg do the same with theirs, but
 their Spark connectors need jars from a registry we cannot reach). A reader that resolved a
 version keeps reading it after a newer one is published: old versions stay until `collect`
@@ -49,7 +56,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +64,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from warehouse import lineage
 from warehouse.catalog import C, Layer, Table
 from warehouse.config import ALL_TABLES, CHECKSUM_TABLES
 
@@ -70,6 +78,10 @@ GRACE_S = 6 * 3600  # a superseded version outlives its publish by this long, fo
 
 class WarehouseError(RuntimeError):
     """A read or write the warehouse refuses, with the table and partition named."""
+
+
+class StaleInput(WarehouseError):
+    """A derived table's write refused: an input it read is stale (warehouse.lineage)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,10 +116,20 @@ class Warehouse:
     `"*"` checks every table, `()` none unless a read asks (`verify=True`).
     """
 
-    def __init__(self, root: Path, *, checksum_tables: Collection[str] = CHECKSUM_TABLES):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        checksum_tables: Collection[str] = CHECKSUM_TABLES,
+        allow_stale: bool = False,
+    ):
         self.root = Path(root)
         self.checksum_tables = frozenset(checksum_tables)
+        self.allow_stale = allow_stale  # build derived tables on stale inputs (lineage)
         self._checksummed: set[Path] = set()  # versions whose sha256 this process checked
+        # The committed versions this object read, (qualified table, ds) -> version: what a
+        # derived table written through it records as its inputs (warehouse.lineage).
+        self._reads: dict[tuple[str, str], lineage.Read] = {}
 
     # -- paths ---------------------------------------------------------------------------
     def layer_dir(self, layer: Layer) -> Path:
@@ -137,8 +159,34 @@ class Warehouse:
     # -- state ---------------------------------------------------------------------------
     def manifest(self, layer: Layer, ds: str) -> dict[str, str]:
         """The committed version of each table of a layer's day; empty if none."""
+        return self.manifest_record(layer, ds).get("tables", {})
+
+    def manifest_record(self, layer: Layer, ds: str) -> dict[str, Any]:
+        """A layer's day manifest as written: `tables`, and `paired` where the day was
+        published with another layer's as one unit (publish_together); empty if none."""
         path = self._manifest_path(layer, ds)
         return _read_manifest(path, layer.value, ds) if path.exists() else {}
+
+    def out_of_step(self, layer: Layer, ds: str) -> str | None:
+        """Why a layer's day disagrees with the other layers it was published with as one
+        unit (publish_together), or None: it agrees, or was published alone (older roots)."""
+        for other, want in sorted(self.manifest_record(layer, ds).get("paired", {}).items()):
+            have = self.manifest(Layer(other), ds)
+            moved = [
+                f"{other}.{name}: the unit's version {version}, "
+                f"{other}'s manifest names {have.get(name) or 'none'}"
+                for name, version in sorted(want.items())
+                if have.get(name) != version
+            ]
+            if moved:
+                return (
+                    f"{layer.value} ds={ds} and {other} ds={ds} were published as one unit "
+                    f"but are out of step ({'; '.join(moved)}): a publish stopped between "
+                    f"the two layers' commits, or one layer was republished alone; refusing "
+                    f"to read either. Re-run the day: `spark-submit jobs/simulate_platform.py "
+                    f"--ds {ds}` (its publish step alone finishes an interrupted commit)"
+                )
+        return None
 
     def version(self, table: Table, ds: str, *, staged: bool = False) -> str | None:
         """The committed (or staged) version of (table, ds) that is complete, or None.
@@ -204,6 +252,7 @@ class Warehouse:
         """Write one partition from Arrow or pandas and stage it. `publish=True` is for
         tables without a contract: the writer vouches for the data and it is published."""
         arrow = _conform(table, data)
+        meta = self._with_inputs(table, ds, meta)
         folder = self._fresh_version(table, ds)
         with _discarded_on_failure(folder):
             pq.write_table(arrow, folder / "part-00000.parquet", compression="zstd")
@@ -215,6 +264,7 @@ class Warehouse:
     ) -> PartitionInfo:
         """Write one partition from a Spark DataFrame (without its ds column); see write_arrow."""
         df = _conform_spark(table, df)
+        meta = self._with_inputs(table, ds, meta)
         folder = self._fresh_version(table, ds)
         with _discarded_on_failure(folder):
             df.write.mode("overwrite").option("compression", "zstd").parquet(str(folder))
@@ -235,12 +285,19 @@ class Warehouse:
         """Publish one table's staged partition; see publish_day."""
         return self.publish_day([table], ds)[table.name]
 
-    def publish_day(self, tables: Sequence[Table], ds: str) -> dict[str, PartitionInfo]:
+    def publish_day(
+        self,
+        tables: Sequence[Table],
+        ds: str,
+        *,
+        paired: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> dict[str, PartitionInfo]:
         """Publish the staged partitions of several tables of one layer as one commit: the
         layer's day manifest names all their new versions, or (after a crash) none.
 
         Each staged version must have passed its contract (`accept`) for the bytes it holds,
-        and its Parquet footers must hold the rows its marker records."""
+        and its Parquet footers must hold the rows its marker records. `paired` (other
+        layer -> table -> version) is what publish_together records."""
         layers = {t.layer for t in tables}
         if len(layers) != 1:
             raise ValueError(f"publish_day commits one layer at a time, got {sorted(layers)}")
@@ -248,13 +305,51 @@ class Warehouse:
         layer = layers.pop()
         before = self.manifest(layer, ds)
         tables_now = {**before, **{name: info.version for name, info in staged.items()}}
-        body = {"layer": layer.value, "ds": ds, "tables": tables_now, "published_at": _now()}
-        _atomic_write(self._manifest_path(layer, ds), json.dumps(body, indent=1))  # the commit
+        self._commit_manifest(layer, ds, tables_now, paired)
         for t in tables:
             info = staged[t.name]
             self._after_publish(t, ds, info.version, before.get(t.name))
             log.info("published %s ds=%s (%d rows)", t.qualified, ds, info.rows)
         return staged
+
+    def publish_together(
+        self, groups: Sequence[Sequence[Table]], ds: str
+    ) -> dict[str, PartitionInfo]:
+        """Publish a day of several layers (the simulator's truth and raw) as one unit.
+
+        Each group is one layer's tables, committed in the order given. Every layer's
+        manifest records the versions the other layers' tables have in the unit (`paired`),
+        so a crash between two layers' commits leaves a day that every read of either layer
+        refuses (`out_of_step`, naming both versions), never one read half old, half new.
+        Re-running finishes the unit: what an earlier try committed is no longer staged
+        and keeps its version. Returns the info of every table of the unit."""
+        tables = [t for group in groups for t in group]
+        todo = [t for t in tables if self.is_committed(t, ds, staged=True)]
+        self.verify_staged(todo, ds)  # every table is sound before the first commit
+        for t in tables:
+            if t not in todo and not self.is_committed(t, ds):
+                raise WarehouseError(f"{t.qualified} ds={ds}: nothing staged or committed")
+        unit = {
+            group[0].layer.value: {
+                t.name: self.version(t, ds, staged=t in todo) or "" for t in group
+            }
+            for group in groups
+        }
+        for group in groups:
+            layer = group[0].layer
+            paired = {other: v for other, v in unit.items() if other != layer.value}
+            mine = [t for t in group if t in todo]
+            if mine:
+                self.publish_day(mine, ds, paired=paired)
+            elif self.manifest_record(layer, ds).get("paired") != paired:
+                self._commit_manifest(layer, ds, self.manifest(layer, ds), paired)
+        return {t.name: self.info(t, ds) for t in tables}
+
+    def _commit_manifest(self, layer: Layer, ds: str, tables, paired) -> None:
+        body = {"layer": layer.value, "ds": ds, "tables": dict(tables), "published_at": _now()}
+        if paired:
+            body["paired"] = {k: dict(v) for k, v in paired.items()}
+        _atomic_write(self._manifest_path(layer, ds), json.dumps(body, indent=1))  # the commit
 
     def verify_staged(self, tables: Sequence[Table], ds: str) -> dict[str, PartitionInfo]:
         """Each table's staged version, checked as publishing checks it: complete, accepted
@@ -316,6 +411,41 @@ class Warehouse:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder.name)
         return removed
+
+    def _with_inputs(self, table: Table, ds: str, meta: dict[str, Any] | None) -> dict[str, Any]:
+        """The writer's meta, plus (for a derived table) the versions of the inputs this
+        object read: refused, before anything is written, if one of them is stale."""
+        meta = dict(meta or {})
+        if table.layer not in lineage.DERIVED:
+            return meta
+        if not self.allow_stale and (why := lineage.Lineage(self).refusal(table, ds, self._reads)):
+            raise StaleInput(why)
+        return {**meta, lineage.INPUTS: lineage.inputs_to_record(self._reads, table, ds)}
+
+    def refuse_stale(self, table: Table, days: Iterable[str], *, use: str) -> None:
+        """For a job whose output is not a warehouse table (a model, the feed store): raise
+        StaleInput if a committed day of `table` is stale, unless allow_stale."""
+        if self.allow_stale:
+            return
+        look = lineage.Lineage(self)
+        for ds in days:
+            version = self.version(table, ds)
+            found = look.stale(table.qualified, ds, version) if version else None
+            if found is not None:
+                raise StaleInput(
+                    f"refusing to {use}: {found}; rebuild it first: "
+                    f"{lineage.rebuild_command(table.qualified, ds)} (`feedrank verify` "
+                    f"lists every stale partition and its command), or set {lineage.ALLOW} "
+                    "to go on anyway"
+                )
+
+    def version_marker(self, table: Table, ds: str, version: str) -> dict[str, Any]:
+        """A version's commit marker as written ({} if it is gone or unreadable)."""
+        try:
+            marker = json.loads((self.version_dir(table, ds, version) / MARKER).read_text())
+        except (FileNotFoundError, ValueError):
+            return {}  # `feedrank verify`'s integrity check names it
+        return marker if isinstance(marker, dict) else {}
 
     def _fresh_version(self, table: Table, ds: str) -> Path:
         # Unstage first: if this write dies, nothing is staged rather than an older write.
@@ -406,8 +536,11 @@ class Warehouse:
         committed version, their footers hold the rows its marker records and, where
         `verify` (default: the table is one of checksum_tables), their sha256 is the
         marker's. (A staged version is its writer's, checked by `accept` and publishing;
-        its contract reads it first, to name bad rows.)"""
+        its contract reads it first, to name bad rows.) A committed day published with
+        another layer's as one unit must agree with it (`out_of_step`)."""
         folder = self.partition_dir(table, ds, staged=staged)
+        if not staged and (why := self.out_of_step(table.layer, ds)) is not None:
+            raise WarehouseError(why)
         problems = self.check_files(table, ds, staged=staged)
         if problems:
             found = "; ".join(f"{p.column or 'file'}: {p.check} ({p.detail})" for p in problems)
@@ -417,6 +550,8 @@ class Warehouse:
         if staged and not verify:
             return folder
         info = self.info(table, ds, staged=staged)
+        if not staged:  # an input of what this object writes next (warehouse.lineage)
+            self._reads[table.qualified, ds] = lineage.Read(info.version, info.checksum)
         rows = self._footer_rows(table, ds, folder)
         if rows != info.rows:
             raise WarehouseError(
@@ -577,8 +712,8 @@ def _discarded_on_failure(folder: Path) -> Iterator[None]:
         raise
 
 
-def _read_manifest(path: Path, layer: str, ds: str) -> dict[str, str]:
-    """A layer's day manifest's tables; a WarehouseError naming the file and what is wrong."""
+def _read_manifest(path: Path, layer: str, ds: str) -> dict[str, Any]:
+    """A layer's day manifest, checked; a WarehouseError naming the file and what is wrong."""
     where = f"the manifest of {layer} ds={ds} ({path})"
     text = path.read_text()
     try:
@@ -597,7 +732,10 @@ def _read_manifest(path: Path, layer: str, ds: str) -> dict[str, str]:
     bad = sorted(k for k, v in tables.items() if not isinstance(v, str) or not v)
     if bad:
         raise WarehouseError(f"{where}: tables {bad} name no version (a non-empty string)")
-    return tables
+    paired = body.get("paired", {})
+    if not isinstance(paired, dict) or not all(isinstance(v, dict) for v in paired.values()):
+        raise WarehouseError(f"{where}: 'paired' is not an object of layers' tables")
+    return body
 
 
 def _check_ds(ds: str) -> str:
