@@ -34,7 +34,7 @@ from jobs.common import check_day, log_settings, run_range_job
 from jobs.reading import RawDay, read_raw, read_state, state_table
 from jobs.settings import Settings
 from jobs.spark import get_spark, sql_conf
-from warehouse import contracts
+from warehouse import contracts, lineage
 from warehouse.catalog import (
     IMPRESSION_FEATURES,
     C,
@@ -120,8 +120,22 @@ def step(spark, name: str, ds: str):
 
 def run_days(settings: Settings, days: list[str]) -> int:
     """Build several days, oldest first (each reads the state of the ones before), in this
-    process's Spark session; returns the impressions featurized."""
-    return sum(run(settings, ds) for ds in sorted(days))
+    process's Spark session; returns the impressions featurized.
+
+    Then the later days that the rebuild made stale (warehouse.lineage: their features read
+    the state of a day rebuilt here), oldest first, until none is: a day re-simulated and
+    rebuilt, by hand or by the raw Asset's run, carries forward through the days built on
+    it, as `feedrank demo` rebuilding in order does."""
+    built = sorted(days)
+    impressions = sum(run(settings, ds) for ds in built)
+    store = settings.open_warehouse()
+    while later := sorted(
+        {s.ds for s in lineage.stale_partitions(store, [Layer.SILVER]) if s.ds > built[-1]}
+    ):
+        log.info("ds=%s: its features are stale after rebuilding %s; rebuilding", later[0], built)
+        impressions += run(settings, later[0])
+        built.append(later[0])
+    return impressions
 
 
 def build_state(store: Warehouse, raw: RawDay, ds: str) -> None:

@@ -208,3 +208,38 @@ def test_allow_stale_from_a_flag_or_the_environment(settings, monkeypatch):
     assert job_args("x", [*ds, "--allow-stale"])[0].open_warehouse().allow_stale is True
     monkeypatch.setenv("FEEDRANK__WAREHOUSE__ALLOW_STALE", "true")
     assert load_settings("tiny").open_warehouse().allow_stale is True
+
+
+def test_a_features_rebuild_carries_forward_through_the_days_built_on_it(settings, monkeypatch):
+    """jobs.build_features.run_days (a run of the DAG, or `spark-submit ... --ds D`) rebuilds
+    its days, then each later day whose features became stale, oldest first, until none is:
+    here each day's features read the day before's, as the feature state's lookback does."""
+    import jobs.build_features as job_module
+
+    days = load_settings("tiny").dates()[:3]
+    calls = []
+
+    def features_day(s, ds: str) -> int:  # a day's users and the day before's features
+        store = job(s)
+        before = [d for d in store.partitions(IMPRESSION_FEATURES) if d < ds]
+        carried = (
+            store.read_pandas(IMPRESSION_FEATURES, before[-1])["n_users"].iloc[0] if before else 0
+        )
+        n = len(store.read_pandas(USERS, ds)) + carried
+        store.write_arrow(IMPRESSION_FEATURES, ds, pd.DataFrame({"n_users": [n]}))
+        calls.append(ds)
+        return 1
+
+    raw = job(settings)
+    for ds in days:
+        raw.write_arrow(USERS, ds, users(3))
+        features_day(settings, ds)
+    assert lineage.stale_partitions(job(settings)) == []
+    raw.write_arrow(USERS, days[0], users(5))  # the first day republished, other content
+    assert [s.ds for s in lineage.stale_partitions(job(settings))] == days  # d2, d3: through d1
+    monkeypatch.setattr(job_module, "run", features_day)
+    calls.clear()
+    assert job_module.run_days(settings, [days[0]]) == 3
+    assert calls == days
+    assert job(settings).read_pandas(IMPRESSION_FEATURES, days[-1])["n_users"].iloc[0] == 11
+    assert lineage.stale_partitions(job(settings)) == []
