@@ -104,7 +104,7 @@ chromium:  # the browser test drives Debian's chromium (Playwright's own downloa
 BROWSER_ROOT ?= $(SCHEDULER_BASE)/scheduler
 BROWSER_SHOTS ?= $(BROWSER_ROOT)/screenshots
 browser-test: $(VENV)/.installed java chromium
-	FEEDRANK_BROWSER_ROOT=$(BROWSER_ROOT) FEEDRANK_BROWSER_SHOTS=$(BROWSER_SHOTS) \
+	BROWSER_TEST_ROOT=$(BROWSER_ROOT) BROWSER_TEST_SHOTS=$(BROWSER_SHOTS) \
 	  PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -m browser tests/browser -p no:cacheprovider
 
 # The dag-processor under a CPU-bound neighbour on every core for LOAD_MINUTES (default 30):

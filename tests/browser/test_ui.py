@@ -1,10 +1,10 @@
 """The UIs a user looks at, in a real browser, on a data root the scheduler walked
 (`make browser-test`, after `feedrank demo --scheduler`; deselected from `make test`).
 
-    FEEDRANK_BROWSER_ROOT=ROOT [FEEDRANK_BROWSER_SHOTS=DIR] pytest -m browser tests/browser
+    BROWSER_TEST_ROOT=ROOT [BROWSER_TEST_SHOTS=DIR] pytest -m browser tests/browser
 
 Starts, on ROOT: Airflow's parts (as `feedrank airflow-ui`; or uses the UI at
-FEEDRANK_BROWSER_AIRFLOW_URL, e.g. the load test's), an MLflow server on its tracking store
+BROWSER_TEST_AIRFLOW_URL, e.g. the load test's), an MLflow server on its tracking store
 and `feedrank serve` on its feed store, each on a free loopback port, and stops them at the
 end. Then, in Debian's chromium driven by Playwright:
 - Airflow: logs in with the generated password, every DAG of dags/ is listed and on (its
@@ -14,7 +14,7 @@ end. Then, in Debian's chromium driven by Playwright:
   champion alias on the version the registry gives it;
 - `feedrank serve`: `/` names the store's current version and links `/docs`, `/docs` lists
   the read path, and a user's feed page returns that version's items.
-Each page is saved as a PNG under FEEDRANK_BROWSER_SHOTS (default ROOT/screenshots).
+Each page is saved as a PNG under BROWSER_TEST_SHOTS (default ROOT/screenshots).
 """
 
 from __future__ import annotations
@@ -48,13 +48,14 @@ CHROMIUM_ARGS = [
 ]
 UI_TIMEOUT_MS = 90_000  # pages of a UI on a busy 2-core machine
 RANKER = "feedrank-ranker"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def settings():
-    home = os.environ.get("FEEDRANK_BROWSER_ROOT")
+    home = os.environ.get("BROWSER_TEST_ROOT")
     if not home:
-        pytest.fail("set FEEDRANK_BROWSER_ROOT to a data root `feedrank demo --scheduler` built")
+        pytest.fail("set BROWSER_TEST_ROOT to a data root `feedrank demo --scheduler` built")
     runs = Path(home) / "reports" / "scheduler_runs.json"
     if not runs.exists():
         pytest.fail(f"{runs} is missing: run `feedrank demo --scheduler` on {home} first")
@@ -64,7 +65,7 @@ def settings():
 
 @pytest.fixture(scope="module")
 def shots(settings) -> Path:
-    folder = Path(os.environ.get("FEEDRANK_BROWSER_SHOTS") or settings.root.home / "screenshots")
+    folder = Path(os.environ.get("BROWSER_TEST_SHOTS") or settings.root.home / "screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -76,12 +77,12 @@ def _answers(url: str) -> bool:
 
 @pytest.fixture(scope="module")
 def airflow(settings):
-    """(UI url, user, password) of Airflow on the root: FEEDRANK_BROWSER_AIRFLOW_URL's, or
+    """(UI url, user, password) of Airflow on the root: BROWSER_TEST_AIRFLOW_URL's, or
     its parts started here on a free port."""
     from jobs.demo_scheduler import start_airflow
 
     logins = settings.root.airflow_home / "simple_auth_manager_passwords.json.generated"
-    given = os.environ.get("FEEDRANK_BROWSER_AIRFLOW_URL")
+    given = os.environ.get("BROWSER_TEST_AIRFLOW_URL")
     started = None if given else start_airflow(settings, processes.free_port())
     try:
         user, password = next(iter(json.loads(logins.read_text()).items()))
@@ -92,7 +93,7 @@ def airflow(settings):
 
 
 def _service(settings, name: str, argv: list[str], port: int, path: str):
-    env = {**os.environ, "FEEDRANK_HOME": str(settings.home), "PYTHONPATH": str(Path.cwd())}
+    env = {**os.environ, "FEEDRANK_HOME": str(settings.home), "PYTHONPATH": str(REPO)}
     running = processes.start(
         name,
         argv,
@@ -231,7 +232,7 @@ def test_mlflow_report_shows_its_plots(settings, mlflow_url, page, shots):
     assert embedded > 0, f"{report} embeds no image"
     page.goto(f"{mlflow_url}/#/experiments/{exp}/runs/{run}/artifacts")
     page.get_by_text("report.html", exact=True).click()
-    frame = page.frame_locator("iframe").first
+    frame = page.frame_locator("iframe.mlflow-html-iframe")
     frame.locator("img").nth(embedded - 1).wait_for(state="attached")
     widths = frame.locator("img").evaluate_all(
         "imgs => Promise.all(imgs.map(i => i.decode().then(() => i.naturalWidth, () => 0)))"
@@ -249,11 +250,12 @@ def test_mlflow_registry_page_shows_the_champion(settings, mlflow_url, page, sho
         RANKER,
     )[0]
     page.goto(f"{mlflow_url}/#/models/{RANKER}")
-    row = page.locator("tr", has=page.get_by_text(f"Version {version}", exact=True))
-    row.get_by_text("champion").wait_for()
+    alias = page.get_by_text(re.compile(r"^@\s*champion$"))  # the alias tag, not a reason
+    row = page.locator("[role=row]", has=page.get_by_text(f"Version {version}", exact=True))
+    row.get_by_text(re.compile(r"^@\s*champion$")).wait_for()
     page.screenshot(path=shots / "mlflow-registry.png", full_page=True)
-    others = page.locator("tr", has=page.get_by_text("champion")).count()
-    assert others == 1, f"{others} rows of {RANKER} show the champion alias"
+    rows = page.locator("[role=row]", has=alias).count()
+    assert rows == 1, f"{rows} versions of {RANKER} show the champion alias"
 
 
 def test_serve_index_docs_and_a_feed_page(settings, serve_url, page, shots):
@@ -264,7 +266,7 @@ def test_serve_index_docs_and_a_feed_page(settings, serve_url, page, shots):
     )[0]
     (user,) = _db_rows(
         db,
-        "SELECT MIN(user_id) FROM feed_users WHERE n_items > 0 AND vid = "
+        "SELECT MIN(user_id) FROM feed_users WHERE user_id >= 0 AND n_items > 0 AND vid = "
         "(SELECT vid FROM pointer WHERE name = 'current')",
     )[0]
     page.goto(serve_url + "/")

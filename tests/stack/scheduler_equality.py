@@ -73,24 +73,19 @@ def registry(home: Path) -> dict[str, object]:
 
 def feed_store(home: Path) -> dict[str, object]:
     """Each published version of the SQLite feed store and a digest of its feeds."""
-    db = DataRoot(home).feeds_db if hasattr(DataRoot(home), "feeds_db") else home / "feeds.sqlite"
+    db = DataRoot(home).feed_store
     if not db.exists():
         return {}
     out: dict[str, object] = {}
-    for vid, version, ds, users, items, state in _rows(
-        db, "SELECT vid, version, ds, users, items, state FROM versions ORDER BY vid"
-    ):
+    versions = _rows(db, "SELECT vid, version, ds, users, items, state FROM versions ORDER BY vid")
+    for vid, version, ds, users, items, state in versions:
         digest = hashlib.sha256()
-        for sql in (
-            "SELECT user_id, model_version, n_items FROM feed_users WHERE vid = ? ORDER BY 1",
-            "SELECT * FROM feed_items WHERE vid = ? ORDER BY user_id, rank",
+        for sql in (  # everything but the generation time
+            "SELECT user_id, model_version, n_items FROM feed_users WHERE vid = {} ORDER BY 1",
+            "SELECT user_id, items, sources FROM feed_blobs WHERE vid = {} ORDER BY 1",
         ):
-            con = sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True)
-            try:
-                for row in con.execute(sql, (vid,)):
-                    digest.update(repr(row[1:] if sql.startswith("SELECT *") else row).encode())
-            finally:
-                con.close()
+            for row in _rows(db, sql.format(int(vid))):
+                digest.update(repr(row).encode())
         out[version] = {
             "ds": ds,
             "users": users,
