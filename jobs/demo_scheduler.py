@@ -208,19 +208,25 @@ def _ts(text: str) -> dt.datetime:
 
 
 def failed_task_logs(root: DataRoot, run: DagRun) -> list[str]:
-    """The failed (or upstream-failed) tasks of a run, each with its last attempt's log."""
+    """The failed (or upstream-failed) tasks of a run, each with its last attempt's log (a
+    mapped task's under map_index=N)."""
     with _db(root) as con:
         rows = con.execute(
-            "SELECT task_id, state, try_number FROM task_instance WHERE dag_id = ? AND run_id = ? "
-            "AND state IN ('failed', 'upstream_failed') ORDER BY task_id",
+            "SELECT task_id, map_index, state, try_number FROM task_instance "
+            "WHERE dag_id = ? AND run_id = ? AND state IN ('failed', 'upstream_failed') "
+            "ORDER BY task_id, map_index",
             (run.dag_id, run.run_id),
         ).fetchall()
     out = []
-    for task_id, state, tries in rows:
-        folder = root.airflow_home / "logs" / f"dag_id={run.dag_id}" / f"run_id={run.run_id}"
-        logs = sorted((folder / f"task_id={task_id}").glob("attempt=*.log"))
-        where = logs[-1] if logs else f"no log under {folder / f'task_id={task_id}'}"
-        out.append(f"{task_id} {state} (try {tries}): {where}")
+    folder = root.airflow_home / "logs" / f"dag_id={run.dag_id}" / f"run_id={run.run_id}"
+    for task_id, map_index, state, tries in rows:
+        task = folder / f"task_id={task_id}"
+        if map_index is not None and map_index >= 0:
+            task = task / f"map_index={map_index}"
+        logs = sorted(task.glob("attempt=*.log"), key=lambda p: int(p.stem.split("=")[1]))
+        where = logs[-1] if logs else f"no log under {task}"
+        name = task_id if map_index is None or map_index < 0 else f"{task_id}[{map_index}]"
+        out.append(f"{name} {state} (try {tries}): {where}")
     return out
 
 

@@ -21,7 +21,7 @@ CREATE TABLE dag_run (id INTEGER PRIMARY KEY, dag_id TEXT, run_id TEXT, run_type
     logical_date TIMESTAMP, state TEXT, queued_at TIMESTAMP, start_date TIMESTAMP,
     end_date TIMESTAMP);
 CREATE TABLE task_instance (dag_id TEXT, run_id TEXT, task_id TEXT, state TEXT,
-    try_number INTEGER);
+    try_number INTEGER, map_index INTEGER DEFAULT -1);
 """
 
 
@@ -40,7 +40,11 @@ def _db(settings, runs, tasks=()):
         "start_date, end_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         runs,
     )
-    con.executemany("INSERT INTO task_instance VALUES (?, ?, ?, ?, ?)", tasks)
+    con.executemany(
+        "INSERT INTO task_instance (dag_id, run_id, task_id, state, try_number, map_index) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(*t, -1) if len(t) == 5 else t for t in tasks],
+    )
     con.commit()
     con.close()
 
@@ -122,18 +126,22 @@ def test_a_failed_run_fails_the_walk_naming_its_task_and_log(settings):
     runs = _calendar_runs(settings)
     runs[1] = _scheduled("simulate_platform", settings.dates()[1], "failed")
     run_id = runs[1][1]
-    _db(settings, runs, [("simulate_platform", run_id, "simulate", "failed", 2)])
-    log = (
-        settings.root.airflow_home
-        / "logs/dag_id=simulate_platform"
-        / f"run_id={run_id}/task_id=simulate/attempt=2.log"
-    )
-    log.parent.mkdir(parents=True)
-    log.write_text("boom\n")
+    tasks = [
+        ("simulate_platform", run_id, "simulate", "failed", 2),
+        ("simulate_platform", run_id, "register", "failed", 10, 1),  # a mapped task
+    ]
+    _db(settings, runs, tasks)
+    folder = settings.root.airflow_home / "logs/dag_id=simulate_platform" / f"run_id={run_id}"
+    log = folder / "task_id=simulate/attempt=2.log"
+    mapped = folder / "task_id=register/map_index=1/attempt=10.log"
+    for path in (log, mapped, mapped.with_name("attempt=9.log")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("boom\n")
     with pytest.raises(ds.WalkFailed) as err:
         ds.wait_for_calendar(settings, FakeAirflow(), 60, quiet_s=0, echo=lambda _: 0)
     assert f"simulate_platform {run_id} failed" in str(err.value)
     assert f"simulate failed (try 2): {log}" in str(err.value)
+    assert f"register[1] failed (try 10): {mapped}" in str(err.value)
 
 
 def test_a_taken_port_is_refused_before_anything_starts(settings):
