@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= demo
 
-.PHONY: demo test lint bench airflow-ui mlflow-ui lock clean-data java redis postgres stack stack-down stack-status stack-e2e
+.PHONY: demo test lint bench airflow-ui mlflow-ui lock clean-data java redis postgres stack stack-down stack-status stack-e2e chromium scheduler-check browser-test bench-dag-processor
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
@@ -36,8 +36,9 @@ postgres:
 	  && echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf \
 	  && apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
 
+# SCHEDULER=1: the calendar built by Airflow's scheduler instead of dag.test (jobs/demo_scheduler.py)
 demo: $(VENV)/.installed java  ## the main job: the demo profile end to end
-	$(BIN)/feedrank --profile $(PROFILE) demo
+	$(BIN)/feedrank --profile $(PROFILE) demo $(if $(SCHEDULER),--scheduler)
 
 # Two pytest workers (pytest-xdist): a test file runs on one worker, the files that start from
 # the session's tiny days first (tests/conftest.py). TEST_WORKERS=0: one process.
@@ -49,7 +50,9 @@ test: $(VENV)/.installed java redis postgres  ## lint, format check and the whol
 	$(BIN)/pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 bench: $(VENV)/.installed java redis  ## benchmarks: print a table, write JSON under tests/benchmarks/results
-	@for b in tests/benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+	@# bench_dag_processor.py runs for 30 minutes: `make bench-dag-processor`
+	@for b in tests/benchmarks/bench_*.py; do \
+	  [ $$b = tests/benchmarks/bench_dag_processor.py ] || $(BIN)/python $$b || exit 1; done
 
 # `feedrank airflow-ui` sets the profile, its data root and Airflow's settings (and fails on a
 # data root of another profile), migrates the DB and runs what `airflow standalone` runs,
@@ -79,6 +82,37 @@ stack-down: $(VENV)/.installed  ## stop every service of the stack
 # embedded run (tests/stack/e2e.py); minutes on 2 cores, so not part of `make test`.
 stack-e2e: $(VENV)/.installed java redis postgres
 	export PATH="$(CURDIR)/$(BIN):$$PATH" && $(BIN)/python tests/stack/e2e.py
+
+# tiny's calendar walked by Airflow's scheduler (`feedrank demo --scheduler`) and by dag.test
+# (`feedrank demo`), each into its own root under SCHEDULER_BASE, then their warehouse, MLflow
+# runs, registry and feed store compared (tests/stack/scheduler_equality.py). About an hour on
+# 2 cores: not part of `make test`.
+SCHEDULER_BASE ?= $(CURDIR)/.feedrank-scheduler-check
+scheduler-check: $(VENV)/.installed java
+	rm -rf $(SCHEDULER_BASE)/scheduler $(SCHEDULER_BASE)/dagtest
+	FEEDRANK_HOME=$(SCHEDULER_BASE)/scheduler $(BIN)/feedrank --profile tiny demo --scheduler
+	FEEDRANK_HOME=$(SCHEDULER_BASE)/dagtest $(BIN)/feedrank --profile tiny demo
+	$(BIN)/python tests/stack/scheduler_equality.py --scheduler $(SCHEDULER_BASE)/scheduler \
+	  --dagtest $(SCHEDULER_BASE)/dagtest --json $(SCHEDULER_BASE)/equality.json
+
+chromium:  # the browser test drives Debian's chromium (Playwright's own download is not used)
+	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+# Playwright + chromium on the UIs of a root the scheduler walked (`make scheduler-check` first,
+# or BROWSER_ROOT=a root of `feedrank demo --scheduler`): Airflow, MLflow, `feedrank serve`
+# (tests/browser/test_ui.py); screenshots under BROWSER_SHOTS. Deselected from `make test`.
+BROWSER_ROOT ?= $(SCHEDULER_BASE)/scheduler
+BROWSER_SHOTS ?= $(BROWSER_ROOT)/screenshots
+browser-test: $(VENV)/.installed java chromium
+	BROWSER_TEST_ROOT=$(BROWSER_ROOT) BROWSER_TEST_SHOTS=$(BROWSER_SHOTS) \
+	  PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -m browser tests/browser -p no:cacheprovider
+
+# The dag-processor under a CPU-bound neighbour on every core for LOAD_MINUTES (default 30):
+# no DAG killed or deactivated (tests/benchmarks/bench_dag_processor.py).
+LOAD_MINUTES ?= 30
+bench-dag-processor: $(VENV)/.installed java
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/bench_dag_processor.py \
+	  --minutes $(LOAD_MINUTES)
 
 lock:  ## re-resolve the pins from setup.cfg's ranges
 	rm -rf /tmp/feedrank-lock && $(PYTHON) -m venv /tmp/feedrank-lock

@@ -2,6 +2,10 @@
 
 feedrank demo [--profile demo]   run the pipeline end to end through Airflow: logs and
                                  features day by day, then the nightly training once
+feedrank demo --scheduler [--port P]
+                                 the same calendar built by Airflow's scheduler: starts its
+                                 parts on the data root, unpauses the DAGs, waits for every
+                                 run, prints and saves a table of them (jobs/demo_scheduler.py)
 feedrank summary [--ds DS]       what the warehouse holds; with --ds, the rankers trained up
                                  to DS: each kind's test metrics, the gate, the champion
 feedrank env                     export lines for Airflow and MLflow on this data root
@@ -56,7 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, help="override simulator.seed")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="the whole pipeline: logs, features, rankers, retrieval, feeds")
+    demo = sub.add_parser(
+        "demo", help="the whole pipeline: logs, features, rankers, retrieval, feeds"
+    )
+    demo.add_argument(
+        "--scheduler", action="store_true", help="walk the calendar with Airflow's scheduler"
+    )
+    demo.add_argument("--port", type=int, default=8080, help="--scheduler: the api-server's port")
+    demo.add_argument(
+        "--timeout-min", type=float, default=240, help="--scheduler: give up after this long"
+    )
     summary = sub.add_parser("summary", help="rows per table and action rates")
     summary.add_argument("--ds", help="also the rankers trained up to this day (MLflow)")
     sub.add_parser("env", help="print export lines for the Airflow and MLflow UIs")
@@ -102,6 +115,13 @@ def _command(args, overrides) -> int:
     settings = load_settings(args.profile, overrides)
     if args.command in feeds_cli.COMMANDS:
         return feeds_cli.run(args, settings)
+    if args.command == "demo" and args.scheduler:
+        from jobs.demo_scheduler import demo_scheduler
+
+        if args.seed is not None:  # scheduled runs take the Params' defaults: the profile's seed
+            print("feedrank demo --scheduler: --seed is not supported", file=sys.stderr)
+            return 2
+        return demo_scheduler(settings, port=args.port, timeout_s=args.timeout_min * 60)
     if args.command == "demo":
         from jobs.demo import demo
 

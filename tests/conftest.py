@@ -195,3 +195,10 @@ def pytest_collection_modifyitems(config, items):
     the tiny days builds it, the other waits for it and copies it, while the other files fill
     the gaps) instead of one worker running them last."""
     items.sort(key=lambda item: not starts_from_tiny_days(item.path))
+    # The browser tests need a data root the scheduler walked and a chromium (`make
+    # browser-test`): only a run that asks for them (`-m browser`) collects them.
+    if "browser" not in (config.getoption("markexpr") or ""):
+        browser = [item for item in items if item.get_closest_marker("browser")]
+        if browser:
+            config.hook.pytest_deselected(items=browser)
+            items[:] = [item for item in items if not item.get_closest_marker("browser")]

@@ -29,7 +29,7 @@ SHARED_JOBS = {
 }
 # Modules that run other jobs: the `feedrank` command line, its `feed`/`feeds`/`serve`
 # commands, the demo, and the summary the demo and the CLI print.
-ORCHESTRATORS = {"cli", "feeds_cli", "demo", "summary"}
+ORCHESTRATORS = {"cli", "feeds_cli", "demo", "demo_scheduler", "summary"}
 
 
 def _modules() -> dict[str, Path]:

@@ -8,8 +8,12 @@ heavy modules, so that a worker starts in about a second.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.machinery
 import multiprocessing
 import os
+import sys
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -42,7 +46,29 @@ def compile_objects(jobs: list[tuple[Path, Path]], target: dict[str, str], trees
             _compile_to(model_file, object_file, target)
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with spawn_without_main(), ProcessPoolExecutor(workers, mp_context=context) as pool:
         done = [pool.submit(_compile_to, m, o, target) for m, o in jobs]
         for future in done:
             future.result()
+
+
+@contextlib.contextmanager
+def spawn_without_main() -> Iterator[None]:
+    """Spawned children do not run this process's main script again.
+
+    multiprocessing's spawn re-runs a main script given by path in every child (as
+    `__mp_main__`) but skips a main named `<package>.__main__`. In an Airflow task the main
+    script is `airflow`, whose import in a child reads the task's deliberately unusable
+    database URL and dies, so a pool of spawned workers broke every task that used one
+    (`feedrank demo --scheduler`: train_rankers' register, 3 tries each). Meanwhile the main
+    module is named so; the workers' functions live in importable modules."""
+    main = sys.modules["__main__"]
+    spec = getattr(main, "__spec__", None)
+    if spec is not None:  # run as `-m module`: the child imports it by name, as it should
+        yield
+        return
+    main.__spec__ = importlib.machinery.ModuleSpec("feedrank_spawn.__main__", None)
+    try:
+        yield
+    finally:
+        main.__spec__ = spec
