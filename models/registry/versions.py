@@ -173,9 +173,17 @@ def load_ranker(model_uri: str) -> RankerLike:
 
 
 def register(model_uri: str, name: str, tags: dict[str, str] | None = None) -> str:
-    """Register a new version and give it the challenger alias; its version number."""
-    version = mlflow.register_model(model_uri, name, tags=tags).version
-    MlflowClient().set_registered_model_alias(name, CHALLENGER, version)
+    """Register a new version and give it the challenger alias; its version number. A model
+    already registered under `name` keeps its version (a retried task that registered it
+    before it failed): no second version of the same model."""
+    client = MlflowClient()
+    same = [v for v in client.search_model_versions(f"name='{name}'") if v.source == model_uri]
+    if same:
+        version = min(int(v.version) for v in same)
+        log.info("%s is already %s version %s: not registered again", model_uri, name, version)
+    else:
+        version = mlflow.register_model(model_uri, name, tags=tags).version
+    client.set_registered_model_alias(name, CHALLENGER, version)
     log.info("registered %s version %s as %s", name, version, CHALLENGER)
     return str(version)
 
