@@ -114,6 +114,11 @@ def features_params() -> dict[str, Param]:
     }
 
 
+def _unset(kind: str, description: str, **limits: Any) -> Param:
+    """An optional Param of a JSON type, empty (None) unless the user fills it in."""
+    return Param(None, type=["null", kind], description=description, **limits)
+
+
 def ingest_params() -> dict[str, Param]:
     """Params of a log ingest (`feedrank ingest`'s options): the log profile, its files and
     calendar."""
@@ -126,38 +131,27 @@ def ingest_params() -> dict[str, Param]:
             enum=logs,
             description="The log's profile (its format): it must be the data root's.",
         ),
-        "path": Param(
-            None,
-            type=["null", "string"],
-            description="The log's folder on the machine the task runs on (empty: the "
-            "profile's log.path).",
+        "path": _unset(
+            "string",
+            "The log's folder on the machine the task runs on (empty: the profile's log.path).",
         ),
-        "behaviors": Param(
-            None,
-            type=["null", "string"],
-            description="The impressions file in the folder (empty: the format's, e.g. "
-            "behaviors.tsv).",
+        "behaviors": _unset(
+            "string", "The impressions file in the folder (empty: the format's own)."
         ),
-        "items": Param(
-            None,
-            type=["null", "string"],
-            description="The item metadata file in the folder (empty: the format's, e.g. "
-            "news.tsv).",
+        "items": _unset(
+            "string", "The item metadata file in the folder (empty: the format's own)."
         ),
-        "first_day": Param(
-            None,
-            type=["null", "string"],
-            description="The calendar's first day, YYYY-MM-DD, with `days` (empty: the log's "
-            "own first and last day).",
+        "first_day": _unset(
+            "string",
+            "The calendar's first day, YYYY-MM-DD, with `days` (empty: the log's own days).",
         ),
-        "days": Param(None, type=["null", "integer"], minimum=1, description="The log's days."),
-        "max_missing_share": Param(
-            None,
-            type=["null", "number"],
+        "days": _unset("integer", "The log's days.", minimum=1),
+        "max_missing_share": _unset(
+            "number",
+            "Share of impressions whose item has no metadata dropped before the log is "
+            "refused (empty: settings, 0.01).",
             minimum=0,
             maximum=1,
-            description="Share of impressions whose item has no metadata dropped before the "
-            "log is refused (empty: settings, 0.01).",
         ),
     }
 
