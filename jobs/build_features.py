@@ -129,9 +129,12 @@ def run_days(settings: Settings, days: list[str]) -> int:
     built = sorted(days)
     impressions = sum(run(settings, ds) for ds in built)
     store = settings.open_warehouse()
-    while later := sorted(
-        {s.ds for s in lineage.stale_partitions(store, [Layer.SILVER]) if s.ds > built[-1]}
-    ):
+
+    def stale_after(ds: str) -> list[str]:  # only the days after ds are read: none nightly
+        after = [d for d in store.manifest_days(Layer.SILVER) if d > ds]
+        return sorted({s.ds for s in lineage.stale_partitions(store, [Layer.SILVER], after)})
+
+    while later := stale_after(built[-1]):
         log.info("ds=%s: its features are stale after rebuilding %s; rebuilding", later[0], built)
         impressions += run(settings, later[0])
         built.append(later[0])
