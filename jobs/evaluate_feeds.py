@@ -18,6 +18,7 @@ import sys
 import time
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from jobs.common import (
@@ -36,7 +37,8 @@ from models.registry.handoff import ACTIVE_USERS, INDEX_DS, PublishedFeeds
 from models.registry.runs import log_figure, log_report
 from models.registry.tags import DS_TAG, FEEDS_STAGE, PROFILE_TAG, STAGE_TAG
 from models.value import value_score
-from simulator.oracle import oracle_truth
+from simulator.behaviour import Truth, true_model
+from simulator.oracle import as_lists, best_lists, oracle_exposure
 from warehouse.catalog import (
     ACTIONS,
     ENGAGEMENTS,
@@ -48,7 +50,6 @@ from warehouse.catalog import (
     USER_NEWS_FEED,
     USERS,
     C,
-    truth_column,
 )
 from warehouse.store import Warehouse
 
@@ -80,9 +81,12 @@ def evaluate(settings: Settings, published: PublishedFeeds) -> dict[str, float] 
     feed = store.read_pandas(USER_NEWS_FEED, ds, columns=feed_cols).drop(columns=C.DS)
     cands = cands.merge(feed[feed[C.GENERATED_AT] == at].drop(columns=C.GENERATED_AT), how="left")
     cands = cands.merge(_popularity(store, settings, ds, at), how="left").fillna({fq.POPULARITY: 0})
-    cands[fq.TRUE_VALUE] = _true_value(store, settings, ds, at, cands)
+    cands = cands.reset_index(drop=True)
+    oracle = _Oracle(store, settings, ds, at, cands)
+    cands[fq.TRUE_VALUE] = oracle.alone()
     engaged = _engaged(store, nd, visitors, at)
     value = fq.feed_value(cands, p.quality_k)
+    lists = oracle.lists(p.quality_k)
     recall = fq.candidate_recall(cands, engaged, FEED_SOURCES)
     counts = {
         "generated_at": published.generated_at,
@@ -94,8 +98,8 @@ def evaluate(settings: Settings, published: PublishedFeeds) -> dict[str, float] 
         "candidates by source": published.by_source,
         f"users with sessions on {nd} (evaluated)": len(visitors),
     }
-    report = fq.markdown(value, recall, counts, p.quality_k)
-    metrics = fq.metrics(value, recall, p.quality_k)
+    report = fq.markdown(value, recall, counts, p.quality_k, lists)
+    metrics = fq.metrics(value, recall, p.quality_k, lists)
     folder = settings.root.report_folder(JOB, ds)
     use_tracking(settings)
     with mlflow.start_run(run_name=f"precompute_feeds {ds}"):
@@ -108,8 +112,10 @@ def evaluate(settings: Settings, published: PublishedFeeds) -> dict[str, float] 
             metrics | {"feeds/users": published.users, "feeds/items": published.items}
         )
         mlflow.log_table(value, "feeds/value.json")
+        mlflow.log_table(lists, "feeds/list_value.json")
         mlflow.log_table(recall, "feeds/recall.json")
-        log_figure(fq.quality_figure(value, recall, p.quality_k), "feeds/quality.png", folder)
+        figure = fq.quality_figure(value, recall, p.quality_k, lists)
+        log_figure(figure, "feeds/quality.png", folder)
         log_report(report, folder)
     log.info("feed quality ds=%s in %.1fs:\n%s", ds, time.perf_counter() - started, report)
     return metrics
@@ -146,26 +152,59 @@ def _popularity(store: Warehouse, settings: Settings, ds: str, at: dt.datetime) 
     return pos.groupby(C.POST_ID).size().rename(fq.POPULARITY).reset_index()
 
 
-def _true_value(store: Warehouse, settings: Settings, ds: str, at, cands: pd.DataFrame):
-    """The oracle's value of each candidate, at position 0, served at `at` on the user's
-    primary device."""
-    sim = settings.simulator
-    users = store.read_pandas(USERS, ds, columns=[C.USER_ID, C.PRIMARY_DEVICE])
-    device = users.drop_duplicates(C.USER_ID).set_index(C.USER_ID)[C.PRIMARY_DEVICE]
-    pairs = pd.DataFrame(
-        {
-            C.USER_ID: cands[C.USER_ID].to_numpy(),
-            C.POST_ID: cands[C.POST_ID].to_numpy(),
-            C.SERVED_AT: pd.Timestamp(at),
-            C.DEVICE: cands[C.USER_ID].map(device).to_numpy(),
-        }
-    )
-    day = shift_ds(ds, 1)
-    prior = store.read_pandas(ENGAGEMENTS, days_before(sim.start_date, day, sim.pool_days))
-    truth = oracle_truth(world(sim), sim, pairs, prior.drop(columns=C.DS))
-    probs = {a: truth[truth_column(a)].to_numpy() for a in ACTIONS}
-    weights = settings.training.value
-    return value_score(probs, truth[C.E_DWELL_S].to_numpy(), weights, dwell_given_click=True)
+class _Oracle:
+    """The simulator's truth about ds's candidates for the next day's readers: each served at
+    the generation time `at` on its user's primary device, valued under the value weights."""
+
+    def __init__(self, store: Warehouse, settings: Settings, ds: str, at, cands: pd.DataFrame):
+        sim = settings.simulator
+        users = store.read_pandas(USERS, ds, columns=[C.USER_ID, C.PRIMARY_DEVICE])
+        device = users.drop_duplicates(C.USER_ID).set_index(C.USER_ID)[C.PRIMARY_DEVICE]
+        pairs = pd.DataFrame(
+            {
+                C.USER_ID: cands[C.USER_ID].to_numpy(),
+                C.POST_ID: cands[C.POST_ID].to_numpy(),
+                C.SERVED_AT: pd.Timestamp(at),
+                C.DEVICE: cands[C.USER_ID].map(device).to_numpy(),
+            }
+        )
+        day = shift_ds(ds, 1)
+        prior = store.read_pandas(ENGAGEMENTS, days_before(sim.start_date, day, sim.pool_days))
+        self.world, self.sim, self.weights = world(sim), sim, settings.training.value
+        self.cands = cands
+        self.x = oracle_exposure(self.world, sim, pairs, prior.drop(columns=C.DS))  # each alone
+
+    def value(self, truth: Truth) -> np.ndarray:
+        probs = {a: truth.p[a] for a in ACTIONS}
+        return value_score(probs, truth.e_dwell_s, self.weights, dwell_given_click=True)
+
+    def alone(self) -> np.ndarray:
+        """Each candidate's value alone, at the top of the feed (position 0)."""
+        return self.value(true_model(self.world, self.sim, self.x))
+
+    def lists(self, k: int) -> pd.DataFrame:
+        """models.feed.quality's table of each ranking's top k valued as lists: every post at
+        its slot after those above it; the oracle's list the greedy best (best_lists)."""
+        user = self.cands[C.USER_ID].to_numpy()
+        values = {}
+        for name, slot in fq.top_k(
+            self.cands, k, [r for r in fq.RANKINGS if r != fq.ORACLE]
+        ).items():
+            rows = slot.index.to_numpy()
+            x = as_lists(self.x, rows, slot.to_numpy(), user[rows])
+            values[name] = pd.DataFrame(
+                {
+                    C.USER_ID: user[rows],
+                    fq.TRUE_VALUE: self.value(true_model(self.world, self.sim, x)),
+                }
+            )
+        best = best_lists(self.world, self.sim, self.x, user, k, self.value)
+        rows = np.flatnonzero(best >= 0)
+        x = as_lists(self.x, rows, best[rows], user[rows])
+        values[fq.ORACLE] = pd.DataFrame(
+            {C.USER_ID: user[rows], fq.TRUE_VALUE: self.value(true_model(self.world, self.sim, x))}
+        )
+        return fq.value_table(values, np.unique(user), f"list_value_at_{k}")
 
 
 def _engaged(store: Warehouse, nd: str, visitors, at) -> pd.DataFrame:

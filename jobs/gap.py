@@ -141,7 +141,21 @@ def oracle_variants(
     oracle hiding nothing gives back the truth layer (the same world and settings)."""
     sim = settings.simulator
     prior = prior_engagements(store, sim, ds)
-    x = oracle_exposure(world(sim), sim, rows, prior, position=rows[C.POSITION].to_numpy())
+    # The rows are training examples (negatives downsampled): a session's fatigue counts every
+    # impression of it, so the exposures are computed over the day's whole log, then taken.
+    logged = store.read_pandas(IMPRESSIONS, ds, columns=[*_LOGGED, C.REQUEST_ID, C.POSITION])
+    day = oracle_exposure(
+        world(sim),
+        sim,
+        logged,
+        prior,
+        position=logged[C.POSITION].to_numpy(),
+        session=logged[C.REQUEST_ID].to_numpy(),
+    )
+    at = pd.Index(logged[C.IMPRESSION_ID]).get_indexer(rows[C.IMPRESSION_ID])
+    if (at < 0).any():
+        raise ValueError(f"ds={ds}: evaluation rows without a logged impression")
+    x = day.take(at)
     estimated = ab.with_latents(world(sim), interests=_history_interests(settings, store, ds))
     out = {}
     for name, hidden in VARIANTS.items():

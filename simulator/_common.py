@@ -61,6 +61,21 @@ def rank_in_group(groups: np.ndarray) -> np.ndarray:
     return np.arange(len(groups), dtype=np.int64) - starts
 
 
+def earlier_in_session(session: np.ndarray, position: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """For each row, how many rows of the same session at an earlier position share its key
+    (the same author, the same topic): 0 for the first, 1 for the second, ..."""
+    order = np.lexsort((position, key, session))
+    group = np.r_[
+        True, (session[order][1:] != session[order][:-1]) | (key[order][1:] != key[order][:-1])
+    ]
+    start = (
+        np.maximum.accumulate(np.where(group, np.arange(len(order)), 0)) if len(order) else order
+    )
+    out = np.empty(len(order), dtype=np.int64)
+    out[order] = np.arange(len(order), dtype=np.int64) - start
+    return out
+
+
 def expand_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For half-open ranges [lo, hi): (index of the range, value) of every member, in order."""
     counts = np.maximum(hi - lo, 0)

@@ -3,7 +3,9 @@
 One score, shared by all actions, sums what makes a post engaging for this user now:
 user-topic affinity, closeness to the author, the author's quality, social proof (overall
 and from the user's network), freshness, the device x content fit, the hour and weekday, and
-the user's own bias. Each action's logit is its intercept plus that score, with clickbait
+the user's own bias, less the session's fatigue: each earlier post of the same author or topic
+in the session lowers the odds of the positive actions (`author_fatigue`, `topic_fatigue`;
+0, the default, turns it off). Each action's logit is its intercept plus that score, with clickbait
 pulling clicks, hides and reports up and likes, comments and shares down; hide and report
 instead fall with the positive fit. Position bias multiplies the probabilities of the
 actions that need the user to examine the post.
@@ -51,6 +53,13 @@ class Exposure:
     close_friend: np.ndarray  # bool
     post_engagements: np.ndarray  # positive engagements of the post before the day
     network_engagers: np.ndarray  # the user's followees who engaged the post before the day
+    # posts of the same author / topic at earlier positions of the same session
+    seen_author: np.ndarray
+    seen_topic: np.ndarray
+
+    def take(self, rows: np.ndarray) -> Exposure:
+        """The exposures of `rows` (indices), each keeping the session it was computed in."""
+        return Exposure(**{f.name: getattr(self, f.name)[rows] for f in dataclasses.fields(self)})
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -80,11 +89,14 @@ def true_model(world: World, cfg: SimulatorSettings, x: Exposure) -> Truth:
         + world.users_latent.bias[x.user]
     )
     bait = x.clickbait.astype(float)
+    positive = score
+    if b.author_fatigue or b.topic_fatigue:
+        positive = score - b.author_fatigue * x.seen_author - b.topic_fatigue * x.seen_topic
     logits = {
-        CLICK: b.base_click + score + b.clickbait_click * bait,
-        "like": b.base_like + score - b.clickbait_engage * bait,
-        "comment": b.base_comment + score - b.clickbait_engage * bait,
-        "share": b.base_share + score - b.clickbait_engage * bait,
+        CLICK: b.base_click + positive + b.clickbait_click * bait,
+        "like": b.base_like + positive - b.clickbait_engage * bait,
+        "comment": b.base_comment + positive - b.clickbait_engage * bait,
+        "share": b.base_share + positive - b.clickbait_engage * bait,
         "hide": b.base_hide - b.negative_weight * fit + b.clickbait_hide * bait,
         "report": b.base_report - b.negative_weight * fit + b.clickbait_report * bait,
     }

@@ -39,6 +39,11 @@ class BehaviourSettings(_Strict):
     clickbait_engage: float = Field(0.8, ge=0)  # ... but fewer likes, comments and shares
     # hide/report logits fall by this per unit of the positive fit
     negative_weight: float = Field(0.6, ge=0)
+    # Satisfaction within a session: the positive actions' logits fall by this for each post of
+    # the same author (topic) shown earlier in the session; 0 turns it off (the default, so the
+    # profiles' logs stay as they were)
+    author_fatigue: float = Field(0.0, ge=0)
+    topic_fatigue: float = Field(0.0, ge=0)
     user_bias_sd: float = Field(0.5, ge=0)  # sd of a user's own propensity to engage
     dwell_median_s: float = Field(25.0, gt=0)  # median dwell of a click on a 300-char text post
     dwell_sigma: float = Field(0.7, ge=0)  # log-sd of dwell around its median

@@ -13,7 +13,14 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from simulator._common import DAY_US, Stream, day_start_us, rng, to_timestamps
+from simulator._common import (
+    DAY_US,
+    Stream,
+    day_start_us,
+    earlier_in_session,
+    rng,
+    to_timestamps,
+)
 from simulator.behaviour import Actions, Exposure, Truth, draw_actions, true_model
 from simulator.closed_loop import FeedClient, Serving, buckets, is_treatment, serve_ranked
 from simulator.config import SimulatorSettings
@@ -258,6 +265,7 @@ def _exposure(world: World, day: _Day, sessions: Sessions, served: Served) -> Ex
         served.served_us,
         sessions.device[s],
         served.position,
+        session=s,
     )
 
 
@@ -269,11 +277,20 @@ def exposure(
     served_us: np.ndarray,
     device: np.ndarray,
     position: np.ndarray,
+    *,
+    session: np.ndarray | None = None,
 ) -> Exposure:
     """What the true model needs about `user` seeing pool post `post` (an index into
-    day.pool) at `served_us` on `device` (index into DEVICES) at feed `position`."""
+    day.pool) at `served_us` on `device` (index into DEVICES) at feed `position`; rows with
+    the same `session` key are one session's list (for its fatigue: the posts of the same
+    author and topic at earlier positions), None: each row is seen alone."""
     pool = day.pool
-    author = pool.author[post]
+    author, topic = pool.author[post], pool.topic[post]
+    if session is None:
+        seen_author = seen_topic = np.zeros(len(post), dtype=np.int64)
+    else:
+        seen_author = earlier_in_session(session, position, author)
+        seen_topic = earlier_in_session(session, position, topic)
     row = world.graph.lookup(user, author, world.n_authors)
     net = pd.DataFrame({C.USER_ID: user, C.POST_ID: pool.post_id[post]}).merge(
         day.state.network, on=[C.USER_ID, C.POST_ID], how="left"
@@ -281,7 +298,7 @@ def exposure(
     return Exposure(
         user=user,
         author=author,
-        topic=pool.topic[post],
+        topic=topic,
         media=pool.media[post],
         length=pool.length[post],
         clickbait=pool.clickbait[post],
@@ -293,6 +310,8 @@ def exposure(
         close_friend=(row >= 0) & world.graph.close_friend[np.maximum(row, 0)],
         post_engagements=day.pool_engagements[post],
         network_engagers=net[_N].fillna(0).to_numpy(dtype=np.float64),
+        seen_author=seen_author,
+        seen_topic=seen_topic,
     )
 
 

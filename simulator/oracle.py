@@ -8,10 +8,13 @@ is recomputed exactly as `simulate_day` would have computed it had the post been
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
-from simulator._common import DAY_US, day_start_us, to_timestamps
+from simulator._common import DAY_US, day_start_us, earlier_in_session, to_timestamps
 from simulator.behaviour import Exposure, Truth, true_model
 from simulator.config import SimulatorSettings
 from simulator.day import DayPool, day_pool, exposure, social_state
@@ -30,10 +33,14 @@ def oracle_truth(
     prior_engagements: pd.DataFrame | None,
     *,
     position: int | np.ndarray = 0,
+    session: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """True probability of every action (`p_click`, ...) and expected dwell given a click
     (`e_dwell_s`) of each row of `pairs` (user_id, post_id, served_at, device), as if the post
     were served to the user then, on that device, at feed `position` (0: fully examined).
+    `session` (aligned with `pairs`) groups the rows that are one session's list, so that
+    the session's fatigue counts the earlier positions' authors and topics (a logged request
+    is a session: pass its request_id and every impression of it); None: each row alone.
 
     Every served_at must fall on one simulated day; `prior_engagements` are the ENGAGEMENTS
     of the `pool_days` days before it (None or empty on the first day), exactly what
@@ -42,7 +49,7 @@ def oracle_truth(
     if len(pairs) == 0:
         _check_pairs(pairs, position)
         return pd.DataFrame({c: np.zeros(0) for c in ORACLE_COLUMNS}, index=pairs.index)
-    x = oracle_exposure(world, cfg, pairs, prior_engagements, position=position)
+    x = oracle_exposure(world, cfg, pairs, prior_engagements, position=position, session=session)
     return truth_frame(true_model(world, cfg, x), pairs.index)
 
 
@@ -53,6 +60,7 @@ def oracle_exposure(
     prior_engagements: pd.DataFrame | None,
     *,
     position: int | np.ndarray = 0,
+    session: np.ndarray | None = None,
 ) -> Exposure:
     """What the true model reads about each row of `pairs` (non-empty; the same arguments and
     checks as `oracle_truth`), for callers that score it more than once (simulator.ablation)."""
@@ -66,7 +74,65 @@ def oracle_exposure(
     pool = day_pool(world, cfg, day, state)
     user = _users(world, pairs[C.USER_ID])
     post = _pool_index(pool, pairs[C.POST_ID].to_numpy(dtype=np.int64), served_us)
-    return exposure(world, pool, user, post, served_us, _devices(pairs[C.DEVICE]), pos)
+    if session is not None:
+        session = np.asarray(session)
+        if session.shape != (len(pairs),):
+            raise ValueError(f"session has {session.shape} values for {len(pairs)} pairs")
+    device = _devices(pairs[C.DEVICE])
+    return exposure(world, pool, user, post, served_us, device, pos, session=session)
+
+
+def as_lists(x: Exposure, rows: np.ndarray, slot: np.ndarray, session: np.ndarray) -> Exposure:
+    """The exposures `rows` of x (each computed alone, at position 0) as ranked lists: each at
+    its `slot`, after the rows of its `session` (a list per key) at the slots before it."""
+    sub = x.take(rows)
+    slot = np.asarray(slot, dtype=np.int64)
+    return dataclasses.replace(
+        sub,
+        position=slot,
+        seen_author=earlier_in_session(session, slot, sub.author),
+        seen_topic=earlier_in_session(session, slot, sub.topic),
+    )
+
+
+def best_lists(
+    world: World,
+    cfg: SimulatorSettings,
+    x: Exposure,
+    session: np.ndarray,
+    k: int,
+    value: Callable[[Truth], np.ndarray],
+) -> np.ndarray:
+    """The oracle's ranked list of each session's rows of x (computed alone, at position 0):
+    greedily, slot by slot, the row with the most true `value` there, given the rows already
+    above it (its examination, the session's fatigue). Returns each row's slot, -1 for the
+    rows not in the top k. Exact without fatigue, when a slot's order is the value order; with
+    it, a lower bound of the best list (the slots' assignment is not searched)."""
+    session = np.asarray(session)
+    group = pd.factorize(session)[0].astype(np.int64)
+    key_author = group * world.n_authors + x.author
+    key_topic = group * cfg.n_topics + x.topic
+    slot = np.full(len(group), -1, dtype=np.int64)
+    seen_author = np.zeros(len(group), dtype=np.int64)
+    seen_topic = np.zeros(len(group), dtype=np.int64)
+    for position in range(k):
+        free = np.flatnonzero(slot < 0)
+        if not len(free):
+            break
+        here = dataclasses.replace(
+            x.take(free),
+            position=np.full(len(free), position, dtype=np.int64),
+            seen_author=seen_author[free],
+            seen_topic=seen_topic[free],
+        )
+        v = value(true_model(world, cfg, here))
+        order = np.lexsort((free, -v, group[free]))  # the best per session, ties by row
+        g = group[free][order]
+        pick = free[order[np.r_[True, g[1:] != g[:-1]]]]
+        slot[pick] = position
+        seen_author += np.isin(key_author, key_author[pick])
+        seen_topic += np.isin(key_topic, key_topic[pick])
+    return slot
 
 
 def truth_frame(truth: Truth, index: pd.Index) -> pd.DataFrame:

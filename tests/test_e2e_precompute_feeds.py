@@ -130,8 +130,15 @@ def test_the_evaluation_is_logged_against_the_oracle(dag_run, settings, ds):
     for ranking in rankings:  # the oracle's order of the same candidates is the ceiling
         assert m[f"feeds/value_at_{k}/{ranking}"] <= m[f"feeds/value_at_{k}/oracle"] + 1e-9
     assert 0 < m["feeds/recall/all"] <= 1
+    # As lists, read slot by slot, the same top k are worth at most what each post is worth
+    # alone at the top (examination only lowers the positive actions); the oracle's list is the
+    # greedy best one.
+    for ranking in (*rankings, "oracle"):
+        as_list = m[f"feeds/list_value_at_{k}/{ranking}"]
+        assert 0 < as_list <= m[f"feeds/value_at_{k}/{ranking}"] + 1e-9, ranking
+    assert m["feeds/list_share_of_oracle/oracle"] == 1.0
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "feeds")}
-    assert "feeds/quality.png" in artifacts
+    assert {"feeds/quality.png", "feeds/list_value.json"} <= artifacts
     assert settings.root.report_folder(EVALUATE_FEEDS, ds).file("report.md").exists()
 
 
