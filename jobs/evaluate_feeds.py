@@ -18,29 +18,23 @@ import sys
 import time
 
 import mlflow
-import numpy as np
 import pandas as pd
 
 from jobs.common import (
     EVALUATE_FEEDS,
     check_day,
-    days_before,
     log_days,
     run_job,
     shift_ds,
     use_tracking,
 )
-from jobs.reading import world
+from jobs.reading import FeedOracle, published_feeds
 from jobs.settings import Settings
 from models.feed import quality as fq
-from models.registry.handoff import ACTIVE_USERS, INDEX_DS, PublishedFeeds
+from models.registry.handoff import PublishedFeeds
 from models.registry.runs import log_figure, log_report
 from models.registry.tags import DS_TAG, FEEDS_STAGE, PROFILE_TAG, STAGE_TAG
-from models.value import value_score
-from simulator.behaviour import Truth, true_model
-from simulator.oracle import as_lists, best_lists, oracle_exposure
 from warehouse.catalog import (
-    ACTIONS,
     ENGAGEMENTS,
     FEED_CANDIDATES,
     FEED_SOURCES,
@@ -48,7 +42,6 @@ from warehouse.catalog import (
     POSITIVE_ACTIONS,
     POSTS,
     USER_NEWS_FEED,
-    USERS,
     C,
 )
 from warehouse.store import Warehouse
@@ -82,7 +75,7 @@ def evaluate(settings: Settings, published: PublishedFeeds) -> dict[str, float] 
     cands = cands.merge(feed[feed[C.GENERATED_AT] == at].drop(columns=C.GENERATED_AT), how="left")
     cands = cands.merge(_popularity(store, settings, ds, at), how="left").fillna({fq.POPULARITY: 0})
     cands = cands.reset_index(drop=True)
-    oracle = _Oracle(store, settings, ds, at, cands)
+    oracle = FeedOracle(store, settings, ds, at, cands)
     cands[fq.TRUE_VALUE] = oracle.alone()
     engaged = _engaged(store, nd, visitors, at)
     value = fq.feed_value(cands, p.quality_k)
@@ -121,90 +114,12 @@ def evaluate(settings: Settings, published: PublishedFeeds) -> dict[str, float] 
     return metrics
 
 
-def published_feeds(settings: Settings, ds: str) -> PublishedFeeds:
-    """The hand-off of ds's committed feeds, rebuilt from the warehouse (for an evaluation
-    that runs after the DAG run that published them: the closed loop's)."""
-    store = settings.open_warehouse()
-    cands_info, feed_info = store.info(FEED_CANDIDATES, ds), store.info(USER_NEWS_FEED, ds)
-    at = feed_info.meta["generated_at"]
-    cands = store.read_pandas(FEED_CANDIDATES, ds, columns=[C.USER_ID, C.SOURCES, C.GENERATED_AT])
-    cands = cands[cands[C.GENERATED_AT] == pd.Timestamp(at)]
-    by_source = cands[C.SOURCES].explode().value_counts().sort_index()
-    return PublishedFeeds(
-        ds=ds,
-        generated_at=at,
-        active_users=int(cands_info.meta.get(ACTIVE_USERS, cands[C.USER_ID].nunique())),
-        users=int(cands[C.USER_ID].nunique()),
-        candidates=len(cands),
-        by_source={str(k): int(v) for k, v in by_source.items()},
-        index_ds=cands_info.meta.get(INDEX_DS),
-        model_version=str(feed_info.meta[C.MODEL_VERSION]),
-        items=feed_info.rows,
-        checks=0,  # not recorded with the partition
-    )
-
-
 def _popularity(store: Warehouse, settings: Settings, ds: str, at: dt.datetime) -> pd.DataFrame:
     """(post_id, popularity): positives on the post before `at`, in the pool's logs."""
     days = log_days(settings.first_day, ds, settings.precompute.pool_hours)
     eng = store.read_pandas(ENGAGEMENTS, days, columns=[C.POST_ID, C.ACTION, C.EVENT_TS])
     pos = eng[eng[C.ACTION].isin(POSITIVE_ACTIONS) & (eng[C.EVENT_TS] < at)]
     return pos.groupby(C.POST_ID).size().rename(fq.POPULARITY).reset_index()
-
-
-class _Oracle:
-    """The simulator's truth about ds's candidates for the next day's readers: each served at
-    the generation time `at` on its user's primary device, valued under the value weights."""
-
-    def __init__(self, store: Warehouse, settings: Settings, ds: str, at, cands: pd.DataFrame):
-        sim = settings.simulator
-        users = store.read_pandas(USERS, ds, columns=[C.USER_ID, C.PRIMARY_DEVICE])
-        device = users.drop_duplicates(C.USER_ID).set_index(C.USER_ID)[C.PRIMARY_DEVICE]
-        pairs = pd.DataFrame(
-            {
-                C.USER_ID: cands[C.USER_ID].to_numpy(),
-                C.POST_ID: cands[C.POST_ID].to_numpy(),
-                C.SERVED_AT: pd.Timestamp(at),
-                C.DEVICE: cands[C.USER_ID].map(device).to_numpy(),
-            }
-        )
-        day = shift_ds(ds, 1)
-        prior = store.read_pandas(ENGAGEMENTS, days_before(sim.start_date, day, sim.pool_days))
-        self.world, self.sim, self.weights = world(sim), sim, settings.training.value
-        self.cands = cands
-        self.x = oracle_exposure(self.world, sim, pairs, prior.drop(columns=C.DS))  # each alone
-
-    def value(self, truth: Truth) -> np.ndarray:
-        probs = {a: truth.p[a] for a in ACTIONS}
-        return value_score(probs, truth.e_dwell_s, self.weights, dwell_given_click=True)
-
-    def alone(self) -> np.ndarray:
-        """Each candidate's value alone, at the top of the feed (position 0)."""
-        return self.value(true_model(self.world, self.sim, self.x))
-
-    def lists(self, k: int) -> pd.DataFrame:
-        """models.feed.quality's table of each ranking's top k valued as lists: every post at
-        its slot after those above it; the oracle's list the greedy best (best_lists)."""
-        user = self.cands[C.USER_ID].to_numpy()
-        values = {}
-        for name, slot in fq.top_k(
-            self.cands, k, [r for r in fq.RANKINGS if r != fq.ORACLE]
-        ).items():
-            rows = slot.index.to_numpy()
-            x = as_lists(self.x, rows, slot.to_numpy(), user[rows])
-            values[name] = pd.DataFrame(
-                {
-                    C.USER_ID: user[rows],
-                    fq.TRUE_VALUE: self.value(true_model(self.world, self.sim, x)),
-                }
-            )
-        best = best_lists(self.world, self.sim, self.x, user, k, self.value)
-        rows = np.flatnonzero(best >= 0)
-        x = as_lists(self.x, rows, best[rows], user[rows])
-        values[fq.ORACLE] = pd.DataFrame(
-            {C.USER_ID: user[rows], fq.TRUE_VALUE: self.value(true_model(self.world, self.sim, x))}
-        )
-        return fq.value_table(values, np.unique(user), f"list_value_at_{k}")
 
 
 def _engaged(store: Warehouse, nd: str, visitors, at) -> pd.DataFrame:

@@ -3,7 +3,8 @@ its prior engagements, and the closed loop's read path.
 
 Jobs import this module, never each other: build_features and precompute_feeds read raw days
 and state through it; simulate_platform, ab_report, gap and evaluate_feeds rebuild the
-simulated world (built once per process) and read the engagements it needs.
+simulated world (built once per process) and read the engagements it needs; evaluate_feeds
+and tune_rerank read a day's published feeds and value them with the oracle (FeedOracle).
 """
 
 from __future__ import annotations
@@ -15,21 +16,29 @@ import functools
 import logging
 from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 
 from features import registry as R
 from features.tiles import TILES, lookback_days
 from jobs.common import days_before, shift_ds
 from jobs.settings import Settings
+from models.registry.handoff import ACTIVE_USERS, INDEX_DS, PublishedFeeds
+from models.value import value_score
 from simulator import build_world
+from simulator.behaviour import Truth, true_model
 from simulator.config import SimulatorSettings
 from simulator.day import is_loop_day
+from simulator.oracle import as_lists, best_lists, oracle_exposure
 from warehouse.catalog import (
+    ACTIONS,
     AUTHORS,
     ENGAGEMENTS,
+    FEED_CANDIDATES,
     FOLLOWS,
     IMPRESSIONS,
     POSTS,
+    USER_NEWS_FEED,
     USERS,
     C,
     Table,
@@ -141,3 +150,85 @@ def prior_engagements(store: Warehouse, cfg: SimulatorSettings, ds: str) -> pd.D
         raise WarehouseError(
             f"cannot simulate ds={ds}: run the days before it first ({err})"
         ) from None
+
+
+def published_feeds(settings: Settings, ds: str) -> PublishedFeeds:
+    """The hand-off of ds's committed feeds, rebuilt from the warehouse (for an evaluation
+    that runs after the DAG run that published them: the closed loop's)."""
+    store = settings.open_warehouse()
+    cands_info, feed_info = store.info(FEED_CANDIDATES, ds), store.info(USER_NEWS_FEED, ds)
+    at = feed_info.meta["generated_at"]
+    cands = store.read_pandas(FEED_CANDIDATES, ds, columns=[C.USER_ID, C.SOURCES, C.GENERATED_AT])
+    cands = cands[cands[C.GENERATED_AT] == pd.Timestamp(at)]
+    by_source = cands[C.SOURCES].explode().value_counts().sort_index()
+    return PublishedFeeds(
+        ds=ds,
+        generated_at=at,
+        active_users=int(cands_info.meta.get(ACTIVE_USERS, cands[C.USER_ID].nunique())),
+        users=int(cands[C.USER_ID].nunique()),
+        candidates=len(cands),
+        by_source={str(k): int(v) for k, v in by_source.items()},
+        index_ds=cands_info.meta.get(INDEX_DS),
+        model_version=str(feed_info.meta[C.MODEL_VERSION]),
+        items=feed_info.rows,
+        checks=0,  # not recorded with the partition
+    )
+
+
+class FeedOracle:
+    """The simulator's truth about ds's candidates for the next day's readers: each served at
+    the generation time `at` on its user's primary device, valued under the value weights."""
+
+    def __init__(self, store: Warehouse, settings: Settings, ds: str, at, cands: pd.DataFrame):
+        sim = settings.simulator
+        users = store.read_pandas(USERS, ds, columns=[C.USER_ID, C.PRIMARY_DEVICE])
+        device = users.drop_duplicates(C.USER_ID).set_index(C.USER_ID)[C.PRIMARY_DEVICE]
+        pairs = pd.DataFrame(
+            {
+                C.USER_ID: cands[C.USER_ID].to_numpy(),
+                C.POST_ID: cands[C.POST_ID].to_numpy(),
+                C.SERVED_AT: pd.Timestamp(at),
+                C.DEVICE: cands[C.USER_ID].map(device).to_numpy(),
+            }
+        )
+        day = shift_ds(ds, 1)
+        prior = store.read_pandas(ENGAGEMENTS, days_before(sim.start_date, day, sim.pool_days))
+        self.world, self.sim, self.weights = world(sim), sim, settings.training.value
+        self.cands = cands
+        self.x = oracle_exposure(self.world, sim, pairs, prior.drop(columns=C.DS))  # each alone
+
+    def value(self, truth: Truth) -> np.ndarray:
+        probs = {a: truth.p[a] for a in ACTIONS}
+        return value_score(probs, truth.e_dwell_s, self.weights, dwell_given_click=True)
+
+    def alone(self) -> np.ndarray:
+        """Each candidate's value alone, at the top of the feed (position 0)."""
+        return self.value(true_model(self.world, self.sim, self.x))
+
+    def list_values(self, rows: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """The value of each of `rows` (of the candidates) at its slot of its user's list,
+        read after the rows of the same user at the slots before it."""
+        user = self.cands[C.USER_ID].to_numpy()[rows]
+        x = as_lists(self.x, rows, slots, user)
+        return self.value(true_model(self.world, self.sim, x))
+
+    def best_slots(self, k: int) -> np.ndarray:
+        """Each candidate's slot in its user's greedy best list of k (-1: not in it)."""
+        user = self.cands[C.USER_ID].to_numpy()
+        return best_lists(self.world, self.sim, self.x, user, k, self.value)
+
+    def lists(self, k: int) -> pd.DataFrame:
+        """models.feed.quality's table of each ranking's top k valued as lists: every post at
+        its slot after those above it; the oracle's list the greedy best (best_lists)."""
+        from models.feed import quality as fq
+
+        user = self.cands[C.USER_ID].to_numpy()
+        slots = fq.top_k(self.cands, k, [r for r in fq.RANKINGS if r != fq.ORACLE])
+        slots = {name: (s.index.to_numpy(), s.to_numpy()) for name, s in slots.items()}
+        best = self.best_slots(k)
+        slots[fq.ORACLE] = (np.flatnonzero(best >= 0), best[best >= 0])
+        values = {
+            name: pd.DataFrame({C.USER_ID: user[rows], fq.TRUE_VALUE: self.list_values(rows, slot)})
+            for name, (rows, slot) in slots.items()
+        }
+        return fq.value_table(values, np.unique(user), f"list_value_at_{k}")

@@ -142,6 +142,39 @@ def test_the_evaluation_is_logged_against_the_oracle(dag_run, settings, ds):
     assert settings.root.report_folder(EVALUATE_FEEDS, ds).file("report.md").exists()
 
 
+def test_rerank_tuning_starts_from_the_published_feeds_and_their_evaluation(dag_run, settings, ds):
+    """jobs/tune_rerank.py re-ranks the published feeds' posts under other weights: under the
+    profile's weights it gives back the published order, and its list values of the feed and
+    of the value order are the evaluation's (two code paths: the feed's ranks there, the
+    re-ranker run again here)."""
+    from jobs import tune_rerank
+    from models.feed.config import RerankSettings
+
+    use_tracking(settings)
+    evaluation = tracking.latest_run(settings.mlflow.experiment, ds, stage=FEEDS_STAGE)
+    m, k = evaluation.data.metrics, settings.precompute.quality_k
+    tuning = tune_rerank.Tuning(settings, ds)
+    assert tuning.reproduced() == 1.0
+    neutral = RerankSettings(
+        author_repeat_decay=1.0,
+        separate_media=False,
+        freshness_boost=0.0,
+        out_of_network_weight=1.0,
+    )
+    for weights, ranking in (
+        (settings.precompute.rerank, "feed"),
+        (neutral, "value_before_rerank"),
+    ):
+        assert tuning.value(weights) == pytest.approx(
+            m[f"feeds/list_value_at_{k}/{ranking}"], rel=1e-12
+        )
+    assert tuning.ceiling == pytest.approx(m[f"feeds/list_value_at_{k}/oracle"], rel=1e-12)
+    tried = tune_rerank.search(tuning, settings.precompute.rerank, rounds=1)
+    assert not tried.duplicated(list(RerankSettings.model_fields)).any()
+    assert len(tried) > len(tune_rerank.GRID)
+    assert tried[f"list_value_at_{k}"].nunique() > 1  # the weights do move the lists' value
+
+
 def test_serving_features_equal_the_training_features(spark, settings, store, ds, dag_run):
     """The skew test: a day's logged impressions built again as candidates generated at
     their request's time (on the request's device) get the same model inputs as the

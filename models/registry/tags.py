@@ -18,3 +18,4 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 
 RANKER_STAGE, RETRIEVAL_STAGE, FEEDS_STAGE = "ranker", "retrieval", "feeds"
 AB_STAGE = "ab_test"  # the A/B report's run
+RERANK_STAGE = "rerank_tuning"  # jobs/tune_rerank.py's run
