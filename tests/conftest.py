@@ -45,11 +45,30 @@ os.environ.update(airflow_environ(DataRoot(_HOME).ensure()))
 logging.getLogger("py4j").setLevel(logging.WARNING)  # its INFO at exit hits closed streams
 
 
+# On the tests' small inputs Spark spends more time generating and compiling Java for each
+# stage (whole-stage code generation, then Janino per expression) than running it: with both
+# off, the expressions are interpreted. Measured on tests/test_features_leakage.py and
+# test_features_windows.py at load average 13-15 (a demo beside them): 163 and 173 s with
+# Spark's defaults, 135 and 137 s with both off, 195 s with whole-stage generation alone
+# off. The same plans, the same results; `make demo`, the jobs and the benchmarks keep
+# Spark's defaults (compiled code wins on their sizes), so the tests do not time those.
+TEST_SPARK_CONF = {
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+}
+
+
 @pytest.fixture(scope="session")
 def spark():
-    """One local SparkSession for every Spark test: two cores, one shuffle partition."""
+    """One local SparkSession for every Spark test: two cores, one shuffle partition, and
+    expressions interpreted rather than compiled (TEST_SPARK_CONF)."""
     session = get_spark(
-        SparkSettings(master="local[2]", app_name="feedrank-tests", shuffle_partitions=1)
+        SparkSettings(
+            master="local[2]",
+            app_name="feedrank-tests",
+            shuffle_partitions=1,
+            conf=TEST_SPARK_CONF,
+        )
     )
     yield session
     session.stop()
