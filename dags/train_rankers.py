@@ -25,9 +25,10 @@ logical date that data day; unpaused, it runs them in order (`airflow.catchup`).
 4. **evaluate** (per kind): validation and test metrics under the same names for every kind,
    against reverse-chronological, popularity (smoothed engagement rate) and logged-order
    baselines and the oracle (the simulator's true probabilities).
-5. **register** (per kind): a new version of `feedrank-ranker`, alias `challenger`, tag
-   `feedrank.kind`; its GBDTs compiled once (lleaves) into the version's run as the
-   `compiled_ranker` artifact, which the feed precompute's workers load.
+5. **register** (once, the kinds in order): per kind a new version of `feedrank-ranker`,
+   alias `challenger`, tag `feedrank.kind`; its GBDTs compiled once (lleaves) into the
+   version's run as the `compiled_ranker` artifact, which the feed precompute's workers load.
+   One task, so the version numbers and the last challenger are those of `feedrank demo`.
 6. **promote** (once): the kinds' versions and the champion compared on the same
    validation days; alias `champion` moves to the best validation NDCG of the value score
    only if it beats the champion (re-scored on those days) and every baseline by the
@@ -97,9 +98,14 @@ def train_rankers():
     def evaluate(trained, params=None):
         return asdict(job.evaluate_run(settings_from(params), job.TrainedRun(**trained)))
 
+    # One task registers the night's runs in the kinds' order, as `feedrank demo` does: the
+    # versions' numbers and the last `challenger` alias do not depend on which mapped task
+    # the scheduler happened to run first (a walk gave @challenger to the DNN where dag.test
+    # gave it to the ensemble). A retry keeps the versions already registered.
     @task
     def register(evaluated, params=None):
-        return asdict(job.register(settings_from(params), job.EvaluatedRun(**evaluated)))
+        settings = settings_from(params)
+        return [asdict(job.register(settings, job.EvaluatedRun(**e))) for e in evaluated]
 
     @task(outlets=[RANKER])
     def promote(registered, params=None, outlet_events=None):
@@ -111,7 +117,7 @@ def train_rankers():
     member_kinds = kinds()
     inputs() >> build_training_set() >> member_kinds
     trained = ensemble(train.expand(kind=member_kinds))
-    promote(register.expand(evaluated=evaluate.expand(trained=trained)))
+    promote(register(evaluate.expand(trained=trained)))
 
 
 train_rankers()
