@@ -201,14 +201,38 @@ def _step(console, bag, conf, dag_id: str, ds: str, what: str | None = None) -> 
     console.print(f"{dag_id} {what or ds}  {seconds:.0f}s")
 
 
+# Each DAG's Param values as parsed, by dag_id (see _test).
+_PARSED_PARAMS: dict[str, dict[tuple[str | None, str], object]] = {}
+
+
 def _test(dag, ds: str, conf: dict) -> float:
-    """dag.test() for the day; its seconds, or StepFailed."""
+    """dag.test() for the day; its seconds, or StepFailed.
+
+    dag.test() runs the tasks in this process, on the DAG object, and resolving a run's conf
+    sets the value of the task's own Param objects (airflow.sdk's ParamsDict shares them with
+    every run's): without a reset, the backfill's `to` became the default of the next
+    build_features run, the loop day's, which then failed with "Param to=<the backfill's last
+    day> is before the run's day". Each run starts from the values as parsed."""
+    _reset_params(dag)
     t0 = time.perf_counter()
     logical = dt.datetime.fromisoformat(ds).replace(tzinfo=dt.UTC)
     state = str(getattr(dag.test(logical_date=logical, run_conf=conf), "state", "unknown"))
     if "success" not in state:
         raise StepFailed(f"{dag.dag_id} ds={ds} ended {state}")
     return time.perf_counter() - t0
+
+
+def _reset_params(dag) -> None:
+    """Give the Params of the DAG and of each of its tasks (each task holds its own copies,
+    which are the ones a run's conf is resolved into) the values they had when the DAG was
+    first run here."""
+    holders = {None: dag.params, **{t.task_id: t.params for t in dag.tasks}}
+    parsed = _PARSED_PARAMS.setdefault(
+        dag.dag_id,
+        {(h, k): params.get_param(k).value for h, params in holders.items() for k in params},
+    )
+    for (holder, key), value in parsed.items():
+        holders[holder].get_param(key).value = value
 
 
 def _status(console: Console, text: str) -> Live:

@@ -255,3 +255,20 @@ def test_the_dags_trigger_each_other_through_assets_in_pipeline_order(dagbag):
         ("train_retrieval", "build_retrieval_index"),
         ("precompute_feeds", "publish_feeds"),
     }
+
+
+def test_the_demo_starts_each_dag_test_from_the_params_as_parsed(dagbag):
+    """dag.test() resolves a run's conf into the DAG's own Param objects (in this process):
+    `feedrank demo`'s backfill `to` must not become the next features run's default."""
+    from airflow.sdk.definitions.param import process_params
+
+    from jobs import demo
+
+    dag = dagbag.get_dag("build_features")
+    demo._reset_params(dag)  # the values as parsed are recorded on the first reset
+    task = dag.tasks[0]
+    process_params(dag, task, {"to": "2026-01-08"}, suppress_exception=False)
+    # What made the demo's loop day fail: the next run's params, with no conf, keep it.
+    assert process_params(dag, task, {}, suppress_exception=False)["to"] == "2026-01-08"
+    demo._reset_params(dag)
+    assert process_params(dag, task, {}, suppress_exception=False)["to"] is None
