@@ -45,6 +45,14 @@ log = logging.getLogger(__name__)
 JOB = "tune_rerank"
 
 ROUNDS = 2
+# Every re-ranking factor neutral: the feed in value order.
+NEUTRAL = RerankSettings(
+    author_repeat_decay=1.0,
+    author_repeat_floor=0.0,
+    separate_media=False,
+    freshness_boost=0.0,
+    out_of_network_weight=1.0,
+)
 # Each weight's values tried (the profile's own value is always tried as well).
 GRID: dict[str, tuple] = {
     "author_repeat_decay": (1.0, 0.9, 0.75, 0.5, 0.3),
@@ -89,31 +97,28 @@ class Tuning:
         items[POST_AGE_H] = ((as_of - items[C.CREATED_AT]).dt.total_seconds() / 3600.0).clip(0)
         self.items = items.sort_values([C.USER_ID, C.RANK], ignore_index=True)
         self.published = self.items[[C.USER_ID, C.POST_ID, C.RANK]]
+        self.readers = self.items[C.USER_ID].nunique()
+        cols = [C.USER_ID, C.POST_ID, C.VALUE, C.AUTHOR_ID, C.MEDIA_TYPE, POST_AGE_H, IN_NETWORK]
+        self.inputs = pa.Table.from_pandas(self.items[cols], preserve_index=False)
+        self.row_of = pd.MultiIndex.from_frame(self.items[[C.USER_ID, C.POST_ID]])
         self.oracle = FeedOracle(store, settings, ds, self.at, self.items)
-        self.user = self.items[C.USER_ID].to_numpy()
         best = self.oracle.best_slots(self.k)
         self.ceiling = self._value(np.flatnonzero(best >= 0), best[best >= 0])
 
     def _value(self, rows: np.ndarray, slots: np.ndarray) -> float:
         """Mean per reader of the list value of `rows` of items at `slots`."""
-        v = self.oracle.list_values(rows, slots)
-        users = self.items[C.USER_ID].nunique()
-        return float(v.sum() / users)
+        return float(self.oracle.list_values(rows, slots).sum() / self.readers)
 
     def ranks(self, weights: RerankSettings) -> pd.DataFrame:
-        cols = [C.USER_ID, C.POST_ID, C.VALUE, C.AUTHOR_ID, C.MEDIA_TYPE, POST_AGE_H, IN_NETWORK]
-        table_ = pa.Table.from_pandas(self.items[cols], preserve_index=False)
         size = self.settings.precompute.feed_size
-        out = rerank_table(table_, weights, size).select([C.USER_ID, C.POST_ID, C.RANK])
+        out = rerank_table(self.inputs, weights, size).select([C.USER_ID, C.POST_ID, C.RANK])
         return out.to_pandas()
 
     def value(self, weights: RerankSettings) -> float:
         """The mean list value of the top k per reader under `weights`."""
         ranked = self.ranks(weights)
         ranked = ranked[ranked[C.RANK] <= self.k]
-        at = pd.MultiIndex.from_frame(self.items[[C.USER_ID, C.POST_ID]]).get_indexer(
-            pd.MultiIndex.from_frame(ranked[[C.USER_ID, C.POST_ID]])
-        )
+        at = self.row_of.get_indexer(pd.MultiIndex.from_frame(ranked[[C.USER_ID, C.POST_ID]]))
         return self._value(at, ranked[C.RANK].to_numpy() - 1)
 
     def reproduced(self) -> float:
@@ -165,19 +170,11 @@ def run(settings: Settings, ds: str) -> dict:
     rows = search(tuning, start)
     col = f"list_value_at_{tuning.k}"
     best = rows.loc[rows[col].idxmax()]
-    current = tuning.value(start)
-    off = tuning.value(
-        RerankSettings(
-            author_repeat_decay=1.0,
-            author_repeat_floor=0.0,
-            separate_media=False,
-            freshness_boost=0.0,
-            out_of_network_weight=1.0,
-        )
-    )
+    current = float(rows[col].iloc[0])  # the search starts from the profile's weights
+    off = tuning.value(NEUTRAL)
     weights = {f: best[f] for f in RerankSettings.model_fields}
     summary = {
-        "readers": int(tuning.items[C.USER_ID].nunique()),
+        "readers": tuning.readers,
         "oracle list value": tuning.ceiling,
         "profile's weights": current,
         "no re-ranking (value order)": off,

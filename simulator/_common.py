@@ -65,14 +65,10 @@ def earlier_in_session(session: np.ndarray, position: np.ndarray, key: np.ndarra
     """For each row, how many rows of the same session at an earlier position share its key
     (the same author, the same topic): 0 for the first, 1 for the second, ..."""
     order = np.lexsort((position, key, session))
-    group = np.r_[
-        True, (session[order][1:] != session[order][:-1]) | (key[order][1:] != key[order][:-1])
-    ]
-    start = (
-        np.maximum.accumulate(np.where(group, np.arange(len(order)), 0)) if len(order) else order
-    )
+    s, k = session[order], key[order]
+    new = np.r_[True, (s[1:] != s[:-1]) | (k[1:] != k[:-1])] if len(order) else order
     out = np.empty(len(order), dtype=np.int64)
-    out[order] = np.arange(len(order), dtype=np.int64) - start
+    out[order] = rank_in_group(np.cumsum(new))  # group numbers, sorted
     return out
 
 

@@ -155,15 +155,9 @@ def test_rerank_tuning_starts_from_the_published_feeds_and_their_evaluation(dag_
     m, k = evaluation.data.metrics, settings.precompute.quality_k
     tuning = tune_rerank.Tuning(settings, ds)
     assert tuning.reproduced() == 1.0
-    neutral = RerankSettings(
-        author_repeat_decay=1.0,
-        separate_media=False,
-        freshness_boost=0.0,
-        out_of_network_weight=1.0,
-    )
     for weights, ranking in (
         (settings.precompute.rerank, "feed"),
-        (neutral, "value_before_rerank"),
+        (tune_rerank.NEUTRAL, "value_before_rerank"),
     ):
         assert tuning.value(weights) == pytest.approx(
             m[f"feeds/list_value_at_{k}/{ranking}"], rel=1e-12
