@@ -242,14 +242,25 @@ def serving_features(
     users: DataFrame,
     authors: DataFrame,
     graph_cutoff,
+    *,
+    one_as_of: bool = False,
     **knobs,
 ) -> DataFrame:
     """features_from_tiles of the candidate impressions, their requests added to the request
-    tile (merging keeps a logged request's own time: the tile's min)."""
+    tile (merging keeps a logged request's own time: the tile's min); one_as_of: every
+    impression has the same as_of (see features_from_tiles)."""
     requests = request_times(impressions.select(*IMPRESSION_KEYS))
     with_requests = {**tiles, "requests": tiles["requests"].unionByName(requests)}
     return features_from_tiles(
-        impressions, with_requests, posts, follows, users, authors, graph_cutoff, **knobs
+        impressions,
+        with_requests,
+        posts,
+        follows,
+        users,
+        authors,
+        graph_cutoff,
+        **knobs,
+        one_as_of=one_as_of,
     )
 
 
@@ -281,5 +292,6 @@ def featurize_candidates(
         users,
         authors,
         serving_cutoff(generated_at),
+        one_as_of=True,
         **knobs,
     )

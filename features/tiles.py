@@ -201,6 +201,7 @@ def features_from_tiles(
     report_prior_rate: float,
     report_prior_strength: float,
     history_len: int,
+    one_as_of: bool = False,
 ) -> DataFrame:
     """One row per impression_id: its keys, as_of and every family's features.
 
@@ -217,6 +218,11 @@ def features_from_tiles(
     (history_len: their length at most). PageRank and the IDF corpus are computed once, on
     follows and posts created before graph_cutoff (a datetime), and the follow counts count
     the follows before it once per author: it must be <= every as_of.
+
+    one_as_of: every impression has the same as_of (a feed generation's candidates), so each
+    per-post, per-author and per-user family has a row per entity, small beside the rows:
+    those are broadcast to the rows after the pair families are joined (_SERVING_LAYOUT),
+    instead of being shuffled with the ever wider frame. The same rows and values.
     """
     missing = sorted(set(TILES) - set(tiles))
     if missing:
@@ -319,10 +325,12 @@ def features_from_tiles(
     # the host family holds, one row per needed key (built from the impressions' own keys),
     # joins that smaller frame first: one wide shuffle per host, the same rows and values.
     frames = {name: feats for name, (feats, _) in families.items()}
-    for part, host in _JOINED_INTO.items():
+    joined_into, small = _SERVING_LAYOUT if one_as_of else (_JOINED_INTO, ())
+    for part, host in joined_into.items():
         frames[host] = frames[host].join(frames.pop(part), families[part][1], "left")
     out = imps
-    for name, feats in frames.items():
+    for name in sorted(frames, key=lambda n: n in small):  # the pairs first, then the small
+        feats = F.broadcast(frames[name]) if name in small else frames[name]
         out = out.join(feats, families[name][1], "left")
     return out.select(*columns)
 
@@ -336,6 +344,21 @@ _JOINED_INTO = {
     "author_negative": "author",
     "user_negative": "user_author",
 }
+
+# one_as_of: (family -> its host, the families broadcast to the rows). Each host is a row per
+# post, author, (author, topic) or user, joined after the pair families (network with the
+# hashtag similarity, user x author, context): only those are shuffled with the rows, while
+# the frame is still narrow.
+_SERVING_LAYOUT = (
+    {
+        "content": "post",
+        "similarity": "network",
+        "post_negative": "post",
+        "author_negative": "author",
+        "user_negative": "user",
+    },
+    ("post", "author", "author_topic", "user"),
+)
 
 
 def _negative_and_history(
