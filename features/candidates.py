@@ -243,12 +243,12 @@ def serving_features(
     authors: DataFrame,
     graph_cutoff,
     *,
-    one_as_of: bool = False,
+    small_entities: bool = False,
     **knobs,
 ) -> DataFrame:
     """features_from_tiles of the candidate impressions, their requests added to the request
-    tile (merging keeps a logged request's own time: the tile's min); one_as_of: every
-    impression has the same as_of (see features_from_tiles)."""
+    tile (merging keeps a logged request's own time: the tile's min); small_entities: see
+    features_from_tiles (featurize_candidates sets it)."""
     requests = request_times(impressions.select(*IMPRESSION_KEYS))
     with_requests = {**tiles, "requests": tiles["requests"].unionByName(requests)}
     return features_from_tiles(
@@ -260,7 +260,7 @@ def serving_features(
         authors,
         graph_cutoff,
         **knobs,
-        one_as_of=one_as_of,
+        small_entities=small_entities,
     )
 
 
@@ -292,6 +292,6 @@ def featurize_candidates(
         users,
         authors,
         serving_cutoff(generated_at),
-        one_as_of=True,
+        small_entities=True,
         **knobs,
     )

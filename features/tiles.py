@@ -201,7 +201,7 @@ def features_from_tiles(
     report_prior_rate: float,
     report_prior_strength: float,
     history_len: int,
-    one_as_of: bool = False,
+    small_entities: bool = False,
 ) -> DataFrame:
     """One row per impression_id: its keys, as_of and every family's features.
 
@@ -219,10 +219,10 @@ def features_from_tiles(
     follows and posts created before graph_cutoff (a datetime), and the follow counts count
     the follows before it once per author: it must be <= every as_of.
 
-    one_as_of: every impression has the same as_of (a feed generation's candidates), so each
-    per-post, per-author and per-user family has a row per entity, small beside the rows:
-    those are broadcast to the rows after the pair families are joined (_SERVING_LAYOUT),
-    instead of being shuffled with the ever wider frame. The same rows and values.
+    small_entities: the per-post, per-author and per-user families are small beside the rows
+    (a feed generation's candidates share one as_of, so a row per entity): they are broadcast
+    to the rows after the pair families are joined (_SMALL_JOINED_INTO, _BROADCAST) instead
+    of being shuffled with the ever wider frame. The same rows and values either way.
     """
     missing = sorted(set(TILES) - set(tiles))
     if missing:
@@ -325,7 +325,7 @@ def features_from_tiles(
     # the host family holds, one row per needed key (built from the impressions' own keys),
     # joins that smaller frame first: one wide shuffle per host, the same rows and values.
     frames = {name: feats for name, (feats, _) in families.items()}
-    joined_into, small = _SERVING_LAYOUT if one_as_of else (_JOINED_INTO, ())
+    joined_into, small = (_SMALL_JOINED_INTO, _BROADCAST) if small_entities else (_JOINED_INTO, ())
     for part, host in joined_into.items():
         frames[host] = frames[host].join(frames.pop(part), families[part][1], "left")
     out = imps
@@ -345,20 +345,18 @@ _JOINED_INTO = {
     "user_negative": "user_author",
 }
 
-# one_as_of: (family -> its host, the families broadcast to the rows). Each host is a row per
-# post, author, (author, topic) or user, joined after the pair families (network with the
-# hashtag similarity, user x author, context): only those are shuffled with the rows, while
-# the frame is still narrow.
-_SERVING_LAYOUT = (
-    {
-        "content": "post",
-        "similarity": "network",
-        "post_negative": "post",
-        "author_negative": "author",
-        "user_negative": "user",
-    },
-    ("post", "author", "author_topic", "user"),
-)
+# small_entities: family -> the family it is joined to before the impressions, and the
+# families broadcast to the impressions, each a row per post, author, (author, topic) or user,
+# joined after the pair families (network with the hashtag similarity, user x author,
+# context): only those are shuffled with the rows, while the frame is still narrow.
+_SMALL_JOINED_INTO = {
+    "content": "post",
+    "similarity": "network",
+    "post_negative": "post",
+    "author_negative": "author",
+    "user_negative": "user",
+}
+_BROADCAST = ("post", "author", "author_topic", "user")
 
 
 def _negative_and_history(

@@ -194,6 +194,7 @@ def test_serving_features_equal_the_training_features(spark, settings, store, ds
         raw.users,
         raw.authors,
         graph_cutoff(ds),
+        small_entities=True,  # the precompute's join layout (featurize_candidates)
         **settings.features.model_dump(),
     ).withColumnRenamed(C.SERVED_AT, C.GENERATED_AT)
     keys = [C.USER_ID, C.POST_ID, C.GENERATED_AT]
