@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {counts[name]} compared, {verdict}")
         for key, d in diff.items():
             print(f"  {key}: {json.dumps(d, default=str)[:300]}")
+    unexpected = _unexpected(cmp, checks)
     result = {
         "scheduler_root": str(a),
         "dagtest_root": str(b),
@@ -171,13 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         "only_dagtest": cmp.only_second,
         "compared": counts,
         "differences": checks,
+        "unexpected": unexpected,
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    unexpected = _unexpected(cmp, checks)
-    result["unexpected"] = unexpected
-    if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
     if unexpected:
         print(f"DIFFERENT: {json.dumps(unexpected, default=str)[:600]}")
