@@ -33,7 +33,7 @@ from features.tiles import TILES, build_tiles, features_from_tiles
 from jobs.common import check_day, log_settings, run_range_job
 from jobs.reading import RawDay, read_raw, read_state, state_table
 from jobs.settings import Settings
-from jobs.spark import get_spark, sql_conf
+from jobs.spark import get_spark
 from warehouse import contracts, lineage
 from warehouse.catalog import (
     IMPRESSION_FEATURES,
@@ -53,7 +53,7 @@ def run(settings: Settings, ds: str) -> int:
     started = time.perf_counter()
     spark = get_spark(settings.spark)
     store = settings.open_warehouse()
-    with store.lock(Layer.SILVER, ds, job="build_features"), sql_conf(spark, SQL_CONF):
+    with store.lock(Layer.SILVER, ds, job="build_features"):
         with step(spark, "read_raw", ds):
             raw = read_raw(spark, store, settings.first_day, ds)
         with step(spark, "state", ds):
@@ -84,16 +84,6 @@ def run(settings: Settings, ds: str) -> int:
     log.info("features ds=%s: %d impressions in %.1fs", ds, rows, time.perf_counter() - started)
     return rows
 
-
-# The day's queries run as about one Spark job per output: without adaptive execution, under
-# which each exchange is a job of its own, and without size-based broadcasts, each of which
-# is a job too. A tiny day's features took 119 jobs with both, 49 without AQE, 4 without
-# either (the write, PageRank's collect, two broadcasts the plan keeps), counted by
-# tests/benchmarks/bench_features.py; the CPU they spend is about the same (11-15 s).
-SQL_CONF = {
-    "spark.sql.adaptive.enabled": "false",
-    "spark.sql.autoBroadcastJoinThreshold": "-1",
-}
 
 # A day with at most this many impressions has its contract run by GX on pandas: the columns
 # the contract reads collected in one Spark job (~100 numbers a row: ~0.4 GB at the bound)

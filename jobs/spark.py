@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
 import shutil
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
 
 from pydantic import BaseModel, ConfigDict
 
@@ -101,21 +99,3 @@ def _ship_code(sc) -> None:
     sys.path[:] = [p for p in sys.path if not p.endswith(os.sep + "feedrank_code.zip")]
     _shipped.add(sc.applicationId)
     log.info("shipped %s to the executors (%d KiB)", path, os.path.getsize(path) // 1024)
-
-
-@contextlib.contextmanager
-def sql_conf(spark, conf: Mapping[str, str]) -> Iterator[None]:
-    """Run the block with these runtime SQL settings (spark.sql.*), then restore the
-    session's own: a job that wants other settings than the process's session (which another
-    job may have opened) sets them for its own queries only."""
-    before = {key: spark.conf.get(key, None) for key in conf}
-    for key, value in conf.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
