@@ -5,6 +5,7 @@ The environment is set at import, before anything imports airflow (it reads its 
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import os
@@ -130,8 +131,9 @@ def redis_url(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_days(tmp_path_factory, spark):
-    """Every tiny day's raw logs and features, built by the jobs (not via Airflow); call it
+def tiny_days(tmp_path_factory, spark, airflow_db):
+    """Every tiny day's raw logs (simulated by the job) and features (built by the
+    build_features DAG through dag.test: test_e2e_build_features checks that build); call it
     with a module's data root to start from a copy, of some layers only if given
     (`layers=(Layer.RAW, Layer.TRUTH)`: the simulated days alone). No absolute paths are
     stored in a warehouse, so a copy is a root of its own.
@@ -148,7 +150,11 @@ class TinyDays:
     """The session's tiny days in two stages, each a data root built when a test first needs
     it: the simulated days (raw and truth), then a copy of them with every day's features.
     A stage is built under its own file lock, shared by the workers, and marked done only
-    once whole, so the others wait for it and copy; a failed build leaves nothing behind."""
+    once whole, so the others wait for it and copy; a failed build leaves nothing behind.
+
+    The features are built as `feedrank demo` builds them: the build_features DAG's run of
+    the first day (a nightly run), then one backfill run of the others (the Param `to`); a
+    run that does not succeed fails the stage."""
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -181,20 +187,39 @@ class TinyDays:
         return root
 
     def build(self, name: str, root: DataRoot) -> None:
-        from jobs import build_features, simulate_platform
+        from jobs import simulate_platform
         from jobs.settings import load_settings
 
         if name == "features":
             shutil.copytree(self.stage("simulated").home, root.home)
-        job = simulate_platform if name == "simulated" else build_features
         patch = pytest.MonkeyPatch()
-        patch.setenv("FEEDRANK_HOME", str(root.home))
+        patch.setenv("FEEDRANK_HOME", str(root.home))  # the DAG's tasks read it when they run
         try:
             settings = load_settings("tiny")
-            for ds in settings.dates():
-                job.run(settings, ds)
+            if name == "simulated":
+                for ds in settings.dates():
+                    simulate_platform.run(settings, ds)
+                return
+            states = _features_through_the_dag(settings.dates())
         finally:
             patch.undo()
+        if any(state != "success" for state in states.values()):
+            raise RuntimeError(f"the build_features DAG runs of the tiny days: {states}")
+
+
+def _features_through_the_dag(days: Sequence[str]) -> dict[str, str]:
+    """Build the days' features with the build_features DAG (dag.test, in this process): the
+    first day as a nightly run does, the others as one backfill run (the Param `to`, as
+    `feedrank demo` runs it); each day's run state."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(DataRoot.dags_folder())).get_dag("build_features")
+    states = {}
+    for part, conf in ((days[:1], {}), (days[1:], {"to": days[-1]})):
+        logical = dt.datetime.fromisoformat(part[0]).replace(tzinfo=dt.UTC)
+        run = dag.test(logical_date=logical, run_conf={"profile": "tiny", **conf})
+        states |= dict.fromkeys(part, str(run.state))
+    return states
 
 
 TINY_FIXTURE = "tiny_days"
@@ -206,14 +231,32 @@ def starts_from_tiny_days(path: Path) -> bool:
     return TINY_FIXTURE in path.read_text()
 
 
+# The longest files that need no tiny day: the second worker runs them while the first
+# builds the tiny days (about 4 minutes), instead of waiting for them.
+BESIDE_THE_BUILD = ("test_ingest_log.py", "test_contracts.py")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """The files that start from the session's tiny days run first. `make test` runs
-    `pytest -n 2 --dist loadfile`: a file runs on one worker, its module fixtures built once,
-    and these, the longest files, start at once on both workers (the first to need a stage of
-    the tiny days builds it, the other waits for it and copies it, while the other files fill
-    the gaps) instead of one worker running them last."""
-    items.sort(key=lambda item: not starts_from_tiny_days(item.path))
+    """The files that start from the session's tiny days run first, the longest files, and
+    the first of them builds those days while the other worker runs BESIDE_THE_BUILD.
+
+    `make test` runs `pytest -n 2 --dist loadfile --no-loadscope-reorder`: a file runs on one
+    worker, its module fixtures built once, and each worker takes the next file in this
+    order when it has two tests or fewer left. The first worker takes the first tiny file
+    (three tests: it takes nothing more before they end) and builds the days under the
+    stage's lock; the second takes BESIDE_THE_BUILD, then the other tiny files, when the
+    days are about built. Before, it took a tiny file at once and waited on the lock."""
+    tiny = sorted({item.path for item in items if starts_from_tiny_days(item.path)})
+
+    def rank(item) -> tuple[int, int]:
+        if tiny and item.path == tiny[0]:
+            return 0, 0
+        if item.path.name in BESIDE_THE_BUILD:
+            return 1, BESIDE_THE_BUILD.index(item.path.name)
+        return (2 if item.path in tiny else 3), 0
+
+    items.sort(key=rank)
     # The browser tests need a data root the scheduler walked and a chromium (`make
     # browser-test`): only a run that asks for them (`-m browser`) collects them.
     if "browser" not in (config.getoption("markexpr") or ""):
