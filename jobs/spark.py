@@ -24,8 +24,9 @@ class SparkSettings(BaseModel):
     app_name: str = "feedrank"  # shown in the Spark UI
     shuffle_partitions: int = 8  # small data locally; raise on a cluster
     # adaptive query execution: coalesces small shuffles, turns joins into broadcasts at run
-    # time; it also makes each exchange its own job (a tiny day: 122 jobs on, 45 off, the
-    # same executor CPU; no faster wall time could be shown on a shared machine)
+    # time; it also makes each exchange its own job (a tiny day: 122 jobs on, 45 off), which
+    # costs nothing that shows: with it and broadcasts, a quiet demo day's features took 75.6 s,
+    # without both 100-110 s, a tiny day about the same (README, Benchmarks)
     adaptive: bool = True
     # joins whose smaller side is estimated below this are broadcast (Spark's default 10)
     broadcast_mb: int = 10
