@@ -21,7 +21,11 @@ of this process and its children (the Spark JVM, sampled every 0.2 s) and the lo
     user's 7d impressions) for the last day's impressions from the raw Parquet, against the
     same subset in Spark from the tiles (features.post / features.user), both timed here, and
     their agreement.
-`demo2x` is the demo profile with twice the users, authors and posts: a step towards `large`.
+`demo2x` and `demo4x` are the demo profile with twice and four times the users, authors and
+posts: steps towards `large`. A label run at two sizes or more gets a line of its own: the
+least-squares fit of a day's seconds on its impressions, a fixed cost per day and a marginal
+cost per 1,000 impressions. The Spark master is the settings' (FEEDRANK__SPARK__MASTER, e.g.
+a standalone cluster's `spark://127.0.0.1:7077`), and each result records it.
 Prints the tables of every label in the results file; writes results/bench_features.json.
 """
 
@@ -61,6 +65,15 @@ SIZES = {
             "n_person_authors": 16_000,
             "n_authors": 100_000,
             "posts_per_day": 14_400,
+        },
+    ),
+    "demo4x": (
+        "demo",
+        {
+            "n_users": 40_000,
+            "n_person_authors": 32_000,
+            "n_authors": 200_000,
+            "posts_per_day": 28_800,
         },
     ),
 }
@@ -153,6 +166,7 @@ def bench(
             out = {
                 "label": label,
                 "size": size,
+                "master": settings.spark.master,
                 "days_built": len(dates),
                 "impressions_last_day": rows,
                 "seconds_last_day": round(seconds, 1),
@@ -350,6 +364,28 @@ def _jobs_cells(r: dict) -> str:
     return f"{rest:>5} {state:>5} {r.get('spark_stages_last_day', '-'):>6}"
 
 
+def _growth(results: list[dict]) -> list[str]:
+    """Per label run at two sizes or more: a day's seconds fitted on its impressions by least
+    squares (seconds = fixed + marginal x impressions) and the largest residual."""
+    lines = []
+    for label in dict.fromkeys(r["label"] for r in results):
+        runs = [r for r in results if r["label"] == label]
+        if len({r["impressions_last_day"] for r in runs}) < 2:
+            continue
+        x = np.array([r["impressions_last_day"] for r in runs], dtype=float)
+        y = np.array([r["seconds_last_day"] for r in runs])
+        marginal, fixed = np.polyfit(x, y, 1)
+        worst = float(np.max(np.abs(y - (fixed + marginal * x))))
+        if not lines:
+            lines += ["", "how a day's time grows (least squares over the sizes of a label)"]
+        sizes = "/".join(r["size"] for r in runs)
+        lines.append(
+            f"{label:<8} {sizes}: {fixed:.1f} s fixed + {marginal * 1000:.3f} s per 1,000 "
+            f"impressions (largest residual {worst:.1f} s)"
+        )
+    return lines
+
+
 def _table(results: list[dict]) -> str:
     head = f"{'label':<8} {'size':<7} {'impr/day':>9} {'s/day':>6} {'impr/s':>7} "
     head += f"{'jobs':>5} {'state':>5} {'stages':>6} "
@@ -368,6 +404,7 @@ def _table(results: list[dict]) -> str:
             f"{jobs} {steps} "
             f"{r['peak_rss_mib']:>9} {r['load_avg_1m']!s:>12}"
         )
+    lines += _growth(results)
     candidates = [(r, c) for r in results for c in r.get("candidates", [])]
     compared = [(r, r["duckdb"]) for r in results if r.get("duckdb")]
     lines += _section("candidates at one as_of (users x posts)", CANDIDATE_COLUMNS, candidates)
