@@ -26,14 +26,16 @@ logical date that data day; unpaused, it runs them in order (`airflow.catchup`).
    against reverse-chronological, popularity (smoothed engagement rate) and logged-order
    baselines and the oracle (the simulator's true probabilities).
 5. **register** (once, the kinds in order): per kind a new version of `feedrank-ranker`,
-   alias `challenger`, tag `feedrank.kind`; its GBDTs compiled once (lleaves) into the
-   version's run as the `compiled_ranker` artifact, which the feed precompute's workers load.
-   One task, so the version numbers and the last challenger are those of `feedrank demo`.
+   alias `challenger`, tag `feedrank.kind`. One task, so the version numbers and the last
+   challenger are those of `feedrank demo`.
 6. **promote** (once): the kinds' versions and the champion compared on the same
    validation days; alias `champion` moves to the best validation NDCG of the value score
    only if it beats the champion (re-scored on those days) and every baseline by the
    configured margin, and its hide and report AUC and NCE are not worse than the
-   champion's beyond `training.harm_margin`; every version's tags say why.
+   champion's beyond `training.harm_margin`; every version's tags say why. Before the alias
+   moves, the winner's GBDTs are compiled once (lleaves) into its run as the
+   `compiled_ranker` artifact, which the feed precompute's workers load; a version that
+   never becomes champion is never compiled.
 
 Params: `profile`, `seed`, `train_days` (the training window, empty for every day before
 validation) and `negative_rate` (share of negatives kept). The run's logical date is the last

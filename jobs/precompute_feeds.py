@@ -215,8 +215,9 @@ def shipped_champion(spark, settings: Settings) -> Iterator[tuple[str, str]]:
     added to the Spark workers' files under a name unique to this call (SparkContext.addFile
     refuses a name it already has with another path); the folder is removed afterwards.
 
-    The compiled boosters are the version's artifact (built when it was registered); a
-    version registered before that is compiled here, once, and its artifact stored: the
+    The compiled boosters are the version's artifact (built when the gate made it champion,
+    jobs.train_rankers.compile_for_serving); a champion without it (its alias set by hand,
+    or promoted before that rule) is compiled here, once, and its artifact stored: the
     workers load the compiled code and never compile."""
     use_tracking(settings)
     name = settings.mlflow.registered_model

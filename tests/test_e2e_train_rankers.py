@@ -28,7 +28,14 @@ from models.ranking.ensemble import EnsembleRanker
 from models.ranking.gbdt import History, Ranker, fit_ranker
 from models.registry.gate import HarmGuard
 from models.registry.tags import KIND_TAG
-from models.registry.versions import CHALLENGER, CHAMPION, load_ranker, promote, set_champion
+from models.registry.versions import (
+    CHALLENGER,
+    CHAMPION,
+    has_compiled,
+    load_ranker,
+    promote,
+    set_champion,
+)
 from warehouse.catalog import TRAINING_EXAMPLES, C, label_column
 from warehouse.contracts import DataContractError
 from warehouse.store import Warehouse
@@ -107,6 +114,7 @@ def test_dag_builds_the_training_set_and_registers_a_champion(first, settings, c
     assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == "1"
     assert version.tags["feedrank.promotion"] == "promoted"
     assert "no champion yet" in version.tags["feedrank.promotion_reason"]
+    assert has_compiled(NAME, "1")  # the gate compiled the champion's GBDTs for serving
 
 
 def test_run_logs_settings_window_metrics_plots_and_model(first, client):
@@ -169,6 +177,7 @@ def test_shuffled_labels_are_never_promoted(shuffled, client):
     tags = client.get_model_version(NAME, "2").tags
     assert tags["feedrank.promotion"] == "not promoted"
     assert "does not beat" in tags["feedrank.promotion_reason"]
+    assert not has_compiled(NAME, "2")  # a version that never serves is never compiled
 
 
 def test_same_settings_give_the_same_model_and_no_promotion(first, rerun, client):
@@ -210,6 +219,13 @@ def test_every_kind_is_registered_and_one_gate_decides(kinds, client, settings):
         assert np.isfinite(run.data.metrics["test/model/click/auc"])  # the same metric names
         assert np.isfinite(run.data.metrics["val/model/hide/nce"])
         assert version.tags["feedrank.promotion_reason"]  # every version says why
+    # compiled for serving only when promoted, and never a DNN (it has no GBDT)
+    compiled = [has_compiled(NAME, p.version) for p in kinds.promotions]
+    serving = [
+        p.promoted and v.tags[KIND_TAG] != "dnn"
+        for p, v in zip(kinds.promotions, versions, strict=True)
+    ]
+    assert compiled == serving
     assert sum(p.promoted for p in kinds.promotions) <= 1
     champion = client.get_model_version_by_alias(NAME, CHAMPION).version
     assert str(champion) == kinds.champion

@@ -2,7 +2,7 @@
 
     compiled = CompiledRanker.compile(ranker, folder)    # folder: a Folder from warehouse/
     scores = compiled.predict(feature_frame(table))      # Ranker.predict's columns and values
-    compile_saved(ranker_folder)                          # once per registered version
+    compile_saved(ranker_folder)                          # once per version made champion
     ranker = load_ranker_folder(ranker_folder)            # compiled, loaded without compiling
 
 Each booster's trees become one native function that makes LightGBM's comparisons and sums

@@ -31,7 +31,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,8 +85,9 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 MODEL_NAME = "ranker"  # the logged model's name within its run
 RANKER_ARTIFACT = "ranker"  # the ranker's files within the logged model (pyfunc_model.py)
 PYFUNC_CODE = importlib.util.find_spec("models.registry.pyfunc").origin  # logged as code
-# A registered version's ranker folder with its GBDTs compiled (models.ranking.compiled), in its
-# run: built once, when the version is registered, and loaded by every scoring worker.
+# A version's ranker folder with its GBDTs compiled (models.ranking.compiled), in its run:
+# built once, when the gate makes the version champion (a version never served is never
+# compiled), and loaded by every scoring worker.
 COMPILED_ARTIFACT = "compiled_ranker"
 SPLIT_ARTIFACT = "split.json"  # a run's time split: {"train": [...], "val": [...], ...}
 # a run's gate metric per validation request (columns: the scorers and `positives`)
@@ -207,13 +208,18 @@ def save_compiled(
     return folder
 
 
+def has_compiled(name: str, version: str) -> bool:
+    """Whether a registered version's run holds its COMPILED_ARTIFACT."""
+    run_id = MlflowClient().get_model_version(name, version).run_id
+    return COMPILED_ARTIFACT in {Path(a.path).name for a in MlflowClient().list_artifacts(run_id)}
+
+
 def compiled_folder(name: str, version: str, scratch: Folder) -> Folder | None:
     """The COMPILED_ARTIFACT of a registered version, downloaded into the empty folder
     `scratch` (its files at the top); None when the version has none."""
-    run_id = MlflowClient().get_model_version(name, version).run_id
-    names = {Path(a.path).name for a in MlflowClient().list_artifacts(run_id)}
-    if COMPILED_ARTIFACT not in names:
+    if not has_compiled(name, version):
         return None
+    run_id = MlflowClient().get_model_version(name, version).run_id
     path = mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path=COMPILED_ARTIFACT, dst_path=str(scratch.path)
     )
@@ -336,13 +342,15 @@ def promote(
     guard: HarmGuard = NO_GUARD,
     which: str = "value_ndcg",
     rule: SampleRule | None = None,
+    before_champion: Callable[[RegisteredVersion], None] | None = None,
 ) -> Gate:
     """Gate one night's registered versions (one per kind, trained on the same split): the
     best that wins against the champion on their validation days (models.registry.gate.choose)
     becomes champion; every version and its run are tagged with its outcome and reason.
     `which`: the gate metric (models.evaluation.evaluate.GATE_METRICS); `rule`: the sample a
-    decision
-    needs (None: the point estimates alone decide)."""
+    decision needs (None: the point estimates alone decide). `before_champion` is called with
+    the winner before the champion alias moves to it (what serving needs built first); if it
+    raises, the alias stays where it was."""
     if not registered:
         raise ValueError("no registered version to gate")
     candidates = [candidate(r, k, guard.tasks, which) for r in registered]
@@ -374,7 +382,9 @@ def promote(
     )
     # The winner first, so every version's Promotion names the champion after the gate.
     order = sorted(registered, key=lambda r: not decisions[r.version].promote)
-    outcomes = {r.version: apply_decision(r, name, decisions[r.version]) for r in order}
+    outcomes = {
+        r.version: apply_decision(r, name, decisions[r.version], before_champion) for r in order
+    }
     return Gate(
         ds=registered[0].ds,
         promotions=[outcomes[r.version] for r in registered],
@@ -382,12 +392,20 @@ def promote(
     )
 
 
-def apply_decision(registered: RegisteredVersion, name: str, decision: Decision) -> Promotion:
-    """Move the champion alias to the version if the gate promotes it; tag the version and
-    its run with the outcome and the reason either way."""
+def apply_decision(
+    registered: RegisteredVersion,
+    name: str,
+    decision: Decision,
+    before_champion: Callable[[RegisteredVersion], None] | None = None,
+) -> Promotion:
+    """Move the champion alias to the version if the gate promotes it (after
+    `before_champion`, if given); tag the version and its run with the outcome and the
+    reason either way."""
     client = MlflowClient()
     version = registered.version
     if decision.promote:
+        if before_champion is not None:
+            before_champion(registered)
         set_champion(name, version)
     outcome = "promoted" if decision.promote else "not promoted"
     for key, value in {PROMOTION_TAG: outcome, PROMOTION_REASON_TAG: decision.reason}.items():
