@@ -5,7 +5,7 @@
 1. candidates: active users (a feed request in `precompute.active_days`), and per user the
    network's new posts since the previous generation, older network posts that gained
    engagement since, the two-tower's neighbours from the day's FAISS index (searched in the
-   Spark workers, the index shipped to them as a file), and the trending
+   Spark workers, the index folder shipped to them: jobs.spark.shipped_folder), and the trending
    posts; seen and own posts dropped, capped (features.candidates) -> silver.feed_candidates;
 2. rank: serving-time features by the training set's point-in-time code, the registry's
    champion ranker per Spark worker, the value model, the re-ranker (models.feed.scoring)
@@ -43,7 +43,7 @@ from jobs.common import (
 )
 from jobs.reading import read_raw, read_state
 from jobs.settings import Settings
-from jobs.spark import get_spark
+from jobs.spark import get_spark, shipped_folder
 from models.feed.scoring import rerank_feeds, score_candidates
 from models.registry import versions as reg
 from models.registry.handoff import (
@@ -179,9 +179,9 @@ def _neighbours(spark, settings: Settings, ds: str, active, k: int):
         return
     with settings.root.scratch(f"retrieval-index-{ds}") as scratch:
         folder = write_search_files(artifacts, ds, scratch)
-        spark.sparkContext.addFile(str(folder), recursive=True)
-        ef_search = settings.retrieval.index.ef_search
-        yield ds, search_in_workers(active, folder.path.name, k, ef_search)
+        with shipped_folder(spark, folder.path) as shipped:
+            ef_search = settings.retrieval.index.ef_search
+            yield ds, search_in_workers(active, shipped, k, ef_search)
 
 
 def serving_frame(
@@ -212,8 +212,8 @@ def serving_frame(
 @contextlib.contextmanager
 def shipped_champion(spark, settings: Settings) -> Iterator[tuple[str, str]]:
     """(version, file name): the champion ranker, its GBDTs compiled, in a scratch folder
-    added to the Spark workers' files under a name unique to this call (SparkContext.addFile
-    refuses a name it already has with another path); the folder is removed afterwards.
+    shipped to the Spark workers under a name unique to this call (jobs.spark.shipped_folder;
+    Spark refuses a name it already has with other content); removed afterwards.
 
     The compiled boosters are the version's artifact (built when the gate made it champion,
     jobs.train_rankers.compile_for_serving); a champion without it (its alias set by hand,
@@ -227,9 +227,8 @@ def shipped_champion(spark, settings: Settings) -> Iterator[tuple[str, str]]:
     with settings.root.scratch(f"ranker-v{version}") as scratch:
         if reg.compiled_folder(name, version, scratch) is None:
             reg.save_compiled(name, version, scratch)  # saves the ranker, compiled or not
-        folder = scratch
-        spark.sparkContext.addFile(str(folder), recursive=True)
-        yield version, folder.path.name
+        with shipped_folder(spark, scratch.path) as shipped:
+            yield version, shipped
 
 
 def rank(settings: Settings, cands: FeedCandidates) -> RankedFeeds:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
@@ -100,3 +103,21 @@ def _ship_code(sc) -> None:
     sys.path[:] = [p for p in sys.path if not p.endswith(os.sep + "feedrank_code.zip")]
     _shipped.add(sc.applicationId)
     log.info("shipped %s to the executors (%d KiB)", path, os.path.getsize(path) // 1024)
+
+
+@contextlib.contextmanager
+def shipped_folder(spark, folder: Path | str) -> Iterator[str]:
+    """Send a local folder to every Spark worker; yields the name under which a task finds
+    its copy: `pyspark.SparkFiles.get(name)` is the folder, its files and subfolders as they
+    are. The name is the folder's, and must be new to the application.
+
+    The folder travels as a zip (SparkContext.addArchive, unpacked on each worker under that
+    name), not as a folder: SparkContext.addFile takes a local folder only with a local
+    master, and a cluster refuses it (UNSUPPORTED_ADD_FILE.LOCAL_DIRECTORY: the feed
+    precompute's index and ranker failed so on the standalone stack). The zip is written
+    beside the folder and removed when the context closes, after the jobs that read it."""
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory(prefix=".shipped-", dir=folder.parent) as tmp:
+        archive = shutil.make_archive(os.path.join(tmp, folder.name), "zip", root_dir=folder)
+        spark.sparkContext.addArchive(f"{archive}#{folder.name}")
+        yield folder.name

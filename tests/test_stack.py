@@ -1,7 +1,8 @@
 """`feedrank stack` for real, small: the Spark master with one worker, Postgres and the
 MLflow server on free loopback ports in a root of the test's own. A Spark job runs on the
-cluster (its executors import the code the driver shipped), one MLflow run goes to the server
-(its artifact lands under the data root), and `down` leaves no process and no port behind."""
+cluster (its executors import the code the driver shipped, and read a folder shipped as the
+feed precompute ships its index and ranker), one MLflow run goes to the server (its artifact
+lands under the data root), and `down` leaves no process and no port behind."""
 
 from __future__ import annotations
 
@@ -48,11 +49,11 @@ def home():
 # Runs as its own process: the test session's local SparkSession would be reused otherwise.
 JOB = textwrap.dedent(
     """
-    import json, sys
+    import json, pathlib, sys
     import mlflow
-    from jobs.spark import SparkSettings, get_spark
+    from jobs.spark import SparkSettings, get_spark, shipped_folder
 
-    master, tracking_uri, out = sys.argv[1:4]
+    master, tracking_uri, out, folder = sys.argv[1:5]
     spark = get_spark(SparkSettings(master=master, app_name="stack-test", shuffle_partitions=2))
 
     def where(rows):
@@ -60,6 +61,14 @@ JOB = textwrap.dedent(
         return [(features.__file__, sum(rows))]
 
     found = spark.sparkContext.parallelize(range(100), 2).mapPartitions(where).collect()
+
+    with shipped_folder(spark, folder) as name:  # a cluster refuses addFile of a folder
+        def read(rows):
+            from pyspark import SparkFiles
+            copy = pathlib.Path(SparkFiles.get(name))
+            yield (str(copy), (copy / "sub" / "note.txt").read_text(), sum(rows))
+
+        shipped = spark.sparkContext.parallelize(range(10), 2).mapPartitions(read).collect()
     executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1
     spark.stop()
     mlflow.set_tracking_uri(tracking_uri)
@@ -68,7 +77,8 @@ JOB = textwrap.dedent(
         mlflow.log_param("master", master)
         mlflow.log_metric("total", sum(t for _, t in found))
         mlflow.log_text("hello from the stack test", "note.txt")
-    json.dump({"found": found, "executors": executors, "run_id": run.info.run_id}, open(out, "w"))
+    result = {"found": found, "shipped": shipped, "executors": executors, "run_id": run.info.run_id}
+    json.dump(result, open(out, "w"))
     """
 )
 
@@ -93,11 +103,13 @@ def test_stack_runs_a_spark_job_and_an_mlflow_run_then_stops_everything(home, tm
             stack.up(("redis",), echo=lambda line: None)
         blocker.close()
 
-        out = tmp_path / "job.json"
+        out, folder = tmp_path / "job.json", tmp_path / "ship-me"
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "note.txt").write_text("shipped to the workers")
         env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDRANK_")}
         env.update(stack.client_env(groups), PYTHONPATH=str(REPO_ROOT))
         done = subprocess.run(
-            [sys.executable, "-c", JOB, stack.spark_url, stack.mlflow_url, str(out)],
+            [sys.executable, "-c", JOB, stack.spark_url, stack.mlflow_url, str(out), str(folder)],
             env=env,
             capture_output=True,
             text=True,
@@ -112,6 +124,14 @@ def test_stack_runs_a_spark_job_and_an_mlflow_run_then_stops_everything(home, tm
             sum(range(50, 100)),
         ]
         assert all("feedrank_code.zip" in path for path, _ in result["found"]), result
+        # Each task read the folder's copy on the worker, not the driver's folder.
+        assert sorted(total for *_, total in result["shipped"]) == [
+            sum(range(5)),
+            sum(range(5, 10)),
+        ]
+        for copy, text, _ in result["shipped"]:
+            assert text == "shipped to the workers" and copy != str(folder), result
+        assert not list(tmp_path.glob(".shipped-*"))  # the zip is gone with the context
 
         import mlflow
 

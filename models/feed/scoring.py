@@ -3,7 +3,7 @@
     scored = score_candidates(features, ranker_file)      # p_<action>, e_dwell_s, value
     feeds = rerank_feeds(scored, settings.rerank, size)   # score, rank per user
 
-The ranker's folder is shipped to the workers with SparkContext.addFile (the job does it) and
+The ranker's folder is shipped to the workers (the job does it: jobs.spark.shipped_folder) and
 loaded once per Python worker, on its fastest exact path (a GBDT compiled, a DNN's exported
 graph on onnxruntime: models.ranking.load.load_ranker_folder's `serving`); batches of
 candidate rows arrive as Arrow record batches (`mapInArrow`) and become model inputs by the
@@ -79,7 +79,7 @@ def _score_batches(path_of: Callable[[], str]) -> Callable:
 def score_candidates(features: DataFrame, ranker_file: str) -> DataFrame:
     """The ranker's calibrated probabilities, E[dwell | click] and value per candidate row.
 
-    `ranker_file`: the name a saved ranker folder was added under (SparkContext.addFile)."""
+    `ranker_file`: the name a saved ranker folder was shipped under (SparkFiles.get)."""
     from pyspark import SparkFiles
 
     missing = [c for c in (*KEPT, *_INPUTS) if c not in features.columns]

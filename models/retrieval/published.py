@@ -10,7 +10,7 @@ are those active that day (an engagement or an impression), embedded as of the e
 Their FAISS index (models.retrieval.index, recall against exact checked on a seeded sample of those
 users), the post-id map and the user vectors are published atomically: a build below the
 recall floor raises and publishes nothing. The feed precompute ships those files to its Spark
-workers (`write_search_files`, SparkContext.addFile), and each worker loads the index once
+workers (`write_search_files`, then jobs.spark.shipped_folder), and each worker loads the index once
 and searches its batches of users (`search_in_workers`): the driver holds no vectors.
 """
 
@@ -140,8 +140,8 @@ SEARCH_FILES = ("index.faiss", "post_ids.npy", "user_ids.npy", "user_vectors.npy
 
 
 def write_search_files(artifacts: ArtifactStore, ds: str, folder: Folder) -> Folder:
-    """Copy ds's index, id maps and user vectors into `folder` (to ship to the workers with
-    SparkContext.addFile); the folder."""
+    """Copy ds's index, id maps and user vectors into `folder` (to ship to the workers:
+    jobs.spark.shipped_folder); the folder."""
     for name in SEARCH_FILES:
         folder.writable(name).write_bytes(artifacts.read(RETRIEVAL_INDEX, ds, name))
     return folder
@@ -199,7 +199,7 @@ def search_in_workers(users: DataFrame, shipped: str, k: int, ef_search: int) ->
     """(user_id, post_id, similarity): the k nearest posts of each of `users` (a user_id
     column) the shipped index embedded, searched in the Spark workers by Arrow batch of users.
 
-    `shipped`: the name a `write_search_files` folder was added under (SparkContext.addFile);
+    `shipped`: the name a `write_search_files` folder was shipped under (SparkFiles.get);
     `ef_search`: HNSW's beam (raised to k)."""
 
     def search(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
