@@ -208,18 +208,24 @@ def save_compiled(
     return folder
 
 
+def _run_with_compiled(name: str, version: str) -> str | None:
+    """The run of a registered version if it holds its COMPILED_ARTIFACT, else None."""
+    run_id = MlflowClient().get_model_version(name, version).run_id
+    names = {Path(a.path).name for a in MlflowClient().list_artifacts(run_id)}
+    return run_id if COMPILED_ARTIFACT in names else None
+
+
 def has_compiled(name: str, version: str) -> bool:
     """Whether a registered version's run holds its COMPILED_ARTIFACT."""
-    run_id = MlflowClient().get_model_version(name, version).run_id
-    return COMPILED_ARTIFACT in {Path(a.path).name for a in MlflowClient().list_artifacts(run_id)}
+    return _run_with_compiled(name, version) is not None
 
 
 def compiled_folder(name: str, version: str, scratch: Folder) -> Folder | None:
     """The COMPILED_ARTIFACT of a registered version, downloaded into the empty folder
     `scratch` (its files at the top); None when the version has none."""
-    if not has_compiled(name, version):
+    run_id = _run_with_compiled(name, version)
+    if run_id is None:
         return None
-    run_id = MlflowClient().get_model_version(name, version).run_id
     path = mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path=COMPILED_ARTIFACT, dst_path=str(scratch.path)
     )
