@@ -232,6 +232,24 @@ def test_spark_write_and_read_agree_with_arrow(wh, spark):
 
 
 @pytest.mark.spark
+def test_spark_write_sorts_each_file_by_the_tables_key(wh, spark):
+    """Rows arriving in another order (a shuffle's fetch order differs between a local master
+    and a cluster) give files of the same rows in the same order: by the table's key."""
+    wh.write_arrow(POSTS, DS, posts_frame(50, DS))
+    df = wh.read_spark(spark, POSTS, DS).drop("ds")
+    scrambled = {
+        "2026-02-01": df.orderBy(df["post_id"].desc()).coalesce(1),
+        "2026-02-02": df.repartition(3),  # round robin: each file's rows interleaved
+    }
+    for day, rows in scrambled.items():
+        wh.write_spark(POSTS, day, rows)
+        for f in sorted(wh.partition_dir(POSTS, day).glob("*.parquet")):
+            ids = pq.read_table(f, columns=["post_id"]).column(0).to_pylist()
+            assert ids == sorted(ids), (day, f.name)
+        assert sorted(wh.read_pandas(POSTS, day)["post_id"]) == list(range(50))
+
+
+@pytest.mark.spark
 def test_spark_write_with_wrong_type_is_refused(wh, spark):
     from pyspark.sql import functions as F
 

@@ -262,8 +262,14 @@ class Warehouse:
     def write_spark(
         self, table: Table, ds: str, df, *, publish: bool = True, meta: dict[str, Any] | None = None
     ) -> PartitionInfo:
-        """Write one partition from a Spark DataFrame (without its ds column); see write_arrow."""
-        df = _conform_spark(table, df)
+        """Write one partition from a Spark DataFrame (without its ds column); see write_arrow.
+
+        Each file's rows are sorted by the table's key, so the files hold the same rows in
+        the same order wherever the job ran: a task's rows otherwise arrive in the order its
+        shuffle fetched them, which differs between a local master and a cluster, and a
+        reader that streams the files in order (the deep ranker's batches) would see
+        another order and train another model."""
+        df = _conform_spark(table, df).sortWithinPartitions(*table.key)
         meta = self._with_inputs(table, ds, meta)
         folder = self._fresh_version(table, ds)
         with _discarded_on_failure(folder):
