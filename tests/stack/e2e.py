@@ -11,7 +11,9 @@ outputs compared with the embedded run's.
    (features, training, retrieval, the index, the feeds, their publication to Redis) with
    every Spark job on the standalone cluster and every run on the MLflow server. It waits
    until `publish_feeds` has succeeded (or a DAG run failed, or the timeout).
-3. The comparison: the published content of every (layer, table, ds) both roots hold
+3. The feed days only the stack precomputed (its asset chain precomputes the day it trained
+   on, the demo the day before its last) built in the embedded root too.
+4. The comparison: the published content of every (layer, table, ds) both roots hold
    (warehouse.digest: rows sorted, values exact), what only one holds, and the champion's
    test metrics in each registry; the stack's aliases and the feed store's version.
 Then `stack down`. Prints a table, writes <base>/e2e.json; exit 1 on any difference.
@@ -35,8 +37,9 @@ from jobs.processes import free_port  # noqa: E402
 from jobs.settings import load_settings  # noqa: E402
 from jobs.stack import Stack  # noqa: E402
 from tests.stack.compare import REL_TOL, compare_roots  # noqa: E402
-from warehouse.catalog import Layer  # noqa: E402
+from warehouse.catalog import USER_NEWS_FEED, Layer  # noqa: E402
 from warehouse.layout import DataRoot  # noqa: E402
+from warehouse.store import Warehouse  # noqa: E402
 
 LAYERS = (Layer.RAW, Layer.TRUTH, Layer.SILVER, Layer.GOLD)
 RANKER = "feedrank-ranker"
@@ -60,6 +63,37 @@ def embedded(home: Path) -> float:
     if done.returncode:
         raise SystemExit(f"the embedded demo failed: {home.parent / 'embedded.log'}")
     return time.monotonic() - began
+
+
+def embedded_feeds_like(home: Path, stack_home: Path) -> list[str]:
+    """The embedded demo precomputes the feeds of the day before its last (the last is the
+    one they are evaluated on); the scheduler's asset chain those of the day it trained on.
+    Build in the embedded root the feed days only the stack has (the index, then the
+    precompute), so that the feeds are compared too; returns those days."""
+    feeds = [Warehouse(DataRoot(h).warehouse) for h in (home, stack_home)]
+    days = sorted(
+        set(feeds[1].partitions(USER_NEWS_FEED)) - set(feeds[0].partitions(USER_NEWS_FEED))
+    )
+    for ds in days:
+        # A file, not `python -c`: pyspark.sql.connect takes a __main__ without a file for
+        # its doctests and exits 0 at import, in the middle of the job.
+        script = home.parent / f"embedded_feeds_{ds}.py"
+        script.write_text(
+            "from jobs.settings import load_settings\n"
+            "from jobs import precompute_feeds, train_retrieval\n"
+            f"s = load_settings('tiny', {{'home': {str(home)!r}}})\n"
+            f"train_retrieval.build_index(s, {ds!r})\n"
+            f"precompute_feeds.run(s, {ds!r})\n"
+        )
+        print(f"embedded reference: the feeds of {ds}, as the stack precomputed them")
+        env = clean_env(FEEDRANK_HOME=str(home))
+        with (home.parent / "embedded.log").open("ab") as out:
+            done = subprocess.run(
+                [sys.executable, str(script)], env=env, cwd=ROOT, stdout=out, stderr=out
+            )
+        if done.returncode or ds not in feeds[0].partitions(USER_NEWS_FEED):
+            raise SystemExit(f"the embedded feeds of {ds} failed: {home.parent / 'embedded.log'}")
+    return days
 
 
 def make_stack(home: Path) -> Stack:
@@ -140,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.stack_home:
             stack.down()
+    feed_days = embedded_feeds_like(base / "embedded", stack.root.home)
     cmp = compare_roots(base / "embedded", stack.root.home, LAYERS)
     ref_metrics, _ = champion_metrics(DataRoot(base / "embedded").mlflow_tracking_uri)
     print(f"embedded demo {embedded_s:.0f} s; scheduler on the stack {scheduled_s} s")
@@ -160,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "columns_differ": cmp.columns,
         "beyond_tolerance": cmp.beyond,
         "rel_tol": REL_TOL,
+        "feed_days_built_in_embedded": feed_days,
         "only_embedded": cmp.only_first,
         "only_stack": cmp.only_second,
         "champion_test_metrics": len(stack_metrics),
