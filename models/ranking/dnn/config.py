@@ -94,7 +94,9 @@ class DnnSettings(BaseModel):
     schedule: Literal["cosine", "constant"] = "cosine"  # after the warmup
     grad_clip: float = Field(5.0, gt=0)  # max global gradient norm
     patience: int = Field(2, ge=1)  # epochs without validation gain before stopping
-    num_threads: int = Field(2, ge=1)  # torch threads: fixed, so results repeat
+    # torch threads, fixed so results repeat; a group of `processes` shares them (each
+    # process num_threads // processes, at least 1)
+    num_threads: int = Field(2, ge=1)
     # Processes that train together (PySpark's TorchDistributor, models.ranking.dnn.distributed:
     # beside the driver on a local master, one per executor task on a cluster); 1: in the
     # job's own process. batch_size must be a multiple of it.

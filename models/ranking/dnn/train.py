@@ -304,8 +304,11 @@ def fit_dnn(
     cfg, rate = settings.dnn, settings.negative_rate
     check_crosses(cfg)
     fitted = TASKS if tasks is None else tuple(t for t in TASKS if t in tasks)
-    seed_everything(cfg.seed, cfg.num_threads)
     rank, size = world()
+    # The group shares num_threads: a process per core of a 2-core machine or per executor
+    # task slot, each with 2 threads, oversubscribed the cores, and the OpenMP threads
+    # spinning at every step's gradient exchange made an epoch minutes instead of seconds.
+    seed_everything(cfg.seed, max(1, cfg.num_threads // size))
     if cfg.batch_size % size:
         raise ValueError(
             f"training.dnn.batch_size {cfg.batch_size} does not split evenly over the {size} "

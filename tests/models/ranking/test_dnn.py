@@ -206,6 +206,26 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused(store, tmp_pa
         fit_dnn(store, TRAIN, VAL, SETTINGS, Folder(tmp_path))
 
 
+@pytest.mark.parametrize(("size", "threads"), [(1, 4), (2, 2), (4, 1), (8, 1)])
+def test_the_processes_of_a_group_share_the_threads(store, tmp_path, monkeypatch, size, threads):
+    """num_threads is the group's: each of N processes takes num_threads // N (at least 1),
+    so processes on the same cores do not oversubscribe them."""
+    import models.ranking.dnn.train as train
+
+    taken = []
+
+    def seed_and_stop(seed, n):
+        taken.append(n)
+        raise InterruptedError
+
+    monkeypatch.setattr(train, "world", lambda: (0, size))
+    monkeypatch.setattr(train, "seed_everything", seed_and_stop)
+    four = SETTINGS.model_copy(update={"dnn": DNN.model_copy(update={"num_threads": 4})})
+    with pytest.raises(InterruptedError):
+        fit_dnn(store, TRAIN, VAL, four, Folder(tmp_path))
+    assert taken == [threads]
+
+
 def test_save_and_load_give_the_same_scores(fitted, test_rows, tmp_path):
     ranker, _ = fitted
     X, _ = test_rows
