@@ -157,3 +157,27 @@ def test_status_and_down_on_a_root_without_a_stack(home):
     stack = _stack(home)
     assert stack.down(echo=lambda line: None) == []
     assert not any(r["alive"] for r in stack.status())
+
+
+def test_the_scheduler_tasks_share_the_cluster_unless_told_otherwise(home, monkeypatch):
+    """Each task's Spark application is capped at the cluster's cores over Airflow's task
+    slots, so two tasks' jobs run side by side instead of one waiting for the other's
+    executors; a cap or other settings of the user's own are kept."""
+    monkeypatch.delenv("FEEDRANK__SPARK__CONF", raising=False)
+    settings = load_settings(
+        "tiny", {"home": str(home), "stack": {"spark_workers": 4, "airflow_parallelism": 2}}
+    )
+    stack = Stack(settings.root, settings.stack, settings.profile)
+    assert stack.task_spark_conf() == {"spark.cores.max": "2"}
+    env = stack.airflow_env(("spark",))
+    assert json.loads(env["FEEDRANK__SPARK__CONF"]) == {"spark.cores.max": "2"}
+    assert "FEEDRANK__SPARK__CONF" not in stack.airflow_env(("mlflow",))
+    mine = {"spark.cores.max": "3", "spark.driver.host": "10.0.0.1"}
+    monkeypatch.setenv("FEEDRANK__SPARK__CONF", json.dumps(mine))
+    assert stack.task_spark_conf() == mine
+    monkeypatch.setenv("FEEDRANK__SPARK__CONF", '{"spark.driver.host": "10.0.0.1"}')
+    assert stack.task_spark_conf() == {"spark.cores.max": "2", "spark.driver.host": "10.0.0.1"}
+    one_slot = Stack(
+        settings.root, settings.stack.model_copy(update={"airflow_parallelism": 8}), "tiny"
+    )
+    assert one_slot.task_spark_conf()["spark.cores.max"] == "1"  # never 0
