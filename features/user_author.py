@@ -101,19 +101,26 @@ def follow_flags(req: DataFrame, edges: DataFrame) -> DataFrame:
 
 def common_followee_part(req: DataFrame, edges: DataFrame) -> AsofPart:
     """Paths user -> m -> author of the requested pairs, dated by their later follow
-    (common_followees)."""
-    first = edges.select(
+    (common_followees).
+
+    The two hops are cut to the requested users' follows and the requested authors'
+    followers before they meet at m, then kept where (user, author) is a requested pair:
+    starting from the pairs instead walks every followee of the user once per author
+    requested with it (demo's 1.18M candidate pairs: 128M rows, for 444K paths)."""
+    pairs = req.select(C.USER_ID, C.AUTHOR_ID).distinct()
+    users = pairs.select(F.col(C.USER_ID).alias(C.FOLLOWER_ID)).distinct()
+    authors = pairs.select(F.col(C.AUTHOR_ID).alias(C.FOLLOWEE_ID)).distinct()
+    first = edges.join(users, C.FOLLOWER_ID, "left_semi").select(
         F.col(C.FOLLOWER_ID).alias(C.USER_ID),
         F.col(C.FOLLOWEE_ID).alias("_m"),
         F.col(C.CREATED_AT).alias("_t1"),
     )
-    second = edges.select(
+    second = edges.join(authors, C.FOLLOWEE_ID, "left_semi").select(
         F.col(C.FOLLOWER_ID).alias("_m"),
         F.col(C.FOLLOWEE_ID).alias(C.AUTHOR_ID),
         F.col(C.CREATED_AT).alias("_t2"),
     )
-    pairs = req.select(C.USER_ID, C.AUTHOR_ID).distinct()
-    paths = pairs.join(first, C.USER_ID).join(second, ["_m", C.AUTHOR_ID])
+    paths = first.join(second, "_m").join(pairs, [C.USER_ID, C.AUTHOR_ID])
     ev = paths.select(C.USER_ID, C.AUTHOR_ID, F.greatest("_t1", "_t2").alias("_ts"))
     return AsofPart(ev, "_ts", {_COMMON: F.lit(1)})
 
