@@ -86,21 +86,23 @@ def network_interactions(
     """Per (user_id, post_id, as_of): actions on the post by the viewer's followees (follow
     created before as_of) with event_ts < as_of, in each window; tile: network_tile.
 
-    Joins the post's recent engagers to the request first and checks the follow edge second:
-    a post has few engagers in 7 days, a user may follow many accounts. edges:
-    follow_edges(follows), if the caller has it.
+    The tile's rows of the requested posts meet the follow edges of the requested users on
+    the engager first, and the requests second, on (user, post): each row that reaches the
+    requests is a followee's action. Joining the requests to every engager of their post
+    first made a row per candidate and engager-hour (demo's 1.75M candidates: 107M rows, for
+    76K followee actions). edges: follow_edges(follows), if the caller has it.
     """
     need = needed(impressions_as_of, [C.USER_ID, C.POST_ID])
-    joined = range_join(need, tile, [C.POST_ID])
     edges = follow_edges(follows) if edges is None else edges
-    edges = edges.select(
+    users = need.select(F.col(C.USER_ID).alias(C.FOLLOWER_ID)).distinct()
+    edges = edges.join(users, C.FOLLOWER_ID, "left_semi").select(
         F.col(C.FOLLOWER_ID).alias(C.USER_ID),
         F.col(C.FOLLOWEE_ID).alias(R.T_ENGAGER_ID),
         F.col(C.CREATED_AT).alias("_followed_at"),
     )
-    joined = joined.join(edges, [C.USER_ID, R.T_ENGAGER_ID]).where(
-        F.col("_followed_at") < F.col(AS_OF)
-    )
+    posts = need.select(C.POST_ID).distinct()
+    by_followees = tile.join(posts, C.POST_ID, "left_semi").join(edges, R.T_ENGAGER_ID)
     keys = [C.USER_ID, C.POST_ID]
+    joined = range_join(need, by_followees, keys).where(F.col("_followed_at") < F.col(AS_OF))
     feats = window_aggs(joined, [*keys, AS_OF], R.COUNTED_ACTIONS, R.net_count)
     return fill_zero(need, feats, keys)
