@@ -82,27 +82,37 @@ def network_interactions(
     follows: DataFrame,
     *,
     edges: DataFrame | None = None,
+    many_per_user: bool = False,
 ) -> DataFrame:
     """Per (user_id, post_id, as_of): actions on the post by the viewer's followees (follow
     created before as_of) with event_ts < as_of, in each window; tile: network_tile.
+    edges: follow_edges(follows), if the caller has it.
 
-    The tile's rows of the requested posts meet the follow edges of the requested users on
-    the engager first, and the requests second, on (user, post): each row that reaches the
-    requests is a followee's action. Joining the requests to every engager of their post
-    first made a row per candidate and engager-hour (demo's 1.75M candidates: 107M rows, for
-    76K followee actions). edges: follow_edges(follows), if the caller has it.
+    By default each request meets its post's engager-hours first and the follow edge
+    second: a training day has a few requests per user. many_per_user (a feed generation:
+    every active user x hundreds of candidates) turns the order round: the requested posts'
+    engager-hours meet the requested users' follow edges first, the requests second, on
+    (user, post). The first order made a row per candidate and engager-hour there (demo's
+    1.75M candidates: 107M rows, for 76K followee actions); the second's cuts cost a tiny
+    training day more stages than they save (README, Benchmarks). The same counts either way.
     """
     need = needed(impressions_as_of, [C.USER_ID, C.POST_ID])
     edges = follow_edges(follows) if edges is None else edges
-    users = need.select(F.col(C.USER_ID).alias(C.FOLLOWER_ID)).distinct()
-    edges = edges.join(users, C.FOLLOWER_ID, "left_semi").select(
+    keys = [C.USER_ID, C.POST_ID]
+    if many_per_user:
+        users = need.select(F.col(C.USER_ID).alias(C.FOLLOWER_ID)).distinct()
+        edges = edges.join(users, C.FOLLOWER_ID, "left_semi")
+    edges = edges.select(
         F.col(C.FOLLOWER_ID).alias(C.USER_ID),
         F.col(C.FOLLOWEE_ID).alias(R.T_ENGAGER_ID),
         F.col(C.CREATED_AT).alias("_followed_at"),
     )
-    posts = need.select(C.POST_ID).distinct()
-    by_followees = tile.join(posts, C.POST_ID, "left_semi").join(edges, R.T_ENGAGER_ID)
-    keys = [C.USER_ID, C.POST_ID]
-    joined = range_join(need, by_followees, keys).where(F.col("_followed_at") < F.col(AS_OF))
+    if many_per_user:
+        posts = need.select(C.POST_ID).distinct()
+        by_followees = tile.join(posts, C.POST_ID, "left_semi").join(edges, R.T_ENGAGER_ID)
+        joined = range_join(need, by_followees, keys)
+    else:
+        joined = range_join(need, tile, [C.POST_ID]).join(edges, [C.USER_ID, R.T_ENGAGER_ID])
+    joined = joined.where(F.col("_followed_at") < F.col(AS_OF))
     feats = window_aggs(joined, [*keys, AS_OF], R.COUNTED_ACTIONS, R.net_count)
     return fill_zero(need, feats, keys)

@@ -222,7 +222,9 @@ def features_from_tiles(
     small_entities: the per-post, per-author and per-user families are small beside the rows
     (a feed generation's candidates share one as_of, so a row per entity): they are broadcast
     to the rows after the pair families are joined (_SMALL_JOINED_INTO, _BROADCAST) instead
-    of being shuffled with the ever wider frame. The same rows and values either way.
+    of being shuffled with the ever wider frame; and each user has many rows, so the network
+    and common-followee joins cut the follow graph to the requested users first
+    (many_per_user). The same rows and values either way.
     """
     missing = sorted(set(TILES) - set(tiles))
     if missing:
@@ -262,7 +264,9 @@ def features_from_tiles(
             [C.POST_ID, AS_OF],
         ),
         "network": (
-            network_interactions(imps, t["network_hourly"], follows, edges=edges),
+            network_interactions(
+                imps, t["network_hourly"], follows, edges=edges, many_per_user=small_entities
+            ),
             [C.USER_ID, C.POST_ID, AS_OF],
         ),
         "content": (post_content(posts), [C.POST_ID]),
@@ -297,7 +301,12 @@ def features_from_tiles(
         ),
         "user_author": (
             user_author_features(
-                imps, t["user_author_hourly"], follows, edges=edges, user_sums=user_sums
+                imps,
+                t["user_author_hourly"],
+                follows,
+                edges=edges,
+                user_sums=user_sums,
+                many_per_user=small_entities,
             ),
             [C.USER_ID, C.AUTHOR_ID, AS_OF],
         ),

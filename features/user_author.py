@@ -46,11 +46,14 @@ def share_user_parts(tile: DataFrame) -> list[AsofPart]:
     return [AsofPart(tile, BUCKET, own, (0, *_LAGS))]
 
 
-def user_author_parts(req: DataFrame, tile: DataFrame, edges: DataFrame) -> list[AsofPart]:
+def user_author_parts(
+    req: DataFrame, tile: DataFrame, edges: DataFrame, *, many_per_user: bool = False
+) -> list[AsofPart]:
     """The per-(user, author) as-of pass of this family: the pair's shares and the common
-    followees."""
+    followees (many_per_user: common_followee_part)."""
     own = {_PAIR_IMP: R.T_IMPRESSIONS, _PAIR_POS: R.T_POSITIVES}
-    return [AsofPart(tile, BUCKET, own, (0, *_LAGS)), common_followee_part(req, edges)]
+    paths = common_followee_part(req, edges, many_per_user=many_per_user)
+    return [AsofPart(tile, BUCKET, own, (0, *_LAGS)), paths]
 
 
 def interaction_shares(
@@ -99,34 +102,50 @@ def follow_flags(req: DataFrame, edges: DataFrame) -> DataFrame:
     )
 
 
-def common_followee_part(req: DataFrame, edges: DataFrame) -> AsofPart:
+def common_followee_part(
+    req: DataFrame, edges: DataFrame, *, many_per_user: bool = False
+) -> AsofPart:
     """Paths user -> m -> author of the requested pairs, dated by their later follow
     (common_followees).
 
-    The two hops are cut to the requested users' follows and the requested authors'
-    followers before they meet at m, then kept where (user, author) is a requested pair:
-    starting from the pairs instead walks every followee of the user once per author
-    requested with it (demo's 1.18M candidate pairs: 128M rows, for 444K paths)."""
+    By default each requested pair walks the user's followees, then their follows: a
+    training day has a few authors per user. many_per_user (a feed generation: hundreds of
+    authors per user) cuts the two hops to the requested users' follows and the requested
+    authors' followers, meets them at m, and keeps the requested pairs: walking the
+    followees once per pair made 128M rows there for 444K paths (demo's 1.18M candidate
+    pairs); the cuts cost a tiny training day more stages than they save (README,
+    Benchmarks). The same paths either way."""
     pairs = req.select(C.USER_ID, C.AUTHOR_ID).distinct()
-    users = pairs.select(F.col(C.USER_ID).alias(C.FOLLOWER_ID)).distinct()
-    authors = pairs.select(F.col(C.AUTHOR_ID).alias(C.FOLLOWEE_ID)).distinct()
-    first = edges.join(users, C.FOLLOWER_ID, "left_semi").select(
+    first, second = edges, edges
+    if many_per_user:
+        users = pairs.select(F.col(C.USER_ID).alias(C.FOLLOWER_ID)).distinct()
+        authors = pairs.select(F.col(C.AUTHOR_ID).alias(C.FOLLOWEE_ID)).distinct()
+        first = edges.join(users, C.FOLLOWER_ID, "left_semi")
+        second = edges.join(authors, C.FOLLOWEE_ID, "left_semi")
+    first = first.select(
         F.col(C.FOLLOWER_ID).alias(C.USER_ID),
         F.col(C.FOLLOWEE_ID).alias("_m"),
         F.col(C.CREATED_AT).alias("_t1"),
     )
-    second = edges.join(authors, C.FOLLOWEE_ID, "left_semi").select(
+    second = second.select(
         F.col(C.FOLLOWER_ID).alias("_m"),
         F.col(C.FOLLOWEE_ID).alias(C.AUTHOR_ID),
         F.col(C.CREATED_AT).alias("_t2"),
     )
-    paths = first.join(second, "_m").join(pairs, [C.USER_ID, C.AUTHOR_ID])
+    if many_per_user:
+        paths = first.join(second, "_m").join(pairs, [C.USER_ID, C.AUTHOR_ID])
+    else:
+        paths = pairs.join(first, C.USER_ID).join(second, ["_m", C.AUTHOR_ID])
     ev = paths.select(C.USER_ID, C.AUTHOR_ID, F.greatest("_t1", "_t2").alias("_ts"))
     return AsofPart(ev, "_ts", {_COMMON: F.lit(1)})
 
 
 def common_followees(
-    req: DataFrame, edges: DataFrame, *, sums: DataFrame | None = None
+    req: DataFrame,
+    edges: DataFrame,
+    *,
+    sums: DataFrame | None = None,
+    many_per_user: bool = False,
 ) -> DataFrame:
     """Per (user, author, as_of): how many of the user's followees follow the author, both
     follows created before as_of.
@@ -134,9 +153,11 @@ def common_followees(
     Paths user -> m -> author are found once per (user, author) pair, dated by their later
     follow, and counted as of each as_of by a running sum: no join fans out by as_of.
     edges: follow_edges. sums: the pair pass (user_author_parts), if the caller shares it.
+    many_per_user: common_followee_part.
     """
     if sums is None:
-        sums = asof_pass(req, [C.USER_ID, C.AUTHOR_ID], [common_followee_part(req, edges)])
+        part = common_followee_part(req, edges, many_per_user=many_per_user)
+        sums = asof_pass(req, [C.USER_ID, C.AUTHOR_ID], [part])
     n = F.col(f"{_COMMON}__0").cast("long")
     return sums.select(C.USER_ID, C.AUTHOR_ID, AS_OF, n.alias(R.UA_COMMON_FOLLOWEES))
 
@@ -148,17 +169,20 @@ def user_author_features(
     *,
     edges: DataFrame | None = None,
     user_sums: DataFrame | None = None,
+    many_per_user: bool = False,
 ) -> DataFrame:
     """All viewer-author features per (user_id, author_id, as_of); tile: user_author_tile;
     edges: follow_edges(follows), if the caller has it; user_sums: a per-user as-of pass
     holding share_user_parts, if the caller shares one. The pair's shares and common
-    followees come from one as-of pass per (user, author)."""
+    followees come from one as-of pass per (user, author). many_per_user:
+    common_followee_part."""
     edges = follow_edges(follows) if edges is None else edges
     keys = [C.USER_ID, C.AUTHOR_ID, AS_OF]
     req = needed(impressions_as_of, [C.USER_ID, C.AUTHOR_ID])
     # materialized: its two readers would otherwise each get a pruned copy of the whole pass
     pair = [C.USER_ID, C.AUTHOR_ID]
-    sums = asof_pass(req, pair, user_author_parts(req, tile, edges)).localCheckpoint(eager=False)
+    parts = user_author_parts(req, tile, edges, many_per_user=many_per_user)
+    sums = asof_pass(req, pair, parts).localCheckpoint(eager=False)
     return (
         interaction_shares(req, tile, sums=sums, user_sums=user_sums)
         .join(follow_flags(req, edges), keys)

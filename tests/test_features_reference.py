@@ -11,6 +11,10 @@ from test_features_data import GRAPH_CUTOFF, LEAK_BASE, REFERENCE_FROM, featuriz
 
 from features import registry as R
 from features.config import FeatureSettings
+from features.pit import follow_edges, needed, with_as_of
+from features.post import network_interactions, network_tile
+from features.registry import AS_OF
+from features.user_author import common_followees
 from warehouse.catalog import C
 
 pytestmark = pytest.mark.spark
@@ -256,3 +260,45 @@ def test_negative_feedback_and_history(log, spark_features):
     lengths = [len(x) for x in lists("topics")]
     assert max(lengths) == FeatureSettings().history_len and 0 in lengths  # cut, and empty
     assert sum(1 < n < 10 for n in lengths) > 20  # orders are really compared
+
+
+@pytest.mark.parametrize("many_per_user", [False, True])
+def test_network_and_common_followees_in_either_join_order(log, spark, many_per_user):
+    # The two join orders (a training day's, and a feed generation's that cuts the follow
+    # graph to the requested users and authors first) give the reference's counts for every
+    # impression. Only even users and authors are requested, so that the cuts drop edges and
+    # paths run through users and authors that are not requested.
+    even = f"{C.USER_ID} % 2 = 0 AND {C.AUTHOR_ID} % 2 = 0"
+    ref = _duck(
+        log,
+        _T.replace("WHERE served_at", f"WHERE {even} AND served_at")
+        + """
+        SELECT t.impression_id,
+          (SELECT count(*) FROM follows f1 JOIN follows f2 ON f2.follower_id = f1.followee_id
+             WHERE f1.follower_id = t.user_id AND f2.followee_id = t.author_id
+             AND f1.created_at < t.as_of AND f2.created_at < t.as_of) AS common,
+          (SELECT count(*) FROM engagements e JOIN follows f
+             ON f.follower_id = t.user_id AND f.followee_id = e.user_id
+             WHERE e.post_id = t.post_id AND e.action = 'like' AND f.created_at < t.as_of
+             AND e.event_ts < t.as_of AND e.event_ts >= t.as_of - INTERVAL 1 DAY) AS net_like
+        FROM t""",
+    )
+    imps = with_as_of(spark.createDataFrame(log["impressions"]))
+    imps = imps.where(imps[C.SERVED_AT] >= REFERENCE_FROM).where(even)
+    follows = spark.createDataFrame(log["follows"])
+    tile = network_tile(spark.createDataFrame(log["engagements"]))
+    net = network_interactions(imps, tile, follows, many_per_user=many_per_user)
+    req = needed(imps, [C.USER_ID, C.AUTHOR_ID])
+    common = common_followees(req, follow_edges(follows), many_per_user=many_per_user)
+    got = (
+        imps.join(net, [C.USER_ID, C.POST_ID, AS_OF], "left")
+        .join(common, [C.USER_ID, C.AUTHOR_ID, AS_OF], "left")
+        .select(C.IMPRESSION_ID, R.net_count("like", "1d"), R.UA_COMMON_FOLLOWEES)
+        .toPandas()
+        .sort_values(C.IMPRESSION_ID)
+        .reset_index(drop=True)
+    )
+    assert (got[C.IMPRESSION_ID].to_numpy() == ref.impression_id.to_numpy()).all()
+    assert (got[R.UA_COMMON_FOLLOWEES].to_numpy() == ref.common.to_numpy()).all()
+    assert (got[R.net_count("like", "1d")].to_numpy() == ref.net_like.to_numpy()).all()
+    assert ref.common.sum() > 0 and ref.net_like.sum() > 0
