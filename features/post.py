@@ -97,20 +97,16 @@ def network_interactions(
     training day more stages than they save (README, Benchmarks). The same counts either way.
     """
     need = needed(impressions_as_of, [C.USER_ID, C.POST_ID])
-    edges = follow_edges(follows) if edges is None else edges
-    keys = [C.USER_ID, C.POST_ID]
-    if many_per_user:
-        users = need.select(F.col(C.USER_ID).alias(C.FOLLOWER_ID)).distinct()
-        edges = edges.join(users, C.FOLLOWER_ID, "left_semi")
-    edges = edges.select(
+    edges = (follow_edges(follows) if edges is None else edges).select(
         F.col(C.FOLLOWER_ID).alias(C.USER_ID),
         F.col(C.FOLLOWEE_ID).alias(R.T_ENGAGER_ID),
         F.col(C.CREATED_AT).alias("_followed_at"),
     )
+    keys = [C.USER_ID, C.POST_ID]
     if many_per_user:
-        posts = need.select(C.POST_ID).distinct()
-        by_followees = tile.join(posts, C.POST_ID, "left_semi").join(edges, R.T_ENGAGER_ID)
-        joined = range_join(need, by_followees, keys)
+        posts = tile.join(need.select(C.POST_ID).distinct(), C.POST_ID, "left_semi")
+        users = edges.join(need.select(C.USER_ID).distinct(), C.USER_ID, "left_semi")
+        joined = range_join(need, posts.join(users, R.T_ENGAGER_ID), keys)
     else:
         joined = range_join(need, tile, [C.POST_ID]).join(edges, [C.USER_ID, R.T_ENGAGER_ID])
     joined = joined.where(F.col("_followed_at") < F.col(AS_OF))

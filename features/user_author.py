@@ -116,23 +116,19 @@ def common_followee_part(
     pairs); the cuts cost a tiny training day more stages than they save (README,
     Benchmarks). The same paths either way."""
     pairs = req.select(C.USER_ID, C.AUTHOR_ID).distinct()
-    first, second = edges, edges
-    if many_per_user:
-        users = pairs.select(F.col(C.USER_ID).alias(C.FOLLOWER_ID)).distinct()
-        authors = pairs.select(F.col(C.AUTHOR_ID).alias(C.FOLLOWEE_ID)).distinct()
-        first = edges.join(users, C.FOLLOWER_ID, "left_semi")
-        second = edges.join(authors, C.FOLLOWEE_ID, "left_semi")
-    first = first.select(
+    first = edges.select(
         F.col(C.FOLLOWER_ID).alias(C.USER_ID),
         F.col(C.FOLLOWEE_ID).alias("_m"),
         F.col(C.CREATED_AT).alias("_t1"),
     )
-    second = second.select(
+    second = edges.select(
         F.col(C.FOLLOWER_ID).alias("_m"),
         F.col(C.FOLLOWEE_ID).alias(C.AUTHOR_ID),
         F.col(C.CREATED_AT).alias("_t2"),
     )
     if many_per_user:
+        first = first.join(pairs.select(C.USER_ID).distinct(), C.USER_ID, "left_semi")
+        second = second.join(pairs.select(C.AUTHOR_ID).distinct(), C.AUTHOR_ID, "left_semi")
         paths = first.join(second, "_m").join(pairs, [C.USER_ID, C.AUTHOR_ID])
     else:
         paths = pairs.join(first, C.USER_ID).join(second, ["_m", C.AUTHOR_ID])
